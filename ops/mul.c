@@ -1,0 +1,37 @@
+/* mul: y = a * b (elementwise)           a, b broadcastable (NumPy rules); y their broadcast shape
+ * dy/da = b and dy/db = a, so  da += dy * b,  db += dy * a,  each summed over its broadcast axes.
+ * Saves nothing new: backward reads the inputs a and b, which the node already references. */
+#include "internal.h"
+
+static tg_status mul_shape(tg_tensor *y, char *msg, size_t len) {
+    return tg_bcast_shape(y->inputs[0], y->inputs[1], y, msg, len);
+}
+
+static tg_status mul_forward(tg_tape *tape, tg_tensor *y) {
+    (void)tape;
+    const tg_tensor *a = y->inputs[0], *b = y->inputs[1];
+    tg_bcast bc;
+    tg_bcast_init(&bc, a, b, y);
+    TG_FOR_DTYPE(y->dtype, T, const T *pa = a->data; const T *pb = b->data; T *py = y->data;
+                 TG_BCAST_FOR(bc, o, ia, ib, py[o] = pa[ia] * pb[ib];););
+    return TG_OK;
+}
+
+static void mul_backward(tg_tensor *y) {
+    const tg_tensor *a = y->inputs[0], *b = y->inputs[1];
+    tg_bcast bc;
+    tg_bcast_init(&bc, a, b, y);
+    TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data; const T *pa = a->data;
+                 const T *pb = b->data;
+                 T *da = a->grad ? a->grad->data : NULL; T *db = b->grad ? b->grad->data : NULL;
+                 if (da) TG_BCAST_FOR(bc, o, ia, ib, da[ia] += dy[o] * pb[ib];);
+                 if (db) TG_BCAST_FOR(bc, o, ia, ib, db[ib] += dy[o] * pa[ia];););
+}
+
+tg_tensor *tg_mul_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, int line) {
+    tg_tensor *in[2] = {a, b};
+    return tg__record(t, TG_OP_MUL, in, 2, NULL, file, line);
+}
+
+const tg_op_desc tg_op_mul = {"mul", "its inputs a and b (by reference)", 2,
+                              mul_shape, mul_forward, mul_backward};

@@ -1,0 +1,25 @@
+/* relu: y = max(x, 0)                    x [..], y same shape
+ * dy/dx = 1 where x > 0, 0 where x < 0; at the kink x = 0 we take 0 (the usual subgradient).
+ * So  dx += dy * [y > 0]  -- the saved output y is the mask: y > 0 exactly where x > 0. */
+#include "internal.h"
+
+static tg_status relu_forward(tg_tape *tape, tg_tensor *y) {
+    (void)tape;
+    const tg_tensor *x = y->inputs[0];
+    TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *py = y->data;
+                 for (int64_t i = 0; i < y->numel; i++) py[i] = px[i] > 0 ? px[i] : 0;);
+    return TG_OK;
+}
+
+static void relu_backward(tg_tensor *y) {
+    TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = y->grad->data;
+                 T *dx = y->inputs[0]->grad->data;
+                 for (int64_t i = 0; i < y->numel; i++) dx[i] += py[i] > 0 ? dy[i] : 0;);
+}
+
+tg_tensor *tg_relu_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
+    return tg__record(t, TG_OP_RELU, &x, 1, NULL, file, line);
+}
+
+const tg_op_desc tg_op_relu = {"relu", "its output y, whose sign is the mask [x > 0]", 1,
+                               tg__shape_same, relu_forward, relu_backward};

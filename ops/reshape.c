@@ -1,0 +1,70 @@
+/* reshape: y = x with a new shape        x [..] with n elements, y [..] with n elements
+ * Element i of y is element i of x (row-major), so  dx_i += dy_i.  Saves nothing. */
+#include "internal.h"
+
+static tg_status reshape_shape(tg_tensor *y, char *msg, size_t len) {
+    const tg_tensor *x = y->inputs[0];
+    const tg_op_params *p = &y->params;
+    char s[TG_SHAPE_STR_LEN];
+    if (p->rank < 0 || p->rank > TG_MAX_RANK) {
+        snprintf(msg, len, "rank %d is outside 0..%d", p->rank, TG_MAX_RANK);
+        return TG_ERR_VALUE;
+    }
+    int infer = -1;
+    int64_t known = 1;
+    for (int i = 0; i < p->rank; i++) {
+        if (p->shape[i] == -1 && infer < 0) {
+            infer = i;
+        } else if (p->shape[i] < 0) {
+            snprintf(msg, len, "axis %d has size %lld (only one axis may be -1)", i,
+                     (long long)p->shape[i]);
+            return TG_ERR_VALUE;
+        } else {
+            known *= p->shape[i];
+        }
+    }
+    y->rank = p->rank;
+    memcpy(y->shape, p->shape, sizeof y->shape);
+    if (infer >= 0) {
+        if (known == 0 || x->numel % known != 0) {
+            snprintf(msg, len, "cannot infer axis %d: %lld elements of %s do not divide by %lld",
+                     infer, (long long)x->numel, tg_shape_str(x, s, sizeof s), (long long)known);
+            return TG_ERR_SHAPE;
+        }
+        y->shape[infer] = x->numel / known;
+        known *= y->shape[infer];
+    }
+    if (known != x->numel) {
+        char s2[TG_SHAPE_STR_LEN];
+        snprintf(msg, len, "%s has %lld elements, %s has %lld", tg_shape_str(x, s, sizeof s),
+                 (long long)x->numel, tg_shape_str(y, s2, sizeof s2), (long long)known);
+        return TG_ERR_SHAPE;
+    }
+    return TG_OK;
+}
+
+static tg_status reshape_forward(tg_tape *tape, tg_tensor *y) {
+    (void)tape;
+    memcpy(y->data, y->inputs[0]->data, (size_t)y->numel * tg_dtype_size(y->dtype));
+    return TG_OK;
+}
+
+static void reshape_backward(tg_tensor *y) {
+    TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data; T *dx = y->inputs[0]->grad->data;
+                 for (int64_t i = 0; i < y->numel; i++) dx[i] += dy[i];);
+}
+
+tg_tensor *tg_reshape_at(tg_tape *t, tg_tensor *x, int rank, const int64_t *shape,
+                         const char *file, int line) {
+    tg_op_params p = {.rank = rank};
+    if (rank > 0 && !shape) {
+        /* Record with an impossible rank so the usual path reports it with the caller's line. */
+        p.rank = -1;
+    } else if (rank > 0 && rank <= TG_MAX_RANK) {
+        memcpy(p.shape, shape, sizeof(int64_t) * (size_t)rank);
+    }
+    return tg__record(t, TG_OP_RESHAPE, &x, 1, &p, file, line);
+}
+
+const tg_op_desc tg_op_reshape = {"reshape", "nothing (it only relabels elements)", 1,
+                                  reshape_shape, reshape_forward, reshape_backward};

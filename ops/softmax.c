@@ -1,0 +1,52 @@
+/* softmax: y_i = e^(x_i - m) / sum_j e^(x_j - m), m = max_j x_j, along the last axis
+ *                                        x [.., C], y same shape
+ * dy_i/dx_k = y_i (delta_ik - y_k), so per row  dx_k += y_k (dy_k - sum_i dy_i y_i)
+ * -- uses the saved output y. Subtracting the row max keeps e^ from overflowing (logits of 1e4). */
+#include "internal.h"
+
+#include <tgmath.h>
+
+tg_status tg__shape_last_axis(tg_tensor *y, char *msg, size_t len) {
+    const tg_tensor *x = y->inputs[0];
+    if (x->rank < 1) {
+        snprintf(msg, len, "needs at least one axis (works along the last), got a scalar");
+        return TG_ERR_SHAPE;
+    }
+    return tg__shape_same(y, msg, len);
+}
+
+static tg_status softmax_forward(tg_tape *tape, tg_tensor *y) {
+    (void)tape;
+    const tg_tensor *x = y->inputs[0];
+    const int64_t C = x->shape[x->rank - 1], rows = C ? x->numel / C : 0;
+    TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *py = y->data;
+                 for (int64_t r = 0; r < rows; r++) {
+                     const T *xr = px + r * C;
+                     T *yr = py + r * C;
+                     T m = xr[0];
+                     for (int64_t c = 1; c < C; c++) m = xr[c] > m ? xr[c] : m;
+                     T s = 0;
+                     for (int64_t c = 0; c < C; c++) s += (yr[c] = exp(xr[c] - m));
+                     for (int64_t c = 0; c < C; c++) yr[c] /= s;
+                 });
+    return TG_OK;
+}
+
+static void softmax_backward(tg_tensor *y) {
+    const int64_t C = y->shape[y->rank - 1], rows = C ? y->numel / C : 0;
+    TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = y->grad->data;
+                 T *dx = y->inputs[0]->grad->data;
+                 for (int64_t r = 0; r < rows; r++) {
+                     const T *yr = py + r * C, *dyr = dy + r * C;
+                     T dot = 0;
+                     for (int64_t c = 0; c < C; c++) dot += dyr[c] * yr[c];
+                     for (int64_t c = 0; c < C; c++) dx[r * C + c] += yr[c] * (dyr[c] - dot);
+                 });
+}
+
+tg_tensor *tg_softmax_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
+    return tg__record(t, TG_OP_SOFTMAX, &x, 1, NULL, file, line);
+}
+
+const tg_op_desc tg_op_softmax = {"softmax", "its output y (the probabilities)", 1,
+                                  tg__shape_last_axis, softmax_forward, softmax_backward};

@@ -1,0 +1,122 @@
+/* softmax_cross_entropy: L = (1/N) sum_n sum_c t_nc (lse_n - z_nc),  lse_n = log sum_c e^(z_nc)
+ *   logits z [N,C]; targets t either class indices [N] (i32: t_nc = 1 if c == index) or
+ *   probability rows [N,C]; L [] (rank 0). This is mean_n of -sum_c t_nc log softmax(z_n)_c.
+ * dL/dz_nc = (p_nc sum_c' t_nc' - t_nc) / N, with p = softmax(z); for rows that sum to 1 this is
+ *   the report's (y^ - y), divided by N for the batch mean.
+ * dL/dt_nc = (lse_n - z_nc) / N = -log p_nc / N  (when the targets themselves need a gradient).
+ * Fused because it is stabler: lse is computed around the row max, so logits of 1e4 are fine.
+ * Saves the probabilities p [N,C] and lse [N]; backward recomputes no exponential. */
+#include "internal.h"
+
+#include <tgmath.h>
+
+typedef struct sce_saved {
+    void *prob; /* [N,C], logits' dtype */
+    double *lse; /* [N] */
+} sce_saved;
+
+static tg_status sce_shape(tg_tensor *y, char *msg, size_t len) {
+    const tg_tensor *z = y->inputs[0], *t = y->inputs[1];
+    char s1[TG_SHAPE_STR_LEN], s2[TG_SHAPE_STR_LEN];
+    if (z->rank != 2) {
+        snprintf(msg, len, "logits must be [N,C], got %s", tg_shape_str(z, s1, sizeof s1));
+        return TG_ERR_SHAPE;
+    }
+    const int64_t N = z->shape[0], C = z->shape[1];
+    if (t->dtype == TG_I32) {
+        if (t->rank != 1 || t->shape[0] != N) {
+            snprintf(msg, len, "class-index targets must be [%lld] for logits %s, got %s",
+                     (long long)N, tg_shape_str(z, s1, sizeof s1), tg_shape_str(t, s2, sizeof s2));
+            return TG_ERR_SHAPE;
+        }
+        const int32_t *idx = t->data;
+        for (int64_t n = 0; n < N; n++)
+            if (idx[n] < 0 || idx[n] >= C) {
+                snprintf(msg, len, "class index %d in row %lld is out of range 0..%lld",
+                         (int)idx[n], (long long)n, (long long)C - 1);
+                return TG_ERR_VALUE;
+            }
+    } else if (t->rank != 2 || t->shape[0] != N || t->shape[1] != C) {
+        snprintf(msg, len, "probability targets must have the logits' shape %s, got %s",
+                 tg_shape_str(z, s1, sizeof s1), tg_shape_str(t, s2, sizeof s2));
+        return TG_ERR_SHAPE;
+    }
+    if (N == 0) {
+        snprintf(msg, len, "the batch is empty (logits %s)", tg_shape_str(z, s1, sizeof s1));
+        return TG_ERR_SHAPE;
+    }
+    y->rank = 0;
+    return TG_OK;
+}
+
+static tg_status sce_forward(tg_tape *tape, tg_tensor *y) {
+    const tg_tensor *z = y->inputs[0], *t = y->inputs[1];
+    const int64_t N = z->shape[0], C = z->shape[1];
+    sce_saved *sv = tg__tape_alloc(tape, sizeof *sv);
+    void *prob = sv ? tg__tape_alloc(tape, (size_t)(N * C) * tg_dtype_size(z->dtype)) : NULL;
+    double *lse = prob ? tg__tape_alloc(tape, (size_t)N * sizeof(double)) : NULL;
+    if (!lse)
+        return TG_ERR_NOMEM;
+    sv->prob = prob;
+    sv->lse = lse;
+    y->saved = sv;
+    const int32_t *idx = t->dtype == TG_I32 ? t->data : NULL;
+    TG_FOR_DTYPE(y->dtype, T, const T *pz = z->data; const T *pt = idx ? NULL : t->data;
+                 T *p = prob; double loss = 0;
+                 for (int64_t n = 0; n < N; n++) {
+                     const T *zr = pz + n * C;
+                     T *pr = p + n * C;
+                     double m = zr[0];
+                     for (int64_t c = 1; c < C; c++) m = zr[c] > m ? zr[c] : m;
+                     double s = 0;
+                     for (int64_t c = 0; c < C; c++) s += exp((double)zr[c] - m);
+                     lse[n] = m + log(s);
+                     for (int64_t c = 0; c < C; c++) pr[c] = (T)exp((double)zr[c] - lse[n]);
+                     if (idx)
+                         loss += lse[n] - zr[idx[n]];
+                     else
+                         for (int64_t c = 0; c < C; c++)
+                             loss += (double)pt[n * C + c] * (lse[n] - zr[c]);
+                 }
+                 *(T *)y->data = (T)(loss / (double)N););
+    return TG_OK;
+}
+
+static void sce_backward(tg_tensor *y) {
+    const tg_tensor *z = y->inputs[0], *t = y->inputs[1];
+    const int64_t N = z->shape[0], C = z->shape[1];
+    const sce_saved *sv = y->saved;
+    const int32_t *idx = t->dtype == TG_I32 ? t->data : NULL;
+    TG_FOR_DTYPE(y->dtype, T, const T g = *(const T *)y->grad->data / (T)N;
+                 const T *p = sv->prob; const T *pt = idx ? NULL : t->data;
+                 T *dz = z->grad ? z->grad->data : NULL;
+                 T *dt = (!idx && t->grad) ? t->grad->data : NULL;
+                 for (int64_t n = 0; n < N; n++) {
+                     if (dz) {
+                         if (idx) {
+                             for (int64_t c = 0; c < C; c++) dz[n * C + c] += g * p[n * C + c];
+                             dz[n * C + idx[n]] -= g;
+                         } else {
+                             T tsum = 0;
+                             for (int64_t c = 0; c < C; c++) tsum += pt[n * C + c];
+                             for (int64_t c = 0; c < C; c++)
+                                 dz[n * C + c] += g * (p[n * C + c] * tsum - pt[n * C + c]);
+                         }
+                     }
+                     if (dt) {
+                         const T *zr = (const T *)z->data + n * C;
+                         for (int64_t c = 0; c < C; c++)
+                             dt[n * C + c] += g * (T)(sv->lse[n] - (double)zr[c]);
+                     }
+                 });
+}
+
+tg_tensor *tg_softmax_cross_entropy_at(tg_tape *t, tg_tensor *logits, tg_tensor *targets,
+                                       const char *file, int line) {
+    tg_tensor *in[2] = {logits, targets};
+    return tg__record(t, TG_OP_SOFTMAX_CROSS_ENTROPY, in, 2, NULL, file, line);
+}
+
+const tg_op_desc tg_op_softmax_cross_entropy = {
+    "softmax_cross_entropy", "the probabilities p = softmax(z) and each row's log-sum-exp", 2,
+    sce_shape, sce_forward, sce_backward};

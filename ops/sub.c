@@ -1,0 +1,36 @@
+/* sub: y = a - b                         a, b broadcastable (NumPy rules); y their broadcast shape
+ * dy/da = 1 and dy/db = -1, so  da += dy,  db -= dy,  each summed over its broadcast axes.
+ * Saves nothing. */
+#include "internal.h"
+
+static tg_status sub_shape(tg_tensor *y, char *msg, size_t len) {
+    return tg_bcast_shape(y->inputs[0], y->inputs[1], y, msg, len);
+}
+
+static tg_status sub_forward(tg_tape *tape, tg_tensor *y) {
+    (void)tape;
+    const tg_tensor *a = y->inputs[0], *b = y->inputs[1];
+    tg_bcast bc;
+    tg_bcast_init(&bc, a, b, y);
+    TG_FOR_DTYPE(y->dtype, T, const T *pa = a->data; const T *pb = b->data; T *py = y->data;
+                 TG_BCAST_FOR(bc, o, ia, ib, py[o] = pa[ia] - pb[ib];););
+    return TG_OK;
+}
+
+static void sub_backward(tg_tensor *y) {
+    const tg_tensor *a = y->inputs[0], *b = y->inputs[1];
+    tg_bcast bc;
+    tg_bcast_init(&bc, a, b, y);
+    TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data;
+                 T *da = a->grad ? a->grad->data : NULL; T *db = b->grad ? b->grad->data : NULL;
+                 if (da) TG_BCAST_FOR(bc, o, ia, ib, (void)ib; da[ia] += dy[o];);
+                 if (db) TG_BCAST_FOR(bc, o, ia, ib, (void)ia; db[ib] -= dy[o];););
+}
+
+tg_tensor *tg_sub_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, int line) {
+    tg_tensor *in[2] = {a, b};
+    return tg__record(t, TG_OP_SUB, in, 2, NULL, file, line);
+}
+
+const tg_op_desc tg_op_sub = {"sub", "nothing (the derivatives are 1 and -1)", 2,
+                              sub_shape, sub_forward, sub_backward};

@@ -1,0 +1,32 @@
+/* sum: y = sum_i x_i                     x [..], y [] (rank 0)
+ * dy/dx_i = 1, so  dx_i += dy.  Saves nothing. Accumulates in double. */
+#include "internal.h"
+
+static tg_status sum_shape(tg_tensor *y, char *msg, size_t len) {
+    (void)msg;
+    (void)len;
+    y->rank = 0;
+    return TG_OK;
+}
+
+static tg_status sum_forward(tg_tape *tape, tg_tensor *y) {
+    (void)tape;
+    const tg_tensor *x = y->inputs[0];
+    TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; double acc = 0;
+                 for (int64_t i = 0; i < x->numel; i++) acc += px[i];
+                 *(T *)y->data = (T)acc;);
+    return TG_OK;
+}
+
+static void sum_backward(tg_tensor *y) {
+    const tg_tensor *x = y->inputs[0];
+    TG_FOR_DTYPE(y->dtype, T, const T dy = *(const T *)y->grad->data; T *dx = x->grad->data;
+                 for (int64_t i = 0; i < x->numel; i++) dx[i] += dy;);
+}
+
+tg_tensor *tg_sum_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
+    return tg__record(t, TG_OP_SUM, &x, 1, NULL, file, line);
+}
+
+const tg_op_desc tg_op_sum = {"sum", "nothing (the derivative is 1)", 1,
+                              sum_shape, sum_forward, sum_backward};
