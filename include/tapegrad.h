@@ -254,7 +254,8 @@ tg_tensor *tg_mse_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
 #define tg_add_scalar(t, x, s) tg_add_scalar_at((t), (x), (s), __FILE__, __LINE__)
 #define tg_matmul(t, a, b) tg_matmul_at((t), (a), (b), __FILE__, __LINE__)
 #define tg_transpose(t, x) tg_transpose_at((t), (x), __FILE__, __LINE__)
-#define tg_reshape(t, x, rank, shape) tg_reshape_at((t), (x), (rank), (shape), __FILE__, __LINE__)
+/* rank and shape may be given as TG_SHAPE(3, 4) */
+#define tg_reshape(t, x, ...) tg_reshape_at((t), (x), __VA_ARGS__, __FILE__, __LINE__)
 #define tg_sum(t, x) tg_sum_at((t), (x), __FILE__, __LINE__)
 #define tg_mean(t, x) tg_mean_at((t), (x), __FILE__, __LINE__)
 #define tg_sum_axis(t, x, axis, keepdims)                                                          \
@@ -291,8 +292,9 @@ typedef struct tg_custom_op {
  *  `op` and `user` must stay valid until the tape is reset. */
 tg_tensor *tg_custom_at(tg_tape *t, const tg_custom_op *op, void *user, tg_tensor *const *inputs,
                         int n_inputs, int rank, const int64_t *shape, TG_LOC_PARAMS);
-#define tg_custom(t, op, user, inputs, n_inputs, rank, shape)                                      \
-    tg_custom_at((t), (op), (user), (inputs), (n_inputs), (rank), (shape), __FILE__, __LINE__)
+/* rank and shape may be given as TG_SHAPE(3, 4) */
+#define tg_custom(t, op, user, inputs, n_inputs, ...)                                              \
+    tg_custom_at((t), (op), (user), (inputs), (n_inputs), __VA_ARGS__, __FILE__, __LINE__)
 
 /* ---- Gradient checking (src/gradcheck.c) ------------------------------------------------------ */
 

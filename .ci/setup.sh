@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The README's first command: install what is missing on Debian 12, build, run the main demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Everything tapegrad builds, tests and draws with, as Debian packages.
+packages=(build-essential cmake pkg-config libcriterion-dev libxxhash-dev zlib1g-dev libcjson-dev
+          gnuplot-nox graphviz valgrind clang doxygen cppcheck dataset-fashion-mnist)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "== installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== building (build/)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)" >/dev/null
+
+echo "== running the demo"
+./build/examples/quickstart

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The README's second command: the whole test suite. Each stage prints its own result; the last
+# line counts the stages that passed and failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+passed=0
+failed=0
+failed_names=()
+
+stage() { # stage NAME COMMAND...: runs a stage, counts its result
+  local name=$1
+  shift
+  echo
+  echo "== $name"
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    failed_names+=("$name")
+  fi
+}
+
+build_and_test() { # build_and_test DIR CMAKE-ARGS...
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" "$@" >/dev/null &&
+    cmake --build "$dir" -j"$jobs" >/dev/null &&
+    (cd "$dir" && ctest --output-on-failure -j"$jobs")
+}
+
+stage "unit tests (release build)" build_and_test build -DCMAKE_BUILD_TYPE=Release
+stage "unit tests under AddressSanitizer + UBSan" bash .ci/sanitize.sh build-asan
+stage "unit tests under valgrind memcheck" bash .ci/valgrind.sh build
+
+echo
+if ((failed)); then
+  echo "failed stages: ${failed_names[*]}"
+fi
+echo "stages: $passed passed, $failed failed"
+((failed == 0))
