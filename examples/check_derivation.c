@@ -5,7 +5,8 @@
  * The network of the report: n_x = 2, n_h = 4, n_y = 2,
  *     h~ = W_h x + b_h,  h = tanh(h~),  y~ = W_y h + b_y,  y^ = softmax(y~),
  *     l = -sum_k y_k log y^_k   (y one-hot),   mini-batch: L = (1/N) sum_n l_n.
- * Samples are rows: X [N,2], Y [N,2], so h~ = X W_h^T + b_h is [N,4] and y~ = H W_y^T + b_y is [N,2].
+ * Samples are rows: X [N,2], Y [N,2], so h~ = X W_h^T + b_h is [N,4] and y~ = H W_y^T + b_y is
+ * [N,2].
  *
  * Every gradient "yours" below is plain C written from the formula, never from tapegrad; tapegrad's
  * autodiff is the reference and central finite differences referee it. Exit status 0 when every
@@ -20,7 +21,8 @@
 
 enum { NX = 2, NH = 4, NY = 2, NB = 8 /* mini-batch */, NS = 4 /* samples for the report */ };
 
-/* ---- The network, written with tapegrad (what autodiff differentiates) ------------------------ */
+/* ---- The network, written with tapegrad (what autodiff differentiates) ------------------------
+ */
 
 /* L = -(1/N) sum_n sum_k Y_nk log y^_nk, written as the report writes it (softmax, then log). */
 static tg_tensor *ce_from_probs(tg_tape *t, tg_tensor *yhat, tg_tensor *Y) {
@@ -56,14 +58,15 @@ static tg_tensor *loss_of_yhat(tg_tape *t, tg_tensor *const *in, int n, tg_dtype
     return ce_from_probs(t, in[0], in[1]);
 }
 
-/* ---- The same forward pass in plain C, which the hand-derived formulas use -------------------- */
+/* ---- The same forward pass in plain C, which the hand-derived formulas use --------------------
+ */
 
 typedef struct params {
     double Wh[NH][NX], bh[NH], Wy[NY][NH], by[NY];
 } params;
 
 typedef struct sample {
-    double x[NX], y[NY];           /* input, one-hot target */
+    double x[NX], y[NY];                  /* input, one-hot target */
     double ht[NH], h[NH], yt[NY], yh[NY]; /* h~, h, y~, y^ */
 } sample;
 
@@ -87,7 +90,8 @@ static void forward(const params *p, sample *s) {
         s->yh[k] = exp(s->yt[k] - m) / z;
 }
 
-/* ---- Small helpers ---------------------------------------------------------------------------- */
+/* ---- Small helpers ----------------------------------------------------------------------------
+ */
 
 static tg_tensor *leaf(const char *name, int rank, const int64_t *shape, const double *data) {
     tg_tensor *t = tg_tensor_from(TG_F64, rank, shape, data);
@@ -106,8 +110,11 @@ static tg_tensor *rows(const char *name, const sample *s, int first, int n, int 
     for (int r = 0; r < n; r++)
         for (int c = 0; c < w; c++) {
             const sample *q = &s[first + r];
-            buf[r * w + c] = what == 0 ? q->x[c] : what == 1 ? q->y[c] : what == 2 ? q->ht[c]
-                             : what == 3 ? q->yt[c] : q->yh[c];
+            buf[r * w + c] = what == 0   ? q->x[c]
+                             : what == 1 ? q->y[c]
+                             : what == 2 ? q->ht[c]
+                             : what == 3 ? q->yt[c]
+                                         : q->yh[c];
         }
     return leaf(name, 2, (const int64_t[]){n, w}, buf);
 }
@@ -136,12 +143,14 @@ static const struct {
     const char *eq, *grad, *formula, *aside, *why;
 } eqs[N_EQ] = {
     [EQ15] = {"15", "dl/dy~_i", "y^_i - y_i", "", NULL},
-    [EQ15_LABEL] = {"15", "dl/dy^_i", "y^_i - y_i", "   (as its vector is labelled)",
-                    "the vector in answer 15 labels its entries dl/dy^_k, but dl/dy^_k = -y_k / y^_k;\n"
-                    "        its values y^_k - y_k are dl/dy~_k: the labels slipped, not the derivation."},
+    [EQ15_LABEL] =
+        {"15", "dl/dy^_i", "y^_i - y_i", "   (as its vector is labelled)",
+         "the vector in answer 15 labels its entries dl/dy^_k, but dl/dy^_k = -y_k / y^_k;\n"
+         "        its values y^_k - y_k are dl/dy~_k: the labels slipped, not the derivation."},
     [EQ16] = {"16", "dl/dW_y,ij", "sum_k (y^_k - y_k) h_j", "",
               "dy~_k/dW_y,ij is h_j only for k = i and 0 otherwise, so the sum over k keeps one\n"
-              "        term, (y^_i - y_i) h_j; summing every k gives h_j (1 - 1) = 0 for every element."},
+              "        term, (y^_i - y_i) h_j; summing every k gives h_j (1 - 1) = 0 for every "
+              "element."},
     [EQ17_HT] = {"17", "dl/dh~_i", "(1 - h_i^2) sum_k (y^_k - y_k) W_y,ki", "", NULL},
     [EQ17_WH] = {"17", "dl/dW_h,ij", "((1 - h_i^2) sum_k (y^_k - y_k) W_y,ki) x_j", "", NULL},
     [EQ17_BH] = {"17", "dl/db_h,i", "(1 - h_i^2) sum_k (y^_k - y_k) W_y,ki", "", NULL},
@@ -187,9 +196,7 @@ static void report_formula(int eq, const params *p, const sample *s, double *g) 
             }
         break;
     case EQ17_HT:
-    case EQ17_BH:
-        memcpy(g, dht, sizeof dht);
-        break;
+    case EQ17_BH: memcpy(g, dht, sizeof dht); break;
     case EQ17_WH:
         for (int i = 0; i < NH; i++)
             for (int j = 0; j < NX; j++)
@@ -214,7 +221,9 @@ static tg_gradcheck_report *check_report_eq(int eq, const params *p, const sampl
         tg_tensor *in[4] = {v, Y, par[4], par[5]};
         tg_tensor *yours[4] = {mine, NULL, NULL, NULL};
         only_grad(in + 1, 3, -1);
-        r = check(eq == EQ15 ? loss_of_ytilde : eq == EQ15_LABEL ? loss_of_yhat : loss_of_htilde,
+        r = check(eq == EQ15         ? loss_of_ytilde
+                  : eq == EQ15_LABEL ? loss_of_yhat
+                                     : loss_of_htilde,
                   in, eq == EQ17_HT ? 4 : 2, yours);
         tg_tensor_free(v);
         tg_tensor_free(mine);
@@ -305,8 +314,9 @@ static void check_textbook(const params *p, const sample *s, int N, int forget_m
     int keep = 0;
 
     /* The four parameters at once: one report with four tensors. */
-    tg_tensor *mine[4] = {leaf("W_h", TG_SHAPE(NH, NX), &g.Wh[0][0]), leaf("b_h", TG_SHAPE(NH), g.bh),
-                          leaf("W_y", TG_SHAPE(NY, NH), &g.Wy[0][0]), leaf("b_y", TG_SHAPE(NY), g.by)};
+    tg_tensor *mine[4] = {
+        leaf("W_h", TG_SHAPE(NH, NX), &g.Wh[0][0]), leaf("b_h", TG_SHAPE(NH), g.bh),
+        leaf("W_y", TG_SHAPE(NY, NH), &g.Wy[0][0]), leaf("b_y", TG_SHAPE(NY), g.by)};
     tg_tensor *in[6] = {X, Y, par[2], par[3], par[4], par[5]};
     tg_tensor *yours[6] = {NULL, NULL, mine[0], mine[1], mine[2], mine[3]};
     for (int i = 0; i < 6; i++)
@@ -369,18 +379,22 @@ int main(void) {
             s[n].y[k] = k == c;
         forward(&p, &s[n]);
     }
-    tg_tensor *par[6] = {NULL, NULL, leaf("W_h", TG_SHAPE(NH, NX), &p.Wh[0][0]),
-                         leaf("b_h", TG_SHAPE(NH), p.bh), leaf("W_y", TG_SHAPE(NY, NH), &p.Wy[0][0]),
+    tg_tensor *par[6] = {NULL,
+                         NULL,
+                         leaf("W_h", TG_SHAPE(NH, NX), &p.Wh[0][0]),
+                         leaf("b_h", TG_SHAPE(NH), p.bh),
+                         leaf("W_y", TG_SHAPE(NY, NH), &p.Wy[0][0]),
                          leaf("b_y", TG_SHAPE(NY), p.by)};
     const tg_gradcheck_opts o = tg_gradcheck_defaults();
 
-    printf("Checking the course report's gradients with tapegrad\n"
-           "====================================================\n"
-           "Network 2-4-2:  h~ = W_h x + b_h,  h = tanh(h~),  y~ = W_y h + b_y,  y^ = softmax(y~),\n"
-           "                l = -sum_k y_k log y^_k (one-hot y);  mini-batch: L = (1/N) sum_n l_n\n"
-           "Parameters and %d samples drawn with seed 2021. Every check runs in float64 (eps %g,\n"
-           "atol %g, rtol %g): your formula against autodiff, central differences as referee.\n\n",
-           NB, o.eps, o.atol, o.rtol);
+    printf(
+        "Checking the course report's gradients with tapegrad\n"
+        "====================================================\n"
+        "Network 2-4-2:  h~ = W_h x + b_h,  h = tanh(h~),  y~ = W_y h + b_y,  y^ = softmax(y~),\n"
+        "                l = -sum_k y_k log y^_k (one-hot y);  mini-batch: L = (1/N) sum_n l_n\n"
+        "Parameters and %d samples drawn with seed 2021. Every check runs in float64 (eps %g,\n"
+        "atol %g, rtol %g): your formula against autodiff, central differences as referee.\n\n",
+        NB, o.eps, o.atol, o.rtol);
 
     /* Part 1. */
     printf("1. The report's equations, exactly as written, checked on each of samples 0..%d\n\n",
@@ -404,7 +418,10 @@ int main(void) {
         char formula[96];
         snprintf(formula, sizeof formula, "%s%s", eqs[eq].formula, eqs[eq].aside);
         printf("   %-4s %-11s %-45s %d of %d     %s\n", eqs[eq].eq, eqs[eq].grad, formula,
-               holds[eq], NS, holds[eq] == NS ? "HOLDS" : holds[eq] ? "PARTLY" : "FAILS");
+               holds[eq], NS,
+               holds[eq] == NS ? "HOLDS"
+               : holds[eq]     ? "PARTLY"
+                               : "FAILS");
     }
     printf("   %-4s %-11s %s\n", "-", "dl/db_y", "(the report gives no formula; see part 2)");
     for (int eq = 0; eq < N_EQ; eq++) {
@@ -418,13 +435,13 @@ int main(void) {
     }
 
     /* Part 2. */
-    printf("\n2. The textbook derivation, in batch form (rows are samples; D = dL/dy~, G = dL/dh~)\n\n");
+    printf("\n2. The textbook derivation, in batch form (rows are samples; D = dL/dy~, G = "
+           "dL/dh~)\n\n");
     tb_result one, batch, slip;
     check_textbook(&p, s, 1, 0, par, &one);
     check_textbook(&p, s, NB, 0, par, &batch);
     check_textbook(&p, s, NB, 1, par, &slip);
-    printf("   %-9s %-47s %-12s %s\n", "gradient", "formula", "one sample",
-           "mini-batch, N = 8");
+    printf("   %-9s %-47s %-12s %s\n", "gradient", "formula", "one sample", "mini-batch, N = 8");
     int textbook_ok = 1;
     for (int k = 0; k < N_TB; k++) {
         char a[32], b[32];

@@ -364,18 +364,18 @@ typedef struct tg_gradcheck_element {
 
 /** The verdict on one input that requires a gradient. */
 typedef struct tg_gradcheck_tensor {
-    char name[32];     /**< the input's name, or "input <i>" */
-    int input;         /**< its position in the inputs array */
-    int rank;          /**< its rank */
+    char name[32];              /**< the input's name, or "input <i>" */
+    int input;                  /**< its position in the inputs array */
+    int rank;                   /**< its rank */
     int64_t shape[TG_MAX_RANK]; /**< its shape */
-    int64_t numel;     /**< its number of elements */
-    int has_yours;     /**< 1 if you supplied a gradient for it */
-    int passed;        /**< 1 if no element mismatches (kinks do not count) */
-    int64_t n_ok;       /**< elements that agree */
-    int64_t n_mismatch; /**< elements that do not */
-    int64_t n_kink;     /**< elements at a kink, not judged */
-    double max_abs_err; /**< largest abs_err over judged (non-kink) elements */
-    double max_rel_err; /**< largest rel_err over judged elements */
+    int64_t numel;              /**< its number of elements */
+    int has_yours;              /**< 1 if you supplied a gradient for it */
+    int passed;                 /**< 1 if no element mismatches (kinks do not count) */
+    int64_t n_ok;               /**< elements that agree */
+    int64_t n_mismatch;         /**< elements that do not */
+    int64_t n_kink;             /**< elements at a kink, not judged */
+    double max_abs_err;         /**< largest abs_err over judged (non-kink) elements */
+    double max_rel_err;         /**< largest rel_err over judged elements */
     /** Flat index of the element furthest outside tolerance (largest abs_err / (atol + rtol
      *  |reference|)) among judged elements; -1 if none was judged. */
     int64_t worst_index;
@@ -385,15 +385,17 @@ typedef struct tg_gradcheck_tensor {
 
 /** The whole verdict. Read its fields; free it with tg_gradcheck_report_free. */
 typedef struct tg_gradcheck_report {
-    int passed;            /**< 1 if every tensor passed */
-    int n_tensors;         /**< checked inputs (those that require a gradient) */
+    int passed;                   /**< 1 if every tensor passed */
+    int n_tensors;                /**< checked inputs (those that require a gradient) */
     tg_gradcheck_tensor *tensors; /**< n_tensors entries; owned by the report */
-    double loss;           /**< f at the unperturbed inputs */
-    double eps, atol, rtol; /**< the settings used */
-    int max_rows;          /**< rows tg_gradcheck_print shows per list */
-    tg_dtype requested_dtype; /**< what was asked for (opts.dtype, or TG_F32 if an input was f32) */
-    tg_dtype dtype;           /**< what the check ran in: always TG_F64 */
-    char note[200];           /**< "" or a sentence for the reader (e.g. why float64) */
+    double loss;                  /**< f at the unperturbed inputs */
+    double eps;                   /**< the finite-difference step used */
+    double atol;                  /**< the absolute tolerance used */
+    double rtol;                  /**< the relative tolerance used */
+    int max_rows;                 /**< rows tg_gradcheck_print shows per list */
+    tg_dtype requested_dtype;     /**< asked for: opts.dtype, or TG_F32 if an input was f32 */
+    tg_dtype dtype;               /**< what the check ran in: always TG_F64 */
+    char note[200];               /**< "" or a sentence for the reader (e.g. why float64) */
 } tg_gradcheck_report;
 
 /** Checks the autodiff gradient of every input that requires one against central finite

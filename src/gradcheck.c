@@ -9,9 +9,10 @@
  * Kinks: at x within eps of a kink (relu at 0, |x| at 0) the central difference averages two
  * different slopes and judges nothing. We detect it from the one-sided differences
  *     d+ = (f(x+eps) - f(x)) / eps,   d- = (f(x) - f(x-eps)) / eps.
- * For a smooth f, d+ - d- = f''(x) eps + O(eps^2); at a kink it is the jump in slope, which does not
- * shrink with eps. So when d+ and d- disagree beyond tolerance we evaluate at eps/2 as well: smooth
- * curvature halves the gap, a kink does not. Kink elements are reported as such, never judged. */
+ * For a smooth f, d+ - d- = f''(x) eps + O(eps^2); at a kink it is the jump in slope, which does
+ * not shrink with eps. So when d+ and d- disagree beyond tolerance we evaluate at eps/2 as well:
+ * smooth curvature halves the gap, a kink does not. Kink elements are reported as such, never
+ * judged. */
 #include "internal.h"
 
 #include <float.h>
@@ -19,8 +20,8 @@
 #include <stdlib.h>
 
 tg_gradcheck_opts tg_gradcheck_defaults(void) {
-    return (tg_gradcheck_opts){.eps = 1e-6, .atol = 1e-5, .rtol = 1e-3, .dtype = TG_F64,
-                               .max_rows = 10};
+    return (tg_gradcheck_opts){
+        .eps = 1e-6, .atol = 1e-5, .rtol = 1e-3, .dtype = TG_F64, .max_rows = 10};
 }
 
 /* What one check needs while it runs; freed at the end of run_check. */
@@ -112,10 +113,11 @@ static tg_status check_args(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_i
                                       i, nm, tg_shape_str(y, s1, sizeof s1),
                                       tg_shape_str(inputs[i], s2, sizeof s2));
         if (y->dtype != TG_F32 && y->dtype != TG_F64)
-            return tg__set_last_error(TG_ERR_DTYPE,
-                                      "tg_gradcheck_yours: your gradient for input %d ('%s') is %s; "
-                                      "it must be f32 or f64",
-                                      i, nm, tg_dtype_name(y->dtype));
+            return tg__set_last_error(
+                TG_ERR_DTYPE,
+                "tg_gradcheck_yours: your gradient for input %d ('%s') is %s; "
+                "it must be f32 or f64",
+                i, nm, tg_dtype_name(y->dtype));
     }
     if (n_grad == 0)
         return tg__set_last_error(TG_ERR_STATE,
@@ -146,8 +148,7 @@ static tg_status judge_element(gc_run *run, const tg_gradcheck_report *r, tg_ten
 
     /* Rounding in f, divided by eps: the part of d+ - d- that is noise, not slope. */
     const double noise = 64 * DBL_EPSILON * fmax(fabs(f0), fmax(fabs(fp), fabs(fm))) / eps;
-    const double slope_tol =
-        atol + rtol * fmax(fabs(e->fd_forward), fabs(e->fd_backward)) + noise;
+    const double slope_tol = atol + rtol * fmax(fabs(e->fd_forward), fabs(e->fd_backward)) + noise;
     const double gap = e->fd_forward - e->fd_backward;
     bool kink = false;
     if (!(fabs(gap) <= slope_tol)) {
@@ -239,8 +240,7 @@ static tg_gradcheck_report *report_new(tg_tensor *const *inputs, int n_inputs,
 }
 
 /* Fills the report: one autodiff pass, then finite differences element by element. */
-static tg_status run_check(gc_run *run, tg_gradcheck_report *r,
-                           tg_tensor *const *yours) {
+static tg_status run_check(gc_run *run, tg_gradcheck_report *r, tg_tensor *const *yours) {
     tg_tape *ad = tg_tape_new();
     run->tape = tg_tape_new();
     if (!ad || !run->tape) {
@@ -389,8 +389,7 @@ static void print_tensor(const tg_gradcheck_report *r, const tg_gradcheck_tensor
             else
                 snprintf(yb, sizeof yb, "-");
             fprintf(out, "    %-12s | %13s | %+.6e | %+17.6e | %9.2e | %9.2e%s\n",
-                    index_str(c, j, ib, sizeof ib), yb, e->autodiff, e->fd, e->abs_err,
-                    e->rel_err,
+                    index_str(c, j, ib, sizeof ib), yb, e->autodiff, e->fd, e->abs_err, e->rel_err,
                     c->has_yours && (e->disagree & TG_GC_AUTODIFF_VS_FD)
                         ? "  (autodiff disagrees with finite differences too)"
                         : "");
@@ -416,8 +415,7 @@ static void print_tensor(const tg_gradcheck_report *r, const tg_gradcheck_tensor
             else
                 snprintf(yb, sizeof yb, "-");
             /* A correct derivative at a single kink is one of the one-sided slopes (or between). */
-            const double tol =
-                r->atol + r->rtol * fmax(fabs(e->fd_backward), fabs(e->fd_forward));
+            const double tol = r->atol + r->rtol * fmax(fabs(e->fd_backward), fabs(e->fd_forward));
             const bool between = e->autodiff >= fmin(e->fd_backward, e->fd_forward) - tol &&
                                  e->autodiff <= fmax(e->fd_backward, e->fd_forward) + tol;
             fprintf(out, "    %-12s | %13s | %+.6e | %+19.6e | %+19.6e%s\n",
