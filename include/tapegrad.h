@@ -298,6 +298,138 @@ tg_tensor *tg_custom_at(tg_tape *t, const tg_custom_op *op, void *user, tg_tenso
 
 /* ---- Gradient checking (src/gradcheck.c) ------------------------------------------------------ */
 
+/* Checks a gradient element by element: autodiff against central finite differences, or a
+ * gradient you derived yourself (e.g. your C code for the report's dL/dW_y) against autodiff, with
+ * finite differences as the referee. The check always runs in float64: in float32 the rounding
+ * error of a finite difference (about 6e-8 / eps) swamps any useful tolerance.
+ *
+ *     static tg_tensor *loss_fn(tg_tape *t, tg_tensor *const *in, int n, tg_dtype dt, void *u) {
+ *         return tg_softmax_cross_entropy(t, tg_matmul(t, in[0], in[1]), in[2]);
+ *     }
+ *     tg_gradcheck_report *r = tg_gradcheck(loss_fn, inputs, 3, NULL, NULL);
+ *     if (!r) fprintf(stderr, "%s\n", tg_last_errmsg());
+ *     else { tg_gradcheck_print(r, stdout); tg_gradcheck_report_free(r); }
+ */
+
+/** Builds a one-element tensor (the loss) from `inputs` on `tape`, in the dtype `dtype` (always
+ *  TG_F64 under tg_gradcheck: the inputs it passes are float64 copies of the caller's). Constants
+ *  the loss needs (data, targets) should be passed as inputs that do not require a gradient.
+ *  Returns the loss (a tensor of `tape`), or NULL after a failed builder call. Called many times
+ *  (twice per checked element, plus a few); it must compute the same function every time. */
+typedef tg_tensor *(*tg_gradcheck_fn)(tg_tape *tape, tg_tensor *const *inputs, int n_inputs,
+                                      tg_dtype dtype, void *user);
+
+/** Settings of a check. Start from tg_gradcheck_defaults() and change what you need. */
+typedef struct tg_gradcheck_opts {
+    double eps;  /**< finite-difference step; default 1e-6 */
+    double atol; /**< absolute tolerance; default 1e-5 */
+    double rtol; /**< relative tolerance; default 1e-3. An element agrees when
+                      |value - reference| <= atol + rtol * |reference| */
+    /** The dtype you train in. TG_F32 is accepted, but the check still runs in float64 and the
+     *  report says so (tg_gradcheck_report.note). Default TG_F64. */
+    tg_dtype dtype;
+    int max_rows; /**< rows tg_gradcheck_print shows per list before eliding; default 10 */
+} tg_gradcheck_opts;
+
+/** The defaults: eps 1e-6, atol 1e-5, rtol 1e-3 (as PyTorch's gradcheck), dtype TG_F64,
+ *  max_rows 10. */
+tg_gradcheck_opts tg_gradcheck_defaults(void);
+
+/** What one element turned out to be. */
+typedef enum tg_gradcheck_status {
+    TG_GC_OK = 0,       /**< every value agrees within tolerance */
+    TG_GC_MISMATCH = 1, /**< a comparison failed; see tg_gradcheck_element.disagree */
+    /** The one-sided differences (f(x+eps)-f(x))/eps and (f(x)-f(x-eps))/eps disagree by more than
+     *  curvature explains: a kink (e.g. relu at 0) lies within eps, so finite differences cannot
+     *  judge this element. Reported, never counted as a pass or a failure. */
+    TG_GC_KINK = 2
+} tg_gradcheck_status;
+
+#define TG_GC_YOURS_VS_AUTODIFF 1u /**< disagree bit: your gradient differs from autodiff */
+#define TG_GC_AUTODIFF_VS_FD 2u    /**< disagree bit: autodiff differs from finite differences */
+
+/** One element of a checked tensor. */
+typedef struct tg_gradcheck_element {
+    int64_t index;              /**< flat, row-major */
+    tg_gradcheck_status status; /**< OK, MISMATCH or KINK */
+    unsigned disagree;          /**< TG_GC_YOURS_VS_AUTODIFF | TG_GC_AUTODIFF_VS_FD bits */
+    double yours;               /**< your gradient; NaN when you gave none for this tensor */
+    double autodiff;            /**< tg_backward's gradient */
+    double fd;                  /**< central difference (f(x+eps) - f(x-eps)) / 2eps */
+    double fd_forward;          /**< (f(x+eps) - f(x)) / eps */
+    double fd_backward;         /**< (f(x) - f(x-eps)) / eps */
+    /** |value - reference| of the main comparison: yours vs autodiff when you gave a gradient,
+     *  autodiff vs finite difference otherwise. */
+    double abs_err;
+    double rel_err; /**< abs_err / |reference| (0 when both are 0, inf when only the reference is) */
+} tg_gradcheck_element;
+
+/** The verdict on one input that requires a gradient. */
+typedef struct tg_gradcheck_tensor {
+    char name[32];              /**< the input's name, or "input <i>" */
+    int input;                  /**< its position in the inputs array */
+    int rank;                   /**< its rank */
+    int64_t shape[TG_MAX_RANK]; /**< its shape */
+    int64_t numel;              /**< its number of elements */
+    int has_yours;              /**< 1 if you supplied a gradient for it */
+    int passed;                 /**< 1 if no element mismatches (kinks do not count) */
+    int64_t n_ok;               /**< elements that agree */
+    int64_t n_mismatch;         /**< elements that do not */
+    int64_t n_kink;             /**< elements at a kink, not judged */
+    double max_abs_err;         /**< largest abs_err over judged (non-kink) elements */
+    double max_rel_err;         /**< largest rel_err over judged elements */
+    /** Flat index of the element furthest outside tolerance (largest abs_err / (atol + rtol
+     *  |reference|)) among judged elements; -1 if none was judged. */
+    int64_t worst_index;
+    double max_fd_err; /**< largest |autodiff - finite difference| over judged elements */
+    tg_gradcheck_element *elements; /**< numel entries, in index order; owned by the report */
+} tg_gradcheck_tensor;
+
+/** The whole verdict. Read its fields; free it with tg_gradcheck_report_free. */
+typedef struct tg_gradcheck_report {
+    int passed;                   /**< 1 if every tensor passed */
+    int n_tensors;                /**< checked inputs (those that require a gradient) */
+    tg_gradcheck_tensor *tensors; /**< n_tensors entries; owned by the report */
+    double loss;                  /**< f at the unperturbed inputs */
+    double eps;                   /**< the finite-difference step used */
+    double atol;                  /**< the absolute tolerance used */
+    double rtol;                  /**< the relative tolerance used */
+    int max_rows;                 /**< rows tg_gradcheck_print shows per list */
+    tg_dtype requested_dtype;     /**< asked for: opts.dtype, or TG_F32 if an input was f32 */
+    tg_dtype dtype;               /**< what the check ran in: always TG_F64 */
+    char note[200];               /**< "" or a sentence for the reader (e.g. why float64) */
+} tg_gradcheck_report;
+
+/** Checks the autodiff gradient of every input that requires one against central finite
+ *  differences of `f`. The inputs are not modified: f runs on float64 copies (i32 inputs, such
+ *  as class indices, are passed through as i32 copies). `opts` may be NULL (defaults).
+ *  Returns a new report, owned by the caller (tg_gradcheck_report_free), whatever the verdict; or
+ *  NULL on a usage error, with tg_last_errmsg() naming it: NULL f or inputs, no input requiring a
+ *  gradient, bad options (eps <= 0, atol or rtol < 0), f failing to build (the tape's message is
+ *  quoted), f returning more than one element, or no memory. */
+tg_gradcheck_report *tg_gradcheck(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_inputs,
+                                  void *user, const tg_gradcheck_opts *opts);
+
+/** As tg_gradcheck, and also checks gradients you computed yourself: yours[i] is your d f /
+ *  d inputs[i] (same shape as inputs[i], f32 or f64), or NULL for an input you did not derive
+ *  (its autodiff is then checked against finite differences as by tg_gradcheck). An element of
+ *  yours passes when it agrees with autodiff and autodiff agrees with finite differences.
+ *  Additional errors: yours[i] given for an input that does not require a gradient, or of the
+ *  wrong shape or dtype. Returns a new report owned by the caller, or NULL (tg_last_errmsg). */
+tg_gradcheck_report *tg_gradcheck_yours(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_inputs,
+                                        void *user, tg_tensor *const *yours,
+                                        const tg_gradcheck_opts *opts);
+
+/** Writes the report to `out`: one line per tensor (verdict, counts, max errors, worst element),
+ *  then its mismatching elements as rows `index | yours | autodiff | finite difference | abs err |
+ *  rel err` (multi-d indices such as [1,0]; the first max_rows, then a count of the rest), then
+ *  its kink elements with both one-sided differences. NULL report or out: nothing is written. */
+void tg_gradcheck_print(const tg_gradcheck_report *report, FILE *out);
+
+/** Frees a report and everything it owns. NULL is ignored. */
+void tg_gradcheck_report_free(tg_gradcheck_report *report);
+
+
 /* ---- Teaching: graph, listing, trace (src/teach.c) -------------------------------------------- */
 
 /* ---- Training: initializers, optimizers, batches, layers (src/train.c) ------------------------ */
