@@ -31,7 +31,7 @@ build_and_test() { # build_and_test DIR CMAKE-ARGS...
 
 stage "unit tests (release build)" build_and_test build -DCMAKE_BUILD_TYPE=Release
 stage "clang build, warnings as errors, unit tests" \
-  env CC=clang build_and_test build-clang -DCMAKE_BUILD_TYPE=Release -DTG_BUILD_BENCH=OFF
+  build_and_test build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Release -DTG_BUILD_BENCH=OFF
 stage "unit tests under AddressSanitizer + UBSan" bash .ci/sanitize.sh build-asan
 stage "unit tests under valgrind memcheck" bash .ci/valgrind.sh build
 
