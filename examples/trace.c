@@ -30,6 +30,27 @@ static tg_tensor *leaf(const char *name, int rank, const int64_t *shape, const d
     return t;
 }
 
+/* "  name  = [ 0.3000  0.7000 ]^T": one line per matrix row, column vectors marked ^T as in the
+ * trace, so the forward numbers read like the backward ones. */
+static void show(const tg_tensor *t) {
+    const int rank = tg_tensor_rank(t);
+    const int64_t *shape = tg_tensor_shape(t);
+    const int64_t rows = rank == 2 && shape[1] > 1 ? shape[0] : 1;
+    const int64_t cols = tg_tensor_numel(t) / rows;
+    const int column = rank == 2 && shape[0] > 1 && shape[1] == 1;
+    printf("  %-6s = ", tg_tensor_name(t));
+    if (rank == 0) {
+        printf("%.4f\n", tg_tensor_item(t));
+        return;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        printf("%s[", r ? "           " : "");
+        for (int64_t c = 0; c < cols; c++)
+            printf(" %7.4f", tg_tensor_get(t, r * cols + c));
+        printf(" ]%s\n", column ? "^T" : "");
+    }
+}
+
 static void rule(const char *title) {
     printf("\n==== %s ", title);
     for (size_t i = strlen(title); i < 90; i++)
@@ -85,8 +106,12 @@ int main(int argc, char **argv) {
     tg_tape_print(t, stdout);
 
     rule("forward values");
+    const tg_tensor *params[] = {Wh, bh, Wy, by, x};
+    for (int i = 0; i < 5; i++)
+        show(params[i]);
+    printf("  y      = class %d, one-hot (0, 1)\n\n", label[0]);
     for (int64_t i = 0; i < tg_tape_size(t); i++)
-        tg_tensor_print(tg_tape_node(t, i), stdout);
+        show(tg_tape_node(t, i));
 
     rule("backward: the chain rule, node by node");
     tg_tape_set_trace(t, stdout);

@@ -210,7 +210,9 @@ static int vals_width(const vals *x, int64_t from, int64_t to) {
     for (int64_t i = from; i < to; i++) {
         char b[32];
         fmt_num(b, sizeof b, x->v[i], x->integer);
-        int l = (int)strlen(b);
+        /* A column for the sign even when all are positive, so that tensors shown one under the
+         * other (upstream, local, result) line up. */
+        int l = (int)strlen(b) + (!x->integer && b[0] != '-');
         w = l > w ? l : w;
     }
     return w;
@@ -688,18 +690,20 @@ static void trace_local(FILE *f, const tg_tape *tape, const tg_tensor *n) {
         if (t->dtype == TG_I32)
             for (int64_t r = 0; r < N; r++)
                 pt[r * C + (int64_t)tg_tensor_get(t, r)] = 1;
-        char tb[48];
+        char tb[48], l1[64], l2[64];
         name_of(tape, t, tb, sizeof tb);
+        textf(l1, sizeof l1, "%s%s", tb, t->dtype == TG_I32 ? " as one-hot" : "");
+        textf(l2, sizeof l2, "(p - %s) / N", tb);
+        const int w = (int)(strlen(l1) > strlen(l2) ? strlen(l1) : strlen(l2));
         vals vt = {2, z->shape, N * C, pt, true};
-        textf(pre, sizeof pre, "%s%s%s = ", lab(lb, sizeof lb, "local"), tb,
-              t->dtype == TG_I32 ? " as one-hot" : "");
+        textf(pre, sizeof pre, "%s%-*s = ", lab(lb, sizeof lb, "local"), w, l1);
         print_line(f, pre, &vt, "");
         for (int64_t i = 0; i < N * C; i++)
             v[i] = (v[i] - pt[i]) / (double)N;
         vals vp = {2, z->shape, N * C, v, false};
         char nn[48];
         textf(nn, sizeof nn, "   (N = %lld row%s)", (long long)N, N == 1 ? "" : "s");
-        textf(pre, sizeof pre, "%s(p - %s) / N = ", lab(lb, sizeof lb, ""), tb);
+        textf(pre, sizeof pre, "%s%-*s = ", lab(lb, sizeof lb, ""), w, l2);
         print_line(f, pre, &vp, nn);
         free(v);
         break;
@@ -761,7 +765,7 @@ void tg__trace_end(tg_tape *tape, const tg_tensor *output) {
 /* Reports what n's backward added to input k's gradient: the total when it is the only
  * contribution, else this contribution and the sum so far. `before` is overwritten. */
 static void trace_input(FILE *f, const tg_tape *tape, const tg_tensor *n, int k, double *before,
-                        const bool *on, int64_t top) {
+                        const bool *on, int64_t top, int w) {
     const tg_tensor *x = n->inputs[k];
     char xb[48], xf[56], lb[64], pre[256];
     name_of(tape, x, xb, sizeof xb);
@@ -802,8 +806,10 @@ static void trace_input(FILE *f, const tg_tape *tape, const tg_tensor *n, int k,
     }
     const char *bcast = x->numel < n->numel ? "   (summed over the axes it was broadcast along)" : "";
     vals total = {x->rank, x->shape, x->numel, after, false};
+    char lhs[64];
+    textf(lhs, sizeof lhs, "dl/d%s", xf);
     if (count <= 1 && !had) {
-        textf(pre, sizeof pre, "%sdl/d%s = ", arrow_buf, xf);
+        textf(pre, sizeof pre, "%s%-*s = ", arrow_buf, w, lhs);
         print_line(f, pre, &total, bcast);
     } else {
         for (int64_t i = 0; i < x->numel; i++)
@@ -815,9 +821,9 @@ static void trace_input(FILE *f, const tg_tape *tape, const tg_tensor *n, int k,
                   (long long)count, bcast);
         else
             textf(note, sizeof note, "%s", bcast);
-        textf(pre, sizeof pre, "%sdl/d%s += ", arrow_buf, xf);
+        textf(pre, sizeof pre, "%s%-*s += ", arrow_buf, w, lhs);
         print_line(f, pre, &part, note);
-        textf(pre, sizeof pre, "%sdl/d%s  = ", lab(lb, sizeof lb, ""), xf);
+        textf(pre, sizeof pre, "%s%-*s  = ", lab(lb, sizeof lb, ""), w, lhs);
         print_line(f, pre, &total,
                    which < count ? "   (sum so far)"
                    : count > 1   ? "   (all contributions summed)"
@@ -833,6 +839,15 @@ void tg__trace_node(tg_tape *tape, tg_tensor *n, const tg_tensor *output) {
     formula_name(nb, nf, sizeof nf);
     if (!strpbrk(nb, " ^+-*/()"))
         textf(nf, sizeof nf, "%s", nb);
+
+    /* The left-hand sides dl/d(name) share one width, so the values line up. */
+    int w = (int)strlen(nf) + 4;
+    for (int k = 0; k < n->n_inputs; k++) {
+        char ib[48], ifm[56];
+        name_of(tape, n->inputs[k], ib, sizeof ib);
+        int l = (int)strlen(formula_name(ib, ifm, sizeof ifm)) + 4;
+        w = l > w ? l : w;
+    }
 
     /* Which nodes run in this pass, to count where each gradient comes from. */
     const int64_t top = output->tape_index;
@@ -854,7 +869,9 @@ void tg__trace_node(tg_tape *tape, tg_tensor *n, const tg_tensor *output) {
             textf(note, sizeof note, "   (the seed)");
         }
         vals x = {n->rank, n->shape, n->numel, up, false};
-        textf(pre, sizeof pre, "%sdl/d%s = ", lab(lb, sizeof lb, "upstream"), nf);
+        char lhs[64];
+        textf(lhs, sizeof lhs, "dl/d%s", nf);
+        textf(pre, sizeof pre, "%s%-*s = ", lab(lb, sizeof lb, "upstream"), w, lhs);
         print_line(f, pre, &x, note);
         free(up);
     }
@@ -870,7 +887,7 @@ void tg__trace_node(tg_tape *tape, tg_tensor *n, const tg_tensor *output) {
             before[k] = to_doubles(n->inputs[k]->grad);
     tg_op_table[n->op]->backward(n);
     for (int k = 0; k < n->n_inputs; k++) {
-        trace_input(f, tape, n, k, before[k], on, top);
+        trace_input(f, tape, n, k, before[k], on, top, w);
         free(before[k]);
     }
     free(on);
