@@ -10,7 +10,10 @@
  * Prints the tape as a listing, the forward values, the backward pass as the chain rule with
  * numbers, and the loss; writes the graph as DOT and, when Graphviz is installed, as a picture.
  *
- *     build/examples/trace [picture.png|.svg]      (default: trace.png in the current directory)
+ *     build/examples/trace [--decay] [picture.png|.svg]   (default: trace.png in the current dir)
+ *
+ * --decay adds weight decay on W_y, loss = cross-entropy + 0.1 mean(W_y^2), so that W_y feeds two
+ * ops and the trace shows its gradient as the sum of two contributions.
  */
 #include <tapegrad.h>
 
@@ -59,7 +62,14 @@ static void rule(const char *title) {
 }
 
 int main(int argc, char **argv) {
-    const char *picture = argc > 1 ? argv[1] : "trace.png";
+    const char *picture = "trace.png";
+    int decay = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--decay") == 0)
+            decay = 1;
+        else
+            picture = argv[i];
+    }
 
     /* Small round numbers, so a student can redo the forward pass by hand. */
     const double W_h[] = {0.5, -0.4, 0.3, 0.8, -0.7, 0.2, 0.1, -0.6};
@@ -89,7 +99,18 @@ int main(int argc, char **argv) {
     tg_tensor *Wyh = tg_matmul(t, Wy, h);
     tg_tensor *y_ = tg_add(t, Wyh, by);
     tg_tensor *y_row = tg_transpose(t, y_);
-    tg_tensor *loss = tg_softmax_cross_entropy(t, y_row, y);
+    tg_tensor *ce = tg_softmax_cross_entropy(t, y_row, y);
+    tg_tensor *loss = ce, *zero = NULL;
+    if (decay) { /* loss = ce + 0.1 mean((W_y - 0)^2): a second path from W_y to the loss */
+        zero = tg_tensor_new(TG_F64, TG_SHAPE(2, 4));
+        tg_tensor_set_name(zero, "0");
+        tg_tensor *r = tg_mse(t, Wy, zero);
+        tg_tensor *lr = tg_scale(t, r, 0.1);
+        loss = tg_add(t, ce, lr);
+        tg_tensor_set_name(ce, "ce");
+        tg_tensor_set_name(r, "r");
+        tg_tensor_set_name(lr, "0.1 r");
+    }
     if (tg_tape_status(t) != TG_OK) {
         fprintf(stderr, "trace: %s\n", tg_tape_errmsg(t));
         return 1;
@@ -145,5 +166,6 @@ int main(int argc, char **argv) {
     tg_tensor_free(by);
     tg_tensor_free(x);
     tg_tensor_free(y);
+    tg_tensor_free(zero);
     return 0;
 }
