@@ -321,8 +321,8 @@ tg_status tg_tape_print(const tg_tape *tape, FILE *out) {
                 w_shape, tg_shape_str(x, sb, sizeof sb), role);
     }
     fprintf(out, "tape (%lld node%s, forward order)\n", (long long)n, n == 1 ? "" : "s");
-    fprintf(out, "  %*s  %-*s  %-*s  %-*s  %-*s  %s\n", w_idx, "#", w_name, "name", w_op, "op", w_in,
-            "inputs", w_shape, "shape", "saves for backward");
+    fprintf(out, "  %*s  %-*s  %-*s  %-*s  %-*s  %s\n", w_idx, "#", w_name, "name", w_op, "op",
+            w_in, "inputs", w_shape, "shape", "saves for backward");
     for (int64_t i = 0; i < n; i++) {
         const tg_tensor *t = tg_tape_node(tape, i);
         const char *e = node_expr(tape, t, eb, sizeof eb);
@@ -742,8 +742,9 @@ void tg__trace_begin(tg_tape *tape, const tg_tensor *output) {
     FILE *f = tg__tape_trace(tape);
     char nb[48], pre[160];
     name_of(tape, output, nb, sizeof nb);
-    fprintf(f, "backward pass from %s (node #%lld). l = %s; dl/dv is the gradient of l with respect "
-               "to v.\n",
+    fprintf(f,
+            "backward pass from %s (node #%lld). l = %s; dl/dv is the gradient of l with "
+            "respect to v.\n",
             nb, (long long)output->tape_index, nb);
     fprintf(f, "Nodes run in reverse order; each turns dl/d(its output) into dl/d(each input).\n");
     double *v = to_doubles(output->grad);
@@ -804,7 +805,8 @@ static void trace_input(FILE *f, const tg_tape *tape, const tg_tensor *n, int k,
             if (list[c] == n->tape_index)
                 which = c + 1;
     }
-    const char *bcast = x->numel < n->numel ? "   (summed over the axes it was broadcast along)" : "";
+    const char *bcast =
+        x->numel < n->numel ? "   (summed over the axes it was broadcast along)" : "";
     vals total = {x->rank, x->shape, x->numel, after, false};
     char lhs[64];
     textf(lhs, sizeof lhs, "dl/d%s", xf);

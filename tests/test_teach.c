@@ -63,8 +63,8 @@ static void expect_golden(const char *got, const char *name) {
         a++;
         b++;
     }
-    cr_expect(*a == '\0' && *b == '\0', "%s differs from the output at line %d:\n got: %.80s\nwant: %.80s",
-              name, line, a, b);
+    cr_expect(*a == '\0' && *b == '\0',
+              "%s differs from the output at line %d:\n got: %.80s\nwant: %.80s", name, line, a, b);
     free(want);
 }
 
