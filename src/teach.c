@@ -805,8 +805,12 @@ static void trace_input(FILE *f, const tg_tape *tape, const tg_tensor *n, int k,
             if (list[c] == n->tape_index)
                 which = c + 1;
     }
-    const char *bcast =
-        x->numel < n->numel ? "   (summed over the axes it was broadcast along)" : "";
+    /* Only the elementwise binary ops broadcast; a matmul operand is simply smaller. */
+    const bool elementwise = n->op == TG_OP_ADD || n->op == TG_OP_SUB || n->op == TG_OP_MUL ||
+                             n->op == TG_OP_DIV;
+    const char *bcast = elementwise && x->numel < n->numel
+                            ? "   (summed over the axes it was broadcast along)"
+                            : "";
     vals total = {x->rank, x->shape, x->numel, after, false};
     char lhs[64];
     textf(lhs, sizeof lhs, "dl/d%s", xf);

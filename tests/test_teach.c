@@ -211,6 +211,8 @@ Test(teach, tracing_changes_no_gradient_bitwise) {
     cr_assert_not_null(text);
     cr_expect_not_null(strstr(text, "entries, norm"), "a [5,4] tensor is summarised:\n%s", text);
     cr_expect_not_null(strstr(text, "contribution 2 of 2"), "h feeds two heads:\n%s", text);
+    cr_expect_not_null(strstr(text, "(summed over the axes it was broadcast along)"),
+                       "the biases [4] are broadcast over the batch:\n%s", text);
     free(text);
 }
 
