@@ -432,6 +432,39 @@ void tg_gradcheck_report_free(tg_gradcheck_report *report);
 
 /* ---- Teaching: graph, listing, trace (src/teach.c) -------------------------------------------- */
 
+/** Writes the tape as a listing in forward order, for reading or teaching: first the leaves it uses
+ *  (name, shape, parameter or data), then one line per node: index, name, op, inputs, output shape
+ *  and what the node saved for backward. Unnamed tensors show as "op#index" (nodes) and "leaf#k"
+ *  (leaves, numbered in order of first use). Returns TG_OK, TG_ERR_NULL (tape or out NULL; see
+ *  tg_last_errmsg) or TG_ERR_IO if writing failed. Reads the tape only. */
+tg_status tg_tape_print(const tg_tape *tape, FILE *out);
+
+/** Writes the recorded graph as Graphviz DOT to `out`: one box per leaf and per node with its name,
+ *  op, shape, its values when it has at most 8 elements and, once tg_backward has run, its
+ *  gradient; parameters, data and computed tensors are styled apart and the output is
+ *  highlighted; edges run from inputs to the ops that use them, in recording order. Returns TG_OK,
+ *  TG_ERR_NULL or TG_ERR_IO (message in tg_last_errmsg). Reads the tape only. */
+tg_status tg_tape_write_dot(const tg_tape *tape, FILE *out);
+/** As tg_tape_write_dot into the file at `path` (created or truncated). TG_ERR_IO if it cannot be
+ *  opened or written, with the path in tg_last_errmsg. */
+tg_status tg_tape_save_dot(const tg_tape *tape, const char *path);
+/** Draws the graph into `path` with Graphviz's `dot` program; the format follows the name's end
+ *  (.png, .svg or .pdf, else TG_ERR_VALUE). Returns TG_ERR_IO, with a message naming Debian's
+ *  graphviz package, when `dot` is not on the PATH, and TG_ERR_IO when `dot` fails. Uses a
+ *  temporary file in $TMPDIR (or /tmp), removed before returning. Messages in tg_last_errmsg. */
+tg_status tg_tape_render(const tg_tape *tape, const char *path);
+
+/** Turns the chain-rule trace of tg_backward on (`out` non-NULL) or off (NULL, the default). While
+ *  on, each backward pass writes to `out`, node by node in reverse order: the upstream gradient,
+ *  what forward saved, the op's rule with the tensors' names (dl/dh~ += dl/dh * (1 - h^2)), the
+ *  local derivative's numbers where it has its own (tanh, sigmoid, exp, log, relu, scale, mean,
+ *  softmax_cross_entropy), and the gradient passed to each input; where a value feeds several ops,
+ *  each contribution and the running sum. Tensors of up to 16 elements print in full, larger ones
+ *  as a few entries and the norm. Gradients are bitwise the same as with the trace off. `out` is
+ *  the caller's and must stay open while tracing is on; the setting survives tg_tape_reset.
+ *  Returns TG_OK, or TG_ERR_NULL for a NULL tape. */
+tg_status tg_tape_set_trace(tg_tape *tape, FILE *out);
+
 /* ---- Training: initializers, optimizers, batches, layers (src/train.c) ------------------------ */
 
 /* ---- Data: IDX files (src/idx.c) -------------------------------------------------------------- */

@@ -34,4 +34,5 @@ tg_tensor *tg_add_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, i
 }
 
 const tg_op_desc tg_op_add = {"add", "nothing (the derivative is 1)", 2,
-                              add_shape, add_forward, add_backward};
+                              add_shape, add_forward, add_backward,
+                              "da += dy, db += dy"};

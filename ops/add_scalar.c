@@ -21,4 +21,5 @@ tg_tensor *tg_add_scalar_at(tg_tape *t, tg_tensor *x, double s, const char *file
 }
 
 const tg_op_desc tg_op_add_scalar = {"add_scalar", "nothing (the derivative is 1)", 1,
-                                     tg__shape_same, add_scalar_forward, add_scalar_backward};
+                                     tg__shape_same, add_scalar_forward, add_scalar_backward,
+                                     "dx += dy"};

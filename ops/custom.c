@@ -58,4 +58,5 @@ tg_tensor *tg_custom_at(tg_tape *t, const tg_custom_op *op, void *user, tg_tenso
 }
 
 const tg_op_desc tg_op_custom = {"custom", "whatever its functions keep (caller-defined)", -1,
-                                 custom_shape, custom_forward, custom_backward};
+                                 custom_shape, custom_forward, custom_backward,
+                                 "the caller's backward function"};

@@ -34,4 +34,5 @@ tg_tensor *tg_div_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, i
 }
 
 const tg_op_desc tg_op_div = {"div", "its output y = a/b and its divisor b", 2,
-                              div_shape, div_forward, div_backward};
+                              div_shape, div_forward, div_backward,
+                              "da += dy / b, db -= dy * y / b"};

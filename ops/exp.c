@@ -23,4 +23,5 @@ tg_tensor *tg_exp_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
 }
 
 const tg_op_desc tg_op_exp = {"exp", "its output y = e^x", 1,
-                              tg__shape_same, exp_forward, exp_backward};
+                              tg__shape_same, exp_forward, exp_backward,
+                              "dx += dy * y"};

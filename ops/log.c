@@ -25,4 +25,5 @@ tg_tensor *tg_log_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
 }
 
 const tg_op_desc tg_op_log = {"log", "its input x (by reference)", 1,
-                              tg__shape_same, log_forward, log_backward};
+                              tg__shape_same, log_forward, log_backward,
+                              "dx += dy / x"};

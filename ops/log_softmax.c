@@ -41,4 +41,5 @@ tg_tensor *tg_log_softmax_at(tg_tape *t, tg_tensor *x, const char *file, int lin
 
 const tg_op_desc tg_op_log_softmax = {"log_softmax", "its output y (the log-probabilities)", 1,
                                       tg__shape_last_axis, log_softmax_forward,
-                                      log_softmax_backward};
+                                      log_softmax_backward,
+                                      "dx += dy - e^y * sum(dy) per row"};

@@ -46,4 +46,5 @@ tg_tensor *tg_matmul_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file
 }
 
 const tg_op_desc tg_op_matmul = {"matmul", "its operands a and b (by reference)", 2,
-                                 matmul_shape, matmul_forward, matmul_backward};
+                                 matmul_shape, matmul_forward, matmul_backward,
+                                 "da += dy b^T, db += a^T dy"};

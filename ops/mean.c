@@ -30,4 +30,5 @@ tg_tensor *tg_mean_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
 }
 
 const tg_op_desc tg_op_mean = {"mean", "nothing (the derivative is 1/n)", 1,
-                               mean_shape, mean_forward, mean_backward};
+                               mean_shape, mean_forward, mean_backward,
+                               "dx += dy / n at every element"};

@@ -20,4 +20,5 @@ tg_tensor *tg_mean_axis_at(tg_tape *t, tg_tensor *x, int axis, int keepdims, con
 }
 
 const tg_op_desc tg_op_mean_axis = {"mean_axis", "nothing (the derivative is 1/n)", 1,
-                                    tg__reduce_axis_shape, mean_axis_forward, mean_axis_backward};
+                                    tg__reduce_axis_shape, mean_axis_forward, mean_axis_backward,
+                                    "dx += dy / n, repeated along the averaged axis"};

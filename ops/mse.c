@@ -44,4 +44,5 @@ tg_tensor *tg_mse_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, i
 }
 
 const tg_op_desc tg_op_mse = {"mse", "its inputs a and b (by reference)", 2,
-                              mse_shape, mse_forward, mse_backward};
+                              mse_shape, mse_forward, mse_backward,
+                              "da += dL * 2 (a - b) / n, db -= the same"};

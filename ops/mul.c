@@ -34,4 +34,5 @@ tg_tensor *tg_mul_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, i
 }
 
 const tg_op_desc tg_op_mul = {"mul", "its inputs a and b (by reference)", 2,
-                              mul_shape, mul_forward, mul_backward};
+                              mul_shape, mul_forward, mul_backward,
+                              "da += dy * b, db += dy * a"};

@@ -20,4 +20,5 @@ tg_tensor *tg_neg_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
 }
 
 const tg_op_desc tg_op_neg = {"neg", "nothing (the derivative is -1)", 1,
-                              tg__shape_same, neg_forward, neg_backward};
+                              tg__shape_same, neg_forward, neg_backward,
+                              "dx -= dy"};

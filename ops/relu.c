@@ -22,4 +22,5 @@ tg_tensor *tg_relu_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
 }
 
 const tg_op_desc tg_op_relu = {"relu", "its output y, whose sign is the mask [x > 0]", 1,
-                               tg__shape_same, relu_forward, relu_backward};
+                               tg__shape_same, relu_forward, relu_backward,
+                               "dx += dy * [y > 0]"};

@@ -67,4 +67,5 @@ tg_tensor *tg_reshape_at(tg_tape *t, tg_tensor *x, int rank, const int64_t *shap
 }
 
 const tg_op_desc tg_op_reshape = {"reshape", "nothing (it only relabels elements)", 1,
-                                  reshape_shape, reshape_forward, reshape_backward};
+                                  reshape_shape, reshape_forward, reshape_backward,
+                                  "dx += dy, element by element"};

@@ -22,4 +22,5 @@ tg_tensor *tg_scale_at(tg_tape *t, tg_tensor *x, double s, const char *file, int
 }
 
 const tg_op_desc tg_op_scale = {"scale", "the scalar s", 1,
-                                tg__shape_same, scale_forward, scale_backward};
+                                tg__shape_same, scale_forward, scale_backward,
+                                "dx += s * dy"};

@@ -27,4 +27,5 @@ tg_tensor *tg_sigmoid_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
 }
 
 const tg_op_desc tg_op_sigmoid = {"sigmoid", "its output y = sigmoid(x)", 1,
-                                  tg__shape_same, sigmoid_forward, sigmoid_backward};
+                                  tg__shape_same, sigmoid_forward, sigmoid_backward,
+                                  "dx += dy * y * (1 - y)"};

@@ -49,4 +49,5 @@ tg_tensor *tg_softmax_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
 }
 
 const tg_op_desc tg_op_softmax = {"softmax", "its output y (the probabilities)", 1,
-                                  tg__shape_last_axis, softmax_forward, softmax_backward};
+                                  tg__shape_last_axis, softmax_forward, softmax_backward,
+                                  "dx += y * (dy - sum(dy * y)) per row"};

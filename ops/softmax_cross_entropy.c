@@ -111,6 +111,8 @@ static void sce_backward(tg_tensor *y) {
                  });
 }
 
+const void *tg__sce_probs(const tg_tensor *y) { return ((const sce_saved *)y->saved)->prob; }
+
 tg_tensor *tg_softmax_cross_entropy_at(tg_tape *t, tg_tensor *logits, tg_tensor *targets,
                                        const char *file, int line) {
     tg_tensor *in[2] = {logits, targets};
@@ -119,4 +121,5 @@ tg_tensor *tg_softmax_cross_entropy_at(tg_tape *t, tg_tensor *logits, tg_tensor 
 
 const tg_op_desc tg_op_softmax_cross_entropy = {
     "softmax_cross_entropy", "the probabilities p = softmax(z) and each row's log-sum-exp", 2,
-    sce_shape, sce_forward, sce_backward};
+    sce_shape, sce_forward, sce_backward,
+    "dz += dL * (p - t) / N with p = softmax(z)"};

@@ -33,4 +33,5 @@ tg_tensor *tg_sub_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, i
 }
 
 const tg_op_desc tg_op_sub = {"sub", "nothing (the derivatives are 1 and -1)", 2,
-                              sub_shape, sub_forward, sub_backward};
+                              sub_shape, sub_forward, sub_backward,
+                              "da += dy, db -= dy"};

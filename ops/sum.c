@@ -29,4 +29,5 @@ tg_tensor *tg_sum_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
 }
 
 const tg_op_desc tg_op_sum = {"sum", "nothing (the derivative is 1)", 1,
-                              sum_shape, sum_forward, sum_backward};
+                              sum_shape, sum_forward, sum_backward,
+                              "dx += dy at every element"};

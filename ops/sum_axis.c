@@ -79,4 +79,5 @@ tg_tensor *tg_sum_axis_at(tg_tape *t, tg_tensor *x, int axis, int keepdims, cons
 }
 
 const tg_op_desc tg_op_sum_axis = {"sum_axis", "nothing (the derivative is 1)", 1,
-                                   tg__reduce_axis_shape, sum_axis_forward, sum_axis_backward};
+                                   tg__reduce_axis_shape, sum_axis_forward, sum_axis_backward,
+                                   "dx += dy, repeated along the summed axis"};

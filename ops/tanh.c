@@ -24,4 +24,5 @@ tg_tensor *tg_tanh_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
 }
 
 const tg_op_desc tg_op_tanh = {"tanh", "its output y = tanh(x)", 1,
-                               tg__shape_same, tanh_forward, tanh_backward};
+                               tg__shape_same, tanh_forward, tanh_backward,
+                               "dx += dy * (1 - y^2)"};

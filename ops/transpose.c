@@ -38,4 +38,5 @@ tg_tensor *tg_transpose_at(tg_tape *t, tg_tensor *x, const char *file, int line)
 }
 
 const tg_op_desc tg_op_transpose = {"transpose", "nothing (it only moves elements)", 1,
-                                    transpose_shape, transpose_forward, transpose_backward};
+                                    transpose_shape, transpose_forward, transpose_backward,
+                                    "dx += dy^T"};

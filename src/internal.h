@@ -107,6 +107,7 @@ typedef struct tg_op_desc {
     tg_status (*shape)(tg_tensor *out, char *msg, size_t msg_len);
     tg_status (*forward)(tg_tape *tape, tg_tensor *out);
     void (*backward)(tg_tensor *out);
+    const char *local; /* the backward's rule as a phrase, for traces: "dx += dy * (1 - y^2)" */
 } tg_op_desc;
 
 #define TG_X_DECL(NAME, file) extern const tg_op_desc tg_op_##file;
@@ -134,6 +135,16 @@ void tg__tape_fail(tg_tape *tape, tg_status status, const char *file, int line, 
 /* Thread-local error for tape-less calls. Returns status for convenience. */
 tg_status tg__set_last_error(tg_status status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* ---- Backward trace (src/teach.c); called by tg_backward only when the tape has a trace FILE * */
+
+FILE *tg__tape_trace(const tg_tape *tape);
+void tg__trace_begin(tg_tape *tape, const tg_tensor *output);
+/* Runs n's backward between a snapshot of its inputs' gradients and the report of what changed. */
+void tg__trace_node(tg_tape *tape, tg_tensor *n, const tg_tensor *output);
+void tg__trace_end(tg_tape *tape, const tg_tensor *output);
+/* The probabilities softmax_cross_entropy's forward saved ([N,C], logits' dtype). */
+const void *tg__sce_probs(const tg_tensor *y);
 
 /* ---- Helpers for ops ---- */
 

@@ -24,6 +24,7 @@ struct tg_tape {
     int64_t n_nodes, cap_nodes;
     tg_status status;
     char errmsg[TG_ERRMSG_LEN];
+    FILE *trace; /* tg_tape_set_trace: where tg_backward explains itself; NULL (off) by default */
 };
 
 static tg_block *block_new(size_t size) {
@@ -124,6 +125,13 @@ int64_t tg_tape_size(const tg_tape *t) { return t ? t->n_nodes : 0; }
 tg_tensor *tg_tape_node(const tg_tape *t, int64_t i) {
     return (t && i >= 0 && i < t->n_nodes) ? t->nodes[i] : NULL;
 }
+tg_status tg_tape_set_trace(tg_tape *t, FILE *out) {
+    if (!t)
+        return tg__set_last_error(TG_ERR_NULL, "tg_tape_set_trace: tape is NULL");
+    t->trace = out;
+    return TG_OK;
+}
+FILE *tg__tape_trace(const tg_tape *t) { return t->trace; }
 size_t tg_tape_bytes(const tg_tape *t) {
     return t ? t->arena_bytes + (size_t)t->cap_nodes * sizeof(tg_tensor *) : 0;
 }
@@ -333,6 +341,8 @@ tg_status tg_backward_seed(tg_tape *t, tg_tensor *output, const tg_tensor *seed)
     if (!output->requires_grad)
         return TG_OK; /* nothing upstream wants a gradient */
 
+    if (t->trace)
+        tg__trace_begin(t, output);
     for (int64_t i = output->tape_index; i >= 0; i--) {
         tg_tensor *n = t->nodes[i];
         if (!n->grad || !n->requires_grad)
@@ -342,8 +352,13 @@ tg_status tg_backward_seed(tg_tape *t, tg_tensor *output, const tg_tensor *seed)
             if (x->requires_grad && x->dtype != TG_I32 && ensure_grad(t, x) != TG_OK)
                 return t->status;
         }
-        tg_op_table[n->op]->backward(n);
+        if (t->trace) /* one branch per node when tracing is off */
+            tg__trace_node(t, n, output);
+        else
+            tg_op_table[n->op]->backward(n);
     }
+    if (t->trace)
+        tg__trace_end(t, output);
     return TG_OK;
 }
 

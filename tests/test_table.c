@@ -1,5 +1,6 @@
 /* The op table is complete: every op has a name, a phrase for what it saves, a shape check, a
- * forward and a backward, and the names are unique. */
+ * forward, a backward and a phrase for its backward rule (shown by the trace), and the names are
+ * unique. */
 #include "internal.h"
 
 #include <criterion/criterion.h>
@@ -14,6 +15,7 @@ Test(op_table, every_op_is_complete) {
         cr_expect_not_null(d->shape, "op %s has no shape check", d->name);
         cr_expect_not_null(d->forward, "op %s has no forward", d->name);
         cr_expect_not_null(d->backward, "op %s has no backward", d->name);
+        cr_expect(d->local && d->local[0], "op %s does not state its backward rule", d->name);
         for (int other = 1; other < op; other++)
             cr_expect_str_neq(d->name, tg_op_table[other]->name, "two ops are named %s", d->name);
     }
