@@ -306,6 +306,20 @@ tg_tensor *tg_custom_at(tg_tape *t, const tg_custom_op *op, void *user, tg_tenso
 
 /* ---- Version ---------------------------------------------------------------------------------- */
 
+/* The one version number lives in CMakeLists.txt (project(VERSION)); CMake refuses to configure
+ * if these macros disagree with it, so a release bumps both in one commit. */
+#define TG_VERSION_MAJOR 0        /**< major version: incompatible API changes */
+#define TG_VERSION_MINOR 1        /**< minor version: added functionality */
+#define TG_VERSION_PATCH 0        /**< patch version: fixes only */
+#define TG_VERSION_STRING "0.1.0" /**< "MAJOR.MINOR.PATCH" of this header */
+/** The header's version as one comparable integer: MAJOR * 10000 + MINOR * 100 + PATCH. */
+#define TG_VERSION_NUMBER (TG_VERSION_MAJOR * 10000 + TG_VERSION_MINOR * 100 + TG_VERSION_PATCH)
+
+/** The version of the library actually linked at run time ("0.1.0"), which may differ from the
+ *  TG_VERSION_STRING a program was compiled against (a newer shared library). Static string,
+ *  never NULL; reports no errors. */
+const char *tg_version(void);
+
 #ifdef __cplusplus
 }
 #endif
