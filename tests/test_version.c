@@ -5,9 +5,7 @@
 
 #include "tapegrad.h"
 
-Test(version, library_matches_header) {
-    cr_assert_str_eq(tg_version(), TG_VERSION_STRING);
-}
+Test(version, library_matches_header) { cr_assert_str_eq(tg_version(), TG_VERSION_STRING); }
 
 Test(version, string_is_major_minor_patch) {
     char expect[32];
