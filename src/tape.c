@@ -233,9 +233,18 @@ tg_tensor *tg__record(tg_tape *t, tg_op op, tg_tensor *const *inputs, int n_inpu
         tg__tape_fail(t, st, file, line, opname, "%s", msg);
         return NULL;
     }
+    /* Output sizes can come from the caller (custom ops) or from zero-element inputs ([M,0] x
+     * [0,N]); their product must fit, as tensor.c requires of leaves, or it would wrap. */
     out->numel = 1;
-    for (int i = 0; i < out->rank; i++)
+    for (int i = 0; i < out->rank; i++) {
+        if (out->shape[i] > 0 && out->numel > INT64_MAX / 16 / out->shape[i]) {
+            char s[TG_SHAPE_STR_LEN];
+            tg__tape_fail(t, TG_ERR_VALUE, file, line, opname, "output %s has too many elements",
+                          tg_shape_str(out, s, sizeof s));
+            return NULL;
+        }
         out->numel *= out->shape[i];
+    }
     out->data = tg__tape_alloc(t, (size_t)out->numel * tg_dtype_size(out->dtype));
     if (!out->data)
         return NULL;
