@@ -140,10 +140,15 @@ void tg__tape_fail(tg_tape *t, tg_status status, const char *file, int line, con
     if (!t || t->status != TG_OK)
         return; /* the first error is the one that explains the others */
     t->status = status;
+    /* snprintf returns the length it wanted, not what it wrote: clamp so that a long file name
+     * truncates the message instead of moving the write past the buffer. */
+    const int last = (int)sizeof t->errmsg - 1;
     int n = 0;
     if (file)
         n = snprintf(t->errmsg, sizeof t->errmsg, "%s:%d: ", base_name(file), line);
+    n = n < 0 ? 0 : n > last ? last : n;
     n += snprintf(t->errmsg + n, sizeof t->errmsg - (size_t)n, "%s: ", op);
+    n = n < 0 ? 0 : n > last ? last : n;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(t->errmsg + n, sizeof t->errmsg - (size_t)n, fmt, ap);

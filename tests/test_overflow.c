@@ -60,3 +60,20 @@ Test(overflow, matmul_of_empty_operands_refuses_huge_output) {
     tg_tensor_free(a);
     tg_tensor_free(b);
 }
+
+/* A file name longer than the tape's message buffer (any string can reach tg_*_at, and #line can
+ * make __FILE__ anything) must be truncated, not written past the buffer. */
+Test(overflow, error_message_with_long_file_name_is_truncated) {
+    char name[1200];
+    memset(name, 'f', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    tg_tensor *a = tg_tensor_ones(TG_F64, TG_SHAPE(2, 3));
+    tg_tape *t = tg_tape_new();
+    cr_assert_null(tg_matmul_at(t, a, a, name, 7));
+    cr_assert_eq(tg_tape_status(t), TG_ERR_SHAPE);
+    const char *msg = tg_tape_errmsg(t);
+    cr_assert_lt(strlen(msg), sizeof name - 1);
+    cr_assert(strncmp(msg, "ffff", 4) == 0, "%s", msg);
+    tg_tape_free(t);
+    tg_tensor_free(a);
+}
