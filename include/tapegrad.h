@@ -52,7 +52,7 @@ typedef enum tg_dtype {
 
 /** Result codes: TG_OK, or a negative code naming the kind of error. */
 typedef enum tg_status {
-    TG_OK = 0,
+    TG_OK = 0,             /**< success */
     TG_ERR_NULL = -1,      /**< a NULL argument */
     TG_ERR_SHAPE = -2,     /**< shapes do not fit the op */
     TG_ERR_DTYPE = -3,     /**< element types do not fit the op */
@@ -85,7 +85,7 @@ const char *tg_last_errmsg(void);
  *  Box-Muller transform (log, sqrt, cos from the C library). The struct is public so it can live
  *  on the stack; treat its field as private. */
 typedef struct tg_rng {
-    uint64_t s[4];
+    uint64_t s[4]; /**< the generator's state; set only through tg_rng_seed */
 } tg_rng;
 
 void tg_rng_seed(tg_rng *rng, uint64_t seed);   /**< any seed, 0 included */
@@ -117,16 +117,20 @@ tg_status tg_tensor_copy(tg_tensor *dst, const tg_tensor *src);
 /** Frees a leaf and its gradient. NULL, and tensors owned by a tape, are ignored. */
 void tg_tensor_free(tg_tensor *tensor);
 
+/** The element type (TG_F32 for a NULL tensor). */
 tg_dtype tg_tensor_dtype(const tg_tensor *tensor);
+/** The number of axes, 0 to TG_MAX_RANK (0 for a NULL tensor). */
 int tg_tensor_rank(const tg_tensor *tensor);
 /** The shape, `rank` entries. Owned by the tensor; valid as long as it is. */
 const int64_t *tg_tensor_shape(const tg_tensor *tensor);
 /** Size of axis `axis`; negative axes count from the end. 0 for a bad axis. */
 int64_t tg_tensor_dim(const tg_tensor *tensor, int axis);
+/** The number of elements, the product of the shape (1 for rank 0; 0 for a NULL tensor). */
 int64_t tg_tensor_numel(const tg_tensor *tensor);
 /** The elements, row-major, of the tensor's dtype. Owned by the tensor. Writing to a leaf's data
  *  between steps is how parameters are updated; writing to a tape tensor's data is not supported. */
 void *tg_tensor_data(tg_tensor *tensor);
+/** As tg_tensor_data, read-only; for leaves and tape tensors alike. NULL for a NULL tensor. */
 const void *tg_tensor_cdata(const tg_tensor *tensor);
 /** Element `index` (flat, row-major) as a double. 0 if out of range. */
 double tg_tensor_get(const tg_tensor *tensor, int64_t index);
@@ -141,6 +145,8 @@ tg_tensor *tg_tensor_grad(const tg_tensor *tensor);
 /** Marks a leaf as a parameter: tg_backward will accumulate its gradient. Returns TG_ERR_STATE
  *  for a tape tensor (whether it needs a gradient follows from its inputs). */
 tg_status tg_tensor_set_requires_grad(tg_tensor *tensor, int requires_grad);
+/** 1 if tg_backward computes a gradient for this tensor (a marked leaf, or a tape tensor with such
+ *  an input), else 0 (also for NULL). */
 int tg_tensor_requires_grad(const tg_tensor *tensor);
 /** Sets the gradient of a leaf to zeros (no-op if it has none). */
 void tg_tensor_zero_grad(tg_tensor *tensor);
@@ -164,6 +170,7 @@ tg_tensor *tg_tensor_input(const tg_tensor *tensor, int i);
 int64_t tg_tensor_tape_index(const tg_tensor *tensor);
 /** Where the builder call was written ("circles.c", 42); NULL and 0 for a leaf. */
 const char *tg_tensor_src_file(const tg_tensor *tensor);
+/** The line of that builder call; 0 for a leaf. */
 int tg_tensor_src_line(const tg_tensor *tensor);
 /** One sentence saying what the op keeps for backward ("its output y"). Static string. */
 const char *tg_tensor_op_saves(const tg_tensor *tensor);
@@ -203,6 +210,7 @@ tg_status tg_backward_seed(tg_tape *tape, tg_tensor *output, const tg_tensor *se
  * names the line of the caller's model. Inputs must share a dtype (TG_F32 or TG_F64). Returned
  * tensors belong to the tape. On error: NULL, and the tape keeps the message. */
 
+/** The caller's location, the last two parameters of every `_at` function. */
 #define TG_LOC_PARAMS const char *file, int line
 
 /* Elementwise binary ops with NumPy broadcasting: shapes are aligned on the right; each axis must
@@ -245,39 +253,65 @@ tg_tensor *tg_softmax_cross_entropy_at(tg_tape *t, tg_tensor *logits, tg_tensor 
 /** Mean squared error: mean((a - b)^2) over all elements, a and b of one shape. Output rank 0. */
 tg_tensor *tg_mse_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
 
+/** y = a + b, broadcasting; tg_add_at with the caller's file and line. */
 #define tg_add(t, a, b) tg_add_at((t), (a), (b), __FILE__, __LINE__)
+/** y = a - b, broadcasting; tg_sub_at with the caller's file and line. */
 #define tg_sub(t, a, b) tg_sub_at((t), (a), (b), __FILE__, __LINE__)
+/** y = a * b, broadcasting; tg_mul_at with the caller's file and line. */
 #define tg_mul(t, a, b) tg_mul_at((t), (a), (b), __FILE__, __LINE__)
+/** y = a / b, broadcasting; tg_div_at with the caller's file and line. */
 #define tg_div(t, a, b) tg_div_at((t), (a), (b), __FILE__, __LINE__)
+/** y = -x; tg_neg_at with the caller's file and line. */
 #define tg_neg(t, x) tg_neg_at((t), (x), __FILE__, __LINE__)
+/** y = s x; tg_scale_at with the caller's file and line. */
 #define tg_scale(t, x, s) tg_scale_at((t), (x), (s), __FILE__, __LINE__)
+/** y = x + s; tg_add_scalar_at with the caller's file and line. */
 #define tg_add_scalar(t, x, s) tg_add_scalar_at((t), (x), (s), __FILE__, __LINE__)
+/** y = a b; tg_matmul_at with the caller's file and line. */
 #define tg_matmul(t, a, b) tg_matmul_at((t), (a), (b), __FILE__, __LINE__)
+/** y = x^T; tg_transpose_at with the caller's file and line. */
 #define tg_transpose(t, x) tg_transpose_at((t), (x), __FILE__, __LINE__)
-/* rank and shape may be given as TG_SHAPE(3, 4) */
+/** Same elements, new shape; tg_reshape_at with the caller's file and line. The rank and shape
+ *  may be given as TG_SHAPE(3, 4). */
 #define tg_reshape(t, x, ...) tg_reshape_at((t), (x), __VA_ARGS__, __FILE__, __LINE__)
+/** Sum of all elements; tg_sum_at with the caller's file and line. */
 #define tg_sum(t, x) tg_sum_at((t), (x), __FILE__, __LINE__)
+/** Mean of all elements; tg_mean_at with the caller's file and line. */
 #define tg_mean(t, x) tg_mean_at((t), (x), __FILE__, __LINE__)
+/** Sum along an axis; tg_sum_axis_at with the caller's file and line. */
 #define tg_sum_axis(t, x, axis, keepdims)                                                          \
     tg_sum_axis_at((t), (x), (axis), (keepdims), __FILE__, __LINE__)
+/** Mean along an axis; tg_mean_axis_at with the caller's file and line. */
 #define tg_mean_axis(t, x, axis, keepdims)                                                         \
     tg_mean_axis_at((t), (x), (axis), (keepdims), __FILE__, __LINE__)
+/** y = e^x; tg_exp_at with the caller's file and line. */
 #define tg_exp(t, x) tg_exp_at((t), (x), __FILE__, __LINE__)
+/** y = ln x; tg_log_at with the caller's file and line. */
 #define tg_log(t, x) tg_log_at((t), (x), __FILE__, __LINE__)
+/** y = tanh x; tg_tanh_at with the caller's file and line. */
 #define tg_tanh(t, x) tg_tanh_at((t), (x), __FILE__, __LINE__)
+/** y = 1 / (1 + e^-x); tg_sigmoid_at with the caller's file and line. */
 #define tg_sigmoid(t, x) tg_sigmoid_at((t), (x), __FILE__, __LINE__)
+/** y = max(x, 0); tg_relu_at with the caller's file and line. */
 #define tg_relu(t, x) tg_relu_at((t), (x), __FILE__, __LINE__)
+/** Softmax along the last axis; tg_softmax_at with the caller's file and line. */
 #define tg_softmax(t, x) tg_softmax_at((t), (x), __FILE__, __LINE__)
+/** Log-softmax along the last axis; tg_log_softmax_at with the caller's file and line. */
 #define tg_log_softmax(t, x) tg_log_softmax_at((t), (x), __FILE__, __LINE__)
+/** Fused softmax cross-entropy; tg_softmax_cross_entropy_at with the caller's file and line. */
 #define tg_softmax_cross_entropy(t, logits, targets)                                               \
     tg_softmax_cross_entropy_at((t), (logits), (targets), __FILE__, __LINE__)
+/** Mean squared error; tg_mse_at with the caller's file and line. */
 #define tg_mse(t, a, b) tg_mse_at((t), (a), (b), __FILE__, __LINE__)
 
 /* ---- Custom ops: your own forward and backward, recorded like any other op --------------------
  * For an op tapegrad lacks, or to check a hand-derived backward with tg_gradcheck. */
 
+/** The most inputs a custom op may take. */
 #define TG_CUSTOM_MAX_INPUTS 4
 
+/** A custom op: a name and a forward and backward callback. Owned by the caller, who keeps it
+ *  valid while any tape holds a node recorded with it. */
 typedef struct tg_custom_op {
     const char *name; /**< shown in errors, listings and traces */
     /** Fills `out` (already shaped and allocated, zeros) from the inputs. Return TG_OK or an error. */
@@ -292,7 +326,8 @@ typedef struct tg_custom_op {
  *  `op` and `user` must stay valid until the tape is reset. */
 tg_tensor *tg_custom_at(tg_tape *t, const tg_custom_op *op, void *user, tg_tensor *const *inputs,
                         int n_inputs, int rank, const int64_t *shape, TG_LOC_PARAMS);
-/* rank and shape may be given as TG_SHAPE(3, 4) */
+/** Records a custom op; tg_custom_at with the caller's file and line. The output rank and shape
+ *  may be given as TG_SHAPE(3, 4). */
 #define tg_custom(t, op, user, inputs, n_inputs, ...)                                              \
     tg_custom_at((t), (op), (user), (inputs), (n_inputs), __VA_ARGS__, __FILE__, __LINE__)
 
@@ -472,6 +507,20 @@ tg_status tg_tape_set_trace(tg_tape *tape, FILE *out);
 /* ---- Checkpoints: safetensors (src/checkpoint.c) ---------------------------------------------- */
 
 /* ---- Version ---------------------------------------------------------------------------------- */
+
+/* The one version number lives in CMakeLists.txt (project(VERSION)); CMake refuses to configure
+ * if these macros disagree with it, so a release bumps both in one commit. */
+#define TG_VERSION_MAJOR 0        /**< major version: incompatible API changes */
+#define TG_VERSION_MINOR 1        /**< minor version: added functionality */
+#define TG_VERSION_PATCH 0        /**< patch version: fixes only */
+#define TG_VERSION_STRING "0.1.0" /**< "MAJOR.MINOR.PATCH" of this header */
+/** The header's version as one comparable integer: MAJOR * 10000 + MINOR * 100 + PATCH. */
+#define TG_VERSION_NUMBER (TG_VERSION_MAJOR * 10000 + TG_VERSION_MINOR * 100 + TG_VERSION_PATCH)
+
+/** The version of the library actually linked at run time ("0.1.0"), which may differ from the
+ *  TG_VERSION_STRING a program was compiled against (a newer shared library). Static string,
+ *  never NULL; reports no errors. */
+const char *tg_version(void);
 
 #ifdef __cplusplus
 }

@@ -20,6 +20,12 @@ static tg_status reshape_shape(tg_tensor *y, char *msg, size_t len) {
                      (long long)p->shape[i]);
             return TG_ERR_VALUE;
         } else {
+            /* Bound the product as tensor.c does: a wrapped count could match x's and pass. */
+            if (p->shape[i] > 0 && known > INT64_MAX / 16 / p->shape[i]) {
+                snprintf(msg, len, "too many elements (axis %d has size %lld)", i,
+                         (long long)p->shape[i]);
+                return TG_ERR_VALUE;
+            }
             known *= p->shape[i];
         }
     }

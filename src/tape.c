@@ -148,10 +148,15 @@ void tg__tape_fail(tg_tape *t, tg_status status, const char *file, int line, con
     if (!t || t->status != TG_OK)
         return; /* the first error is the one that explains the others */
     t->status = status;
+    /* snprintf returns the length it wanted, not what it wrote: clamp so that a long file name
+     * truncates the message instead of moving the write past the buffer. */
+    const int last = (int)sizeof t->errmsg - 1;
     int n = 0;
     if (file)
         n = snprintf(t->errmsg, sizeof t->errmsg, "%s:%d: ", base_name(file), line);
+    n = n < 0 ? 0 : n > last ? last : n;
     n += snprintf(t->errmsg + n, sizeof t->errmsg - (size_t)n, "%s: ", op);
+    n = n < 0 ? 0 : n > last ? last : n;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(t->errmsg + n, sizeof t->errmsg - (size_t)n, fmt, ap);
@@ -241,9 +246,18 @@ tg_tensor *tg__record(tg_tape *t, tg_op op, tg_tensor *const *inputs, int n_inpu
         tg__tape_fail(t, st, file, line, opname, "%s", msg);
         return NULL;
     }
+    /* Output sizes can come from the caller (custom ops) or from zero-element inputs ([M,0] x
+     * [0,N]); their product must fit, as tensor.c requires of leaves, or it would wrap. */
     out->numel = 1;
-    for (int i = 0; i < out->rank; i++)
+    for (int i = 0; i < out->rank; i++) {
+        if (out->shape[i] > 0 && out->numel > INT64_MAX / 16 / out->shape[i]) {
+            char s[TG_SHAPE_STR_LEN];
+            tg__tape_fail(t, TG_ERR_VALUE, file, line, opname, "output %s has too many elements",
+                          tg_shape_str(out, s, sizeof s));
+            return NULL;
+        }
         out->numel *= out->shape[i];
+    }
     out->data = tg__tape_alloc(t, (size_t)out->numel * tg_dtype_size(out->dtype));
     if (!out->data)
         return NULL;
