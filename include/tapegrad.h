@@ -373,6 +373,45 @@ tg_status tg_idx_dataset_batch(const tg_idx_dataset *ds, const int64_t *indices,
 
 /* ---- Checkpoints: safetensors (src/checkpoint.c) ---------------------------------------------- */
 
+/** Saves `n` parameters as a safetensors file at `path`: an 8-byte little-endian header length, a
+ *  JSON header (per tensor: dtype F32/F64/I32, shape, data_offsets; "__metadata__" holds
+ *  "format": "tapegrad" and "xxh3_64:<name>": the XXH3-64 of the tensor's bytes in 16 hex digits),
+ *  then the raw little-endian data, in the order given. Names are names[i], or, when `names` is
+ *  NULL, tg_tensor_name(params[i]); each must be non-empty and unique. The save is atomic: the
+ *  data goes to a temporary file in the same directory, is flushed and fsync'ed, and is renamed
+ *  over `path` (then the directory is fsync'ed), so a failure at any point leaves a previous file
+ *  at `path` intact. Returns TG_OK, TG_ERR_NULL / TG_ERR_VALUE (bad arguments, missing or repeated
+ *  names), TG_ERR_IO (with the step that failed), TG_ERR_NOMEM; message in tg_last_errmsg. */
+tg_status tg_checkpoint_save(const char *path, tg_tensor *const *params, int n,
+                             const char *const *names);
+/** Loads a safetensors file into `n` parameters (named as for tg_checkpoint_save), which must
+ *  match the file exactly: the same set of names, and for each the same dtype and shape. The whole
+ *  file is checked first -- header length, JSON, dtypes, shapes, data offsets (in range, no
+ *  overlap, covering the data section), checksums (required when the file's format is
+ *  "tapegrad", checked when present otherwise, so files from other safetensors writers load) --
+ *  and only then copied into the parameters: on any error no parameter is modified. Returns TG_OK,
+ *  TG_ERR_IO, TG_ERR_FORMAT (malformed file, checksum mismatch naming the tensor, missing or extra
+ *  tensors), TG_ERR_SHAPE (dtype or shape differs from the model's), TG_ERR_NULL / TG_ERR_VALUE /
+ *  TG_ERR_NOMEM; message in tg_last_errmsg naming the file, the tensor and the offsets. */
+tg_status tg_checkpoint_load(const char *path, tg_tensor *const *params, int n,
+                             const char *const *names);
+/** As tg_checkpoint_load, from `len` bytes in memory (not kept); `name` (may be NULL) is used in
+ *  messages. */
+tg_status tg_checkpoint_load_mem(const void *bytes, size_t len, const char *name,
+                                 tg_tensor *const *params, int n, const char *const *names);
+
+/** Anomaly mode (off by default; survives tg_tape_reset). When on, after every op's forward and
+ *  after every node's backward the tape checks the values just produced; the first NaN or Inf puts
+ *  the tape in error TG_ERR_NONFINITE with a message naming the op, the caller's file and line,
+ *  the tensor's name, its tape index, the input shapes and where the value appeared, e.g.
+ *      model.c:12: tg_log: anomaly: forward produced -inf at element 0 of the output [2,3] ...
+ *  The failing builder call returns NULL (tg_backward returns TG_ERR_NONFINITE); later calls do
+ *  no work, as after any tape error. Costs one pass over each output and gradient. Returns TG_OK
+ *  or TG_ERR_NULL. */
+tg_status tg_tape_set_anomaly(tg_tape *tape, int on);
+/** 1 if anomaly mode is on, else 0 (also for NULL). */
+int tg_tape_anomaly(const tg_tape *tape);
+
 /* ---- Version ---------------------------------------------------------------------------------- */
 
 #ifdef __cplusplus
