@@ -504,7 +504,115 @@ tg_status tg_tape_set_trace(tg_tape *tape, FILE *out);
 
 /* ---- Data: IDX files (src/idx.c) -------------------------------------------------------------- */
 
+/** Where Debian's dataset-fashion-mnist package installs Fashion-MNIST; the default directory. */
+#define TG_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+/** opaque: one IDX file (the MNIST format) held in memory as unsigned bytes */
+typedef struct tg_idx tg_idx;
+
+/** Loads an IDX file of unsigned bytes (type 0x08), gzip'ed or plain (detected from the gzip magic).
+ *  Checks the magic number, the element type, the number of dimensions (1..4), the sizes (without
+ *  overflow) and the length: a truncated file or one with trailing data is rejected. Returns NULL
+ *  on any error (TG_ERR_IO, TG_ERR_FORMAT, TG_ERR_NOMEM) with a message naming the file, what was
+ *  expected and what was found (see tg_last_errmsg). Caller frees with tg_idx_free. */
+tg_idx *tg_idx_load(const char *path);
+/** As tg_idx_load, from `len` bytes of an uncompressed IDX file in memory (copied; `bytes` is not
+ *  kept). `name` (may be NULL) is used in messages. */
+tg_idx *tg_idx_load_mem(const void *bytes, size_t len, const char *name);
+/** Frees an IDX array. NULL is ignored. */
+void tg_idx_free(tg_idx *idx);
+/** Number of dimensions (1..4); 0 for NULL. */
+int tg_idx_rank(const tg_idx *idx);
+/** Size of dimension `axis` (negative counts from the end); 0 for a bad axis or NULL. */
+int64_t tg_idx_dim(const tg_idx *idx, int axis);
+/** Number of elements (the product of the sizes). */
+int64_t tg_idx_numel(const tg_idx *idx);
+/** The elements, row-major. Owned by `idx`; valid until tg_idx_free. */
+const uint8_t *tg_idx_data(const tg_idx *idx);
+
+/** The four files of an MNIST-style data set. */
+typedef enum tg_idx_part {
+    TG_IDX_TRAIN_IMAGES = 0, /**< train-images-idx3-ubyte[.gz] */
+    TG_IDX_TRAIN_LABELS = 1, /**< train-labels-idx1-ubyte[.gz] */
+    TG_IDX_TEST_IMAGES = 2,  /**< t10k-images-idx3-ubyte[.gz] */
+    TG_IDX_TEST_LABELS = 3   /**< t10k-labels-idx1-ubyte[.gz] */
+} tg_idx_part;
+
+/** Writes the path of `part` in `dir` (NULL: TG_FASHION_MNIST_DIR) into buf (len bytes): the
+ *  `.gz` name, or the plain name if only that one exists. Does not check that the file exists.
+ *  TG_OK, or TG_ERR_NULL / TG_ERR_VALUE (bad part, buffer too small; see tg_last_errmsg). */
+tg_status tg_idx_path(const char *dir, tg_idx_part part, char *buf, size_t len);
+
+/** opaque: images [N, ...] and their labels [N], both kept as bytes */
+typedef struct tg_idx_dataset tg_idx_dataset;
+
+/** Loads an images file and its labels file (1 dimension, as many labels as images). Returns NULL
+ *  on any error of tg_idx_load or a mismatch (TG_ERR_FORMAT), see tg_last_errmsg. Caller frees
+ *  with tg_idx_dataset_free. */
+tg_idx_dataset *tg_idx_dataset_load(const char *images_path, const char *labels_path);
+/** Loads the training (train != 0) or test set of an MNIST-style directory (NULL:
+ *  TG_FASHION_MNIST_DIR), with file names from tg_idx_path. As tg_idx_dataset_load. */
+tg_idx_dataset *tg_idx_dataset_load_dir(const char *dir, int train);
+/** Frees a data set. NULL is ignored. */
+void tg_idx_dataset_free(tg_idx_dataset *ds);
+/** Number of samples N. */
+int64_t tg_idx_dataset_size(const tg_idx_dataset *ds);
+/** Values per sample (784 for 28x28 images). */
+int64_t tg_idx_dataset_features(const tg_idx_dataset *ds);
+/** 1 + the largest label (10 for MNIST). */
+int tg_idx_dataset_classes(const tg_idx_dataset *ds);
+/** The images array [N, rows, cols]. Owned by `ds`. */
+const tg_idx *tg_idx_dataset_images(const tg_idx_dataset *ds);
+/** The labels array [N]. Owned by `ds`. */
+const tg_idx *tg_idx_dataset_labels(const tg_idx_dataset *ds);
+/** Converts the samples indices[0..n) (any order, repeats allowed: shuffled mini-batches) into
+ *  the caller's tensors, allocating nothing: x (f32 or f64, shape [n, ...] with n * features
+ *  elements) gets the pixels scaled to [0,1] (byte / 255), y (i32 [n], or NULL) the labels.
+ *  Returns TG_OK, or TG_ERR_NULL / TG_ERR_DTYPE / TG_ERR_SHAPE / TG_ERR_VALUE (an index out of
+ *  range) with a message in tg_last_errmsg; on error x and y are untouched. */
+tg_status tg_idx_dataset_batch(const tg_idx_dataset *ds, const int64_t *indices, int64_t n,
+                               tg_tensor *x, tg_tensor *y);
+
 /* ---- Checkpoints: safetensors (src/checkpoint.c) ---------------------------------------------- */
+
+/** Saves `n` parameters as a safetensors file at `path`: an 8-byte little-endian header length, a
+ *  JSON header (per tensor: dtype F32/F64/I32, shape, data_offsets; "__metadata__" holds
+ *  "format": "tapegrad" and "xxh3_64:<name>": the XXH3-64 of the tensor's bytes in 16 hex digits),
+ *  then the raw little-endian data, in the order given. Names are names[i], or, when `names` is
+ *  NULL, tg_tensor_name(params[i]); each must be non-empty and unique. The save is atomic: the
+ *  data goes to a temporary file in the same directory, is flushed and fsync'ed, and is renamed
+ *  over `path` (then the directory is fsync'ed), so a failure at any point leaves a previous file
+ *  at `path` intact. Returns TG_OK, TG_ERR_NULL / TG_ERR_VALUE (bad arguments, missing or repeated
+ *  names), TG_ERR_IO (with the step that failed), TG_ERR_NOMEM; message in tg_last_errmsg. */
+tg_status tg_checkpoint_save(const char *path, tg_tensor *const *params, int n,
+                             const char *const *names);
+/** Loads a safetensors file into `n` parameters (named as for tg_checkpoint_save), which must
+ *  match the file exactly: the same set of names, and for each the same dtype and shape. The whole
+ *  file is checked first -- header length, JSON, dtypes, shapes, data offsets (in range, no
+ *  overlap, covering the data section), checksums (required when the file's format is
+ *  "tapegrad", checked when present otherwise, so files from other safetensors writers load) --
+ *  and only then copied into the parameters: on any error no parameter is modified. Returns TG_OK,
+ *  TG_ERR_IO, TG_ERR_FORMAT (malformed file, checksum mismatch naming the tensor, missing or extra
+ *  tensors), TG_ERR_SHAPE (dtype or shape differs from the model's), TG_ERR_NULL / TG_ERR_VALUE /
+ *  TG_ERR_NOMEM; message in tg_last_errmsg naming the file, the tensor and the offsets. */
+tg_status tg_checkpoint_load(const char *path, tg_tensor *const *params, int n,
+                             const char *const *names);
+/** As tg_checkpoint_load, from `len` bytes in memory (not kept); `name` (may be NULL) is used in
+ *  messages. */
+tg_status tg_checkpoint_load_mem(const void *bytes, size_t len, const char *name,
+                                 tg_tensor *const *params, int n, const char *const *names);
+
+/** Anomaly mode (off by default; survives tg_tape_reset). When on, after every op's forward and
+ *  after every node's backward the tape checks the values just produced; the first NaN or Inf puts
+ *  the tape in error TG_ERR_NONFINITE with a message naming the op, the caller's file and line,
+ *  the tensor's name, its tape index, the input shapes and where the value appeared, e.g.
+ *      model.c:12: tg_log: anomaly: forward produced -inf at element 0 of the output [2,3] ...
+ *  The failing builder call returns NULL (tg_backward returns TG_ERR_NONFINITE); later calls do
+ *  no work, as after any tape error. Costs one pass over each output and gradient. Returns TG_OK
+ *  or TG_ERR_NULL. */
+tg_status tg_tape_set_anomaly(tg_tape *tape, int on);
+/** 1 if anomaly mode is on, else 0 (also for NULL). */
+int tg_tape_anomaly(const tg_tape *tape);
 
 /* ---- Version ---------------------------------------------------------------------------------- */
 

@@ -1,4 +1,5 @@
 /* tape.c -- the tape: its arena, recording a node, and the reverse pass. */
+#include "anomaly.h"
 #include "internal.h"
 
 #include <stdlib.h>
@@ -24,7 +25,8 @@ struct tg_tape {
     int64_t n_nodes, cap_nodes;
     tg_status status;
     char errmsg[TG_ERRMSG_LEN];
-    FILE *trace; /* tg_tape_set_trace: where tg_backward explains itself; NULL (off) by default */
+    FILE *trace;  /* tg_tape_set_trace: where tg_backward explains itself; NULL (off) by default */
+    bool anomaly; /* tg_tape_set_anomaly: check every op's output and gradients for NaN/Inf */
 };
 
 static tg_block *block_new(size_t size) {
@@ -132,6 +134,13 @@ tg_status tg_tape_set_trace(tg_tape *t, FILE *out) {
     return TG_OK;
 }
 FILE *tg__tape_trace(const tg_tape *t) { return t->trace; }
+tg_status tg_tape_set_anomaly(tg_tape *t, int on) {
+    if (!t)
+        return tg__set_last_error(TG_ERR_NULL, "tg_tape_set_anomaly: tape is NULL");
+    t->anomaly = on != 0;
+    return TG_OK;
+}
+int tg_tape_anomaly(const tg_tape *t) { return t && t->anomaly; }
 size_t tg_tape_bytes(const tg_tape *t) {
     return t ? t->arena_bytes + (size_t)t->cap_nodes * sizeof(tg_tensor *) : 0;
 }
@@ -268,6 +277,8 @@ tg_tensor *tg__record(tg_tape *t, tg_op op, tg_tensor *const *inputs, int n_inpu
     }
     if (t->status != TG_OK) /* forward ran out of arena memory */
         return NULL;
+    if (t->anomaly && !tg__anomaly_forward(t, out, file, line, opname))
+        return NULL;
     if (!push_node(t, out)) {
         tg__tape_fail(t, TG_ERR_NOMEM, file, line, opname, "out of memory for the node list");
         return NULL;
@@ -370,6 +381,8 @@ tg_status tg_backward_seed(tg_tape *t, tg_tensor *output, const tg_tensor *seed)
             tg__trace_node(t, n, output);
         else
             tg_op_table[n->op]->backward(n);
+        if (t->anomaly && !tg__anomaly_backward(t, n))
+            return t->status;
     }
     if (t->trace)
         tg__trace_end(t, output);
