@@ -34,6 +34,7 @@ stage "clang build, warnings as errors, unit tests" \
   build_and_test build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Release -DTG_BUILD_BENCH=OFF
 stage "unit tests under AddressSanitizer + UBSan" bash .ci/sanitize.sh build-asan
 stage "unit tests under valgrind memcheck" bash .ci/valgrind.sh build
+stage "fuzzing the checkpoint and IDX loaders (libFuzzer, 60 s each)" bash tests/fuzz/run.sh 60
 stage "installed package: consumers via CMake and pkg-config, C and C++" bash .ci/consumer.sh
 stage "API reference (Doxygen, undocumented symbols are errors)" bash .ci/docs.sh
 stage "static analysis (cppcheck, clang-tidy)" bash .ci/lint.sh

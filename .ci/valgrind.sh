@@ -9,7 +9,7 @@ status=0
 for test in "$build"/tests/test_*; do
   [ -x "$test" ] || continue
   name=$(basename "$test")
-  if ! valgrind --trace-children=yes --leak-check=full --errors-for-leak-kinds=definite,indirect \
+  if ! valgrind --trace-children=yes --trace-children-skip='*python*,*/sh,*/dot,*/gnuplot' --leak-check=full --errors-for-leak-kinds=definite,indirect \
        --log-file="$logs/$name.%p" "$test" --jobs=1 >"$logs/$name.out" 2>&1; then
     echo "valgrind: $name: the tests failed"; cat "$logs/$name.out"; status=1
   fi
