@@ -463,6 +463,8 @@ Test(circles, labels_follow_the_circle_and_are_balanced) {
     }
     /* Binomial(4000, 1/2): the standard deviation of the fraction is 0.8%; allow 5 of them. */
     cr_expect(inside > 1840 && inside < 2160, "%lld of 4000 inside", (long long)inside);
+    tg_tensor_free(x);
+    tg_tensor_free(y);
     cr_expect_eq(tg_circles_make(TG_F64, 0, &rng, &x, &y), TG_ERR_VALUE);
     cr_expect_null(x);
     cr_expect_str_eq(tg_last_errmsg(), "tg_circles_make: n is 0; need at least one point");
