@@ -25,6 +25,10 @@
 #define N_TRAIN 1000
 #define N_TEST 500
 #define GRID 120 /* the decision-boundary pictures sample the plane on GRID x GRID points */
+/* One --seed drives three independent random streams: the data, the initial weights and the
+ * shuffling. Offsetting the seed keeps them from replaying the same numbers. */
+#define WEIGHT_STREAM 0x9e3779b97f4a7c15ull
+#define SHUFFLE_STREAM 0x3c6ef372fe94f82aull
 
 typedef struct options {
     int hidden;
@@ -36,14 +40,17 @@ typedef struct options {
 } options;
 
 static const options defaults = {
-    .hidden = 4, .lr = 0.5, .batch = 10, .epochs = 200, .seed = 1, .out = "circles_out"};
+    .hidden = 4, .lr = 1.0, .batch = 20, .epochs = 200, .seed = 1, .out = "circles-out"};
 
 static void usage(FILE *f, const char *prog) {
     fprintf(f,
             "usage: %s [options]\n"
             "Trains the 2-H-2 tanh network of the course report on the circles dataset\n"
             "(%d train and %d test points in [-1,1]^2, label = inside radius sqrt(2/pi)),\n"
-            "prints loss and accuracy, and draws pictures with gnuplot.\n\n"
+            "prints loss and accuracy, then trains a few more networks for the pictures\n"
+            "(full-batch vs stochastic vs mini-batch, a learning-rate sweep, no tanh) and\n"
+            "draws them with gnuplot into DIR: 1_decision_boundary.png, 2_gd_variants.png,\n"
+            "3_learning_rates.png, 4_without_tanh.png (plus plots.gp and its data files).\n\n"
             "  --hidden H   hidden units (default %d)\n"
             "  --lr LR      initial learning rate of gradient descent, halved after each\n"
             "               quarter of the epochs (default %g)\n"
@@ -117,7 +124,7 @@ typedef struct model {
 
 static int model_init(model *m, int hidden, int use_tanh, unsigned long long seed) {
     tg_rng rng;
-    tg_rng_seed(&rng, seed);
+    tg_rng_seed(&rng, seed + WEIGHT_STREAM);
     m->hid = tg_linear_new(TG_F64, 2, hidden, "h", &rng);
     m->out = tg_linear_new(TG_F64, hidden, 2, "y", &rng);
     m->use_tanh = use_tanh;
@@ -189,7 +196,7 @@ static int train(model *m, const data *d, int batch, double lr, int epochs, unsi
     cfg.decay_factor = 0.5;
     cfg.decay_every = (int64_t)decay_epochs(epochs) * ((N_TRAIN + batch - 1) / batch);
     tg_optim *opt = tg_optim_new(&cfg, params, 4);
-    tg_dataset *ds = tg_dataset_new(d->x_train, d->y_train, batch, 1, seed);
+    tg_dataset *ds = tg_dataset_new(d->x_train, d->y_train, batch, 1, seed + SHUFFLE_STREAM);
     tg_tape *t = tg_tape_new();
     int rc = -1;
     if (!opt || !ds || !t) {
@@ -217,7 +224,20 @@ static int train(model *m, const data *d, int batch, double lr, int epochs, unsi
                     fprintf(stderr, "train: %s\n", tg_tape_errmsg(t));
                     goto done;
                 }
-                if (tg_optim_step(opt) != TG_OK) {
+                tg_status st = tg_optim_step(opt);
+                if (st == TG_ERR_NONFINITE) {
+                    /* Too large a step blew the weights up: a result, not a crash (the learning-
+                     * rate sweep wants to show it). The rest of the curve stays empty (NaN). */
+                    if (verbose)
+                        printf("epoch %4d  the gradient became NaN/Inf: training diverged (lower "
+                               "--lr)\n",
+                               epoch);
+                    for (int e = epoch; hist && e <= epochs; e++)
+                        hist->loss[e] = hist->seconds[e] = hist->test_acc[e] = NAN;
+                    rc = 0;
+                    goto done;
+                }
+                if (st != TG_OK) {
                     fprintf(stderr, "train: %s\n", tg_last_errmsg());
                     goto done;
                 }
@@ -258,7 +278,7 @@ static FILE *open_out(const char *dir, const char *name) {
 
 /* P(inside | x) over a GRID x GRID sampling of [-1,1]^2, as x y p lines with a blank line after
  * each row (gnuplot's grid format, for `with image` and contours). */
-static int write_grid(const char *dir, const char *name, const model *m) {
+static int write_grid(const char *dir, const char *name, const model *m, int *crosses) {
     FILE *f = open_out(dir, name);
     tg_tensor *x = tg_tensor_new(TG_F64, 2, (const int64_t[]){GRID * GRID, 2});
     tg_tape *t = tg_tape_new();
@@ -276,13 +296,18 @@ static int write_grid(const char *dir, const char *name, const model *m) {
         fprintf(stderr, "grid: %s\n", tg_tape_errmsg(t));
         goto done;
     }
+    int above = 0, below = 0;
     for (int i = 0; i < GRID; i++) {
         for (int j = 0; j < GRID; j++) {
             int64_t r = i * GRID + j;
-            fprintf(f, "%.5f %.5f %.5f\n", xd[2 * r], xd[2 * r + 1], tg_tensor_get(p, 2 * r + 1));
+            double pin = tg_tensor_get(p, 2 * r + 1);
+            above |= pin > 0.5;
+            below |= pin < 0.5;
+            fprintf(f, "%.5f %.5f %.5f\n", xd[2 * r], xd[2 * r + 1], pin);
         }
         fprintf(f, "\n");
     }
+    *crosses = above && below;
     rc = 0;
 done:
     if (f)
@@ -326,17 +351,26 @@ static const char *gp_preamble =
 
 /* The decision-boundary picture: heat map of P(inside), the p = 0.5 line, the true circle, the
  * train and test points. */
-static void gp_boundary(FILE *f, const char *png, const char *grid, const char *title) {
+static void gp_boundary(FILE *f, const char *png, const char *grid, int crosses,
+                        const char *title) {
     fprintf(f, gp_preamble, 760, 680, 760, 680, png);
-    fprintf(f,
-            "set title \"%s\" noenhanced\n"
-            "set table '%s.contour'\n"
-            "unset surface; set contour base; set cntrparam levels discrete 0.5\n"
-            "set view map\n"
-            "splot '%s' using 1:2:3 with lines notitle\n"
-            "unset table\n"
-            "unset contour\n",
-            title, grid, grid);
+    fprintf(f, "set title \"%s\" noenhanced\n", title);
+    /* The P = 0.5 line, traced by gnuplot's contouring into a file, when P crosses 0.5 at all. */
+    if (crosses)
+        fprintf(f,
+                "set table '%s.contour'\n"
+                "unset surface; set contour base; set cntrparam levels discrete 0.5\n"
+                "set view map\n"
+                "splot '%s' using 1:2:3 with lines notitle\n"
+                "unset table\n"
+                "unset contour\n",
+                grid, grid);
+    char contour[256] = "";
+    if (crosses)
+        snprintf(contour, sizeof contour,
+                 "  '%s.contour' using 1:2 with lines lw 2.5 lc 'black' "
+                 "title 'network boundary (P = 0.5)', \\\n",
+                 grid);
     fprintf(f,
             "set size ratio -1\n"
             "set xrange [-1:1]; set yrange [-1:1]\n"
@@ -350,17 +384,22 @@ static void gp_boundary(FILE *f, const char *png, const char *grid, const char *
             "set parametric; set trange [0:2*pi]; set samples 200\n"
             "IN = '#d7191c'; OUT = '#2c7bb6'\n"
             "plot '%s' using 1:2:3 with image notitle, \\\n"
-            "  '%s.contour' using 1:2 with lines lw 2.5 lc 'black' title 'network boundary (P = 0.5)', \\\n"
+            "%s"
             "  r*cos(t), r*sin(t) with lines lw 2 dt 2 lc rgb '#333333' title 'true circle', \\\n"
-            "  'train.dat' using ($3 == 1 ? $1 : 1/0):2 with points pt 7 ps 0.7 lc rgb IN title 'train, inside', \\\n"
-            "  'train.dat' using ($3 == 0 ? $1 : 1/0):2 with points pt 7 ps 0.7 lc rgb OUT title 'train, outside', \\\n"
-            "  'test.dat'  using ($3 == 1 ? $1 : 1/0):2 with points pt 9 ps 0.9 lc rgb IN title 'test, inside', \\\n"
-            "  'test.dat'  using ($3 == 0 ? $1 : 1/0):2 with points pt 9 ps 0.9 lc rgb OUT title 'test, outside', \\\n"
+            /* One class at a time: 1/0 (undefined) drops the points of the other class. */
+            "  'train.dat' using ($3 == 1 ? $1 : 1/0):2 with points pt 7 ps 0.7 lc rgb IN "
+            "title 'train, inside', \\\n"
+            "  'train.dat' using ($3 == 0 ? $1 : 1/0):2 with points pt 7 ps 0.7 lc rgb OUT "
+            "title 'train, outside', \\\n"
+            "  'test.dat'  using ($3 == 1 ? $1 : 1/0):2 with points pt 9 ps 0.9 lc rgb IN "
+            "title 'test, inside', \\\n"
+            "  'test.dat'  using ($3 == 0 ? $1 : 1/0):2 with points pt 9 ps 0.9 lc rgb OUT "
+            "title 'test, outside', \\\n"
             /* Black outlines keep the points visible on the background of their own colour. */
             "  'train.dat' using 1:2 with points pt 6 ps 0.7 lw 0.6 lc 'black' notitle, \\\n"
             "  'test.dat'  using 1:2 with points pt 8 ps 0.9 lw 0.6 lc 'black' notitle\n"
             "unset parametric\n",
-            grid, grid);
+            grid, contour);
 }
 
 static const char *picture_names[4] = {"1_decision_boundary.png", "2_gd_variants.png",
@@ -371,15 +410,16 @@ static void gp_curves(FILE *f, int xcol, const char *const files[3], const char 
     static const char *colors[3] = {"#1b9e77", "#d95f02", "#7570b3"};
     fprintf(f, "plot ");
     for (int i = 0; i < 3; i++)
-        fprintf(f, "%s'%s' using %d:3 with lines lw 2 lc rgb '%s' title \"%s\"", i ? ", \\\n  " : "",
-                files[i], xcol, colors[i], titles[i]);
+        fprintf(f, "%s'%s' using %d:3 with lines lw 2 lc rgb '%s' title \"%s\"",
+                i ? ", \\\n  " : "", files[i], xcol, colors[i], titles[i]);
     /* The loss of answering 50/50 everywhere: the starting point, and where a stuck run stays. */
-    fprintf(f, ", \\\n  log(2) with lines dt 3 lw 1.5 lc 'gray40' title 'ln 2 = loss of always answering 50/50'\n");
+    fprintf(f, ", \\\n  log(2) with lines dt 3 lw 1.5 lc 'gray40' "
+               "title 'ln 2 = loss of always answering 50/50'\n");
 }
 
 /* plots.gp: all four pictures, from the data files in the same folder. */
-static int write_scripts(const options *o, double test_acc, double lin_acc, const int gd_batch[3],
-                         const double gd_lr[3], const double lr_factor[3]) {
+static int write_scripts(const options *o, const int crosses[2], double test_acc, double lin_acc,
+                         const int gd_batch[3], const double gd_lr[3], const double lr_factor[3]) {
     FILE *f = open_out(o->out, "plots.gp");
     if (!f)
         return -1;
@@ -387,12 +427,12 @@ static int write_scripts(const options *o, double test_acc, double lin_acc, cons
     fprintf(f, "# Written by circles; run `gnuplot plots.gp` in this folder to redraw.\n");
     snprintf(title, sizeof title, "2-%d-2 tanh network: test accuracy %.1f%%", o->hidden,
              100 * test_acc);
-    gp_boundary(f, picture_names[0], "boundary.dat", title);
+    gp_boundary(f, picture_names[0], "boundary.dat", crosses[0], title);
     snprintf(title, sizeof title,
              "The same network without tanh is a linear model: test accuracy %.1f%%\\n"
              "(a straight line cannot separate inside from outside; guessing gives about 50%%)",
              100 * lin_acc);
-    gp_boundary(f, picture_names[3], "linear.dat", title);
+    gp_boundary(f, picture_names[3], "linear.dat", crosses[1], title);
 
     const char *gd_files[3] = {"gd_full.dat", "gd_stochastic.dat", "gd_mini.dat"};
     char gd_t[3][64];
@@ -424,8 +464,11 @@ static int write_scripts(const options *o, double test_acc, double lin_acc, cons
     static const char *lr_words[3] = {"too small", "good", "too large"};
     char lr_t[3][64];
     const char *lr_titles[3] = {lr_t[0], lr_t[1], lr_t[2]};
+    /* "too small / good / too large" holds for the default lr; for another, say what was run. */
+    static const char *lr_rel[3] = {"your --lr / 100", "your --lr", "your --lr x 30"};
     for (int i = 0; i < 3; i++)
-        snprintf(lr_t[i], sizeof lr_t[i], "lr = %g (%s)", o->lr * lr_factor[i], lr_words[i]);
+        snprintf(lr_t[i], sizeof lr_t[i], "lr = %g (%s)", o->lr * lr_factor[i],
+                 o->lr == defaults.lr ? lr_words[i] : lr_rel[i]);
     fprintf(f, "reset\n");
     fprintf(f, gp_preamble, 900, 600, 900, 600, picture_names[2]);
     fprintf(f,
@@ -433,7 +476,7 @@ static int write_scripts(const options *o, double test_acc, double lin_acc, cons
             "set logscale y; set grid\n"
             "set xlabel 'epoch'\n"
             "set ylabel 'training loss (cross-entropy, log scale)'\n"
-            "set key top right box opaque\n",
+            "set key bottom left box opaque\n",
             o->batch, decay_epochs(o->epochs));
     gp_curves(f, 1, lr_files, lr_titles);
     fclose(f);
@@ -487,8 +530,8 @@ int main(int argc, char **argv) {
     const int gd_batch[3] = {N_TRAIN, 1, o.batch};
     const char *gd_name[3] = {"full-batch", "stochastic", "mini-batch"};
     /* A step that suits each batch size: one noisy point per step needs a smaller step than the
-     * mean over 10 points, and the exact full-batch gradient tolerates a larger one. */
-    const double gd_lr[3] = {4 * o.lr, o.lr / 10, o.lr};
+     * mean over 20 points, and the exact full-batch gradient tolerates a larger one. */
+    const double gd_lr[3] = {2 * o.lr, o.lr / 20, o.lr};
     for (int i = 0; i < 3; i++) {
         model m = {0};
         int rc = model_init(&m, o.hidden, 1, o.seed) ||
@@ -502,6 +545,7 @@ int main(int argc, char **argv) {
     }
     const double lr_factor[3] = {1.0 / 100, 1, 30};
     const char *lr_name[3] = {"too small", "good", "too large"};
+    const char *lr_rel_name[3] = {"--lr / 100", "--lr", "--lr x 30"};
     for (int i = 0; i < 3; i++) {
         model m = {0};
         int rc = model_init(&m, o.hidden, 1, o.seed) ||
@@ -510,7 +554,8 @@ int main(int argc, char **argv) {
         if (rc)
             goto done;
         printf("lr %-8g (%s): final loss %.4f, test accuracy %.1f%%\n", o.lr * lr_factor[i],
-               lr_name[i], hist_lr[i].loss[o.epochs], 100 * hist_lr[i].test_acc[o.epochs]);
+               o.lr == defaults.lr ? lr_name[i] : lr_rel_name[i], hist_lr[i].loss[o.epochs],
+               100 * hist_lr[i].test_acc[o.epochs]);
     }
     if (model_init(&lin, o.hidden, 0, o.seed) ||
         train(&lin, &d, o.batch, o.lr, o.epochs, o.seed, 0, &hist_lin))
@@ -519,13 +564,15 @@ int main(int argc, char **argv) {
            hist_lin.loss[o.epochs], 100 * hist_lin.test_acc[o.epochs]);
 
     /* Data files and gnuplot scripts go to the output folder; the scripts can be re-run there. */
+    int crosses[2] = {0, 0}; /* does P(inside) cross 0.5 on the plane (is there a boundary)? */
     if (mkdir(o.out, 0777) != 0 && errno != EEXIST) {
         fprintf(stderr, "cannot create the folder %s: %s\n", o.out, strerror(errno));
         goto done;
     }
     if (write_points(o.out, "train.dat", d.x_train, d.y_train) ||
         write_points(o.out, "test.dat", d.x_test, d.y_test) ||
-        write_grid(o.out, "boundary.dat", &net) || write_grid(o.out, "linear.dat", &lin) ||
+        write_grid(o.out, "boundary.dat", &net, &crosses[0]) ||
+        write_grid(o.out, "linear.dat", &lin, &crosses[1]) ||
         write_history(o.out, "gd_full.dat", &hist_gd[0]) ||
         write_history(o.out, "gd_stochastic.dat", &hist_gd[1]) ||
         write_history(o.out, "gd_mini.dat", &hist_gd[2]) ||
@@ -533,7 +580,8 @@ int main(int argc, char **argv) {
         write_history(o.out, "lr_good.dat", &hist_lr[1]) ||
         write_history(o.out, "lr_large.dat", &hist_lr[2]))
         goto done;
-    if (write_scripts(&o, test_acc, hist_lin.test_acc[o.epochs], gd_batch, gd_lr, lr_factor))
+    if (write_scripts(&o, crosses, test_acc, hist_lin.test_acc[o.epochs], gd_batch, gd_lr,
+                      lr_factor))
         goto done;
     if (system("gnuplot --version > /dev/null 2>&1") != 0) {
         printf("\ngnuplot was not found, so no pictures were drawn. Install it with\n"

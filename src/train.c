@@ -14,8 +14,8 @@ static tg_status check_fillable(const char *who, const tg_tensor *t) {
     if (!t)
         return tg__set_last_error(TG_ERR_NULL, "%s: tensor is NULL", who);
     if (t->dtype != TG_F32 && t->dtype != TG_F64)
-        return tg__set_last_error(TG_ERR_DTYPE, "%s: '%s' is %s; initializers fill f32 or f64",
-                                  who, t->name, tg_dtype_name(t->dtype));
+        return tg__set_last_error(TG_ERR_DTYPE, "%s: '%s' is %s; initializers fill f32 or f64", who,
+                                  t->name, tg_dtype_name(t->dtype));
     if (t->on_tape)
         return tg__set_last_error(TG_ERR_STATE,
                                   "%s: '%s' is a tape tensor; initializers fill leaves", who,
@@ -31,8 +31,9 @@ static tg_status fill_random(const char *who, tg_tensor *t, double a, double b, 
         return s;
     if (!rng)
         return tg__set_last_error(TG_ERR_NULL, "%s: rng is NULL", who);
-    TG_FOR_DTYPE(t->dtype, T, T *d = t->data; for (int64_t i = 0; i < t->numel; i++) d[i] =
-                                  (T)(a + b * (normal ? tg_rng_normal(rng) : tg_rng_uniform(rng))););
+    TG_FOR_DTYPE(t->dtype, T, T *d = t->data;
+                 for (int64_t i = 0; i < t->numel; i++) d[i] =
+                     (T)(a + b * (normal ? tg_rng_normal(rng) : tg_rng_uniform(rng))););
     return TG_OK;
 }
 
@@ -40,8 +41,8 @@ tg_status tg_init_constant(tg_tensor *t, double value) {
     tg_status s = check_fillable("tg_init_constant", t);
     if (s != TG_OK)
         return s;
-    TG_FOR_DTYPE(t->dtype, T, T *d = t->data; for (int64_t i = 0; i < t->numel; i++) d[i] =
-                                  (T)value;);
+    TG_FOR_DTYPE(t->dtype, T, T *d = t->data;
+                 for (int64_t i = 0; i < t->numel; i++) d[i] = (T)value;);
     return TG_OK;
 }
 
@@ -137,7 +138,8 @@ static tg_status check_config(const tg_optim_config *c) {
     if (c->kind < TG_OPTIM_SGD || c->kind > TG_OPTIM_ADAM)
         return tg__set_last_error(TG_ERR_VALUE, "%s: unknown optimizer kind %d", who, (int)c->kind);
     if (!(c->lr > 0) || isinf(c->lr))
-        return tg__set_last_error(TG_ERR_VALUE, "%s: lr %g must be positive and finite", who, c->lr);
+        return tg__set_last_error(TG_ERR_VALUE, "%s: lr %g must be positive and finite", who,
+                                  c->lr);
     if ((c->kind == TG_OPTIM_MOMENTUM || c->kind == TG_OPTIM_NESTEROV) &&
         !(c->momentum >= 0 && c->momentum < 1))
         return tg__set_last_error(TG_ERR_VALUE, "%s: momentum %g is outside [0, 1)", who,
@@ -269,7 +271,9 @@ int64_t tg_optim_steps(const tg_optim *o) { return o ? o->steps : 0; }
                 v[k] = c->beta2 * v[k] + (1 - c->beta2) * gk * gk;                                 \
                 d = (m[k] / bc1) / (sqrt(v[k] / bc2) + c->eps);                                    \
                 break;                                                                             \
-            default: d = gk; break;                                                                \
+            default:                                                                               \
+                d = gk;                                                                            \
+                break;                                                                             \
             }                                                                                      \
             p[k] = (T)((double)p[k] - lr * d);                                                     \
         }                                                                                          \
@@ -324,9 +328,9 @@ struct tg_dataset {
     int64_t n, batch_size, cursor;
     bool shuffle;
     tg_rng rng;
-    int64_t *order;              /* the rows of this epoch, in visiting order */
-    tg_tensor *x_full, *y_full;  /* batches of batch_size rows */
-    tg_tensor *x_last, *y_last;  /* the smaller last batch, when batch_size does not divide n */
+    int64_t *order;             /* the rows of this epoch, in visiting order */
+    tg_tensor *x_full, *y_full; /* batches of batch_size rows */
+    tg_tensor *x_last, *y_last; /* the smaller last batch, when batch_size does not divide n */
 };
 
 void tg_dataset_free(tg_dataset *ds) {
@@ -380,8 +384,8 @@ tg_dataset *tg_dataset_new(const tg_tensor *inputs, const tg_tensor *targets, in
     }
     const int64_t n = inputs->shape[0];
     if (n < 1 || batch_size < 1 || batch_size > n) {
-        tg__set_last_error(TG_ERR_VALUE, "%s: batch_size %lld must be in 1..%lld (rows of %s)",
-                           who, (long long)batch_size, (long long)n,
+        tg__set_last_error(TG_ERR_VALUE, "%s: batch_size %lld must be in 1..%lld (rows of %s)", who,
+                           (long long)batch_size, (long long)n,
                            tg_shape_str(inputs, s1, sizeof s1));
         return NULL;
     }
@@ -425,7 +429,9 @@ static void gather_rows(tg_tensor *dst, const tg_tensor *src, const int64_t *ord
 int tg_dataset_next(tg_dataset *ds, tg_tensor **x, tg_tensor **y) {
     if (!ds || !x || !y)
         return tg__set_last_error(TG_ERR_NULL, "tg_dataset_next: %s is NULL",
-                                  !ds ? "dataset" : !x ? "inputs" : "targets");
+                                  !ds  ? "dataset"
+                                  : !x ? "inputs"
+                                       : "targets");
     if (ds->cursor >= ds->n) {
         ds->cursor = 0;
         reshuffle(ds);
@@ -513,8 +519,7 @@ tg_status tg_circles_make(tg_dtype dtype, int64_t n, tg_rng *rng, tg_tensor **in
                           tg_tensor **labels) {
     const char *who = "tg_circles_make";
     if (!inputs || !labels)
-        return tg__set_last_error(TG_ERR_NULL, "%s: %s is NULL", who,
-                                  inputs ? "labels" : "inputs");
+        return tg__set_last_error(TG_ERR_NULL, "%s: %s is NULL", who, inputs ? "labels" : "inputs");
     *inputs = *labels = NULL;
     if (!rng)
         return tg__set_last_error(TG_ERR_NULL, "%s: rng is NULL", who);
@@ -551,8 +556,8 @@ double tg_accuracy(const tg_tensor *logits, const tg_tensor *labels) {
         tg__set_last_error(TG_ERR_NULL, "%s: %s is NULL", who, logits ? "labels" : "logits");
         return -1.0;
     }
-    if (logits->rank != 2 || logits->shape[0] < 1 || labels->dtype != TG_I32 ||
-        labels->rank != 1 || labels->shape[0] != logits->shape[0]) {
+    if (logits->rank != 2 || logits->shape[0] < 1 || labels->dtype != TG_I32 || labels->rank != 1 ||
+        labels->shape[0] != logits->shape[0]) {
         tg__set_last_error(TG_ERR_SHAPE,
                            "%s: need logits [N,C] (N >= 1) and i32 labels [N], got %s and %s %s",
                            who, tg_shape_str(logits, s1, sizeof s1), tg_dtype_name(labels->dtype),
