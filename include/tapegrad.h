@@ -339,7 +339,7 @@ typedef enum tg_optim_kind {
 
 /** Settings of an optimizer. Start from tg_optim_defaults and change what you need. */
 typedef struct tg_optim_config {
-    tg_optim_kind kind;
+    tg_optim_kind kind;  /**< the algorithm */
     double lr;           /**< learning rate, > 0 */
     double momentum;     /**< mu of TG_OPTIM_MOMENTUM / TG_OPTIM_NESTEROV, in [0, 1); default 0.9 */
     double beta1, beta2; /**< TG_OPTIM_ADAM, in [0, 1); defaults 0.9 and 0.999 */
@@ -413,6 +413,7 @@ tg_linear *tg_linear_new(tg_dtype dtype, int64_t n_in, int64_t n_out, const char
  *  write by hand, attributed to the caller's line. Result owned by the tape; NULL on error
  *  (tape error, or a NULL layer). */
 tg_tensor *tg_linear_forward_at(tg_tape *t, const tg_linear *layer, tg_tensor *x, TG_LOC_PARAMS);
+/** tg_linear_forward_at with the caller's file and line. */
 #define tg_linear_forward(t, layer, x)                                                             \
     tg_linear_forward_at((t), (layer), (x), __FILE__, __LINE__)
 /** Frees W, b and the layer. NULL is ignored. */
