@@ -342,7 +342,8 @@ typedef struct tg_optim_config {
     tg_optim_kind kind;  /**< the algorithm */
     double lr;           /**< learning rate, > 0 */
     double momentum;     /**< mu of TG_OPTIM_MOMENTUM / TG_OPTIM_NESTEROV, in [0, 1); default 0.9 */
-    double beta1, beta2; /**< TG_OPTIM_ADAM, in [0, 1); defaults 0.9 and 0.999 */
+    double beta1;        /**< TG_OPTIM_ADAM's decay of the first moment, in [0, 1); default 0.9 */
+    double beta2;        /**< TG_OPTIM_ADAM's decay of the second moment, in [0, 1); default 0.999 */
     double eps;          /**< TG_OPTIM_ADAM, > 0; default 1e-8 */
     double weight_decay; /**< L2 penalty added to the gradient (g += wd p), >= 0; default 0 */
     int64_t decay_every; /**< step decay: lr is multiplied by decay_factor after every decay_every
