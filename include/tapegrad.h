@@ -502,6 +502,137 @@ tg_status tg_tape_set_trace(tg_tape *tape, FILE *out);
 
 /* ---- Training: initializers, optimizers, batches, layers (src/train.c) ------------------------ */
 
+/* Initializers fill an existing f32/f64 leaf in place, drawing from `rng` in row-major order, so a
+ * seed fixes the weights on every platform. fan_in / fan_out are the number of inputs and outputs
+ * of the layer the tensor belongs to (for a linear layer's W [out,in]: in and out). Each returns
+ * TG_OK, or TG_ERR_NULL / TG_ERR_DTYPE / TG_ERR_VALUE with a message in tg_last_errmsg(). */
+
+/** Sets every element to 0. */
+tg_status tg_init_zeros(tg_tensor *tensor);
+/** Sets every element to `value`. */
+tg_status tg_init_constant(tg_tensor *tensor, double value);
+/** Uniform in [lo, hi). TG_ERR_VALUE unless lo <= hi. */
+tg_status tg_init_uniform(tg_tensor *tensor, double lo, double hi, tg_rng *rng);
+/** Normal(mean, std^2). TG_ERR_VALUE if std < 0. */
+tg_status tg_init_normal(tg_tensor *tensor, double mean, double std, tg_rng *rng);
+/** Xavier/Glorot uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)). Keeps the variance of
+ *  activations and gradients about constant through tanh/sigmoid layers. Fans must be >= 1. */
+tg_status tg_init_xavier_uniform(tg_tensor *tensor, int64_t fan_in, int64_t fan_out, tg_rng *rng);
+/** Xavier/Glorot normal: N(0, s^2), s = sqrt(2 / (fan_in + fan_out)). Fans must be >= 1. */
+tg_status tg_init_xavier_normal(tg_tensor *tensor, int64_t fan_in, int64_t fan_out, tg_rng *rng);
+/** He/Kaiming uniform (for relu layers): U(-a, a), a = sqrt(6 / fan_in). fan_in >= 1. */
+tg_status tg_init_he_uniform(tg_tensor *tensor, int64_t fan_in, tg_rng *rng);
+/** He/Kaiming normal (for relu layers): N(0, s^2), s = sqrt(2 / fan_in). fan_in >= 1. */
+tg_status tg_init_he_normal(tg_tensor *tensor, int64_t fan_in, tg_rng *rng);
+
+/** Optimizer algorithms. With g the gradient (plus weight_decay * p when weight decay is on),
+ *  p a parameter, lr the learning rate of this step and t = 1, 2, ... the step number:
+ *  - TG_OPTIM_SGD:      p -= lr g
+ *  - TG_OPTIM_MOMENTUM: v = mu v + g;  p -= lr v          (v starts at 0, as in PyTorch's SGD)
+ *  - TG_OPTIM_NESTEROV: v = mu v + g;  p -= lr (g + mu v)
+ *  - TG_OPTIM_ADAM:     m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2  (m, v start at 0);
+ *                       p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)  (bias-corrected) */
+typedef enum tg_optim_kind {
+    TG_OPTIM_SGD = 0,      /**< plain gradient descent */
+    TG_OPTIM_MOMENTUM = 1, /**< heavy-ball momentum */
+    TG_OPTIM_NESTEROV = 2, /**< Nesterov momentum */
+    TG_OPTIM_ADAM = 3      /**< Adam (Kingma & Ba) */
+} tg_optim_kind;
+
+/** Settings of an optimizer. Start from tg_optim_defaults and change what you need. */
+typedef struct tg_optim_config {
+    tg_optim_kind kind;  /**< the algorithm */
+    double lr;           /**< learning rate, > 0 */
+    double momentum;     /**< mu of TG_OPTIM_MOMENTUM / TG_OPTIM_NESTEROV, in [0, 1); default 0.9 */
+    double beta1;        /**< TG_OPTIM_ADAM's decay of the first moment, in [0, 1); default 0.9 */
+    double beta2;        /**< TG_OPTIM_ADAM's decay of the second moment, in [0, 1); default 0.999 */
+    double eps;          /**< TG_OPTIM_ADAM, > 0; default 1e-8 */
+    double weight_decay; /**< L2 penalty added to the gradient (g += wd p), >= 0; default 0 */
+    int64_t decay_every; /**< step decay: lr is multiplied by decay_factor after every decay_every
+                              steps; 0 (default) keeps lr constant */
+    double decay_factor; /**< in (0, 1]; default 1 */
+} tg_optim_config;
+
+typedef struct tg_optim tg_optim; /**< opaque: an optimizer over a fixed list of parameters */
+
+/** The default settings of `kind` with learning rate `lr` (see tg_optim_config). */
+tg_optim_config tg_optim_defaults(tg_optim_kind kind, double lr);
+/** A new optimizer updating the `n_params` leaves in `params` (f32 or f64, requiring a gradient;
+ *  each at most once). The optimizer keeps the pointers, not the tensors: they must outlive it.
+ *  Its state (velocities, moments) is float64 and starts at zero. Returns NULL on a bad config or
+ *  parameter, or no memory (see tg_last_errmsg). Free with tg_optim_free. */
+tg_optim *tg_optim_new(const tg_optim_config *config, tg_tensor *const *params, int n_params);
+/** One update of every parameter from its current gradient. A parameter without a gradient yet
+ *  (no tg_backward reached it) is skipped. Does not zero the gradients. Returns TG_OK, TG_ERR_NULL,
+ *  or TG_ERR_NONFINITE if a gradient holds a NaN or Inf (then no parameter is changed). */
+tg_status tg_optim_step(tg_optim *optim);
+/** Zeros the gradient of every parameter (call it before each backward: leaves accumulate). */
+void tg_optim_zero_grad(tg_optim *optim);
+/** The learning rate the next step will use (after step decay). 0 for NULL. */
+double tg_optim_lr(const tg_optim *optim);
+/** Number of steps taken. */
+int64_t tg_optim_steps(const tg_optim *optim);
+/** Frees the optimizer and its state (not the parameters). NULL is ignored. */
+void tg_optim_free(tg_optim *optim);
+
+typedef struct tg_dataset tg_dataset; /**< opaque: mini-batches over (inputs, targets) */
+
+/** A view of `inputs` [N, ...] and `targets` [N, ...] (e.g. TG_I32 class indices [N]) as
+ *  mini-batches of `batch_size` rows (the last batch of an epoch may be smaller). With `shuffle`,
+ *  each epoch visits the rows in a new order drawn from a tg_rng seeded with `seed`; otherwise in
+ *  order. batch_size = N is full-batch gradient descent, 1 is stochastic, anything between is
+ *  mini-batch. Keeps pointers to inputs and targets (they must outlive it; their values are read
+ *  at each tg_dataset_next). Returns NULL on bad arguments or no memory (see tg_last_errmsg).
+ *  Free with tg_dataset_free. */
+tg_dataset *tg_dataset_new(const tg_tensor *inputs, const tg_tensor *targets, int64_t batch_size,
+                           int shuffle, uint64_t seed);
+/** Copies the next batch into tensors the dataset owns and points *inputs and *targets at them:
+ *  leaves of shape [B, ...] (B = batch_size, or the remainder for the last batch), valid until the
+ *  next call or tg_dataset_free. Nothing is allocated per batch. Returns 1 when a batch was
+ *  produced, 0 at the end of an epoch (the next call starts a new epoch, reshuffled), or a negative
+ *  tg_status (see tg_last_errmsg). Loop: while (tg_dataset_next(ds, &x, &y) == 1) { ... } */
+int tg_dataset_next(tg_dataset *dataset, tg_tensor **inputs, tg_tensor **targets);
+/** Number of rows N. */
+int64_t tg_dataset_size(const tg_dataset *dataset);
+/** Number of batches in an epoch: ceil(N / batch_size). */
+int64_t tg_dataset_n_batches(const tg_dataset *dataset);
+/** Frees the dataset and its batch tensors (not the inputs and targets). NULL is ignored. */
+void tg_dataset_free(tg_dataset *dataset);
+
+/** A linear (fully connected) layer y = x W^T + b, for x [N,in]: W [out,in], b [out], y [N,out].
+ *  The fields are the caller's to read and pass to an optimizer; both require a gradient. */
+typedef struct tg_linear {
+    tg_tensor *W; /**< [out,in], Xavier-uniform (fan_in = in, fan_out = out) */
+    tg_tensor *b; /**< [out], zeros */
+} tg_linear;
+
+/** A new linear layer of dtype (TG_F32 or TG_F64) with `n_in` inputs and `n_out` outputs, W drawn
+ *  from `rng` (Xavier uniform, the right scale for tanh; for relu re-draw W with tg_init_he_*).
+ *  W and b are named `name`.W and `name`.b (name may be NULL). Returns NULL on bad arguments or no
+ *  memory (see tg_last_errmsg). Free with tg_linear_free. */
+tg_linear *tg_linear_new(tg_dtype dtype, int64_t n_in, int64_t n_out, const char *name,
+                         tg_rng *rng);
+/** Records tg_add(t, tg_matmul(t, x, tg_transpose(t, W)), b) -- exactly the nodes a user would
+ *  write by hand, attributed to the caller's line. Result owned by the tape; NULL on error
+ *  (tape error, or a NULL layer). */
+tg_tensor *tg_linear_forward_at(tg_tape *t, const tg_linear *layer, tg_tensor *x, TG_LOC_PARAMS);
+/** tg_linear_forward_at with the caller's file and line. */
+#define tg_linear_forward(t, layer, x)                                                             \
+    tg_linear_forward_at((t), (layer), (x), __FILE__, __LINE__)
+/** Frees W, b and the layer. NULL is ignored. */
+void tg_linear_free(tg_linear *layer);
+
+/** The report's dataset: `n` points uniform in [-1,1]^2 drawn from `rng`, labelled 1 inside the
+ *  circle of radius sqrt(2/pi) (area 2, half the square: balanced classes) and 0 outside.
+ *  On TG_OK, *inputs is a new [n,2] leaf of `dtype` and *labels a new TG_I32 [n] leaf, both the
+ *  caller's to free. On error both are NULL and tg_last_errmsg() says why. */
+tg_status tg_circles_make(tg_dtype dtype, int64_t n, tg_rng *rng, tg_tensor **inputs,
+                          tg_tensor **labels);
+
+/** Fraction of rows of `logits` [N,C] whose largest entry (first on ties) is at the class in
+ *  `labels` (TG_I32 [N]), in [0, 1]. -1 on bad arguments (see tg_last_errmsg). */
+double tg_accuracy(const tg_tensor *logits, const tg_tensor *labels);
+
 /* ---- Data: IDX files (src/idx.c) -------------------------------------------------------------- */
 
 /** Where Debian's dataset-fashion-mnist package installs Fashion-MNIST; the default directory. */
