@@ -23,4 +23,4 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
 
 echo "== running the demo"
-./build/examples/quickstart
+./build/examples/circles
