@@ -557,9 +557,12 @@ tg_status tg_tape_render(const tg_tape *tape, const char *path) {
         char cmd[2048];
         textf(cmd, sizeof cmd, "dot -T%s -o ", fmt);
         bool ok = shell_quote(cmd, sizeof cmd, path);
-        ok = ok && strlen(cmd) + 1 < sizeof cmd;
-        if (ok)
-            strcat(cmd, " ");
+        const size_t used = ok ? strlen(cmd) : sizeof cmd;
+        ok = ok && used + 1 < sizeof cmd;
+        if (ok) { /* the separator, and its terminator: room checked just above */
+            cmd[used] = ' ';
+            cmd[used + 1] = '\0';
+        }
         ok = ok && shell_quote(cmd, sizeof cmd, tmp);
         if (!ok)
             st = tg__set_last_error(TG_ERR_VALUE, "tg_tape_render: the path %s is too long", path);
