@@ -500,7 +500,7 @@ tg_status tg_tape_save_dot(const tg_tape *tape, const char *path) {
 /* Appends s to buf in single quotes for the shell ('it'\''s'). False if it does not fit. */
 static bool shell_quote(char *buf, size_t len, const char *s) {
     size_t n = strlen(buf);
-    if (n + 1 >= len)
+    if (n + 2 >= len) /* room for the two quotes and the terminator, even when s is empty */
         return false;
     buf[n++] = '\'';
     for (; *s; s++) {
