@@ -257,56 +257,65 @@ __attribute__((destructor)) static void pack_buffer_release(void) {
 #define PACK_FUNCS(T, sfx)                                                                         \
     static void pack_a_##sfx(bool ta, const T *A, int64_t lda, int64_t i0, int64_t mb,             \
                              int64_t k0, int64_t kb, int mr, T *dst) {                             \
-        for (int64_t p = 0; p < mb; p += mr, dst += mr * kb) {                                     \
-            const int64_t rows = mb - p < mr ? mb - p : mr;                                        \
-            if (ta) { /* op(A)[i][k] = A[k][i]: each k reads `rows` contiguous values */           \
-                for (int64_t k = 0; k < kb; k++) {                                                 \
-                    const T *src = A + (k0 + k) * lda + i0 + p;                                    \
-                    T *d = dst + k * mr;                                                           \
+        if (ta) { /* op(A)[i][k] = A[k][i]: read each row of A once, contiguously, and deal it  \
+                     out to the panels (row by row keeps large strides out of the inner loop) */ \
+            for (int64_t k = 0; k < kb; k++) {                                                     \
+                const T *src = A + (k0 + k) * lda + i0;                                            \
+                for (int64_t p = 0; p < mb; p += mr) {                                             \
+                    const int64_t rows = mb - p < mr ? mb - p : mr;                                \
+                    T *d = dst + p * kb + k * mr;                                                  \
                     int64_t r = 0;                                                                 \
                     for (; r < rows; r++)                                                          \
-                        d[r] = src[r];                                                             \
+                        d[r] = src[p + r];                                                         \
                     for (; r < mr; r++)                                                            \
                         d[r] = 0;                                                                  \
                 }                                                                                  \
-            } else { /* each row of A is contiguous in k: write it with stride mr */               \
-                int64_t r = 0;                                                                     \
-                for (; r < rows; r++) {                                                            \
-                    const T *src = A + (i0 + p + r) * lda + k0;                                    \
-                    for (int64_t k = 0; k < kb; k++)                                               \
-                        dst[k * mr + r] = src[k];                                                  \
-                }                                                                                  \
-                for (; r < mr; r++)                                                                \
-                    for (int64_t k = 0; k < kb; k++)                                               \
-                        dst[k * mr + r] = 0;                                                       \
             }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        for (int64_t p = 0; p < mb; p += mr, dst += mr * kb) {                                     \
+            const int64_t rows = mb - p < mr ? mb - p : mr;                                        \
+            /* each row of A is contiguous in k: write it with stride mr */                        \
+            int64_t r = 0;                                                                         \
+            for (; r < rows; r++) {                                                                \
+                const T *src = A + (i0 + p + r) * lda + k0;                                        \
+                for (int64_t k = 0; k < kb; k++)                                                   \
+                    dst[k * mr + r] = src[k];                                                      \
+            }                                                                                      \
+            for (; r < mr; r++)                                                                    \
+                for (int64_t k = 0; k < kb; k++)                                                   \
+                    dst[k * mr + r] = 0;                                                           \
         }                                                                                          \
     }                                                                                              \
     static void pack_b_##sfx(bool tb, const T *B, int64_t ldb, int64_t k0, int64_t kb,             \
                              int64_t j0, int64_t nb, int nr, T *dst) {                             \
-        for (int64_t p = 0; p < nb; p += nr, dst += nr * kb) {                                     \
-            const int64_t cols = nb - p < nr ? nb - p : nr;                                        \
-            if (!tb) { /* op(B)[k][j] = B[k][j]: each k reads `cols` contiguous values */          \
-                for (int64_t k = 0; k < kb; k++) {                                                 \
-                    const T *src = B + (k0 + k) * ldb + j0 + p;                                    \
-                    T *d = dst + k * nr;                                                           \
+        if (!tb) { /* op(B)[k][j] = B[k][j]: read each row of B once and deal it out */            \
+            for (int64_t k = 0; k < kb; k++) {                                                     \
+                const T *src = B + (k0 + k) * ldb + j0;                                            \
+                for (int64_t p = 0; p < nb; p += nr) {                                             \
+                    const int64_t cols = nb - p < nr ? nb - p : nr;                                \
+                    T *d = dst + p * kb + k * nr;                                                  \
                     int64_t c = 0;                                                                 \
                     for (; c < cols; c++)                                                          \
-                        d[c] = src[c];                                                             \
+                        d[c] = src[p + c];                                                         \
                     for (; c < nr; c++)                                                            \
                         d[c] = 0;                                                                  \
                 }                                                                                  \
-            } else { /* op(B)[k][j] = B[j][k]: each row of B is contiguous in k */                 \
-                int64_t c = 0;                                                                     \
-                for (; c < cols; c++) {                                                            \
-                    const T *src = B + (j0 + p + c) * ldb + k0;                                    \
-                    for (int64_t k = 0; k < kb; k++)                                               \
-                        dst[k * nr + c] = src[k];                                                  \
-                }                                                                                  \
-                for (; c < nr; c++)                                                                \
-                    for (int64_t k = 0; k < kb; k++)                                               \
-                        dst[k * nr + c] = 0;                                                       \
             }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        for (int64_t p = 0; p < nb; p += nr, dst += nr * kb) {                                     \
+            const int64_t cols = nb - p < nr ? nb - p : nr;                                        \
+            /* op(B)[k][j] = B[j][k]: each row of B is contiguous in k */                          \
+            int64_t c = 0;                                                                         \
+            for (; c < cols; c++) {                                                                \
+                const T *src = B + (j0 + p + c) * ldb + k0;                                        \
+                for (int64_t k = 0; k < kb; k++)                                                   \
+                    dst[k * nr + c] = src[k];                                                      \
+            }                                                                                      \
+            for (; c < nr; c++)                                                                    \
+                for (int64_t k = 0; k < kb; k++)                                                   \
+                    dst[k * nr + c] = 0;                                                           \
         }                                                                                          \
     }
 PACK_FUNCS(float, f32)
