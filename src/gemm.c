@@ -411,6 +411,26 @@ static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, in
     }
 }
 
+#ifdef TG_HAVE_OPENBLAS
+/* The whole product through OpenBLAS, threaded by OpenBLAS with our thread count. OpenBLAS's
+ * blocking depends on the sizes and the thread count, so unlike the own kernels its result may
+ * differ in the last bits between thread counts (tests/test_gemm.c checks its accuracy only). */
+static void gemm_openblas(const gemm_job *j) {
+    static atomic_int blas_threads;
+    const int nt = tg_get_num_threads();
+    if (atomic_exchange(&blas_threads, nt) != nt)
+        openblas_set_num_threads(nt);
+    const enum CBLAS_TRANSPOSE opa = j->ta ? CblasTrans : CblasNoTrans;
+    const enum CBLAS_TRANSPOSE opb = j->tb ? CblasTrans : CblasNoTrans;
+    if (j->dtype == TG_F32)
+        cblas_sgemm(CblasRowMajor, opa, opb, (int)j->M, (int)j->N, (int)j->K, 1.0f, j->A,
+                    (int)j->lda, j->B, (int)j->ldb, j->beta ? 1.0f : 0.0f, j->C, (int)j->ldc);
+    else
+        cblas_dgemm(CblasRowMajor, opa, opb, (int)j->M, (int)j->N, (int)j->K, 1.0, j->A,
+                    (int)j->lda, j->B, (int)j->ldb, j->beta ? 1.0 : 0.0, j->C, (int)j->ldc);
+}
+#endif
+
 static void gemm_job_run(void *p, int tid, int nth) {
     const gemm_job *j = p;
     int64_t m0 = 0, m1 = j->M, n0 = 0, n1 = j->N;
@@ -422,29 +442,6 @@ static void gemm_job_run(void *p, int tid, int nth) {
         gemm_block(j, m0, m1, n0, n1);
 }
 
-#ifdef TG_HAVE_OPENBLAS
-static bool gemm_openblas(tg_dtype dtype, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-                          const void *A, int64_t lda, const void *B, int64_t ldb, int beta,
-                          void *C, int64_t ldc) {
-    if (M > INT_MAX || N > INT_MAX || K > INT_MAX || lda > INT_MAX || ldb > INT_MAX ||
-        ldc > INT_MAX)
-        return false; /* cblas takes int sizes */
-    /* OpenBLAS keeps its own threads; give it the same count as ours. */
-    static atomic_int blas_threads;
-    const int nt = tg_get_num_threads();
-    if (atomic_exchange(&blas_threads, nt) != nt)
-        openblas_set_num_threads(nt);
-    const enum CBLAS_TRANSPOSE opa = ta ? CblasTrans : CblasNoTrans;
-    const enum CBLAS_TRANSPOSE opb = tb ? CblasTrans : CblasNoTrans;
-    if (dtype == TG_F32)
-        cblas_sgemm(CblasRowMajor, opa, opb, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B,
-                    (int)ldb, beta ? 1.0f : 0.0f, C, (int)ldc);
-    else
-        cblas_dgemm(CblasRowMajor, opa, opb, (int)M, (int)N, (int)K, 1.0, A, (int)lda, B,
-                    (int)ldb, beta ? 1.0 : 0.0, C, (int)ldc);
-    return true;
-}
-#endif
 
 void tg_gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
              const void *A, int64_t lda, const void *B, int64_t ldb, int beta, void *C,
@@ -463,14 +460,16 @@ void tg_gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, i
         return;
     }
     const tg__kernel_id id = tg__kernel_get();
-#ifdef TG_HAVE_OPENBLAS
-    if (id == TG_KERNEL_OPENBLAS &&
-        gemm_openblas(dtype, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc))
-        return;
-#endif
     gemm_job j = {.uk = ukernel_for(id, dtype), .dtype = dtype, .esz = esz, .ta = trans_a,
                   .tb = trans_b, .M = M, .N = N, .K = K, .A = A, .B = B, .C = C, .lda = lda,
                   .ldb = ldb, .ldc = ldc, .beta = beta};
+#ifdef TG_HAVE_OPENBLAS
+    if (id == TG_KERNEL_OPENBLAS && M <= INT_MAX && N <= INT_MAX && K <= INT_MAX &&
+        lda <= INT_MAX && ldb <= INT_MAX && ldc <= INT_MAX) { /* cblas takes int sizes */
+        gemm_openblas(&j);
+        return;
+    }
+#endif
     /* Split the longer side of C; each thread then packs only its part of that operand. */
     j.split_n = N >= M;
     int nth = 1;

@@ -27,7 +27,7 @@ static double rnd(tg_rng *rng) { return tg_rng_uniform(rng) * 2 - 1; }
 /* One product with op(A) [M,K], op(B) [K,N]; leading dimensions padded by 3 to catch code that
  * assumes packed rows. Returns the number of elements off the reference. */
 static int check_case(tg_dtype dtype, bool ta, bool tb, int beta, const gemm_case *cs,
-                      const char *kname) {
+                      const char *kname, bool bit_identical) {
     const int64_t M = cs->M, N = cs->N, K = cs->K;
     const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
     const int64_t lda = ac + 3, ldb = bc + 3, ldc = N + 3;
@@ -104,7 +104,7 @@ static int check_case(tg_dtype dtype, bool ta, bool tb, int beta, const gemm_cas
                 cr_log_error("%s: padding C[%lld,%lld] was written", kname, (long long)i,
                              (long long)j);
         }
-    for (int64_t i = 0; i < M; i++) /* 1 and 2 threads: the same bits */
+    for (int64_t i = 0; i < M && bit_identical; i++) /* 1 and 2 threads: the same bits */
         if (memcmp((char *)C1 + (size_t)(i * ldc) * esz, (char *)C2 + (size_t)(i * ldc) * esz,
                    (size_t)N * esz) != 0 &&
             bad++ < 3)
@@ -132,8 +132,9 @@ static void check_kernel(tg__kernel_id id) {
                 for (int beta = 0; beta < 2; beta++) {
                     if (cases[c].M * cases[c].N * cases[c].K > 100000 && (int)((c + form) % 2) != beta)
                         continue;
+                    /* OpenBLAS blocks by size and thread count: accuracy only. */
                     bad += check_case(d ? TG_F64 : TG_F32, form & 1, form >> 1, beta, &cases[c],
-                                      tg__kernel_id_name(id));
+                                      tg__kernel_id_name(id), id != TG_KERNEL_OPENBLAS);
                 }
             }
     cr_expect_eq(bad, 0, "kernel %s: %d mismatches (see the log)", tg__kernel_id_name(id), bad);
@@ -176,8 +177,13 @@ Test(threads, count_is_validated) {
 }
 
 /* Through the public op: a [96,300] x [300,200] matmul and its backward on 1 and 2 threads give
- * the same bits (forward and both gradients). */
+ * the same bits (forward and both gradients), with the own kernel the CPU picks. */
 Test(threads, matmul_op_is_bit_identical_across_thread_counts) {
+    const tg__kernel_id saved = tg__kernel_get();
+    if (saved == TG_KERNEL_OPENBLAS) /* the best own kernel instead */
+        for (int id = TG_KERNEL_AVX512; id >= TG_KERNEL_PORTABLE; id--)
+            if (tg__kernel_set((tg__kernel_id)id) == TG_OK)
+                break;
     tg_rng rng;
     tg_rng_seed(&rng, 6);
     tg_tensor *a = tg_tensor_rand(TG_F32, TG_SHAPE(96, 300), -1, 1, &rng);
@@ -209,4 +215,5 @@ Test(threads, matmul_op_is_bit_identical_across_thread_counts) {
     }
     tg_tape_free(t);
     tg_tensor_free(a), tg_tensor_free(b), tg_tensor_free(w);
+    tg__kernel_set(saved);
 }
