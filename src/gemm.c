@@ -33,48 +33,68 @@
 /* Below this many multiply-adds a product runs on one thread (a wake-up costs microseconds). */
 #define TG_GEMM_PAR_MIN ((int64_t)1 << 21)
 
-/* ---- The plain loop (small products, and the fallback if a pack buffer cannot be had) ---- */
+/* ---- The plain loop (small products, and the fallback if a pack buffer cannot be had) ----
+ * Every form sums each C element over k in increasing order, then (for beta 1) adds it to C in
+ * the A-B-not-transposed forms as it goes: C += a_i0 b_0j, C += a_i1 b_1j, ...; in the B^T forms
+ * as one dot product added at the end. The result depends on the sizes only. */
+
+/* op(A)[i,k] op(B)[k,j] summed into C row by row, for B not transposed. When N is small (the
+ * 2-4-2 network's 2 and 4) a copy with N fixed at compile time keeps the row in registers. */
+#define PLAIN_ROWS(T, NN)                                                                          \
+    for (int64_t i = m0; i < m1; i++) {                                                            \
+        T *restrict crow = c + i * ldc + n0;                                                       \
+        T acc[NN];                                                                                 \
+        for (int64_t j = 0; j < (NN); j++)                                                         \
+            acc[j] = beta ? crow[j] : 0;                                                           \
+        for (int64_t k = 0; k < K; k++) {                                                          \
+            const T aik = ta ? a[k * lda + i] : a[i * lda + k];                                    \
+            const T *restrict brow = b + k * ldb + n0;                                             \
+            for (int64_t j = 0; j < (NN); j++)                                                     \
+                acc[j] += aik * brow[j];                                                           \
+        }                                                                                          \
+        for (int64_t j = 0; j < (NN); j++)                                                         \
+            crow[j] = acc[j];                                                                      \
+    }
 
 #define PLAIN_BODY(T)                                                                              \
     do {                                                                                           \
         const T *a = A, *b = B;                                                                    \
         T *c = C;                                                                                  \
-        if (!ta) {                                                                                 \
+        const int64_t nn = n1 - n0;                                                                \
+        if (!tb && nn <= 8) {                                                                      \
+            switch (nn) {                                                                          \
+            case 1: PLAIN_ROWS(T, 1) break;                                                        \
+            case 2: PLAIN_ROWS(T, 2) break;                                                        \
+            case 3: PLAIN_ROWS(T, 3) break;                                                        \
+            case 4: PLAIN_ROWS(T, 4) break;                                                        \
+            case 5: PLAIN_ROWS(T, 5) break;                                                        \
+            case 6: PLAIN_ROWS(T, 6) break;                                                        \
+            case 7: PLAIN_ROWS(T, 7) break;                                                        \
+            default: PLAIN_ROWS(T, 8) break;                                                       \
+            }                                                                                      \
+        } else if (!tb) { /* i-k-j: contiguous in B and C */                                       \
             for (int64_t i = m0; i < m1; i++) {                                                    \
-                T *crow = c + i * ldc;                                                             \
-                const T *arow = a + i * lda;                                                       \
-                if (!tb) { /* i-k-j: contiguous in B and C */                                      \
-                    if (!beta)                                                                     \
-                        for (int64_t j = n0; j < n1; j++)                                          \
-                            crow[j] = 0;                                                           \
-                    for (int64_t k = 0; k < K; k++) {                                              \
-                        const T aik = arow[k];                                                     \
-                        const T *brow = b + k * ldb;                                               \
-                        for (int64_t j = n0; j < n1; j++)                                          \
-                            crow[j] += aik * brow[j];                                              \
-                    }                                                                              \
-                } else { /* rows of A against rows of B: two contiguous dot products */            \
-                    for (int64_t j = n0; j < n1; j++) {                                            \
-                        const T *brow = b + j * ldb;                                               \
-                        T s = 0;                                                                   \
-                        for (int64_t k = 0; k < K; k++)                                            \
-                            s += arow[k] * brow[k];                                                \
-                        crow[j] = beta ? crow[j] + s : s;                                          \
-                    }                                                                              \
+                T *restrict crow = c + i * ldc;                                                    \
+                if (!beta)                                                                         \
+                    for (int64_t j = n0; j < n1; j++)                                              \
+                        crow[j] = 0;                                                               \
+                for (int64_t k = 0; k < K; k++) {                                                  \
+                    const T aik = ta ? a[k * lda + i] : a[i * lda + k];                            \
+                    const T *restrict brow = b + k * ldb;                                          \
+                    for (int64_t j = n0; j < n1; j++)                                              \
+                        crow[j] += aik * brow[j];                                                  \
                 }                                                                                  \
             }                                                                                      \
-        } else if (!tb) { /* k-i-j: A^T's column k is A's row k */                                 \
-            if (!beta)                                                                             \
-                for (int64_t i = m0; i < m1; i++)                                                  \
-                    for (int64_t j = n0; j < n1; j++)                                              \
-                        c[i * ldc + j] = 0;                                                        \
-            for (int64_t k = 0; k < K; k++) {                                                      \
-                const T *brow = b + k * ldb;                                                       \
-                for (int64_t i = m0; i < m1; i++) {                                                \
-                    const T aki = a[k * lda + i];                                                  \
-                    T *crow = c + i * ldc;                                                         \
-                    for (int64_t j = n0; j < n1; j++)                                              \
-                        crow[j] += aki * brow[j];                                                  \
+        } else if (!ta) { /* rows of A against rows of B: contiguous dot products */               \
+            for (int64_t i = m0; i < m1; i++) {                                                    \
+                T *restrict crow = c + i * ldc;                                                    \
+                const T *restrict arow = a + i * lda;                                              \
+                for (int64_t j = n0; j < n1; j++) {                                                \
+                    const T *restrict brow = b + j * ldb;                                          \
+                    T s = 0;                                                                       \
+                    for (int64_t k = 0; k < K; k++)                                                \
+                        s += arow[k] * brow[k];                                                    \
+                    crow[j] = beta ? crow[j] + s : s;                                              \
                 }                                                                                  \
             }                                                                                      \
         } else {                                                                                   \
