@@ -38,22 +38,59 @@
  * the A-B-not-transposed forms as it goes: C += a_i0 b_0j, C += a_i1 b_1j, ...; in the B^T forms
  * as one dot product added at the end. The result depends on the sizes only. */
 
-/* op(A)[i,k] op(B)[k,j] summed into C row by row, for B not transposed. When N is small (the
- * 2-4-2 network's 2 and 4) a copy with N fixed at compile time keeps the row in registers. */
+/* op(A)[i,k] op(B)[k,j] summed into C, for B not transposed and N small (the 2-4-2 network's 2
+ * and 4): N fixed at compile time keeps the rows in registers, and four rows at a time give four
+ * independent chains of adds (a weight gradient [4,2] summed over K = 200 is otherwise one long
+ * dependency chain). Each element is still summed over k in increasing order. */
 #define PLAIN_ROWS(T, NN)                                                                          \
-    for (int64_t i = m0; i < m1; i++) {                                                            \
-        T *restrict crow = c + i * ldc + n0;                                                       \
-        T acc[NN];                                                                                 \
-        for (int64_t j = 0; j < (NN); j++)                                                         \
-            acc[j] = beta ? crow[j] : 0;                                                           \
-        for (int64_t k = 0; k < K; k++) {                                                          \
-            const T aik = ta ? a[k * lda + i] : a[i * lda + k];                                    \
-            const T *restrict brow = b + k * ldb + n0;                                             \
-            for (int64_t j = 0; j < (NN); j++)                                                     \
-                acc[j] += aik * brow[j];                                                           \
+    {                                                                                              \
+        int64_t i = m0;                                                                            \
+        for (; i + 4 <= m1; i += 4) {                                                              \
+            T acc[4][NN];                                                                          \
+            for (int r = 0; r < 4; r++)                                                            \
+                for (int64_t j = 0; j < (NN); j++)                                                 \
+                    acc[r][j] = beta ? c[(i + r) * ldc + n0 + j] : 0;                              \
+            for (int64_t k = 0; k < K; k++) {                                                      \
+                const T *restrict brow = b + k * ldb + n0;                                         \
+                for (int r = 0; r < 4; r++) {                                                      \
+                    const T aik = ta ? a[k * lda + i + r] : a[(i + r) * lda + k];                  \
+                    for (int64_t j = 0; j < (NN); j++)                                             \
+                        acc[r][j] += aik * brow[j];                                                \
+                }                                                                                  \
+            }                                                                                      \
+            for (int r = 0; r < 4; r++)                                                            \
+                for (int64_t j = 0; j < (NN); j++)                                                 \
+                    c[(i + r) * ldc + n0 + j] = acc[r][j];                                         \
         }                                                                                          \
-        for (int64_t j = 0; j < (NN); j++)                                                         \
-            crow[j] = acc[j];                                                                      \
+        for (; i < m1; i++) {                                                                      \
+            T *restrict crow = c + i * ldc + n0;                                                   \
+            T acc[NN];                                                                             \
+            for (int64_t j = 0; j < (NN); j++)                                                     \
+                acc[j] = beta ? crow[j] : 0;                                                       \
+            for (int64_t k = 0; k < K; k++) {                                                      \
+                const T aik = ta ? a[k * lda + i] : a[i * lda + k];                                \
+                const T *restrict brow = b + k * ldb + n0;                                         \
+                for (int64_t j = 0; j < (NN); j++)                                                 \
+                    acc[j] += aik * brow[j];                                                       \
+            }                                                                                      \
+            for (int64_t j = 0; j < (NN); j++)                                                     \
+                crow[j] = acc[j];                                                                  \
+        }                                                                                          \
+    }
+
+/* Rows of A against rows of B (the B^T form), as dot products over k. With K fixed at compile
+ * time when small (backward's dy W^T in the 2-4-2 network has K = 2). */
+#define PLAIN_DOTS(T, KK)                                                                          \
+    for (int64_t i = m0; i < m1; i++) {                                                            \
+        T *restrict crow = c + i * ldc;                                                            \
+        const T *restrict arow = a + i * lda;                                                      \
+        for (int64_t j = n0; j < n1; j++) {                                                        \
+            const T *restrict brow = b + j * ldb;                                                  \
+            T s = 0;                                                                               \
+            for (int64_t k = 0; k < (KK); k++)                                                     \
+                s += arow[k] * brow[k];                                                            \
+            crow[j] = beta ? crow[j] + s : s;                                                      \
+        }                                                                                          \
     }
 
 #define PLAIN_BODY(T)                                                                              \
@@ -86,16 +123,12 @@
                 }                                                                                  \
             }                                                                                      \
         } else if (!ta) { /* rows of A against rows of B: contiguous dot products */               \
-            for (int64_t i = m0; i < m1; i++) {                                                    \
-                T *restrict crow = c + i * ldc;                                                    \
-                const T *restrict arow = a + i * lda;                                              \
-                for (int64_t j = n0; j < n1; j++) {                                                \
-                    const T *restrict brow = b + j * ldb;                                          \
-                    T s = 0;                                                                       \
-                    for (int64_t k = 0; k < K; k++)                                                \
-                        s += arow[k] * brow[k];                                                    \
-                    crow[j] = beta ? crow[j] + s : s;                                              \
-                }                                                                                  \
+            switch (K) {                                                                           \
+            case 1: PLAIN_DOTS(T, 1) break;                                                        \
+            case 2: PLAIN_DOTS(T, 2) break;                                                        \
+            case 3: PLAIN_DOTS(T, 3) break;                                                        \
+            case 4: PLAIN_DOTS(T, 4) break;                                                        \
+            default: PLAIN_DOTS(T, K) break;                                                       \
             }                                                                                      \
         } else {                                                                                   \
             for (int64_t i = m0; i < m1; i++)                                                      \
