@@ -143,7 +143,8 @@ static void sgd(tg_tensor *const *params, int n, float lr) {
     for (int i = 0; i < n; i++) {
         float *w = tg_tensor_data(params[i]);
         const float *g = tg_tensor_cdata(tg_tensor_grad(params[i]));
-        for (int64_t k = 0; k < tg_tensor_numel(params[i]); k++)
+        const int64_t len = tg_tensor_numel(params[i]);
+        for (int64_t k = 0; k < len; k++)
             w[k] -= lr * g[k];
         tg_tensor_zero_grad(params[i]);
     }

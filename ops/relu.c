@@ -14,7 +14,12 @@ static tg_status relu_forward(tg_tape *tape, tg_tensor *y) {
 static void relu_backward(tg_tensor *y) {
     TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = y->grad->data;
                  T *dx = y->inputs[0]->grad->data;
-                 for (int64_t i = 0; i < y->numel; i++) dx[i] += py[i] > 0 ? dy[i] : 0;);
+                 const int64_t n = y->numel;
+                 /* dy read unconditionally so the compiler can vectorize the select */
+                 for (int64_t i = 0; i < n; i++) {
+                     const T g = dy[i];
+                     dx[i] += py[i] > 0 ? g : 0;
+                 });
 }
 
 tg_tensor *tg_relu_at(tg_tape *t, tg_tensor *x, const char *file, int line) {

@@ -307,6 +307,12 @@ __attribute__((destructor)) static void pack_buffer_release(void) {
  *    dst[p*mr*kb + k*mr + r] = op(A)[i0 + p*mr + r][k0 + k], zero past the last row.
  * B: rows k0.., columns j0.. j0+nb of op(B), into panels of nr columns:
  *    dst[p*nr*kb + k*nr + c] = op(B)[k0 + k][j0 + p*nr + c], zero past the last column. */
+/* A full panel of MR rows of A (not transposed), k by k: dst[k*MR + r] = A[r][k]. */
+#define PACK_A_PANEL(T, MR)                                                                        \
+    for (int64_t k = 0; k < kb; k++)                                                               \
+        for (int r = 0; r < (MR); r++)                                                             \
+            dst[k * (MR) + r] = src0[r * lda + k];
+
 #define PACK_FUNCS(T, sfx)                                                                         \
     static void pack_a_##sfx(bool ta, const T *A, int64_t lda, int64_t i0, int64_t mb,             \
                              int64_t k0, int64_t kb, int mr, T *dst) {                             \
@@ -328,7 +334,17 @@ __attribute__((destructor)) static void pack_buffer_release(void) {
         }                                                                                          \
         for (int64_t p = 0; p < mb; p += mr, dst += mr * kb) {                                     \
             const int64_t rows = mb - p < mr ? mb - p : mr;                                        \
-            /* each row of A is contiguous in k: write it with stride mr */                        \
+            const T *src0 = A + (i0 + p) * lda + k0;                                               \
+            if (rows == mr) { /* full panel: read mr rows side by side, write contiguously */      \
+                switch (mr) {                                                                      \
+                case 4: PACK_A_PANEL(T, 4) break;                                                  \
+                case 6: PACK_A_PANEL(T, 6) break;                                                  \
+                case 12: PACK_A_PANEL(T, 12) break;                                                \
+                default: PACK_A_PANEL(T, mr) break;                                                \
+                }                                                                                  \
+                continue;                                                                          \
+            }                                                                                      \
+            /* the last, partial panel: each row of A is contiguous in k; stride mr */             \
             int64_t r = 0;                                                                         \
             for (; r < rows; r++) {                                                                \
                 const T *src = A + (i0 + p + r) * lda + k0;                                        \
