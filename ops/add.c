@@ -2,7 +2,7 @@
  * dy/da = 1 and dy/db = 1, so  da += dy,  db += dy,  each summed over the axes along which that
  * input was broadcast (TG_BCAST_FOR gives such axes stride 0, so `+=` does the sum).
  * Saves nothing: the derivative is the constant 1. */
-#include "internal.h"
+#include "parallel.h"
 
 static tg_status add_shape(tg_tensor *y, char *msg, size_t len) {
     return tg_bcast_shape(y->inputs[0], y->inputs[1], y, msg, len);
@@ -23,17 +23,51 @@ static int64_t add_fast_row(const tg_tensor *y, const tg_bcast *bc) {
     return 0;
 }
 
+typedef struct add_rows {
+    tg_tensor *y;
+    int64_t row;
+} add_rows;
+
+/* Rows [r0, r1) of the fast layout: y = a + b (b one row, or a whole tensor when row = numel). */
+static void add_forward_rows(void *ctx, int64_t r0, int64_t r1) {
+    const add_rows *ar = ctx;
+    const tg_tensor *y = ar->y, *a = y->inputs[0], *b = y->inputs[1];
+    const int64_t row = ar->row;
+    TG_FOR_DTYPE(y->dtype, T, const T *pa = a->data; const T *pb = b->data; T *py = y->data;
+                 for (int64_t o = r0 * row; o < r1 * row; o += row) {
+                     for (int64_t c = 0; c < row; c++) py[o + c] = pa[o + c] + pb[c];
+                 });
+}
+
+/* y = a + b over elements [i0, i1), a and b of the output's shape. */
+static void add_forward_same(void *ctx, int64_t i0, int64_t i1) {
+    const tg_tensor *y = ctx, *a = y->inputs[0], *b = y->inputs[1];
+    TG_FOR_DTYPE(y->dtype, T, const T *pa = a->data; const T *pb = b->data; T *py = y->data;
+                 for (int64_t o = i0; o < i1; o++) py[o] = pa[o] + pb[o];);
+}
+
+/* da += dy over elements [i0, i1) (a has the output's shape). */
+static void add_backward_da(void *ctx, int64_t i0, int64_t i1) {
+    const tg_tensor *y = ctx;
+    TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data; T *da = y->inputs[0]->grad->data;
+                 for (int64_t o = i0; o < i1; o++) da[o] += dy[o];);
+}
+
 static tg_status add_forward(tg_tape *tape, tg_tensor *y) {
     (void)tape;
     const tg_tensor *a = y->inputs[0], *b = y->inputs[1];
     tg_bcast bc;
     tg_bcast_init(&bc, a, b, y);
     const int64_t row = add_fast_row(y, &bc);
+    if (row && row == y->numel) { /* same shapes: elements are independent */
+        tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, add_forward_same, y);
+        return TG_OK;
+    }
     if (row) {
-        TG_FOR_DTYPE(y->dtype, T, const T *pa = a->data; const T *pb = b->data; T *py = y->data;
-                     for (int64_t o = 0; o < y->numel; o += row) {
-                         for (int64_t c = 0; c < row; c++) py[o + c] = pa[o + c] + pb[c];
-                     });
+        /* rows are independent: split them over the threads above the size threshold */
+        add_rows ar = {y, row};
+        const int64_t rows = y->numel / row;
+        tg__parallel_range(rows, (TG_PAR_MIN_ELEMS + row - 1) / row, add_forward_rows, &ar);
         return TG_OK;
     }
     TG_FOR_DTYPE(y->dtype, T, const T *pa = a->data; const T *pb = b->data; T *py = y->data;
@@ -47,9 +81,11 @@ static void add_backward(tg_tensor *y) {
     tg_bcast_init(&bc, a, b, y);
     const int64_t row = add_fast_row(y, &bc);
     if (row) {
+        if (a->grad) /* elements are independent: threaded above the size threshold */
+            tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, add_backward_da, y);
+        /* db: a sum over rows, in row order on one thread (the order fixes the bits) */
         TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data;
-                     T *da = a->grad ? a->grad->data : NULL; T *db = b->grad ? b->grad->data : NULL;
-                     if (da) for (int64_t o = 0; o < y->numel; o++) da[o] += dy[o];
+                     T *db = b->grad ? b->grad->data : NULL;
                      if (db) for (int64_t o = 0; o < y->numel; o += row) {
                          for (int64_t c = 0; c < row; c++) db[c] += dy[o + c];
                      });
