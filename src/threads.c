@@ -80,8 +80,26 @@ static void stop_workers(void) {
     pthread_mutex_unlock(&pool_mu);
 }
 
+/* A forked child has none of the parent's workers: forget them, so that the child's first
+ * parallel job starts its own instead of waiting for threads that do not exist. */
+static void after_fork_in_child(void) {
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t fresh_cond = PTHREAD_COND_INITIALIZER;
+    run_mu = fresh;
+    pool_mu = fresh;
+    pool_wake = fresh_cond;
+    pool_done = fresh_cond;
+    n_workers = 0;
+    pending = 0;
+    stopping = false;
+    in_job = false;
+}
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void atfork_register(void) { (void)pthread_atfork(NULL, NULL, after_fork_in_child); }
+
 /* Starts workers up to `want` of them. Caller holds run_mu. Returns how many run. */
 static int start_workers(int want) {
+    pthread_once(&atfork_once, atfork_register);
     while (n_workers < want) {
         pthread_t th;
         /* No job runs now (we hold run_mu): the new worker must wait for the next one. */

@@ -4,6 +4,8 @@
 #include "parallel.h"
 
 #include <criterion/criterion.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* loss = sum(w * (softmax(tanh(a + bias)) + relu(a + c))) on [rows, cols]; returns the clones of
  * y, da, dbias, dc (caller frees). */
@@ -80,3 +82,29 @@ static void check(tg_dtype dt) {
 
 Test(threads, elementwise_ops_f32_bit_identical) { check(TG_F32); }
 Test(threads, elementwise_ops_f64_bit_identical) { check(TG_F64); }
+
+/* A child forked after the pool started runs parallel work too (its workers are its own). */
+static void fill_job(void *ctx, int tid, int nth) {
+    int *hits = ctx;
+    (void)nth;
+    hits[tid] = 1;
+}
+
+Test(threads, pool_works_after_fork) {
+    cr_assert_eq(tg_set_num_threads(2), TG_OK);
+    int hits[2] = {0, 0};
+    tg__parallel_run(2, fill_job, hits); /* starts the worker */
+    cr_assert(hits[0] && hits[1], "both threads ran the job");
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        int child_hits[2] = {0, 0};
+        tg__parallel_run(2, fill_job, child_hits);
+        _exit(child_hits[0] && child_hits[1] ? 0 : 3);
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "the child's parallel job did not run on 2 threads (status %d)", status);
+    tg_set_num_threads(1);
+}
