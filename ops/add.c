@@ -83,12 +83,28 @@ static void add_backward(tg_tensor *y) {
     if (row) {
         if (a->grad) /* elements are independent: threaded above the size threshold */
             tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, add_backward_da, y);
-        /* db: a sum over rows, in row order on one thread (the order fixes the bits) */
-        TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data;
-                     T *db = b->grad ? b->grad->data : NULL;
-                     if (db) for (int64_t o = 0; o < y->numel; o += row) {
-                         for (int64_t c = 0; c < row; c++) db[c] += dy[o + c];
-                     });
+        /* db: a sum over rows, in row order on one thread (the order fixes the bits); a short
+         * row (a layer's bias of 2..8) is summed in registers, with its length known. */
+        if (b->grad) {
+            switch (row) {
+#define ADD_DB_CASE(RR)                                                                            \
+    case RR:                                                                                       \
+        TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data; T *db = b->grad->data; T acc[RR];    \
+                     for (int c = 0; c < (RR); c++) acc[c] = db[c];                                \
+                     for (int64_t o = 0; o < y->numel; o += (RR))                                  \
+                         for (int c = 0; c < (RR); c++) acc[c] += dy[o + c];                       \
+                     for (int c = 0; c < (RR); c++) db[c] = acc[c];);                              \
+        break;
+                ADD_DB_CASE(1) ADD_DB_CASE(2) ADD_DB_CASE(3) ADD_DB_CASE(4)
+                ADD_DB_CASE(5) ADD_DB_CASE(6) ADD_DB_CASE(7) ADD_DB_CASE(8)
+#undef ADD_DB_CASE
+            default:
+                TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data; T *db = b->grad->data;
+                             for (int64_t o = 0; o < y->numel; o += row) {
+                                 for (int64_t c = 0; c < row; c++) db[c] += dy[o + c];
+                             });
+            }
+        }
         return;
     }
     TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data;
