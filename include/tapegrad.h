@@ -745,6 +745,21 @@ tg_status tg_tape_set_anomaly(tg_tape *tape, int on);
 /** 1 if anomaly mode is on, else 0 (also for NULL). */
 int tg_tape_anomaly(const tg_tape *tape);
 
+/* ---- Threads and kernels (src/gemm.c) --------------------------------------------------------- */
+
+/** Sets how many threads tapegrad's kernels use (matmul, and large elementwise ops), counting
+ *  the calling thread: 1 (the default, or TG_NUM_THREADS from the environment) to 256. Results
+ *  are bit-identical whatever the count: work is split over rows and columns of the output, never
+ *  over a sum. Returns TG_OK, or TG_ERR_VALUE for a count out of range (see tg_last_errmsg).
+ *  Call it from one thread, between computations; lowering the count joins the extra workers. */
+tg_status tg_set_num_threads(int n);
+/** The thread count set by tg_set_num_threads (or TG_NUM_THREADS, or 1). */
+int tg_get_num_threads(void);
+/** The matmul kernel in use: "avx512", "avx2", "portable" or "openblas". The best one the CPU
+ *  runs is chosen at the first call; TG_KERNEL=NAME in the environment picks another if it is
+ *  available. Static string; never NULL. */
+const char *tg_kernel_name(void);
+
 /* ---- Version ---------------------------------------------------------------------------------- */
 
 /* The one version number lives in CMakeLists.txt (project(VERSION)); CMake refuses to configure

@@ -2,10 +2,55 @@
  * dy/da = 1 and dy/db = 1, so  da += dy,  db += dy,  each summed over the axes along which that
  * input was broadcast (TG_BCAST_FOR gives such axes stride 0, so `+=` does the sum).
  * Saves nothing: the derivative is the constant 1. */
-#include "internal.h"
+#include "parallel.h"
 
 static tg_status add_shape(tg_tensor *y, char *msg, size_t len) {
     return tg_bcast_shape(y->inputs[0], y->inputs[1], y, msg, len);
+}
+
+/* The two layouts a network's `x W + b` produces, taken without the 4-D broadcast loop (its
+ * index arithmetic costs more than the adds on small tensors): both inputs the output's shape,
+ * or a full and b one row of the last axis's length, repeated. Returns that row length (the
+ * output's size for equal shapes), or 0 for another layout. Same sums, same order. */
+static int64_t add_fast_row(const tg_tensor *y, const tg_bcast *bc) {
+    const tg_tensor *a = y->inputs[0], *b = y->inputs[1];
+    if (a->numel != y->numel)
+        return 0;
+    if (b->numel == y->numel)
+        return y->numel;
+    if (b->numel == bc->dim[3] && bc->stride_b[3] == 1 && b->numel > 0)
+        return b->numel;
+    return 0;
+}
+
+typedef struct add_rows {
+    tg_tensor *y;
+    int64_t row;
+} add_rows;
+
+/* Rows [r0, r1) of the fast layout: y = a + b (b one row, or a whole tensor when row = numel). */
+static void add_forward_rows(void *ctx, int64_t r0, int64_t r1) {
+    const add_rows *ar = ctx;
+    const tg_tensor *y = ar->y, *a = y->inputs[0], *b = y->inputs[1];
+    const int64_t row = ar->row;
+    TG_FOR_DTYPE(y->dtype, T, const T *pa = a->data; const T *pb = b->data; T *py = y->data;
+                 for (int64_t o = r0 * row; o < r1 * row; o += row) {
+                     for (int64_t c = 0; c < row; c++) py[o + c] = pa[o + c] + pb[c];
+                 });
+}
+
+/* y = a + b over elements [i0, i1), a and b of the output's shape. */
+static void add_forward_same(void *ctx, int64_t i0, int64_t i1) {
+    const tg_tensor *y = ctx, *a = y->inputs[0], *b = y->inputs[1];
+    TG_FOR_DTYPE(y->dtype, T, const T *pa = a->data; const T *pb = b->data; T *py = y->data;
+                 for (int64_t o = i0; o < i1; o++) py[o] = pa[o] + pb[o];);
+}
+
+/* da += dy over elements [i0, i1) (a has the output's shape). */
+static void add_backward_da(void *ctx, int64_t i0, int64_t i1) {
+    const tg_tensor *y = ctx;
+    TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data; T *da = y->inputs[0]->grad->data;
+                 for (int64_t o = i0; o < i1; o++) da[o] += dy[o];);
 }
 
 static tg_status add_forward(tg_tape *tape, tg_tensor *y) {
@@ -13,6 +58,18 @@ static tg_status add_forward(tg_tape *tape, tg_tensor *y) {
     const tg_tensor *a = y->inputs[0], *b = y->inputs[1];
     tg_bcast bc;
     tg_bcast_init(&bc, a, b, y);
+    const int64_t row = add_fast_row(y, &bc);
+    if (row && row == y->numel) { /* same shapes: elements are independent */
+        tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, add_forward_same, y);
+        return TG_OK;
+    }
+    if (row) {
+        /* rows are independent: split them over the threads above the size threshold */
+        add_rows ar = {y, row};
+        const int64_t rows = y->numel / row;
+        tg__parallel_range(rows, (TG_PAR_MIN_ELEMS + row - 1) / row, add_forward_rows, &ar);
+        return TG_OK;
+    }
     TG_FOR_DTYPE(y->dtype, T, const T *pa = a->data; const T *pb = b->data; T *py = y->data;
                  TG_BCAST_FOR(bc, o, ia, ib, py[o] = pa[ia] + pb[ib];););
     return TG_OK;
@@ -22,6 +79,34 @@ static void add_backward(tg_tensor *y) {
     const tg_tensor *a = y->inputs[0], *b = y->inputs[1];
     tg_bcast bc;
     tg_bcast_init(&bc, a, b, y);
+    const int64_t row = add_fast_row(y, &bc);
+    if (row) {
+        if (a->grad) /* elements are independent: threaded above the size threshold */
+            tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, add_backward_da, y);
+        /* db: a sum over rows, in row order on one thread (the order fixes the bits); a short
+         * row (a layer's bias of 2..8) is summed in registers, with its length known. */
+        if (b->grad) {
+            switch (row) {
+#define ADD_DB_CASE(RR)                                                                            \
+    case RR:                                                                                       \
+        TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data; T *db = b->grad->data; T acc[RR];    \
+                     for (int c = 0; c < (RR); c++) acc[c] = db[c];                                \
+                     for (int64_t o = 0; o < y->numel; o += (RR))                                  \
+                         for (int c = 0; c < (RR); c++) acc[c] += dy[o + c];                       \
+                     for (int c = 0; c < (RR); c++) db[c] = acc[c];);                              \
+        break;
+                ADD_DB_CASE(1) ADD_DB_CASE(2) ADD_DB_CASE(3) ADD_DB_CASE(4)
+                ADD_DB_CASE(5) ADD_DB_CASE(6) ADD_DB_CASE(7) ADD_DB_CASE(8)
+#undef ADD_DB_CASE
+            default:
+                TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data; T *db = b->grad->data;
+                             for (int64_t o = 0; o < y->numel; o += row) {
+                                 for (int64_t c = 0; c < row; c++) db[c] += dy[o + c];
+                             });
+            }
+        }
+        return;
+    }
     TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data;
                  T *da = a->grad ? a->grad->data : NULL; T *db = b->grad ? b->grad->data : NULL;
                  if (da) TG_BCAST_FOR(bc, o, ia, ib, (void)ib; da[ia] += dy[o];);

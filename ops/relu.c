@@ -1,20 +1,35 @@
 /* relu: y = max(x, 0)                    x [..], y same shape
  * dy/dx = 1 where x > 0, 0 where x < 0; at the kink x = 0 we take 0 (the usual subgradient).
  * So  dx += dy * [y > 0]  -- the saved output y is the mask: y > 0 exactly where x > 0. */
-#include "internal.h"
+#include "parallel.h"
+
+/* Elements are independent: above TG_PAR_MIN_ELEMS the range is split over the threads. */
+static void relu_forward_range(void *ctx, int64_t i0, int64_t i1) {
+    tg_tensor *y = ctx;
+    const tg_tensor *x = y->inputs[0];
+    TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *py = y->data;
+                 for (int64_t i = i0; i < i1; i++) py[i] = px[i] > 0 ? px[i] : 0;);
+}
 
 static tg_status relu_forward(tg_tape *tape, tg_tensor *y) {
     (void)tape;
-    const tg_tensor *x = y->inputs[0];
-    TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *py = y->data;
-                 for (int64_t i = 0; i < y->numel; i++) py[i] = px[i] > 0 ? px[i] : 0;);
+    tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, relu_forward_range, y);
     return TG_OK;
 }
 
-static void relu_backward(tg_tensor *y) {
+static void relu_backward_range(void *ctx, int64_t i0, int64_t i1) {
+    tg_tensor *y = ctx;
     TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = y->grad->data;
                  T *dx = y->inputs[0]->grad->data;
-                 for (int64_t i = 0; i < y->numel; i++) dx[i] += py[i] > 0 ? dy[i] : 0;);
+                 /* dy read unconditionally so the compiler can vectorize the select */
+                 for (int64_t i = i0; i < i1; i++) {
+                     const T g = dy[i];
+                     dx[i] += py[i] > 0 ? g : 0;
+                 });
+}
+
+static void relu_backward(tg_tensor *y) {
+    tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, relu_backward_range, y);
 }
 
 tg_tensor *tg_relu_at(tg_tape *t, tg_tensor *x, const char *file, int line) {

@@ -2,7 +2,7 @@
  *                                        x [.., C], y same shape
  * dy_i/dx_k = y_i (delta_ik - y_k), so per row  dx_k += y_k (dy_k - sum_i dy_i y_i)
  * -- uses the saved output y. Subtracting the row max keeps e^ from overflowing (logits of 1e4). */
-#include "internal.h"
+#include "parallel.h"
 
 #include <tgmath.h>
 
@@ -15,12 +15,13 @@ tg_status tg__shape_last_axis(tg_tensor *y, char *msg, size_t len) {
     return tg__shape_same(y, msg, len);
 }
 
-static tg_status softmax_forward(tg_tape *tape, tg_tensor *y) {
-    (void)tape;
+/* Rows are independent: above TG_PAR_MIN_ELEMS elements they are split over the threads. */
+static void softmax_forward_rows(void *ctx, int64_t r0, int64_t r1) {
+    tg_tensor *y = ctx;
     const tg_tensor *x = y->inputs[0];
-    const int64_t C = x->shape[x->rank - 1], rows = C ? x->numel / C : 0;
+    const int64_t C = x->shape[x->rank - 1];
     TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *py = y->data;
-                 for (int64_t r = 0; r < rows; r++) {
+                 for (int64_t r = r0; r < r1; r++) {
                      const T *xr = px + r * C;
                      T *yr = py + r * C;
                      T m = xr[0];
@@ -29,19 +30,34 @@ static tg_status softmax_forward(tg_tape *tape, tg_tensor *y) {
                      for (int64_t c = 0; c < C; c++) s += (yr[c] = exp(xr[c] - m));
                      for (int64_t c = 0; c < C; c++) yr[c] /= s;
                  });
+}
+
+static tg_status softmax_forward(tg_tape *tape, tg_tensor *y) {
+    (void)tape;
+    const tg_tensor *x = y->inputs[0];
+    const int64_t C = x->shape[x->rank - 1], rows = C ? x->numel / C : 0;
+    if (rows)
+        tg__parallel_range(rows, (TG_PAR_MIN_ELEMS + C - 1) / C, softmax_forward_rows, y);
     return TG_OK;
 }
 
-static void softmax_backward(tg_tensor *y) {
-    const int64_t C = y->shape[y->rank - 1], rows = C ? y->numel / C : 0;
+static void softmax_backward_rows(void *ctx, int64_t r0, int64_t r1) {
+    tg_tensor *y = ctx;
+    const int64_t C = y->shape[y->rank - 1];
     TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = y->grad->data;
                  T *dx = y->inputs[0]->grad->data;
-                 for (int64_t r = 0; r < rows; r++) {
+                 for (int64_t r = r0; r < r1; r++) {
                      const T *yr = py + r * C, *dyr = dy + r * C;
                      T dot = 0;
                      for (int64_t c = 0; c < C; c++) dot += dyr[c] * yr[c];
                      for (int64_t c = 0; c < C; c++) dx[r * C + c] += yr[c] * (dyr[c] - dot);
                  });
+}
+
+static void softmax_backward(tg_tensor *y) {
+    const int64_t C = y->shape[y->rank - 1], rows = C ? y->numel / C : 0;
+    if (rows)
+        tg__parallel_range(rows, (TG_PAR_MIN_ELEMS + C - 1) / C, softmax_backward_rows, y);
 }
 
 tg_tensor *tg_softmax_at(tg_tape *t, tg_tensor *x, const char *file, int line) {

@@ -68,10 +68,16 @@ static tg_status sce_forward(tg_tape *tape, tg_tensor *y) {
                      T *pr = p + n * C;
                      double m = zr[0];
                      for (int64_t c = 1; c < C; c++) m = zr[c] > m ? zr[c] : m;
+                     /* e_c = e^(z_c - m) once: kept in pr, then p_c = e_c / s */
                      double s = 0;
-                     for (int64_t c = 0; c < C; c++) s += exp((double)zr[c] - m);
+                     for (int64_t c = 0; c < C; c++) {
+                         const double e = exp((double)zr[c] - m);
+                         pr[c] = (T)e;
+                         s += e;
+                     }
                      lse[n] = m + log(s);
-                     for (int64_t c = 0; c < C; c++) pr[c] = (T)exp((double)zr[c] - lse[n]);
+                     const double inv_s = 1 / s;
+                     for (int64_t c = 0; c < C; c++) pr[c] = (T)((double)pr[c] * inv_s);
                      if (idx)
                          loss += lse[n] - zr[idx[n]];
                      else

@@ -1,22 +1,37 @@
 /* tanh: y = tanh(x)                      x [..], y same shape
  * dy/dx = 1 - y^2, so  dx += dy * (1 - y*y)  -- uses the saved output y, nothing recomputed
  * (the report's h = tanh(h~), whose derivative 1 - h^2 appears in its answer 17). */
-#include "internal.h"
+#include "parallel.h"
 
 #include <tgmath.h>
 
+/* Elements are independent: above TG_PAR_MIN_ELEMS the range is split over the threads. */
+static void tanh_forward_range(void *ctx, int64_t i0, int64_t i1) {
+    tg_tensor *y = ctx;
+    const tg_tensor *x = y->inputs[0];
+    if (y->dtype == TG_F32) { /* 8 lanes at a time (src/vmath.c) */
+        tg__tanh_f32((const float *)x->data + i0, (float *)y->data + i0, i1 - i0);
+        return;
+    }
+    TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *py = y->data;
+                 for (int64_t i = i0; i < i1; i++) py[i] = tanh(px[i]););
+}
+
 static tg_status tanh_forward(tg_tape *tape, tg_tensor *y) {
     (void)tape;
-    const tg_tensor *x = y->inputs[0];
-    TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *py = y->data;
-                 for (int64_t i = 0; i < y->numel; i++) py[i] = tanh(px[i]););
+    tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, tanh_forward_range, y);
     return TG_OK;
 }
 
-static void tanh_backward(tg_tensor *y) {
+static void tanh_backward_range(void *ctx, int64_t i0, int64_t i1) {
+    tg_tensor *y = ctx;
     TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = y->grad->data;
                  T *dx = y->inputs[0]->grad->data;
-                 for (int64_t i = 0; i < y->numel; i++) dx[i] += dy[i] * (1 - py[i] * py[i]););
+                 for (int64_t i = i0; i < i1; i++) dx[i] += dy[i] * (1 - py[i] * py[i]););
+}
+
+static void tanh_backward(tg_tensor *y) {
+    tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, tanh_backward_range, y);
 }
 
 tg_tensor *tg_tanh_at(tg_tape *t, tg_tensor *x, const char *file, int line) {

@@ -1,36 +1,551 @@
-/* gemm.c -- C = beta C + op(A) op(B), row-major. The portable reference kernel. */
-#include "internal.h"
+/* gemm.c -- C = beta C + op(A) op(B), row-major: a cache-blocked, packing kernel.
+ *
+ * The layout is the classic one (Goto; BLIS): for each block of nc columns of C and each block of
+ * kc of the inner dimension, op(B)'s kc x nc block is packed into panels of nr columns, then for
+ * each block of mc rows op(A)'s mc x kc block into panels of mr rows, and a register-blocked
+ * micro-kernel computes each mr x nr tile of C from one A panel and one B panel. Packing turns the
+ * four transpose forms into one contiguous access pattern and keeps the panels in cache.
+ *
+ * Micro-kernels: AVX-512 (src/gemm_avx512.c), AVX2+FMA (src/gemm_avx2.c) and portable C (here),
+ * the best the CPU runs chosen at the first call, or the one named by TG_KERNEL
+ * (portable|avx2|avx512|openblas). With -DTG_USE_OPENBLAS=ON, OpenBLAS's cblas_?gemm is one more
+ * choice, and the default.
+ *
+ * Determinism: each C element is summed over k in increasing order, kc at a time, by the same
+ * micro-kernel whatever tile, block or thread it falls in (edge tiles go through a scratch tile
+ * with the same arithmetic). Threads split C into ranges of rows or of columns, never k, so the
+ * result is bit-identical for any thread count. Different kernels (FMA or not) round differently.
+ *
+ * Small products (the 2-4-2 network's [200,2] x [2,4]) skip packing and threads: a plain loop
+ * has no set-up cost, and its result depends only on the sizes. */
+#include "parallel.h"
 
-/* Loop order i-k-j keeps the innermost loop contiguous in B and C (vectorizable) for the plain
- * case; the transposed forms go through element access with strides. */
-#define GEMM_BODY(T)                                                                               \
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#ifdef TG_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+/* Products with at most this many multiply-adds take the plain loop. */
+#define TG_GEMM_SMALL ((int64_t)32 * 32 * 32)
+/* Below this many multiply-adds a product runs on one thread (a wake-up costs microseconds). */
+#define TG_GEMM_PAR_MIN ((int64_t)1 << 21)
+
+/* ---- The plain loop (small products, and the fallback if a pack buffer cannot be had) ----
+ * Every form sums each C element over k in increasing order, then (for beta 1) adds it to C in
+ * the A-B-not-transposed forms as it goes: C += a_i0 b_0j, C += a_i1 b_1j, ...; in the B^T forms
+ * as one dot product added at the end. The result depends on the sizes only. */
+
+/* op(A)[i,k] op(B)[k,j] summed into C, for B not transposed and N small (the 2-4-2 network's 2
+ * and 4): N fixed at compile time keeps the rows in registers, and four rows at a time give four
+ * independent chains of adds (a weight gradient [4,2] summed over K = 200 is otherwise one long
+ * dependency chain). Each element is still summed over k in increasing order. */
+#define PLAIN_ROWS(T, NN)                                                                          \
+    {                                                                                              \
+        int64_t i = m0;                                                                            \
+        for (; i + 4 <= m1; i += 4) {                                                              \
+            T acc[4][NN];                                                                          \
+            for (int r = 0; r < 4; r++)                                                            \
+                for (int64_t j = 0; j < (NN); j++)                                                 \
+                    acc[r][j] = beta ? c[(i + r) * ldc + n0 + j] : 0;                              \
+            for (int64_t k = 0; k < K; k++) {                                                      \
+                const T *restrict brow = b + k * ldb + n0;                                         \
+                for (int r = 0; r < 4; r++) {                                                      \
+                    const T aik = ta ? a[k * lda + i + r] : a[(i + r) * lda + k];                  \
+                    for (int64_t j = 0; j < (NN); j++)                                             \
+                        acc[r][j] += aik * brow[j];                                                \
+                }                                                                                  \
+            }                                                                                      \
+            for (int r = 0; r < 4; r++)                                                            \
+                for (int64_t j = 0; j < (NN); j++)                                                 \
+                    c[(i + r) * ldc + n0 + j] = acc[r][j];                                         \
+        }                                                                                          \
+        for (; i < m1; i++) {                                                                      \
+            T *restrict crow = c + i * ldc + n0;                                                   \
+            T acc[NN];                                                                             \
+            for (int64_t j = 0; j < (NN); j++)                                                     \
+                acc[j] = beta ? crow[j] : 0;                                                       \
+            for (int64_t k = 0; k < K; k++) {                                                      \
+                const T aik = ta ? a[k * lda + i] : a[i * lda + k];                                \
+                const T *restrict brow = b + k * ldb + n0;                                         \
+                for (int64_t j = 0; j < (NN); j++)                                                 \
+                    acc[j] += aik * brow[j];                                                       \
+            }                                                                                      \
+            for (int64_t j = 0; j < (NN); j++)                                                     \
+                crow[j] = acc[j];                                                                  \
+        }                                                                                          \
+    }
+
+/* Rows of A against rows of B (the B^T form), as dot products over k. With K fixed at compile
+ * time when small (backward's dy W^T in the 2-4-2 network has K = 2). */
+#define PLAIN_DOTS(T, KK)                                                                          \
+    for (int64_t i = m0; i < m1; i++) {                                                            \
+        T *restrict crow = c + i * ldc;                                                            \
+        const T *restrict arow = a + i * lda;                                                      \
+        for (int64_t j = n0; j < n1; j++) {                                                        \
+            const T *restrict brow = b + j * ldb;                                                  \
+            T s = 0;                                                                               \
+            for (int64_t k = 0; k < (KK); k++)                                                     \
+                s += arow[k] * brow[k];                                                            \
+            crow[j] = beta ? crow[j] + s : s;                                                      \
+        }                                                                                          \
+    }
+
+#define PLAIN_BODY(T)                                                                              \
     do {                                                                                           \
         const T *a = A, *b = B;                                                                    \
         T *c = C;                                                                                  \
-        for (int64_t i = 0; i < M; i++) {                                                          \
-            T *crow = c + i * ldc;                                                                 \
-            if (!beta)                                                                             \
-                for (int64_t j = 0; j < N; j++)                                                    \
-                    crow[j] = 0;                                                                   \
-            for (int64_t k = 0; k < K; k++) {                                                      \
-                const T aik = trans_a ? a[k * lda + i] : a[i * lda + k];                           \
-                if (!trans_b) {                                                                    \
-                    const T *brow = b + k * ldb;                                                   \
-                    for (int64_t j = 0; j < N; j++)                                                \
+        const int64_t nn = n1 - n0;                                                                \
+        if (!tb && nn <= 8) {                                                                      \
+            switch (nn) {                                                                          \
+            case 1: PLAIN_ROWS(T, 1) break;                                                        \
+            case 2: PLAIN_ROWS(T, 2) break;                                                        \
+            case 3: PLAIN_ROWS(T, 3) break;                                                        \
+            case 4: PLAIN_ROWS(T, 4) break;                                                        \
+            case 5: PLAIN_ROWS(T, 5) break;                                                        \
+            case 6: PLAIN_ROWS(T, 6) break;                                                        \
+            case 7: PLAIN_ROWS(T, 7) break;                                                        \
+            default: PLAIN_ROWS(T, 8) break;                                                       \
+            }                                                                                      \
+        } else if (!tb) { /* i-k-j: contiguous in B and C */                                       \
+            for (int64_t i = m0; i < m1; i++) {                                                    \
+                T *restrict crow = c + i * ldc;                                                    \
+                if (!beta)                                                                         \
+                    for (int64_t j = n0; j < n1; j++)                                              \
+                        crow[j] = 0;                                                               \
+                for (int64_t k = 0; k < K; k++) {                                                  \
+                    const T aik = ta ? a[k * lda + i] : a[i * lda + k];                            \
+                    const T *restrict brow = b + k * ldb;                                          \
+                    for (int64_t j = n0; j < n1; j++)                                              \
                         crow[j] += aik * brow[j];                                                  \
-                } else {                                                                           \
-                    for (int64_t j = 0; j < N; j++)                                                \
-                        crow[j] += aik * b[j * ldb + k];                                           \
                 }                                                                                  \
             }                                                                                      \
+        } else if (!ta) { /* rows of A against rows of B: contiguous dot products */               \
+            switch (K) {                                                                           \
+            case 1: PLAIN_DOTS(T, 1) break;                                                        \
+            case 2: PLAIN_DOTS(T, 2) break;                                                        \
+            case 3: PLAIN_DOTS(T, 3) break;                                                        \
+            case 4: PLAIN_DOTS(T, 4) break;                                                        \
+            default: PLAIN_DOTS(T, K) break;                                                       \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int64_t i = m0; i < m1; i++)                                                      \
+                for (int64_t j = n0; j < n1; j++) {                                                \
+                    T s = 0;                                                                       \
+                    for (int64_t k = 0; k < K; k++)                                                \
+                        s += a[k * lda + i] * b[j * ldb + k];                                      \
+                    c[i * ldc + j] = beta ? c[i * ldc + j] + s : s;                                \
+                }                                                                                  \
         }                                                                                          \
     } while (0)
+
+static void gemm_plain(tg_dtype dtype, bool ta, bool tb, int64_t m0, int64_t m1, int64_t n0,
+                       int64_t n1, int64_t K, const void *A, int64_t lda, const void *B,
+                       int64_t ldb, int beta, void *C, int64_t ldc) {
+    if (dtype == TG_F32)
+        PLAIN_BODY(float);
+    else
+        PLAIN_BODY(double);
+}
+
+/* ---- The portable micro-kernel: plain C the compiler vectorizes with SSE2 ---- */
+
+#define PORT_MR 4
+#define PORT_NR 8
+#define PORT_UKERNEL(name, T)                                                                      \
+    static void name(int64_t kc, const void *a_, const void *b_, void *c_, int64_t ldc,            \
+                     int accumulate) {                                                             \
+        const T *a = a_, *b = b_;                                                                  \
+        T *c = c_;                                                                                 \
+        T acc[PORT_MR][PORT_NR];                                                                   \
+        for (int r = 0; r < PORT_MR; r++)                                                          \
+            for (int j = 0; j < PORT_NR; j++)                                                      \
+                acc[r][j] = accumulate ? c[r * ldc + j] : 0;                                       \
+        for (int64_t k = 0; k < kc; k++, a += PORT_MR, b += PORT_NR)                               \
+            for (int r = 0; r < PORT_MR; r++)                                                      \
+                for (int j = 0; j < PORT_NR; j++)                                                  \
+                    acc[r][j] += a[r] * b[j];                                                      \
+        for (int r = 0; r < PORT_MR; r++)                                                          \
+            for (int j = 0; j < PORT_NR; j++)                                                      \
+                c[r * ldc + j] = acc[r][j];                                                        \
+    }
+PORT_UKERNEL(uk_portable_f32, float)
+PORT_UKERNEL(uk_portable_f64, double)
+
+static const tg__ukernel uk_portable[2] = {
+    {PORT_MR, PORT_NR, 128, 256, 2048, uk_portable_f32},
+    {PORT_MR, PORT_NR, 64, 256, 2048, uk_portable_f64},
+};
+
+/* ---- Kernel selection ---- */
+
+static const char *const kernel_names[TG_KERNEL_COUNT] = {"portable", "avx2", "avx512",
+                                                          "openblas"};
+
+const char *tg__kernel_id_name(tg__kernel_id id) {
+    return (id >= 0 && id < TG_KERNEL_COUNT) ? kernel_names[id] : "unknown";
+}
+
+int tg__kernel_available(tg__kernel_id id) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+#endif
+    switch (id) {
+    case TG_KERNEL_PORTABLE: return 1;
+#if defined(__x86_64__)
+    case TG_KERNEL_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case TG_KERNEL_AVX512: return __builtin_cpu_supports("avx512f");
+#endif
+    case TG_KERNEL_OPENBLAS:
+#ifdef TG_HAVE_OPENBLAS
+        return 1;
+#else
+        return 0;
+#endif
+    default: return 0;
+    }
+}
+
+static atomic_int current_kernel = -1;
+
+static tg__kernel_id kernel_default(void) {
+    const char *env = getenv("TG_KERNEL");
+    if (env)
+        for (int id = 0; id < TG_KERNEL_COUNT; id++)
+            if (strcmp(env, kernel_names[id]) == 0 && tg__kernel_available((tg__kernel_id)id))
+                return (tg__kernel_id)id;
+    /* An unknown or unavailable TG_KERNEL falls back to the best kernel; tg_kernel_name()
+     * tells which one runs. */
+    for (int id = TG_KERNEL_COUNT - 1; id >= 0; id--)
+        if (tg__kernel_available((tg__kernel_id)id))
+            return (tg__kernel_id)id;
+    return TG_KERNEL_PORTABLE;
+}
+
+tg__kernel_id tg__kernel_get(void) {
+    int k = atomic_load(&current_kernel);
+    if (k < 0) {
+        int expected = -1;
+        atomic_compare_exchange_strong(&current_kernel, &expected, (int)kernel_default());
+        k = atomic_load(&current_kernel);
+    }
+    return (tg__kernel_id)k;
+}
+
+tg_status tg__kernel_set(tg__kernel_id id) {
+    if (!tg__kernel_available(id))
+        return tg__set_last_error(TG_ERR_VALUE, "tg__kernel_set: kernel %s is not available",
+                                  tg__kernel_id_name(id));
+    atomic_store(&current_kernel, (int)id);
+    return TG_OK;
+}
+
+const char *tg_kernel_name(void) { return tg__kernel_id_name(tg__kernel_get()); }
+
+static const tg__ukernel *ukernel_for(tg__kernel_id id, tg_dtype dtype) {
+    const int d = dtype == TG_F32 ? 0 : 1;
+    switch (id) {
+    case TG_KERNEL_AVX2: return d ? &tg__uk_avx2_f64 : &tg__uk_avx2_f32;
+    case TG_KERNEL_AVX512: return d ? &tg__uk_avx512_f64 : &tg__uk_avx512_f32;
+    default: return &uk_portable[d];
+    }
+}
+
+/* ---- Pack buffers: one per OS thread, grown once, kept (no allocation in steady state) ---- */
+
+typedef struct pack_buf {
+    void *mem;
+    size_t bytes;
+} pack_buf;
+
+static pthread_key_t buf_key;
+static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
+static _Thread_local pack_buf *tls_buf;
+
+static void buf_free(void *p) {
+    pack_buf *b = p;
+    if (b) {
+        free(b->mem);
+        free(b);
+    }
+}
+static void buf_key_make(void) { (void)pthread_key_create(&buf_key, buf_free); }
+
+/* A 64-byte aligned scratch of at least `bytes` for this thread, or NULL if out of memory. */
+static void *pack_buffer(size_t bytes) {
+    pack_buf *b = tls_buf;
+    if (!b) {
+        pthread_once(&buf_once, buf_key_make);
+        b = calloc(1, sizeof *b);
+        if (!b)
+            return NULL;
+        tls_buf = b;
+        (void)pthread_setspecific(buf_key, b); /* freed when the thread exits */
+    }
+    if (b->bytes < bytes) {
+        free(b->mem);
+        b->mem = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        b->bytes = b->mem ? bytes : 0;
+    }
+    return b->mem;
+}
+
+/* The exiting (main) thread's buffer: thread-exit destructors do not run for it. */
+__attribute__((destructor)) static void pack_buffer_release(void) {
+    if (tls_buf) {
+        (void)pthread_setspecific(buf_key, NULL);
+        buf_free(tls_buf);
+        tls_buf = NULL;
+    }
+}
+
+/* ---- Packing ----
+ * A: rows i0.. i0+mb of op(A), columns k0.. k0+kb, into panels of mr rows: panel p holds
+ *    dst[p*mr*kb + k*mr + r] = op(A)[i0 + p*mr + r][k0 + k], zero past the last row.
+ * B: rows k0.., columns j0.. j0+nb of op(B), into panels of nr columns:
+ *    dst[p*nr*kb + k*nr + c] = op(B)[k0 + k][j0 + p*nr + c], zero past the last column. */
+/* A full panel of MR rows of A (not transposed), k by k: dst[k*MR + r] = A[r][k]. */
+#define PACK_A_PANEL(T, MR)                                                                        \
+    for (int64_t k = 0; k < kb; k++)                                                               \
+        for (int r = 0; r < (MR); r++)                                                             \
+            dst[k * (MR) + r] = src0[r * lda + k];
+
+#define PACK_FUNCS(T, sfx)                                                                         \
+    static void pack_a_##sfx(bool ta, const T *A, int64_t lda, int64_t i0, int64_t mb,             \
+                             int64_t k0, int64_t kb, int mr, T *dst) {                             \
+        if (ta) { /* op(A)[i][k] = A[k][i]: read each row of A once, contiguously, and deal it  \
+                     out to the panels (row by row keeps large strides out of the inner loop) */ \
+            for (int64_t k = 0; k < kb; k++) {                                                     \
+                const T *src = A + (k0 + k) * lda + i0;                                            \
+                for (int64_t p = 0; p < mb; p += mr) {                                             \
+                    const int64_t rows = mb - p < mr ? mb - p : mr;                                \
+                    T *d = dst + p * kb + k * mr;                                                  \
+                    int64_t r = 0;                                                                 \
+                    for (; r < rows; r++)                                                          \
+                        d[r] = src[p + r];                                                         \
+                    for (; r < mr; r++)                                                            \
+                        d[r] = 0;                                                                  \
+                }                                                                                  \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        for (int64_t p = 0; p < mb; p += mr, dst += mr * kb) {                                     \
+            const int64_t rows = mb - p < mr ? mb - p : mr;                                        \
+            const T *src0 = A + (i0 + p) * lda + k0;                                               \
+            if (rows == mr) { /* full panel: read mr rows side by side, write contiguously */      \
+                switch (mr) {                                                                      \
+                case 4: PACK_A_PANEL(T, 4) break;                                                  \
+                case 6: PACK_A_PANEL(T, 6) break;                                                  \
+                case 12: PACK_A_PANEL(T, 12) break;                                                \
+                default: PACK_A_PANEL(T, mr) break;                                                \
+                }                                                                                  \
+                continue;                                                                          \
+            }                                                                                      \
+            /* the last, partial panel: each row of A is contiguous in k; stride mr */             \
+            int64_t r = 0;                                                                         \
+            for (; r < rows; r++) {                                                                \
+                const T *src = A + (i0 + p + r) * lda + k0;                                        \
+                for (int64_t k = 0; k < kb; k++)                                                   \
+                    dst[k * mr + r] = src[k];                                                      \
+            }                                                                                      \
+            for (; r < mr; r++)                                                                    \
+                for (int64_t k = 0; k < kb; k++)                                                   \
+                    dst[k * mr + r] = 0;                                                           \
+        }                                                                                          \
+    }                                                                                              \
+    static void pack_b_##sfx(bool tb, const T *B, int64_t ldb, int64_t k0, int64_t kb,             \
+                             int64_t j0, int64_t nb, int nr, T *dst) {                             \
+        if (!tb) { /* op(B)[k][j] = B[k][j]: read each row of B once and deal it out */            \
+            for (int64_t k = 0; k < kb; k++) {                                                     \
+                const T *src = B + (k0 + k) * ldb + j0;                                            \
+                for (int64_t p = 0; p < nb; p += nr) {                                             \
+                    const int64_t cols = nb - p < nr ? nb - p : nr;                                \
+                    T *d = dst + p * kb + k * nr;                                                  \
+                    int64_t c = 0;                                                                 \
+                    for (; c < cols; c++)                                                          \
+                        d[c] = src[p + c];                                                         \
+                    for (; c < nr; c++)                                                            \
+                        d[c] = 0;                                                                  \
+                }                                                                                  \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        for (int64_t p = 0; p < nb; p += nr, dst += nr * kb) {                                     \
+            const int64_t cols = nb - p < nr ? nb - p : nr;                                        \
+            /* op(B)[k][j] = B[j][k]: each row of B is contiguous in k */                          \
+            int64_t c = 0;                                                                         \
+            for (; c < cols; c++) {                                                                \
+                const T *src = B + (j0 + p + c) * ldb + k0;                                        \
+                for (int64_t k = 0; k < kb; k++)                                                   \
+                    dst[k * nr + c] = src[k];                                                      \
+            }                                                                                      \
+            for (; c < nr; c++)                                                                    \
+                for (int64_t k = 0; k < kb; k++)                                                   \
+                    dst[k * nr + c] = 0;                                                           \
+        }                                                                                          \
+    }
+PACK_FUNCS(float, f32)
+PACK_FUNCS(double, f64)
+
+/* ---- The blocked driver ---- */
+
+typedef struct gemm_job {
+    const tg__ukernel *uk;
+    tg_dtype dtype;
+    size_t esz;
+    bool ta, tb, split_n;
+    int64_t M, N, K;
+    const void *A, *B;
+    void *C;
+    int64_t lda, ldb, ldc;
+    int beta;
+} gemm_job;
+
+static void pack_a(const gemm_job *j, int64_t i0, int64_t mb, int64_t k0, int64_t kb, void *dst) {
+    if (j->dtype == TG_F32)
+        pack_a_f32(j->ta, j->A, j->lda, i0, mb, k0, kb, j->uk->mr, dst);
+    else
+        pack_a_f64(j->ta, j->A, j->lda, i0, mb, k0, kb, j->uk->mr, dst);
+}
+
+static void pack_b(const gemm_job *j, int64_t k0, int64_t kb, int64_t j0, int64_t nb, void *dst) {
+    if (j->dtype == TG_F32)
+        pack_b_f32(j->tb, j->B, j->ldb, k0, kb, j0, nb, j->uk->nr, dst);
+    else
+        pack_b_f64(j->tb, j->B, j->ldb, k0, kb, j0, nb, j->uk->nr, dst);
+}
+
+/* The largest tile any kernel uses, in bytes (AVX-512: 12 x 32 floats or 12 x 16 doubles). */
+#define TG_TILE_BYTES 2048
+
+/* C[m0:m1, n0:n1] on the calling thread. */
+static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const tg__ukernel *uk = j->uk;
+    const int mr = uk->mr, nr = uk->nr;
+    const size_t esz = j->esz;
+    const int64_t kc = uk->kc < j->K ? uk->kc : j->K;
+    const int64_t mc = uk->mc, nc = uk->nc;
+    /* B's block first, rounded up to 64 bytes so A's block starts aligned too. */
+    const size_t b_bytes = ((size_t)(kc * nc) * esz + 63) & ~(size_t)63;
+    const size_t a_bytes = (size_t)(kc * mc) * esz;
+    unsigned char *buf = pack_buffer(b_bytes + a_bytes);
+    if (!buf) { /* out of memory: still correct, just slow */
+        gemm_plain(j->dtype, j->ta, j->tb, m0, m1, n0, n1, j->K, j->A, j->lda, j->B, j->ldb,
+                   j->beta, j->C, j->ldc);
+        return;
+    }
+    unsigned char *bp = buf, *ap = buf + b_bytes;
+    _Alignas(64) unsigned char tile[TG_TILE_BYTES];
+    TG_CHECK((size_t)(mr * nr) * esz <= sizeof tile);
+
+    for (int64_t jc = n0; jc < n1; jc += nc) {
+        const int64_t nb = n1 - jc < nc ? n1 - jc : nc;
+        for (int64_t pc = 0; pc < j->K; pc += kc) {
+            const int64_t kb = j->K - pc < kc ? j->K - pc : kc;
+            const int acc = j->beta || pc > 0;
+            pack_b(j, pc, kb, jc, nb, bp);
+            for (int64_t ic = m0; ic < m1; ic += mc) {
+                const int64_t mb = m1 - ic < mc ? m1 - ic : mc;
+                pack_a(j, ic, mb, pc, kb, ap);
+                for (int64_t jr = 0; jr < nb; jr += nr) {
+                    const int64_t nre = nb - jr < nr ? nb - jr : nr;
+                    const unsigned char *bpanel = bp + (size_t)(jr * kb) * esz;
+                    for (int64_t ir = 0; ir < mb; ir += mr) {
+                        const int64_t mre = mb - ir < mr ? mb - ir : mr;
+                        const unsigned char *apanel = ap + (size_t)(ir * kb) * esz;
+                        unsigned char *c = (unsigned char *)j->C +
+                                           (size_t)((ic + ir) * j->ldc + jc + jr) * esz;
+                        if (mre == mr && nre == nr) {
+                            uk->fn(kb, apanel, bpanel, c, j->ldc, acc);
+                            continue;
+                        }
+                        /* Edge tile: the same kernel on a scratch copy, so the arithmetic (and
+                         * the result) does not depend on where the tile boundaries fall. */
+                        memset(tile, 0, (size_t)(mr * nr) * esz);
+                        if (acc)
+                            for (int64_t r = 0; r < mre; r++)
+                                memcpy(tile + (size_t)(r * nr) * esz,
+                                       c + (size_t)(r * j->ldc) * esz, (size_t)nre * esz);
+                        uk->fn(kb, apanel, bpanel, tile, nr, 1);
+                        for (int64_t r = 0; r < mre; r++)
+                            memcpy(c + (size_t)(r * j->ldc) * esz,
+                                   tile + (size_t)(r * nr) * esz, (size_t)nre * esz);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#ifdef TG_HAVE_OPENBLAS
+/* The whole product through OpenBLAS, threaded by OpenBLAS with our thread count. OpenBLAS's
+ * blocking depends on the sizes and the thread count, so unlike the own kernels its result may
+ * differ in the last bits between thread counts (tests/test_gemm.c checks its accuracy only). */
+static void gemm_openblas(const gemm_job *j) {
+    static atomic_int blas_threads;
+    const int nt = tg_get_num_threads();
+    if (atomic_exchange(&blas_threads, nt) != nt)
+        openblas_set_num_threads(nt);
+    const enum CBLAS_TRANSPOSE opa = j->ta ? CblasTrans : CblasNoTrans;
+    const enum CBLAS_TRANSPOSE opb = j->tb ? CblasTrans : CblasNoTrans;
+    if (j->dtype == TG_F32)
+        cblas_sgemm(CblasRowMajor, opa, opb, (int)j->M, (int)j->N, (int)j->K, 1.0f, j->A,
+                    (int)j->lda, j->B, (int)j->ldb, j->beta ? 1.0f : 0.0f, j->C, (int)j->ldc);
+    else
+        cblas_dgemm(CblasRowMajor, opa, opb, (int)j->M, (int)j->N, (int)j->K, 1.0, j->A,
+                    (int)j->lda, j->B, (int)j->ldb, j->beta ? 1.0 : 0.0, j->C, (int)j->ldc);
+}
+#endif
+
+static void gemm_job_run(void *p, int tid, int nth) {
+    const gemm_job *j = p;
+    int64_t m0 = 0, m1 = j->M, n0 = 0, n1 = j->N;
+    if (j->split_n)
+        tg__split(j->N, j->uk->nr, tid, nth, &n0, &n1);
+    else
+        tg__split(j->M, j->uk->mr, tid, nth, &m0, &m1);
+    if (m0 < m1 && n0 < n1)
+        gemm_block(j, m0, m1, n0, n1);
+}
+
 
 void tg_gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
              const void *A, int64_t lda, const void *B, int64_t ldb, int beta, void *C,
              int64_t ldc) {
-    if (dtype == TG_F32)
-        GEMM_BODY(float);
-    else
-        GEMM_BODY(double);
+    if (M <= 0 || N <= 0)
+        return;
+    const size_t esz = tg_dtype_size(dtype);
+    if (K <= 0) { /* an empty sum: C = beta C */
+        if (!beta)
+            for (int64_t i = 0; i < M; i++)
+                memset((unsigned char *)C + (size_t)(i * ldc) * esz, 0, (size_t)N * esz);
+        return;
+    }
+    if (M * N * K <= TG_GEMM_SMALL) {
+        gemm_plain(dtype, trans_a, trans_b, 0, M, 0, N, K, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    const tg__kernel_id id = tg__kernel_get();
+    gemm_job j = {.uk = ukernel_for(id, dtype), .dtype = dtype, .esz = esz, .ta = trans_a,
+                  .tb = trans_b, .M = M, .N = N, .K = K, .A = A, .B = B, .C = C, .lda = lda,
+                  .ldb = ldb, .ldc = ldc, .beta = beta};
+#ifdef TG_HAVE_OPENBLAS
+    if (id == TG_KERNEL_OPENBLAS && M <= INT_MAX && N <= INT_MAX && K <= INT_MAX &&
+        lda <= INT_MAX && ldb <= INT_MAX && ldc <= INT_MAX) { /* cblas takes int sizes */
+        gemm_openblas(&j);
+        return;
+    }
+#endif
+    /* Split the longer side of C; each thread then packs only its part of that operand. */
+    j.split_n = N >= M;
+    int nth = 1;
+    if (M * N * K >= TG_GEMM_PAR_MIN) {
+        const int64_t units = j.split_n ? (N + j.uk->nr - 1) / j.uk->nr
+                                        : (M + j.uk->mr - 1) / j.uk->mr;
+        nth = units < INT_MAX ? (int)units : INT_MAX;
+    }
+    tg__parallel_run(nth, gemm_job_run, &j);
 }

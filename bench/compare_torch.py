@@ -1,0 +1,125 @@
+#!/usr/bin/python3
+"""compare_torch.py -- the tapegrad benchmarks next to the same workloads in PyTorch autograd.
+
+Runs tg_bench (circles and MLP steps) and times the same training steps in PyTorch, at 1 and 2
+threads each (torch.set_num_threads matches tg_set_num_threads), then prints one JSON line per
+PyTorch result and a side-by-side table with the ratios.
+
+  circles  the 2-4-2 tanh network on 200 points, float32: forward, cross-entropy, backward and a
+           plain SGD step (torch.optim.SGD, lr 0.1) -- microseconds per step.
+  mlp      784-256-128-10 ReLU MLP on a random float32 batch of 128, cross-entropy, SGD (lr 0.01)
+           -- samples per second.
+
+Usage: /usr/bin/python3 bench/compare_torch.py [--tg-bench build/bench/tg_bench] [--quick]
+Needs Debian's python3-torch (apt-get install python3-torch).
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def best_time_per_step(step, steps, reps=4):
+    """Best of `reps` timed runs of `steps` steps (plus one warm-up run), in seconds per step."""
+    best = math.inf
+    for rep in range(reps + 1):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        dt = (time.perf_counter() - t0) / steps
+        if rep > 0:
+            best = min(best, dt)
+    return best
+
+
+def torch_circles(steps):
+    g = torch.Generator().manual_seed(42)
+    n = 200
+    r = torch.where(torch.arange(n) % 2 == 1, 1.0, 0.5) + 0.1 * torch.randn(n, generator=g)
+    a = 2 * math.pi * torch.rand(n, generator=g)
+    x = torch.stack([r * torch.cos(a), r * torch.sin(a)], dim=1).float()
+    y = (torch.arange(n) % 2).long()
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    return best_time_per_step(step, steps)
+
+
+def torch_mlp(steps):
+    g = torch.Generator().manual_seed(7)
+    batch = 128
+    x = torch.rand(batch, 784, generator=g)
+    y = torch.randint(0, 10, (batch,), generator=g)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(),
+                                torch.nn.Linear(256, 128), torch.nn.ReLU(),
+                                torch.nn.Linear(128, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    return best_time_per_step(step, steps)
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tg-bench", default=os.path.join(here, "..", "build", "bench", "tg_bench"),
+                    help="path to the tg_bench program (default: build/bench/tg_bench)")
+    ap.add_argument("--quick", action="store_true", help="fewer steps")
+    args = ap.parse_args()
+
+    tg = {}
+    for only in ("circles", "mlp"):
+        cmd = [args.tg_bench, "--only", only] + (["--quick"] if args.quick else [])
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            rec = json.loads(line)
+            if rec["bench"] == "process":
+                continue  # its peak RSS would include this Python process (kept across exec)
+            print(line)
+            if rec["bench"] in ("circles", "mlp"):
+                tg[(rec["bench"], rec["threads"])] = rec
+
+    torch.set_num_interop_threads(1)
+    rows = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        us = torch_circles(500 if args.quick else 3000) * 1e6
+        print(json.dumps({"bench": "circles", "impl": "pytorch", "version": torch.__version__,
+                          "threads": torch.get_num_threads(), "us_per_step": round(us, 3)}))
+        rows.append(("circles us/step", threads, tg[("circles", threads)]["us_per_step"], us,
+                     us / tg[("circles", threads)]["us_per_step"]))
+        sec = torch_mlp(10 if args.quick else 60)
+        sps = 128 / sec
+        print(json.dumps({"bench": "mlp", "impl": "pytorch", "version": torch.__version__,
+                          "threads": torch.get_num_threads(), "us_per_step": round(sec * 1e6, 1),
+                          "samples_per_s": round(sps)}))
+        rows.append(("mlp samples/s", threads, tg[("mlp", threads)]["samples_per_s"], sps,
+                     tg[("mlp", threads)]["samples_per_s"] / sps))
+        sys.stdout.flush()
+
+    print()
+    print(f"{'workload':<16} {'threads':>7} {'tapegrad':>12} {'pytorch':>12} {'speed-up':>9}")
+    for name, threads, t, p, ratio in rows:
+        print(f"{name:<16} {threads:>7} {t:>12.1f} {p:>12.1f} {ratio:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+/* parallel.h -- private: the thread pool (src/threads.c) and the matmul kernels (src/gemm*.c).
+ * Not installed. Kept out of internal.h so that file stays shared and small. */
+#ifndef TG_PARALLEL_H
+#define TG_PARALLEL_H
+
+#include "internal.h"
+
+/* ---- Thread pool (src/threads.c) ----
+ * A fixed set of tg_get_num_threads() - 1 sleeping workers plus the calling thread. Workers block
+ * on a condition variable between jobs (the machine is shared: no spinning), so a job costs a
+ * wake-up of some microseconds; callers only go parallel above a size threshold. */
+
+/* A job: run by `nth` threads, thread `tid` in 0..nth-1 (the caller is 0). */
+typedef void (*tg__job_fn)(void *ctx, int tid, int nth);
+
+/* Runs fn on min(nth, tg_get_num_threads()) threads and returns when all are done. Runs it on the
+ * caller alone (tid 0, nth 1) when nth <= 1, when called from inside a job, or when another
+ * thread is using the pool: jobs must therefore give the same result for any nth. */
+void tg__parallel_run(int nth, tg__job_fn fn, void *ctx);
+
+/* The part [begin, end) of n items, in units of `align` items, that thread tid of nth gets.
+ * Contiguous and in order, so the split is the same for a given nth. */
+void tg__split(int64_t n, int64_t align, int tid, int nth, int64_t *begin, int64_t *end);
+
+/* Elementwise helper: runs body(ctx, i0, i1) over [0, n) in chunks, in parallel when n is at
+ * least `min_parallel` and threads are available. Only for loops whose elements are
+ * independent (the result cannot depend on the split). */
+typedef void (*tg__range_fn)(void *ctx, int64_t i0, int64_t i1);
+void tg__parallel_range(int64_t n, int64_t min_parallel, tg__range_fn body, void *ctx);
+
+/* Below this many elements an elementwise loop is not worth a wake-up of the workers. */
+#define TG_PAR_MIN_ELEMS ((int64_t)1 << 16)
+
+/* ---- Matrix-multiply kernels (src/gemm.c, src/gemm_avx2.c, src/gemm_avx512.c) ---- */
+
+/* A micro-kernel computes one MR x NR tile of C from packed panels:
+ *   C[r*ldc + c] = (accumulate ? C[r*ldc + c] : 0) + sum_k a[k*MR + r] * b[k*NR + c]
+ * the sum taken in increasing k, one (fused, for the SIMD kernels) multiply-add at a time. */
+typedef void (*tg__ukernel_fn)(int64_t kc, const void *a, const void *b, void *c, int64_t ldc,
+                               int accumulate);
+
+typedef struct tg__ukernel {
+    int mr, nr;             /* tile */
+    int64_t mc, kc, nc;     /* cache blocks: mc multiple of mr, nc multiple of nr */
+    tg__ukernel_fn fn;
+} tg__ukernel;
+
+/* The kernels available in this build, portable first. TG_KERNEL=<name> picks one at startup. */
+typedef enum tg__kernel_id {
+    TG_KERNEL_PORTABLE = 0,
+    TG_KERNEL_AVX2 = 1,
+    TG_KERNEL_AVX512 = 2,
+    TG_KERNEL_OPENBLAS = 3,
+    TG_KERNEL_COUNT
+} tg__kernel_id;
+
+/* 1 if kernel `id` is compiled in and the CPU can run it. */
+int tg__kernel_available(tg__kernel_id id);
+/* Selects the kernel used by tg_gemm from now on (tests). TG_ERR_VALUE if not available. Not
+ * safe while another thread is inside tg_gemm. */
+tg_status tg__kernel_set(tg__kernel_id id);
+tg__kernel_id tg__kernel_get(void);
+const char *tg__kernel_id_name(tg__kernel_id id);
+
+/* The SIMD micro-kernels, each in its own file compiled with target attributes. */
+extern const tg__ukernel tg__uk_avx2_f32, tg__uk_avx2_f64;
+extern const tg__ukernel tg__uk_avx512_f32, tg__uk_avx512_f64;
+
+/* ---- Vector math (src/vmath.c) ---- */
+
+/* y[i] = tanh(x[i]) in float32, 8 lanes at a time with AVX2 (<= 2 ulp), libm otherwise. */
+void tg__tanh_f32(const float *x, float *y, int64_t n);
+
+#endif /* TG_PARALLEL_H */

@@ -1,0 +1,219 @@
+/* The matmul kernels: every kernel this CPU runs (portable, avx2, avx512, openblas when built)
+ * against a naive double-precision product, in the four transpose forms, with beta 0 and 1,
+ * odd sizes and padded leading dimensions, on 1 and 2 threads; and the results of 1 and 2
+ * threads must be identical bit for bit. */
+#include "parallel.h"
+
+#include <criterion/criterion.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+
+typedef struct gemm_case {
+    int64_t M, N, K;
+} gemm_case;
+
+/* Odd sizes around the tiles (4x8, 6x16, 12x32), the blocks (kc 256, mc 72..144, nc 2048-4096)
+ * and the threading threshold (2^21 multiply-adds), kept small enough for valgrind. */
+static const gemm_case cases[] = {
+    {1, 1, 1},     {1, 7, 17},    {7, 1, 17},     {17, 7, 1},     {7, 17, 65},
+    {65, 7, 17},   {17, 65, 7},   {33, 40, 520},  {257, 65, 17},  {65, 130, 300},
+    {200, 90, 150}, {13, 3100, 60}, {150, 13, 1100},
+};
+#define N_CASES (sizeof cases / sizeof cases[0])
+
+static double rnd(tg_rng *rng) { return tg_rng_uniform(rng) * 2 - 1; }
+
+/* One product with op(A) [M,K], op(B) [K,N]; leading dimensions padded by 3 to catch code that
+ * assumes packed rows. Returns the number of elements off the reference. */
+static int check_case(tg_dtype dtype, bool ta, bool tb, int beta, const gemm_case *cs,
+                      const char *kname, bool bit_identical) {
+    const int64_t M = cs->M, N = cs->N, K = cs->K;
+    const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    const int64_t lda = ac + 3, ldb = bc + 3, ldc = N + 3;
+    const size_t esz = tg_dtype_size(dtype);
+    double *Ad = malloc(sizeof(double) * (size_t)(ar * lda));
+    double *Bd = malloc(sizeof(double) * (size_t)(br * ldb));
+    double *C0 = malloc(sizeof(double) * (size_t)(M * ldc));
+    void *A = malloc(esz * (size_t)(ar * lda)), *B = malloc(esz * (size_t)(br * ldb));
+    void *C1 = malloc(esz * (size_t)(M * ldc)), *C2 = malloc(esz * (size_t)(M * ldc));
+    cr_assert(Ad && Bd && C0 && A && B && C1 && C2);
+    tg_rng rng;
+    tg_rng_seed(&rng, (uint64_t)(M * 1000003 + N * 1009 + K) ^ (uint64_t)(ta * 2 + tb));
+    /* Values exactly representable in float, so the f32 and f64 inputs agree with Ad and Bd. */
+    for (int64_t i = 0; i < ar * lda; i++)
+        Ad[i] = (float)rnd(&rng);
+    for (int64_t i = 0; i < br * ldb; i++)
+        Bd[i] = (float)rnd(&rng);
+    for (int64_t i = 0; i < M * ldc; i++)
+        C0[i] = beta ? (float)rnd(&rng) : NAN; /* beta 0 must overwrite, never read C */
+    for (int64_t i = 0; i < ar * lda; i++) {
+        if (dtype == TG_F32)
+            ((float *)A)[i] = (float)Ad[i];
+        else
+            ((double *)A)[i] = Ad[i];
+    }
+    for (int64_t i = 0; i < br * ldb; i++) {
+        if (dtype == TG_F32)
+            ((float *)B)[i] = (float)Bd[i];
+        else
+            ((double *)B)[i] = Bd[i];
+    }
+    void *Cs[2] = {C1, C2};
+    for (int t = 0; t < 2; t++) {
+        for (int64_t i = 0; i < M * ldc; i++) {
+            if (dtype == TG_F32)
+                ((float *)Cs[t])[i] = (float)C0[i];
+            else
+                ((double *)Cs[t])[i] = C0[i];
+        }
+        cr_assert_eq(tg_set_num_threads(t + 1), TG_OK);
+        tg_gemm(dtype, ta, tb, M, N, K, A, lda, B, ldb, beta, Cs[t], ldc);
+    }
+    tg_set_num_threads(1);
+
+    const double eps = dtype == TG_F32 ? FLT_EPSILON : DBL_EPSILON;
+    int bad = 0;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double ref = beta ? C0[i * ldc + j] : 0, mag = fabs(ref);
+            for (int64_t k = 0; k < K; k++) {
+                const double a = ta ? Ad[k * lda + i] : Ad[i * lda + k];
+                const double b = tb ? Bd[j * ldb + k] : Bd[k * ldb + j];
+                ref += a * b;
+                mag += fabs(a * b);
+            }
+            /* The standard bound for a sum of K+1 rounded terms: (K+1) eps sum |terms|. */
+            const double tol = (double)(K + 2) * eps * mag + 1e-300;
+            const double got = dtype == TG_F32 ? ((float *)C1)[i * ldc + j]
+                                               : ((double *)C1)[i * ldc + j];
+            if (!(fabs(got - ref) <= tol) && bad++ < 3)
+                cr_log_error("%s %s ta=%d tb=%d beta=%d [%lld,%lld,%lld]: C[%lld,%lld] = %.9g, "
+                             "reference %.9g (tolerance %.3g)",
+                             kname, tg_dtype_name(dtype), ta, tb, beta, (long long)M,
+                             (long long)N, (long long)K, (long long)i, (long long)j, got, ref,
+                             tol);
+        }
+    /* The padding between rows must be untouched. */
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = N; j < ldc; j++) {
+            const double got = dtype == TG_F32 ? ((float *)C1)[i * ldc + j]
+                                               : ((double *)C1)[i * ldc + j];
+            const double want = C0[i * ldc + j];
+            if (!(got == want || (isnan(got) && isnan(want))) && bad++ < 3)
+                cr_log_error("%s: padding C[%lld,%lld] was written", kname, (long long)i,
+                             (long long)j);
+        }
+    for (int64_t i = 0; i < M && bit_identical; i++) /* 1 and 2 threads: the same bits */
+        if (memcmp((char *)C1 + (size_t)(i * ldc) * esz, (char *)C2 + (size_t)(i * ldc) * esz,
+                   (size_t)N * esz) != 0 &&
+            bad++ < 3)
+            cr_log_error("%s %s ta=%d tb=%d beta=%d [%lld,%lld,%lld]: row %lld differs between "
+                         "1 and 2 threads",
+                         kname, tg_dtype_name(dtype), ta, tb, beta, (long long)M, (long long)N,
+                         (long long)K, (long long)i);
+    free(Ad), free(Bd), free(C0), free(A), free(B), free(C1), free(C2);
+    return bad;
+}
+
+static void check_kernel(tg__kernel_id id) {
+    if (!tg__kernel_available(id)) {
+        cr_log_info("kernel %s is not available here: skipped", tg__kernel_id_name(id));
+        cr_skip_test("kernel %s not available on this CPU or build", tg__kernel_id_name(id));
+    }
+    const tg__kernel_id saved = tg__kernel_get();
+    cr_assert_eq(tg__kernel_set(id), TG_OK);
+    cr_assert_str_eq(tg_kernel_name(), tg__kernel_id_name(id));
+    int bad = 0;
+    for (int d = 0; d < 2; d++)
+        for (int form = 0; form < 4; form++)
+            for (size_t c = 0; c < N_CASES; c++) {
+                /* Both betas on the small cases, alternating on the large ones (time). */
+                for (int beta = 0; beta < 2; beta++) {
+                    if (cases[c].M * cases[c].N * cases[c].K > 100000 && (int)((c + form) % 2) != beta)
+                        continue;
+                    /* OpenBLAS blocks by size and thread count: accuracy only. */
+                    bad += check_case(d ? TG_F64 : TG_F32, form & 1, form >> 1, beta, &cases[c],
+                                      tg__kernel_id_name(id), id != TG_KERNEL_OPENBLAS);
+                }
+            }
+    cr_expect_eq(bad, 0, "kernel %s: %d mismatches (see the log)", tg__kernel_id_name(id), bad);
+    tg__kernel_set(saved);
+}
+
+Test(gemm, portable) { check_kernel(TG_KERNEL_PORTABLE); }
+Test(gemm, avx2) { check_kernel(TG_KERNEL_AVX2); }
+Test(gemm, avx512) { check_kernel(TG_KERNEL_AVX512); }
+Test(gemm, openblas) { check_kernel(TG_KERNEL_OPENBLAS); }
+
+Test(gemm, empty_inner_dimension_gives_beta_c) {
+    float C[6] = {1, 2, 3, 4, 5, 6};
+    const float dummy = 7;
+    tg_gemm(TG_F32, false, false, 2, 3, 0, &dummy, 1, &dummy, 3, 1, C, 3);
+    cr_expect_eq(C[5], 6.0f, "beta 1, K 0: C unchanged");
+    tg_gemm(TG_F32, false, false, 2, 3, 0, &dummy, 1, &dummy, 3, 0, C, 3);
+    for (int i = 0; i < 6; i++)
+        cr_expect_eq(C[i], 0.0f, "beta 0, K 0: C zeroed");
+}
+
+Test(gemm, unavailable_kernel_is_refused) {
+    for (int id = 0; id < TG_KERNEL_COUNT; id++)
+        if (!tg__kernel_available((tg__kernel_id)id)) {
+            cr_expect_eq(tg__kernel_set((tg__kernel_id)id), TG_ERR_VALUE);
+            cr_expect(strstr(tg_last_errmsg(), tg__kernel_id_name((tg__kernel_id)id)) != NULL,
+                      "message names the kernel: %s", tg_last_errmsg());
+        }
+    cr_expect_eq(tg__kernel_set(TG_KERNEL_COUNT), TG_ERR_VALUE);
+}
+
+Test(threads, count_is_validated) {
+    cr_expect_eq(tg_set_num_threads(0), TG_ERR_VALUE);
+    cr_expect_str_eq(tg_last_errmsg(), "tg_set_num_threads: 0 threads asked, must be in 1..256");
+    cr_expect_eq(tg_set_num_threads(257), TG_ERR_VALUE);
+    cr_expect_eq(tg_set_num_threads(2), TG_OK);
+    cr_expect_eq(tg_get_num_threads(), 2);
+    cr_expect_eq(tg_set_num_threads(1), TG_OK);
+    cr_expect_eq(tg_get_num_threads(), 1);
+}
+
+/* Through the public op: a [96,300] x [300,200] matmul and its backward on 1 and 2 threads give
+ * the same bits (forward and both gradients), with the own kernel the CPU picks. */
+Test(threads, matmul_op_is_bit_identical_across_thread_counts) {
+    const tg__kernel_id saved = tg__kernel_get();
+    if (saved == TG_KERNEL_OPENBLAS) /* the best own kernel instead */
+        for (int id = TG_KERNEL_AVX512; id >= TG_KERNEL_PORTABLE; id--)
+            if (tg__kernel_set((tg__kernel_id)id) == TG_OK)
+                break;
+    tg_rng rng;
+    tg_rng_seed(&rng, 6);
+    tg_tensor *a = tg_tensor_rand(TG_F32, TG_SHAPE(96, 300), -1, 1, &rng);
+    tg_tensor *b = tg_tensor_rand(TG_F32, TG_SHAPE(300, 200), -1, 1, &rng);
+    tg_tensor *w = tg_tensor_rand(TG_F32, TG_SHAPE(96, 200), -1, 1, &rng);
+    tg_tensor_set_requires_grad(a, 1);
+    tg_tensor_set_requires_grad(b, 1);
+    tg_tensor *out[2][3];
+    tg_tape *t = tg_tape_new();
+    for (int n = 0; n < 2; n++) {
+        tg_set_num_threads(n + 1);
+        tg_tape_reset(t);
+        tg_tensor_zero_grad(a);
+        tg_tensor_zero_grad(b);
+        tg_tensor *y = tg_matmul(t, a, b);
+        cr_assert_eq(tg_backward(t, tg_sum(t, tg_mul(t, y, w))), TG_OK, "%s", tg_tape_errmsg(t));
+        out[n][0] = tg_tensor_clone(y, TG_F32);
+        out[n][1] = tg_tensor_clone(tg_tensor_grad(a), TG_F32);
+        out[n][2] = tg_tensor_clone(tg_tensor_grad(b), TG_F32);
+    }
+    tg_set_num_threads(1);
+    const char *what[3] = {"y", "da", "db"};
+    for (int k = 0; k < 3; k++) {
+        cr_expect(memcmp(tg_tensor_cdata(out[0][k]), tg_tensor_cdata(out[1][k]),
+                         sizeof(float) * (size_t)tg_tensor_numel(out[0][k])) == 0,
+                  "%s differs between 1 and 2 threads", what[k]);
+        tg_tensor_free(out[0][k]);
+        tg_tensor_free(out[1][k]);
+    }
+    tg_tape_free(t);
+    tg_tensor_free(a), tg_tensor_free(b), tg_tensor_free(w);
+    tg__kernel_set(saved);
+}
