@@ -30,7 +30,8 @@
  * This program defines malloc and friends; by ELF symbol interposition every caller in the
  * process uses them, libtapegrad included. They count while `counting` is set and forward to
  * glibc's own entry points. Sanitizers replace malloc themselves, so there the counting is
- * compiled out and --bench reports allocs_per_step as null. */
+ * compiled out; valgrind replaces this program's malloc too. In both cases --bench reports
+ * allocs_per_step as null (a probe checks that the counter counts before trusting a zero). */
 #if defined(__SANITIZE_ADDRESS__)
 #define COUNT_ALLOCS 0
 #elif defined(__has_feature)
@@ -89,6 +90,18 @@ int posix_memalign(void **out, size_t align, size_t size) {
 }
 void free(void *p) { __libc_free(p); }
 #endif
+
+/* 1 if the counter sees this program's allocations (a probe through a volatile pointer, which
+ * the compiler cannot optimize away), else 0. */
+static int counter_works(void) {
+    void *(*volatile alloc)(size_t) = malloc;
+    atomic_store(&n_allocs, 0);
+    atomic_store(&counting, 1);
+    void *p = alloc(16);
+    atomic_store(&counting, 0);
+    free(p);
+    return atomic_load(&n_allocs) > 0;
+}
 
 /* ---- Options ------------------------------------------------------------------------------------ */
 
@@ -521,6 +534,7 @@ static int run_bench(const options *o, tg_tape *t, const model *m, tg_optim *opt
     double loss = 0, t0 = 0;
     long steps = BENCH_WARMUP + o->bench;
     int64_t samples = 0;
+    const int can_count = counter_works();
     for (long i = 0; i < steps; i++) {
         if (i == BENCH_WARMUP) {
             t0 = now_seconds();
@@ -540,7 +554,7 @@ static int run_bench(const options *o, tg_tape *t, const model *m, tg_optim *opt
     atomic_store(&counting, 0);
     const double secs = now_seconds() - t0;
     char allocs[32] = "null";
-    if (COUNT_ALLOCS)
+    if (can_count)
         snprintf(allocs, sizeof allocs, "%.3f", (double)atomic_load(&n_allocs) / (double)o->bench);
     printf("{\"bench\":\"mnist_mlp\",\"threads\":%d,\"batch\":%d,\"optim\":\"%s\",\"steps\":%ld,"
            "\"samples_per_s\":%.1f,\"peak_rss_mib\":%.1f,\"allocs_per_step\":%s,"
