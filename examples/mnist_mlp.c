@@ -116,6 +116,7 @@ typedef struct options {
     const char *data;
     int epochs;
     double lr; /* 0: the optimizer's default */
+    int halve_every; /* the learning rate is halved after every this many epochs; 0: constant */
     int batch;
     unsigned long long seed;
     int threads;
@@ -126,7 +127,7 @@ typedef struct options {
 } options;
 
 static const options defaults = {.data = TG_FASHION_MNIST_DIR, .epochs = 10, .batch = 128,
-                                 .seed = 1, .threads = 1};
+                                 .seed = 1, .threads = 1, .halve_every = 3};
 #define ADAM_LR 1e-3
 #define SGD_LR 0.05
 
@@ -141,7 +142,9 @@ static void usage(FILE *f, const char *prog) {
             "                    from: apt-get install dataset-fashion-mnist)\n"
             "  --epochs E        passes over the 60,000 training images (default %d)\n"
             "  --optim NAME      adam (default) or sgd (SGD with momentum 0.9)\n"
-            "  --lr LR           learning rate (default %g for adam, %g for sgd)\n"
+            "  --lr LR           initial learning rate (default %g for adam, %g for sgd)\n"
+            "  --halve-every E   halve the learning rate after every E epochs; 0 keeps it\n"
+            "                    constant (default %d)\n"
             "  --batch B         images per mini-batch (default %d)\n"
             "  --seed S          seed of the initial weights and the shuffling (default %llu)\n"
             "  --threads T       threads for the kernels (default %d)\n"
@@ -151,7 +154,7 @@ static void usage(FILE *f, const char *prog) {
             "  --bench N         benchmark: time N training steps after %d warm-up steps and print\n"
             "                    one JSON line (samples/s, peak RSS, allocations per step)\n"
             "  --help            this text\n",
-            prog, defaults.data, defaults.epochs, ADAM_LR, SGD_LR, defaults.batch, defaults.seed,
+            prog, defaults.data, defaults.epochs, ADAM_LR, SGD_LR, defaults.halve_every, defaults.batch, defaults.seed,
             defaults.threads, BENCH_WARMUP);
 }
 
@@ -188,6 +191,8 @@ static int parse_args(int argc, char **argv, options *o) {
             o->epochs = (int)strtol(v, &end, 10);
         else if (!strcmp(a, "--lr"))
             o->lr = strtod(v, &end);
+        else if (!strcmp(a, "--halve-every"))
+            o->halve_every = (int)strtol(v, &end, 10);
         else if (!strcmp(a, "--batch"))
             o->batch = (int)strtol(v, &end, 10);
         else if (!strcmp(a, "--seed"))
@@ -212,10 +217,10 @@ static int parse_args(int argc, char **argv, options *o) {
         }
     }
     if (o->epochs < 1 || o->batch < 1 || o->threads < 1 || o->threads > 256 || o->bench < 0 ||
-        o->log_every < 0) {
+        o->log_every < 0 || o->halve_every < 0) {
         fprintf(stderr,
                 "%s: need --epochs >= 1, --batch >= 1, --threads in 1..256, --bench >= 0, "
-                "--log-every >= 0\n",
+                "--log-every >= 0, --halve-every >= 0\n",
                 argv[0]);
         return -1;
     }
@@ -509,20 +514,38 @@ static double peak_rss_mib(void) {
 
 /* ---- main ----------------------------------------------------------------------------------------- */
 
-/* Says what is missing and how to get it. */
+/* Returns 0 if dir holds the four files, else says what is missing and how to get it and
+ * returns 1. (Malformed files are reported later, by the loader, with what is wrong.) */
 static int data_missing(const char *dir) {
+    static const char *const names[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
     struct stat st;
-    if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
-        return 0;
-    fprintf(stderr, "mnist_mlp: no data set at %s (%s).\n", dir, strerror(errno));
-    if (!strcmp(dir, TG_FASHION_MNIST_DIR))
-        fprintf(stderr, "Install Fashion-MNIST with:\n    sudo apt-get install dataset-fashion-mnist\n"
-                        "or point --data at a folder holding the four MNIST-style files.\n");
-    else
-        fprintf(stderr, "Point --data at a folder holding train-images-idx3-ubyte.gz, "
-                        "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
-                        "t10k-labels-idx1-ubyte.gz\n(Fashion-MNIST: sudo apt-get install "
-                        "dataset-fashion-mnist, then --data %s).\n", TG_FASHION_MNIST_DIR);
+    char missing[256] = "";
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "mnist_mlp: no data: %s %s.\n", dir,
+                errno == ENOENT ? "does not exist" : "is not a readable folder");
+    } else {
+        for (int part = 0; part < 4; part++) {
+            char path[4096];
+            if (tg_idx_path(dir, (tg_idx_part)part, path, sizeof path) != TG_OK ||
+                stat(path, &st) != 0) {
+                size_t len = strlen(missing);
+                snprintf(missing + len, sizeof missing - len, "%s%s[.gz]", len ? ", " : "",
+                         names[part]);
+            }
+        }
+        if (!missing[0])
+            return 0;
+        fprintf(stderr, "mnist_mlp: no data: %s has no %s.\n", dir, missing);
+    }
+    fprintf(stderr,
+            "Fashion-MNIST comes with Debian; install it with\n"
+            "    sudo apt-get install dataset-fashion-mnist\n"
+            "which puts it in %s (the default folder).\n"
+            "Or pass --data DIR, a folder with train-images-idx3-ubyte, train-labels-idx1-ubyte,\n"
+            "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (gzip'ed or not; the original\n"
+            "MNIST works too).\n",
+            TG_FASHION_MNIST_DIR);
     return 1;
 }
 
@@ -600,15 +623,26 @@ int main(int argc, char **argv) {
     if (model_init(&m, features, o.seed) ||
         evaluator_init(&ev, features, train.n > n_test ? train.n : n_test))
         goto done;
+    char halving[48] = "";
+    if (o.halve_every > 0)
+        snprintf(halving, sizeof halving, ", halved every %d epoch%s", o.halve_every,
+                 o.halve_every == 1 ? "" : "s");
     if (!quiet)
         printf("Fashion-MNIST from %s: %lld training and %lld test images of %lld pixels, "
                "loaded in %.1f s\n"
-               "model: %lld-256-128-%d ReLU MLP, %s (lr %g), batch %lld, seed %llu, %d thread%s\n",
+               "model: %lld-256-128-%d ReLU MLP, %s (lr %g%s), batch %lld, seed %llu, %d thread%s\n",
                o.data, (long long)train.n, (long long)n_test, (long long)features,
                now_seconds() - start, (long long)features, N_CLASSES,
-               o.sgd ? "SGD with momentum 0.9" : "Adam", o.lr, (long long)train.batch, o.seed,
+               o.sgd ? "SGD with momentum 0.9" : "Adam", o.lr, halving, (long long)train.batch,
+               o.seed,
                o.threads, o.threads == 1 ? "" : "s");
     tg_optim_config cfg = tg_optim_defaults(o.sgd ? TG_OPTIM_MOMENTUM : TG_OPTIM_ADAM, o.lr);
+    /* Big steps early find a good region fast; smaller ones later settle into it instead of
+     * jittering around it (worth about half a point of test accuracy here). */
+    if (o.halve_every > 0) {
+        cfg.decay_every = (int64_t)o.halve_every * split_batches(&train);
+        cfg.decay_factor = 0.5;
+    }
     opt = tg_optim_new(&cfg, m.params, 6);
     t = tg_tape_new();
     if (!opt || !t) {
