@@ -103,7 +103,7 @@ static int counter_works(void) {
     return atomic_load(&n_allocs) > 0;
 }
 
-/* ---- Options ------------------------------------------------------------------------------------ */
+/* ---- Options --------------------------------------------------------------------------------- */
 
 #define N_CLASSES 10
 #define EVAL_BATCH 1000 /* rows per forward pass when measuring accuracy */
@@ -115,47 +115,52 @@ static int counter_works(void) {
 typedef struct options {
     const char *data;
     int epochs;
-    double lr; /* 0: the optimizer's default */
+    double lr;       /* 0: the optimizer's default */
     int halve_every; /* the learning rate is halved after every this many epochs; 0: constant */
     int batch;
     unsigned long long seed;
     int threads;
     int sgd; /* 0: Adam, 1: SGD with momentum 0.9 */
     const char *checkpoint;
-    long bench; /* > 0: time this many steps and print JSON instead of training */
+    long bench;    /* > 0: time this many steps and print JSON instead of training */
     int log_every; /* plain-line mode: a line every this many batches (0: once per epoch) */
 } options;
 
-static const options defaults = {.data = TG_FASHION_MNIST_DIR, .epochs = 10, .batch = 128,
-                                 .seed = 1, .threads = 1, .halve_every = 3};
+static const options defaults = {.data = TG_FASHION_MNIST_DIR,
+                                 .epochs = 10,
+                                 .batch = 128,
+                                 .seed = 1,
+                                 .threads = 1,
+                                 .halve_every = 3};
 #define ADAM_LR 1e-3
 #define SGD_LR 0.05
 
 static void usage(FILE *f, const char *prog) {
-    fprintf(f,
-            "usage: %s [options]\n"
-            "Trains a 784-256-128-10 ReLU network (softmax cross-entropy) on Fashion-MNIST and\n"
-            "prints the train and test accuracy after each epoch.\n\n"
-            "  --data DIR        folder with train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,\n"
-            "                    t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (or unpacked);\n"
-            "                    original MNIST works too (default %s,\n"
-            "                    from: apt-get install dataset-fashion-mnist)\n"
-            "  --epochs E        passes over the 60,000 training images (default %d)\n"
-            "  --optim NAME      adam (default) or sgd (SGD with momentum 0.9)\n"
-            "  --lr LR           initial learning rate (default %g for adam, %g for sgd)\n"
-            "  --halve-every E   halve the learning rate after every E epochs; 0 keeps it\n"
-            "                    constant (default %d)\n"
-            "  --batch B         images per mini-batch (default %d)\n"
-            "  --seed S          seed of the initial weights and the shuffling (default %llu)\n"
-            "  --threads T       threads for the kernels (default %d)\n"
-            "  --checkpoint PATH save the model with the best test accuracy there (safetensors)\n"
-            "  --log-every N     when the output is not a terminal: a line every N batches\n"
-            "                    (default: one line per epoch)\n"
-            "  --bench N         benchmark: time N training steps after %d warm-up steps and print\n"
-            "                    one JSON line (samples/s, peak RSS, allocations per step)\n"
-            "  --help            this text\n",
-            prog, defaults.data, defaults.epochs, ADAM_LR, SGD_LR, defaults.halve_every, defaults.batch, defaults.seed,
-            defaults.threads, BENCH_WARMUP);
+    fprintf(
+        f,
+        "usage: %s [options]\n"
+        "Trains a 784-256-128-10 ReLU network (softmax cross-entropy) on Fashion-MNIST and\n"
+        "prints the train and test accuracy after each epoch.\n\n"
+        "  --data DIR        folder with train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,\n"
+        "                    t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (or unpacked);\n"
+        "                    original MNIST works too (default %s,\n"
+        "                    from: apt-get install dataset-fashion-mnist)\n"
+        "  --epochs E        passes over the 60,000 training images (default %d)\n"
+        "  --optim NAME      adam (default) or sgd (SGD with momentum 0.9)\n"
+        "  --lr LR           initial learning rate (default %g for adam, %g for sgd)\n"
+        "  --halve-every E   halve the learning rate after every E epochs; 0 keeps it\n"
+        "                    constant (default %d)\n"
+        "  --batch B         images per mini-batch (default %d)\n"
+        "  --seed S          seed of the initial weights and the shuffling (default %llu)\n"
+        "  --threads T       threads for the kernels (default %d)\n"
+        "  --checkpoint PATH save the model with the best test accuracy there (safetensors)\n"
+        "  --log-every N     when the output is not a terminal: a line every N batches\n"
+        "                    (default: one line per epoch)\n"
+        "  --bench N         benchmark: time N training steps after %d warm-up steps and print\n"
+        "                    one JSON line (samples/s, peak RSS, allocations per step)\n"
+        "  --help            this text\n",
+        prog, defaults.data, defaults.epochs, ADAM_LR, SGD_LR, defaults.halve_every, defaults.batch,
+        defaults.seed, defaults.threads, BENCH_WARMUP);
 }
 
 /* Parses argv into o; returns 0, 1 after --help, or -1 on a bad flag (with a message). */
@@ -235,7 +240,7 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* ---- The model -------------------------------------------------------------------------------- */
+/* ---- The model ------------------------------------------------------------------------------- */
 
 typedef struct model {
     tg_linear *fc1, *fc2, *fc3;
@@ -272,14 +277,14 @@ static tg_tensor *model_logits(tg_tape *t, const model *m, tg_tensor *x) {
     return tg_linear_forward(t, m->fc3, h2);
 }
 
-/* ---- Data --------------------------------------------------------------------------------------- */
+/* ---- Data ------------------------------------------------------------------------------------ */
 
 /* A data set and the tensors its batches are converted into, allocated once. */
 typedef struct split {
     tg_idx_dataset *ds;
     int64_t n, batch;
-    int64_t *order;          /* the rows in visiting order; reshuffled each epoch for training */
-    tg_tensor *x, *y;        /* [batch,784] f32, [batch] i32 */
+    int64_t *order;           /* the rows in visiting order; reshuffled each epoch for training */
+    tg_tensor *x, *y;         /* [batch,784] f32, [batch] i32 */
     tg_tensor *x_rem, *y_rem; /* the smaller last batch, when batch does not divide n */
 } split;
 
@@ -296,16 +301,18 @@ static int split_init(split *s, const char *dir, int train, int64_t batch) {
     memset(s, 0, sizeof *s);
     s->ds = tg_idx_dataset_load_dir(dir, train);
     if (!s->ds) {
-        fprintf(stderr, "cannot load the %s set: %s\n", train ? "training" : "test",
+        fprintf(stderr, "mnist_mlp: cannot load the %s set: %s\n", train ? "training" : "test",
                 tg_last_errmsg());
         return -1;
     }
     s->n = tg_idx_dataset_size(s->ds);
     const int64_t F = tg_idx_dataset_features(s->ds);
     if (s->n < 1 || tg_idx_dataset_classes(s->ds) > N_CLASSES) {
-        fprintf(stderr, "%s: the %s set has %lld images and %d classes; expected some images "
-                "and at most %d classes\n", dir, train ? "training" : "test", (long long)s->n,
-                tg_idx_dataset_classes(s->ds), N_CLASSES);
+        fprintf(stderr,
+                "%s: the %s set has %lld images and %d classes; expected some images "
+                "and at most %d classes\n",
+                dir, train ? "training" : "test", (long long)s->n, tg_idx_dataset_classes(s->ds),
+                N_CLASSES);
         return -1;
     }
     s->batch = batch < s->n ? batch : s->n;
@@ -351,7 +358,7 @@ static int split_batch(split *s, int64_t b, tg_tensor **x, tg_tensor **y) {
     return 0;
 }
 
-/* ---- Training and evaluation -------------------------------------------------------------------- */
+/* ---- Training and evaluation ----------------------------------------------------------------- */
 
 /* One step: forward, backward, update. The loss goes to *loss. */
 static int train_step(tg_tape *t, const model *m, tg_optim *opt, tg_tensor *x, tg_tensor *y,
@@ -434,15 +441,15 @@ static int evaluate(tg_tape *t, const model *m, const tg_idx_dataset *ds, evalua
     return 0;
 }
 
-/* ---- Progress: a redrawn bar on a terminal, plain lines otherwise ------------------------------- */
+/* ---- Progress: a redrawn bar on a terminal, plain lines otherwise ---------------------------- */
 
 typedef struct progress {
-    int tty;          /* stdout is a terminal: redraw one line with \r */
-    int log_every;    /* plain mode: a line every this many batches (0: none within an epoch) */
+    int tty;       /* stdout is a terminal: redraw one line with \r */
+    int log_every; /* plain mode: a line every this many batches (0: none within an epoch) */
     int epoch, epochs;
     int64_t total, batch;
     double t0, last_draw;
-    int drawn;        /* a bar is on the screen, waiting for its newline */
+    int drawn; /* a bar is on the screen, waiting for its newline */
 } progress;
 
 static void fmt_duration(char *buf, size_t len, double s) {
@@ -475,9 +482,10 @@ static void progress_update(progress *p, int64_t done, double mean_loss) {
         for (int i = 0; i < WIDTH; i++)
             bar[i] = i < fill ? '#' : '.';
         bar[WIDTH] = '\0';
-        printf("\repoch %*d/%d [%s] %*lld/%lld  %6.0f samples/s  loss %.4f  %s left \b",
-               p->epochs >= 10 ? 2 : 1, p->epoch, p->epochs, bar, (int)snprintf(NULL, 0, "%lld",
-               (long long)p->total), (long long)done, (long long)p->total, rate, mean_loss, left);
+        printf("\repoch %*d/%d [%s] %*lld/%lld  %6.0f samples/s  loss %.4f  %s left\033[K",
+               p->epochs >= 10 ? 2 : 1, p->epoch, p->epochs, bar,
+               (int)snprintf(NULL, 0, "%lld", (long long)p->total), (long long)done,
+               (long long)p->total, rate, mean_loss, left);
         p->drawn = 1;
     } else {
         printf("epoch %d/%d  batch %lld/%lld  %.0f samples/s  loss %.4f  %s left\n", p->epoch,
@@ -486,15 +494,35 @@ static void progress_update(progress *p, int64_t done, double mean_loss) {
     fflush(stdout);
 }
 
-/* Ends the bar's line, so the epoch summary starts on a fresh one. */
-static void progress_end(progress *p) {
+/* The epoch's batches are done: on a terminal, the bar gives way to a note while the accuracy is
+ * measured, which the epoch's summary line then replaces. */
+static void progress_measuring(progress *p) {
+    if (p->tty) {
+        printf("\r\033[Kepoch %d/%d: measuring the accuracy on the training and test sets...",
+               p->epoch, p->epochs);
+        fflush(stdout);
+        p->drawn = 1;
+    }
+}
+
+/* Before an error message: end the bar's line, so the message starts on its own. */
+static void progress_abort(progress *p) {
     if (p->tty && p->drawn) {
         printf("\n");
+        fflush(stdout);
         p->drawn = 0;
     }
 }
 
-/* ---- Threads, peak memory --------------------------------------------------------------------- */
+/* Clears the bar or the note, so that what follows starts on a clean line. */
+static void progress_end(progress *p) {
+    if (p->tty && p->drawn) {
+        printf("\r\033[K");
+        p->drawn = 0;
+    }
+}
+
+/* ---- Threads, peak memory -------------------------------------------------------------------- */
 
 static int set_threads(int n) {
     if (n != 1) {
@@ -512,7 +540,7 @@ static double peak_rss_mib(void) {
     return (double)ru.ru_maxrss / 1024.0;
 }
 
-/* ---- main ----------------------------------------------------------------------------------------- */
+/* ---- main ------------------------------------------------------------------------------------ */
 
 /* Returns 0 if dir holds the four files, else says what is missing and how to get it and
  * returns 1. (Malformed files are reported later, by the loader, with what is wrong.) */
@@ -549,7 +577,7 @@ static int data_missing(const char *dir) {
     return 1;
 }
 
-/* --bench: BENCH_WARMUP steps, then o->bench timed steps counting heap allocations; one JSON line. */
+/* --bench: BENCH_WARMUP steps, then o->bench timed steps counting heap allocations; a JSON line. */
 static int run_bench(const options *o, tg_tape *t, const model *m, tg_optim *opt, split *train,
                      tg_rng *shuffle) {
     const int64_t nb = split_batches(train);
@@ -611,12 +639,12 @@ int main(int argc, char **argv) {
     const int64_t features = tg_idx_dataset_features(train.ds);
     test = tg_idx_dataset_load_dir(o.data, 0);
     if (!test) {
-        fprintf(stderr, "cannot load the test set: %s\n", tg_last_errmsg());
+        fprintf(stderr, "mnist_mlp: cannot load the test set: %s\n", tg_last_errmsg());
         goto done;
     }
     if (tg_idx_dataset_features(test) != features || tg_idx_dataset_size(test) < 1) {
-        fprintf(stderr, "%s: the test images have %lld pixels, the training images %lld\n",
-                o.data, (long long)tg_idx_dataset_features(test), (long long)features);
+        fprintf(stderr, "%s: the test images have %lld pixels, the training images %lld\n", o.data,
+                (long long)tg_idx_dataset_features(test), (long long)features);
         goto done;
     }
     const int64_t n_test = tg_idx_dataset_size(test);
@@ -628,14 +656,14 @@ int main(int argc, char **argv) {
         snprintf(halving, sizeof halving, ", halved every %d epoch%s", o.halve_every,
                  o.halve_every == 1 ? "" : "s");
     if (!quiet)
-        printf("Fashion-MNIST from %s: %lld training and %lld test images of %lld pixels, "
-               "loaded in %.1f s\n"
-               "model: %lld-256-128-%d ReLU MLP, %s (lr %g%s), batch %lld, seed %llu, %d thread%s\n",
-               o.data, (long long)train.n, (long long)n_test, (long long)features,
-               now_seconds() - start, (long long)features, N_CLASSES,
-               o.sgd ? "SGD with momentum 0.9" : "Adam", o.lr, halving, (long long)train.batch,
-               o.seed,
-               o.threads, o.threads == 1 ? "" : "s");
+        printf(
+            "Fashion-MNIST from %s: %lld training and %lld test images of %lld pixels, "
+            "loaded in %.1f s\n"
+            "model: %lld-256-128-%d ReLU MLP, %s (lr %g%s), batch %lld, seed %llu, %d thread%s\n",
+            o.data, (long long)train.n, (long long)n_test, (long long)features,
+            now_seconds() - start, (long long)features, N_CLASSES,
+            o.sgd ? "SGD with momentum 0.9" : "Adam", o.lr, halving, (long long)train.batch, o.seed,
+            o.threads, o.threads == 1 ? "" : "s");
     tg_optim_config cfg = tg_optim_defaults(o.sgd ? TG_OPTIM_MOMENTUM : TG_OPTIM_ADAM, o.lr);
     /* Big steps early find a good region fast; smaller ones later settle into it instead of
      * jittering around it (worth about half a point of test accuracy here). */
@@ -656,8 +684,11 @@ int main(int argc, char **argv) {
         goto done;
     }
 
-    progress p = {.tty = isatty(fileno(stdout)), .log_every = o.log_every, .epochs = o.epochs,
-                  .total = split_batches(&train), .batch = train.batch};
+    progress p = {.tty = isatty(fileno(stdout)),
+                  .log_every = o.log_every,
+                  .epochs = o.epochs,
+                  .total = split_batches(&train),
+                  .batch = train.batch};
     double best = -1, train_time = 0;
     int best_epoch = 0;
     const double run_start = now_seconds();
@@ -670,7 +701,7 @@ int main(int argc, char **argv) {
             tg_tensor *x, *y;
             double loss;
             if (split_batch(&train, b, &x, &y) || train_step(t, &m, opt, x, y, &loss)) {
-                progress_end(&p);
+                progress_abort(&p);
                 goto done;
             }
             sum_loss += loss;
@@ -678,13 +709,15 @@ int main(int argc, char **argv) {
         }
         const double secs = now_seconds() - p.t0;
         train_time += secs;
-        progress_end(&p);
+        progress_measuring(&p);
         /* Accuracy in file order, over the whole training set too: the running figure of
          * the epoch would mix many versions of the weights. */
         double train_acc, test_acc;
-        if (evaluate(t, &m, train.ds, &ev, &train_acc) ||
-            evaluate(t, &m, test, &ev, &test_acc))
+        if (evaluate(t, &m, train.ds, &ev, &train_acc) || evaluate(t, &m, test, &ev, &test_acc)) {
+            progress_abort(&p);
             goto done;
+        }
+        progress_end(&p);
         char took[32];
         fmt_duration(took, sizeof took, secs);
         printf("epoch %2d/%d  loss %.4f  train acc %5.2f%%  test acc %5.2f%%  (%s, %.0f samples/s)",
