@@ -2,8 +2,9 @@
 """The Fashion-MNIST MLP of examples/mnist_mlp.c, trained in PyTorch, timed the same way.
 
 Same workload: a 784-256-128-10 ReLU MLP, softmax cross-entropy (mean over the batch), mini-batches
-of 128 shuffled images converted from bytes to float32 / 255 at each step, Adam (lr 1e-3) or SGD
-with momentum 0.9 (lr 0.05). WARMUP steps, then N timed steps. Prints one JSON line with the same
+of 128 shuffled images converted from bytes to float32 at each step and standardized with the
+training set's mean and std ((pixel / 255 - mean) / std), Adam (lr 1e-3) or SGD with momentum 0.9
+(lr 0.05). WARMUP steps, then N timed steps. Prints one JSON line with the same
 fields as `mnist_mlp --bench N`:
 
     {"bench":"torch_mnist","threads":T,"samples_per_s":...,"peak_rss_mib":...,"allocs_per_step":null}
@@ -67,6 +68,9 @@ def main():
     images = read_idx(find(args.data, "train-images-idx3-ubyte"))
     labels = read_idx(find(args.data, "train-labels-idx1-ubyte")).astype(np.int64)
     n = images.shape[0]
+    scaled = images.astype(np.float64) / 255
+    mean, std = float(scaled.mean()), float(scaled.std())
+    del scaled
     images = torch.from_numpy(images.reshape(n, -1).copy())  # bytes, as tapegrad keeps them
     labels = torch.from_numpy(labels)
 
@@ -93,7 +97,8 @@ def main():
             cursor = 0
         idx = order[cursor:cursor + args.batch]
         cursor += args.batch
-        x = images[idx].to(torch.float32) / 255  # the per-batch conversion tapegrad does too
+        # The per-batch conversion tapegrad does too.
+        x = (images[idx].to(torch.float32) / 255 - mean) / std
         y = labels[idx]
         opt.zero_grad(set_to_none=False)
         loss = loss_fn(model(x), y)

@@ -118,7 +118,7 @@ static void put_be32(FILE *f, uint32_t v) {
 }
 
 static void write_file(const char *dir, const char *name, const uint32_t *dims, int rank,
-                        const uint8_t *data, size_t len) {
+                       const uint8_t *data, size_t len) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "wb");
@@ -142,7 +142,8 @@ static void make_dataset(char *dir, size_t len, uint64_t seed) {
         int c = (int)tg_rng_below(&rng, CLASSES);
         labels[i] = (uint8_t)c;
         for (int p = 0; p < FEATURES; p++) {
-            int band = (p / SIDE) * CLASSES / SIDE; /* which of the CLASSES bands row p/SIDE is in */
+            int band =
+                (p / SIDE) * CLASSES / SIDE; /* which of the CLASSES bands row p/SIDE is in */
             int base = band == c ? 160 : 0;
             images[i * FEATURES + p] = (uint8_t)(base + (int)tg_rng_below(&rng, 96));
         }
@@ -162,7 +163,7 @@ static void remove_dataset(const char *dir) {
     rmdir(dir);
 }
 
-/* ---- The example's training loop, scaled down ------------------------------------------------- */
+/* ---- The example's training loop, scaled down ------------------------------------------------ */
 
 typedef struct trainer {
     tg_idx_dataset *ds;
@@ -278,7 +279,8 @@ static void train_and_check(tg_optim_kind kind, double lr, const char *what) {
     const double acc0 = accuracy(&tr);
     tg_status st = TG_OK;
     const double first = run_epoch(&tr, &st);
-    cr_assert_eq(st, TG_OK, "%s: epoch 1: %s | %s", what, tg_tape_errmsg(tr.tape), tg_last_errmsg());
+    cr_assert_eq(st, TG_OK, "%s: epoch 1: %s | %s", what, tg_tape_errmsg(tr.tape),
+                 tg_last_errmsg());
     double last = first;
     long allocs = -1;
     for (int epoch = 2; epoch <= 6; epoch++) {
