@@ -13,11 +13,14 @@ stage() { # stage NAME COMMAND...: runs a stage, counts its result
   shift
   echo
   echo "== $name"
+  local start=$SECONDS
   if "$@"; then
     passed=$((passed + 1))
+    echo "-- passed in $((SECONDS - start)) s: $name"
   else
     failed=$((failed + 1))
     failed_names+=("$name")
+    echo "-- FAILED in $((SECONDS - start)) s: $name"
   fi
 }
 

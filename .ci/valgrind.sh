@@ -3,8 +3,11 @@
 # Criterion runs each test in a child process, so valgrind must trace children, and a child's
 # report does not change the parent's exit code: we read valgrind's logs instead.
 set -euo pipefail
-build=${1:-build}
+build=$(cd "${1:-build}" && pwd)
 logs=$(mktemp -d)
+# Tests run where ctest runs them: in tests/, with TG_TEST_DATA naming their data folder.
+cd "$(dirname "$0")/../tests"
+export TG_TEST_DATA=$PWD/data
 status=0
 for test in "$build"/tests/test_*; do
   [ -x "$test" ] || continue
@@ -15,7 +18,7 @@ for test in "$build"/tests/test_*; do
   fi
   if grep -l "ERROR SUMMARY: [1-9]" "$logs/$name".* >/dev/null 2>&1; then
     echo "valgrind: $name: memory errors or leaks:"
-    grep -l "ERROR SUMMARY: [1-9]" "$logs/$name".* | xargs cat
+    grep -l "ERROR SUMMARY: [1-9]" "$logs/$name".* | xargs grep -v "^==[0-9]*== *$" | head -n 60
     status=1
   else
     echo "valgrind: $name: clean"
