@@ -3,7 +3,7 @@
 
 Same workload: a 784-256-128-10 ReLU MLP, softmax cross-entropy (mean over the batch), mini-batches
 of 128 shuffled images converted from bytes to float32 at each step and standardized with the
-training set's mean and std ((pixel / 255 - mean) / std), Adam (lr 1e-3) or SGD with momentum 0.9
+training set's mean and std ((pixel / 255 - mean) / std), Adam (lr 2e-3) or SGD with momentum 0.9
 (lr 0.05). WARMUP steps, then N timed steps. Prints one JSON line with the same
 fields as `mnist_mlp --bench N`:
 
@@ -81,7 +81,7 @@ def main():
         torch.nn.Linear(256, 128), torch.nn.ReLU(),
         torch.nn.Linear(128, 10))
     if args.optim == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()

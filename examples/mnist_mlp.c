@@ -131,8 +131,8 @@ static const options defaults = {.data = TG_FASHION_MNIST_DIR,
                                  .batch = 128,
                                  .seed = 1,
                                  .threads = 1,
-                                 .halve_every = 3};
-#define ADAM_LR 1e-3
+                                 .halve_every = 2};
+#define ADAM_LR 2e-3
 #define SGD_LR 0.05
 
 static void usage(FILE *f, const char *prog) {
