@@ -33,8 +33,10 @@ typedef struct gc_run {
     tg_tape *tape; /* reused for every finite-difference evaluation */
 } gc_run;
 
-/* f at the copies' current values. TG_OK and *value, or an error with tg_last_errmsg set. */
+/* f at the copies' current values. TG_OK and *value, or an error with tg_last_errmsg set (and
+ * *value NaN, so that no caller can read an unset value on an error path). */
 static tg_status eval_f(gc_run *run, tg_tape *tape, tg_tensor **loss_out, double *value) {
+    *value = NAN;
     tg_tape_reset(tape);
     tg_tensor *loss = run->f(tape, run->copies, run->n_inputs, TG_F64, run->user);
     if (!loss || tg_tape_status(tape) != TG_OK) {
@@ -191,10 +193,11 @@ void tg_gradcheck_report_free(tg_gradcheck_report *r) {
 
 static tg_gradcheck_report *report_new(tg_tensor *const *inputs, int n_inputs,
                                        const tg_gradcheck_opts *o) {
-    tg_gradcheck_report *r = calloc(1, sizeof *r);
     int n_grad = 0;
     for (int i = 0; i < n_inputs; i++)
         n_grad += tg_tensor_requires_grad(inputs[i]) ? 1 : 0;
+    TG_CHECK(n_grad > 0); /* check_args rejected inputs of which none requires a gradient */
+    tg_gradcheck_report *r = calloc(1, sizeof *r);
     if (r)
         r->tensors = calloc((size_t)n_grad, sizeof *r->tensors);
     if (!r || !r->tensors) {

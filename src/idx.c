@@ -133,7 +133,7 @@ static tg_idx *parse(reader *r) {
     k = rd(r, head + 4, 4 * (size_t)rank);
     if (k < 0)
         return NULL;
-    if (k < 4 * rank) {
+    if (k < 4 * (int64_t)rank) {
         tg__set_last_error(TG_ERR_FORMAT,
                            "%s: %s: truncated header: %d dimensions need %zu header bytes, the "
                            "file has %zu",
@@ -148,7 +148,7 @@ static tg_idx *parse(reader *r) {
     idx->rank = rank;
     idx->numel = 1;
     for (int i = 0; i < rank; i++) {
-        idx->shape[i] = be32(head + 4 + 4 * i);
+        idx->shape[i] = be32(head + 4 + 4 * (size_t)i);
         /* Sizes are < 2^32 each; cap the product well below what size_t and int64_t hold. */
         if (idx->shape[i] > 0 && idx->numel > (INT64_MAX / 4) / idx->shape[i]) {
             tg__set_last_error(TG_ERR_FORMAT,

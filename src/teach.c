@@ -233,6 +233,10 @@ static void print_row(FILE *f, const vals *x, int64_t from, int64_t to, int w) {
  * [n,1] prints on one line marked ^T; a large tensor prints as a few entries and its norm. */
 static void print_vals(FILE *f, const vals *x, int col, const char *suffix) {
     char b[32];
+    if (x->numel <= 0) { /* nothing to lay out (to_doubles gave one unset double) */
+        fprintf(f, "[ ]%s\n", suffix);
+        return;
+    }
     if (x->numel > TG_TRACE_FULL) {
         double ss = 0;
         for (int64_t i = 0; i < x->numel; i++)
@@ -261,7 +265,9 @@ static void print_vals(FILE *f, const vals *x, int col, const char *suffix) {
         for (int64_t r = 0; r < x->shape[0]; r++) {
             if (r)
                 fprintf(f, "%*s", col, "");
-            print_row(f, x, r * x->shape[1], (r + 1) * x->shape[1], w);
+            /* numel is shape[0] * shape[1]; the bound lets the analyzer see no row reads past it */
+            const int64_t end = (r + 1) * x->shape[1];
+            print_row(f, x, r * x->shape[1], end < x->numel ? end : x->numel, w);
             fprintf(f, "%s\n", r == x->shape[0] - 1 ? suffix : "");
         }
         return;
@@ -494,7 +500,7 @@ tg_status tg_tape_save_dot(const tg_tape *tape, const char *path) {
 /* Appends s to buf in single quotes for the shell ('it'\''s'). False if it does not fit. */
 static bool shell_quote(char *buf, size_t len, const char *s) {
     size_t n = strlen(buf);
-    if (n + 1 >= len)
+    if (n + 2 >= len) /* room for the two quotes and the terminator, even when s is empty */
         return false;
     buf[n++] = '\'';
     for (; *s; s++) {
@@ -551,9 +557,12 @@ tg_status tg_tape_render(const tg_tape *tape, const char *path) {
         char cmd[2048];
         textf(cmd, sizeof cmd, "dot -T%s -o ", fmt);
         bool ok = shell_quote(cmd, sizeof cmd, path);
-        ok = ok && strlen(cmd) + 1 < sizeof cmd;
-        if (ok)
-            strcat(cmd, " ");
+        const size_t used = ok ? strlen(cmd) : sizeof cmd;
+        ok = ok && used + 1 < sizeof cmd;
+        if (ok) { /* the separator, and its terminator: room checked just above */
+            cmd[used] = ' ';
+            cmd[used + 1] = '\0';
+        }
         ok = ok && shell_quote(cmd, sizeof cmd, tmp);
         if (!ok)
             st = tg__set_last_error(TG_ERR_VALUE, "tg_tape_render: the path %s is too long", path);
@@ -633,13 +642,13 @@ static void trace_local(FILE *f, const tg_tape *tape, const tg_tensor *n) {
     formula_name(yb, yf, sizeof yf);
     if (!strpbrk(yb, " ^+-*/()"))
         textf(yf, sizeof yf, "%s", yb);
-    const tg_tensor *x = n->n_inputs > 0 ? n->inputs[0] : NULL;
-    if (x) {
-        name_of(tape, x, xb, sizeof xb);
-        formula_name(xb, xf, sizeof xf);
-        if (!strpbrk(xb, " ^+-*/()"))
-            textf(xf, sizeof xf, "%s", xb);
-    }
+    if (n->n_inputs < 1)
+        return; /* every op with a local derivative to show has an input */
+    const tg_tensor *x = n->inputs[0];
+    name_of(tape, x, xb, sizeof xb);
+    formula_name(xb, xf, sizeof xf);
+    if (!strpbrk(xb, " ^+-*/()"))
+        textf(xf, sizeof xf, "%s", xb);
     switch (n->op) {
     case TG_OP_TANH:
     case TG_OP_SIGMOID:
@@ -863,7 +872,8 @@ void tg__trace_node(tg_tape *tape, tg_tensor *n, const tg_tensor *output) {
             node_expr(tape, n, eb, sizeof eb), tg_shape_str(n, sb, sizeof sb));
 
     /* Upstream: dl/d(this node's output), complete now that every node using it has run. */
-    double *up = to_doubles(n->grad);
+    const tg_tensor *g = n->grad; /* n's shape; its own fields say how many doubles `up` holds */
+    double *up = to_doubles(g);
     if (up) {
         int64_t list[8], c = on ? consumers(tape, on, top, n, list, 8) : 0;
         char note[160] = "";
@@ -874,7 +884,7 @@ void tg__trace_node(tg_tape *tape, tg_tensor *n, const tg_tensor *output) {
         } else if (n == output) {
             textf(note, sizeof note, "   (the seed)");
         }
-        vals x = {n->rank, n->shape, n->numel, up, false};
+        vals x = {g->rank, g->shape, g->numel, up, false};
         char lhs[64];
         textf(lhs, sizeof lhs, "dl/d%s", nf);
         textf(pre, sizeof pre, "%s%-*s = ", lab(lb, sizeof lb, "upstream"), w, lhs);

@@ -244,7 +244,8 @@ double tg_optim_lr(const tg_optim *o) {
         return 0.0;
     if (o->cfg.decay_every <= 0)
         return o->cfg.lr;
-    return o->cfg.lr * pow(o->cfg.decay_factor, (double)(o->steps / o->cfg.decay_every));
+    const int64_t decays = o->steps / o->cfg.decay_every; /* a step schedule: whole periods only */
+    return o->cfg.lr * pow(o->cfg.decay_factor, (double)decays);
 }
 
 int64_t tg_optim_steps(const tg_optim *o) { return o ? o->steps : 0; }
@@ -339,6 +340,9 @@ tg_status tg_optim_step(tg_optim *o) {
         if (!P->grad)
             continue;
         double *restrict m = o->m ? o->m[i] : NULL, *restrict v = o->v ? o->v[i] : NULL;
+        /* tg_optim_new allocated the state this kind uses, and the kind never changes. */
+        TG_CHECK(m || c->kind == TG_OPTIM_SGD);
+        TG_CHECK(v || c->kind != TG_OPTIM_ADAM);
         if (P->dtype == TG_F32)
             TG_OPTIM_UPDATE(float);
         else
