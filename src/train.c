@@ -250,35 +250,69 @@ double tg_optim_lr(const tg_optim *o) {
 
 int64_t tg_optim_steps(const tg_optim *o) { return o ? o->steps : 0; }
 
-/* One parameter's update; p and g of element type T, state in double. */
+/* One parameter's update; p and g of element type T, state in double. One loop per algorithm, so
+ * the compiler vectorizes each (the per-element arithmetic, and so every result bit, is that of
+ * the formulas in tapegrad.h; the Fashion-MNIST MLP updates 235k parameters per step, which a
+ * switch inside the loop made a fifth of the step's time). */
 #define TG_OPTIM_UPDATE(T)                                                                         \
     do {                                                                                           \
-        T *p = P->data;                                                                            \
-        const T *g = P->grad->data;                                                                \
-        for (int64_t k = 0; k < P->numel; k++) {                                                   \
-            double gk = (double)g[k] + wd * (double)p[k];                                          \
-            double d;                                                                              \
-            switch (c->kind) {                                                                     \
-            case TG_OPTIM_MOMENTUM:                                                                \
-                m[k] = c->momentum * m[k] + gk;                                                    \
-                d = m[k];                                                                          \
-                break;                                                                             \
-            case TG_OPTIM_NESTEROV:                                                                \
-                m[k] = c->momentum * m[k] + gk;                                                    \
-                d = gk + c->momentum * m[k];                                                       \
-                break;                                                                             \
-            case TG_OPTIM_ADAM:                                                                    \
-                m[k] = c->beta1 * m[k] + (1 - c->beta1) * gk;                                      \
-                v[k] = c->beta2 * v[k] + (1 - c->beta2) * gk * gk;                                 \
-                d = (m[k] / bc1) / (sqrt(v[k] / bc2) + c->eps);                                    \
-                break;                                                                             \
-            default:                                                                               \
-                d = gk;                                                                            \
-                break;                                                                             \
+        T *restrict p = P->data;                                                                   \
+        const T *restrict g = P->grad->data;                                                       \
+        const int64_t n = P->numel;                                                                \
+        switch (c->kind) {                                                                         \
+        case TG_OPTIM_MOMENTUM:                                                                    \
+            for (int64_t k = 0; k < n; k++) {                                                      \
+                const double gk = (double)g[k] + wd * (double)p[k];                                \
+                m[k] = mu * m[k] + gk;                                                             \
+                p[k] = (T)((double)p[k] - lr * m[k]);                                              \
             }                                                                                      \
-            p[k] = (T)((double)p[k] - lr * d);                                                     \
+            break;                                                                                 \
+        case TG_OPTIM_NESTEROV:                                                                    \
+            for (int64_t k = 0; k < n; k++) {                                                      \
+                const double gk = (double)g[k] + wd * (double)p[k];                                \
+                m[k] = mu * m[k] + gk;                                                             \
+                p[k] = (T)((double)p[k] - lr * (gk + mu * m[k]));                                  \
+            }                                                                                      \
+            break;                                                                                 \
+        case TG_OPTIM_ADAM:                                                                        \
+            for (int64_t k = 0; k < n; k++) {                                                      \
+                const double gk = (double)g[k] + wd * (double)p[k];                                \
+                m[k] = b1 * m[k] + one_b1 * gk;                                                    \
+                v[k] = b2 * v[k] + one_b2 * gk * gk;                                               \
+                p[k] = (T)((double)p[k] - lr * ((m[k] / bc1) / (sqrt(v[k] / bc2) + eps)));        \
+            }                                                                                      \
+            break;                                                                                 \
+        default:                                                                                   \
+            for (int64_t k = 0; k < n; k++) {                                                      \
+                const double gk = (double)g[k] + wd * (double)p[k];                                \
+                p[k] = (T)((double)p[k] - lr * gk);                                                \
+            }                                                                                      \
+            break;                                                                                 \
         }                                                                                          \
     } while (0)
+
+/* The index of the first NaN or Inf among the n values of g (f32 or f64), or -1. A first pass
+ * only ORs together whether each exponent field is all ones (a vectorizable integer loop); only
+ * when that finds one does a second pass look for where. */
+static int64_t first_nonfinite(const tg_tensor *g) {
+    const int64_t n = g->numel;
+    unsigned bad = 0;
+    if (g->dtype == TG_F32) {
+        const uint32_t *u = g->data;
+        for (int64_t k = 0; k < n; k++)
+            bad |= (u[k] & 0x7f800000u) == 0x7f800000u;
+    } else {
+        const uint64_t *u = g->data;
+        for (int64_t k = 0; k < n; k++)
+            bad |= (u[k] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+    }
+    if (!bad)
+        return -1;
+    for (int64_t k = 0; k < n; k++)
+        if (!isfinite(tg_tensor_get(g, k)))
+            return k;
+    return -1;
+}
 
 tg_status tg_optim_step(tg_optim *o) {
     if (!o)
@@ -288,24 +322,24 @@ tg_status tg_optim_step(tg_optim *o) {
         const tg_tensor *P = o->params[i];
         if (!P->grad)
             continue;
-        for (int64_t k = 0; k < P->numel; k++) {
-            double g = tg_tensor_get(P->grad, k);
-            if (!isfinite(g))
-                return tg__set_last_error(TG_ERR_NONFINITE,
-                                          "tg_optim_step: the gradient of params[%d] ('%s') holds "
-                                          "%g at element %lld; no parameter was changed",
-                                          i, P->name, g, (long long)k);
-        }
+        const int64_t k = first_nonfinite(P->grad);
+        if (k >= 0)
+            return tg__set_last_error(TG_ERR_NONFINITE,
+                                      "tg_optim_step: the gradient of params[%d] ('%s') holds "
+                                      "%g at element %lld; no parameter was changed",
+                                      i, P->name, tg_tensor_get(P->grad, k), (long long)k);
     }
     const tg_optim_config *c = &o->cfg;
-    const double lr = tg_optim_lr(o), wd = c->weight_decay;
+    const double lr = tg_optim_lr(o), wd = c->weight_decay, mu = c->momentum;
+    const double b1 = c->beta1, b2 = c->beta2, one_b1 = 1 - c->beta1, one_b2 = 1 - c->beta2;
+    const double eps = c->eps;
     const double t = (double)(o->steps + 1);
     const double bc1 = 1 - pow(c->beta1, t), bc2 = 1 - pow(c->beta2, t); /* Adam's corrections */
     for (int i = 0; i < o->n_params; i++) {
         tg_tensor *P = o->params[i];
         if (!P->grad)
             continue;
-        double *m = o->m ? o->m[i] : NULL, *v = o->v ? o->v[i] : NULL;
+        double *restrict m = o->m ? o->m[i] : NULL, *restrict v = o->v ? o->v[i] : NULL;
         /* tg_optim_new allocated the state this kind uses, and the kind never changes. */
         TG_CHECK(m || c->kind == TG_OPTIM_SGD);
         TG_CHECK(v || c->kind != TG_OPTIM_ADAM);
