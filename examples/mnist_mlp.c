@@ -574,14 +574,11 @@ static void progress_end(progress *p) {
 
 /* ---- Threads, peak memory -------------------------------------------------------------------- */
 
-/* Returns the number of threads the kernels will use. */
+/* Sets the kernels' thread count; returns the count in force (unchanged on a bad value). */
 static int set_threads(int n) {
-    if (n != 1)
-        fprintf(stderr,
-                "mnist_mlp: --threads %d: this build of tapegrad has no thread pool yet; "
-                "running on 1 thread\n",
-                n);
-    return 1;
+    if (tg_set_num_threads(n) != TG_OK)
+        fprintf(stderr, "mnist_mlp: --threads %d: %s\n", n, tg_last_errmsg());
+    return tg_get_num_threads();
 }
 
 /* The process's peak resident set size in MiB (Linux reports ru_maxrss in KiB). */

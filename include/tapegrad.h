@@ -224,6 +224,9 @@ tg_tensor *tg_scale_at(tg_tape *t, tg_tensor *x, double s, TG_LOC_PARAMS);      
 tg_tensor *tg_add_scalar_at(tg_tape *t, tg_tensor *x, double s, TG_LOC_PARAMS); /**< y = x + s */
 /** y = a b for a [M,K], b [K,N]: y [M,N]. */
 tg_tensor *tg_matmul_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
+/** y = a b^T for a [M,K], b [N,K]: y [M,N]. A linear layer's x W^T with W stored [out,in],
+ *  without materialising W^T (backward: da += dy b, db += dy^T a). */
+tg_tensor *tg_matmul_bt_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
 /** y = x^T for a 2-D x. */
 tg_tensor *tg_transpose_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
 /** Same elements, new shape (same number of elements); one entry may be -1 (inferred). */
@@ -269,6 +272,8 @@ tg_tensor *tg_mse_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
 #define tg_add_scalar(t, x, s) tg_add_scalar_at((t), (x), (s), __FILE__, __LINE__)
 /** y = a b; tg_matmul_at with the caller's file and line. */
 #define tg_matmul(t, a, b) tg_matmul_at((t), (a), (b), __FILE__, __LINE__)
+/** y = a b^T; tg_matmul_bt_at with the caller's file and line. */
+#define tg_matmul_bt(t, a, b) tg_matmul_bt_at((t), (a), (b), __FILE__, __LINE__)
 /** y = x^T; tg_transpose_at with the caller's file and line. */
 #define tg_transpose(t, x) tg_transpose_at((t), (x), __FILE__, __LINE__)
 /** Same elements, new shape; tg_reshape_at with the caller's file and line. The rank and shape
@@ -559,7 +564,7 @@ typedef struct tg_optim tg_optim; /**< opaque: an optimizer over a fixed list of
 tg_optim_config tg_optim_defaults(tg_optim_kind kind, double lr);
 /** A new optimizer updating the `n_params` leaves in `params` (f32 or f64, requiring a gradient;
  *  each at most once). The optimizer keeps the pointers, not the tensors: they must outlive it.
- *  Its state (velocities, moments) is float64 and starts at zero. Returns NULL on a bad config or
+ *  Its state (velocities, moments) has each parameter's dtype and starts at zero. Returns NULL on a bad config or
  *  parameter, or no memory (see tg_last_errmsg). Free with tg_optim_free. */
 tg_optim *tg_optim_new(const tg_optim_config *config, tg_tensor *const *params, int n_params);
 /** One update of every parameter from its current gradient. A parameter without a gradient yet
@@ -612,9 +617,9 @@ typedef struct tg_linear {
  *  memory (see tg_last_errmsg). Free with tg_linear_free. */
 tg_linear *tg_linear_new(tg_dtype dtype, int64_t n_in, int64_t n_out, const char *name,
                          tg_rng *rng);
-/** Records tg_add(t, tg_matmul(t, x, tg_transpose(t, W)), b) -- exactly the nodes a user would
- *  write by hand, attributed to the caller's line. Result owned by the tape; NULL on error
- *  (tape error, or a NULL layer). */
+/** Records tg_add(t, tg_matmul_bt(t, x, W), b), i.e. x W^T + b -- exactly the two nodes a user
+ *  would write, attributed to the caller's file and line. x [N,in] gives [N,out]. Errors as for
+ *  any builder call (on the tape). */
 tg_tensor *tg_linear_forward_at(tg_tape *t, const tg_linear *layer, tg_tensor *x, TG_LOC_PARAMS);
 /** tg_linear_forward_at with the caller's file and line. */
 #define tg_linear_forward(t, layer, x)                                                             \

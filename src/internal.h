@@ -29,6 +29,7 @@ _Noreturn void tg__invariant_failed(const char *cond, const char *file, int line
     X(SCALE, scale)                                                                                \
     X(ADD_SCALAR, add_scalar)                                                                      \
     X(MATMUL, matmul)                                                                              \
+    X(MATMUL_BT, matmul_bt)                                                                        \
     X(TRANSPOSE, transpose)                                                                        \
     X(RESHAPE, reshape)                                                                            \
     X(SUM, sum)                                                                                    \

@@ -29,6 +29,16 @@ Test(errors, matmul_inner_dimensions) {
     tg_tensor_free(W);
 }
 
+Test(errors, matmul_bt_inner_dimensions) {
+    tg_tensor *X = tg_tensor_new(TG_F32, TG_SHAPE(200, 2));
+    tg_tensor *W = tg_tensor_new(TG_F32, TG_SHAPE(4, 3));
+    int line = __LINE__ + 1;
+    cr_expect_null(tg_matmul_bt(tape, X, W));
+    expect_msg(line, "tg_matmul_bt: inner dimensions differ: [200,2] x [4,3]^T");
+    tg_tensor_free(X);
+    tg_tensor_free(W);
+}
+
 Test(errors, matmul_needs_2d) {
     tg_tensor *a = tg_tensor_new(TG_F64, TG_SHAPE(3));
     tg_tensor *b = tg_tensor_new(TG_F64, TG_SHAPE(3, 2));

@@ -5,7 +5,7 @@
 #include <criterion/criterion.h>
 
 typedef enum {
-    ADD, SUB, MUL, DIV, NEG, SCALE, ADD_SCALAR, MATMUL, TRANSPOSE, RESHAPE, SUM, MEAN, SUM_AXIS,
+    ADD, SUB, MUL, DIV, NEG, SCALE, ADD_SCALAR, MATMUL, MATMUL_BT, TRANSPOSE, RESHAPE, SUM, MEAN, SUM_AXIS,
     MEAN_AXIS, EXP, LOG, TANH, SIGMOID, RELU, SOFTMAX, LOG_SOFTMAX, SCE, MSE, CUSTOM_SQUARE
 } which_op;
 
@@ -51,6 +51,7 @@ static tg_tensor *build(tg_tape *t, tg_tensor *const *in, void *vctx) {
     case SCALE: return tg_scale(t, in[0], -2.5);
     case ADD_SCALAR: return tg_add_scalar(t, in[0], 0.75);
     case MATMUL: return tg_matmul(t, in[0], in[1]);
+    case MATMUL_BT: return tg_matmul_bt(t, in[0], in[1]);
     case TRANSPOSE: return tg_transpose(t, in[0]);
     case RESHAPE: return tg_reshape(t, in[0], c->rank, c->shape);
     case SUM: return tg_sum(t, in[0]);
@@ -178,6 +179,21 @@ Test(grad, matmul) {
         tg_tensor *in[2] = {fd_param(&rng, pairs[k][0].rank, pairs[k][0].shape, -1, 1),
                             fd_param(&rng, pairs[k][1].rank, pairs[k][1].shape, -1, 1)};
         fd_check("matmul", build, in, 2, &c, NULL);
+        tg_tensor_free(in[0]);
+        tg_tensor_free(in[1]);
+    }
+}
+
+Test(grad, matmul_bt) {
+    tg_rng rng;
+    tg_rng_seed(&rng, 12);
+    const shp pairs[][2] = {{S(3, 4), S(5, 4)}, {S(1, 4), S(1, 4)}, {S(2, 1), S(3, 1)},
+                            {S(4, 2), S(4, 2)}};
+    build_ctx c = {.op = MATMUL_BT};
+    for (size_t k = 0; k < 4; k++) {
+        tg_tensor *in[2] = {fd_param(&rng, pairs[k][0].rank, pairs[k][0].shape, -1, 1),
+                            fd_param(&rng, pairs[k][1].rank, pairs[k][1].shape, -1, 1)};
+        fd_check("matmul_bt", build, in, 2, &c, NULL);
         tg_tensor_free(in[0]);
         tg_tensor_free(in[1]);
     }
