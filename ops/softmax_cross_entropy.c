@@ -66,18 +66,20 @@ static tg_status sce_forward(tg_tape *tape, tg_tensor *y) {
                  for (int64_t n = 0; n < N; n++) {
                      const T *zr = pz + n * C;
                      T *pr = p + n * C;
-                     double m = zr[0];
+                     /* In the logits' precision (expf/logf for f32: p is stored as T
+                      * anyway, and they cost half of exp/log); the loss sums in double. */
+                     T m = zr[0];
                      for (int64_t c = 1; c < C; c++) m = zr[c] > m ? zr[c] : m;
                      /* e_c = e^(z_c - m) once: kept in pr, then p_c = e_c / s */
-                     double s = 0;
+                     T s = 0;
                      for (int64_t c = 0; c < C; c++) {
-                         const double e = exp((double)zr[c] - m);
-                         pr[c] = (T)e;
+                         const T e = exp(zr[c] - m);
+                         pr[c] = e;
                          s += e;
                      }
-                     lse[n] = m + log(s);
-                     const double inv_s = 1 / s;
-                     for (int64_t c = 0; c < C; c++) pr[c] = (T)((double)pr[c] * inv_s);
+                     lse[n] = (double)m + (double)log(s);
+                     const T inv_s = 1 / s;
+                     for (int64_t c = 0; c < C; c++) pr[c] *= inv_s;
                      if (idx)
                          loss += lse[n] - zr[idx[n]];
                      else

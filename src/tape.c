@@ -186,14 +186,23 @@ static bool push_node(tg_tape *t, tg_tensor *node) {
     return true;
 }
 
+static const char *op_display_name(const tg_op_desc *d, const tg_op_params *params, char *buf,
+                                   size_t len) {
+    if (params && params->custom && params->custom->name)
+        snprintf(buf, len, "tg_custom(%s)", params->custom->name);
+    else
+        snprintf(buf, len, "tg_%s", d->name);
+    return buf;
+}
+
 tg_tensor *tg__record(tg_tape *t, tg_op op, tg_tensor *const *inputs, int n_inputs,
                       const tg_op_params *params, const char *file, int line) {
     TG_CHECK(op > TG_OP_LEAF && op < TG_OP_COUNT);
     const tg_op_desc *d = tg_op_table[op];
-    char opname[48];
-    snprintf(opname, sizeof opname, "tg_%s", d->name);
-    if (op == TG_OP_CUSTOM && params && params->custom && params->custom->name)
-        snprintf(opname, sizeof opname, "tg_custom(%s)", params->custom->name);
+    /* The name for messages ("tg_matmul", "tg_custom(square)"), formatted only when one is
+     * written: a builder call on the hot path does no string work. */
+    char opname_buf[48];
+#define opname op_display_name(d, params, opname_buf, sizeof opname_buf)
 
     if (!t) {
         tg__set_last_error(TG_ERR_NULL, "%s:%d: %s: tape is NULL", base_name(file), line, opname);
@@ -285,6 +294,7 @@ tg_tensor *tg__record(tg_tape *t, tg_op op, tg_tensor *const *inputs, int n_inpu
     }
     return out;
 }
+#undef opname
 
 /* A zeroed gradient for x: in the arena for tape tensors, malloc'ed (and kept) for leaves. */
 static tg_status ensure_grad(tg_tape *t, tg_tensor *x) {
