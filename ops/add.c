@@ -118,6 +118,12 @@ tg_tensor *tg_add_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, i
     return tg__record(t, TG_OP_ADD, in, 2, NULL, file, line);
 }
 
-const tg_op_desc tg_op_add = {"add", "nothing (the derivative is 1)", 2,
-                              add_shape, add_forward, add_backward,
-                              "da += dy, db += dy"};
+const tg_op_desc tg_op_add = {
+    .name = "add",
+    .saves = "nothing (the derivative is 1)",
+    .n_inputs = 2,
+    .shape = add_shape,
+    .forward = add_forward,
+    .backward = add_backward,
+    .local = "da += dy, db += dy",
+};

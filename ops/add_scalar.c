@@ -20,6 +20,12 @@ tg_tensor *tg_add_scalar_at(tg_tape *t, tg_tensor *x, double s, const char *file
     return tg__record(t, TG_OP_ADD_SCALAR, &x, 1, &p, file, line);
 }
 
-const tg_op_desc tg_op_add_scalar = {"add_scalar", "nothing (the derivative is 1)", 1,
-                                     tg__shape_same, add_scalar_forward, add_scalar_backward,
-                                     "dx += dy"};
+const tg_op_desc tg_op_add_scalar = {
+    .name = "add_scalar",
+    .saves = "nothing (the derivative is 1)",
+    .n_inputs = 1,
+    .shape = tg__shape_same,
+    .forward = add_scalar_forward,
+    .backward = add_scalar_backward,
+    .local = "dx += dy",
+};

@@ -57,6 +57,12 @@ tg_tensor *tg_custom_at(tg_tape *t, const tg_custom_op *op, void *user, tg_tenso
     return tg__record(t, TG_OP_CUSTOM, inputs, n_inputs, &p, file, line);
 }
 
-const tg_op_desc tg_op_custom = {"custom", "whatever its functions keep (caller-defined)", -1,
-                                 custom_shape, custom_forward, custom_backward,
-                                 "the caller's backward function"};
+const tg_op_desc tg_op_custom = {
+    .name = "custom",
+    .saves = "whatever its functions keep (caller-defined)",
+    .n_inputs = -1,
+    .shape = custom_shape,
+    .forward = custom_forward,
+    .backward = custom_backward,
+    .local = "the caller's backward function",
+};

@@ -33,6 +33,12 @@ tg_tensor *tg_div_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, i
     return tg__record(t, TG_OP_DIV, in, 2, NULL, file, line);
 }
 
-const tg_op_desc tg_op_div = {"div", "its output y = a/b and its divisor b", 2,
-                              div_shape, div_forward, div_backward,
-                              "da += dy / b, db -= dy * y / b"};
+const tg_op_desc tg_op_div = {
+    .name = "div",
+    .saves = "its output y = a/b and its divisor b",
+    .n_inputs = 2,
+    .shape = div_shape,
+    .forward = div_forward,
+    .backward = div_backward,
+    .local = "da += dy / b, db -= dy * y / b",
+};

@@ -22,6 +22,12 @@ tg_tensor *tg_exp_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
     return tg__record(t, TG_OP_EXP, &x, 1, NULL, file, line);
 }
 
-const tg_op_desc tg_op_exp = {"exp", "its output y = e^x", 1,
-                              tg__shape_same, exp_forward, exp_backward,
-                              "dx += dy * y"};
+const tg_op_desc tg_op_exp = {
+    .name = "exp",
+    .saves = "its output y = e^x",
+    .n_inputs = 1,
+    .shape = tg__shape_same,
+    .forward = exp_forward,
+    .backward = exp_backward,
+    .local = "dx += dy * y",
+};

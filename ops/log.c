@@ -24,6 +24,12 @@ tg_tensor *tg_log_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
     return tg__record(t, TG_OP_LOG, &x, 1, NULL, file, line);
 }
 
-const tg_op_desc tg_op_log = {"log", "its input x (by reference)", 1,
-                              tg__shape_same, log_forward, log_backward,
-                              "dx += dy / x"};
+const tg_op_desc tg_op_log = {
+    .name = "log",
+    .saves = "its input x (by reference)",
+    .n_inputs = 1,
+    .shape = tg__shape_same,
+    .forward = log_forward,
+    .backward = log_backward,
+    .local = "dx += dy / x",
+};

@@ -39,7 +39,12 @@ tg_tensor *tg_log_softmax_at(tg_tape *t, tg_tensor *x, const char *file, int lin
     return tg__record(t, TG_OP_LOG_SOFTMAX, &x, 1, NULL, file, line);
 }
 
-const tg_op_desc tg_op_log_softmax = {"log_softmax", "its output y (the log-probabilities)", 1,
-                                      tg__shape_last_axis, log_softmax_forward,
-                                      log_softmax_backward,
-                                      "dx += dy - e^y * sum(dy) per row"};
+const tg_op_desc tg_op_log_softmax = {
+    .name = "log_softmax",
+    .saves = "its output y (the log-probabilities)",
+    .n_inputs = 1,
+    .shape = tg__shape_last_axis,
+    .forward = log_softmax_forward,
+    .backward = log_softmax_backward,
+    .local = "dx += dy - e^y * sum(dy) per row",
+};

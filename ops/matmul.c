@@ -45,6 +45,12 @@ tg_tensor *tg_matmul_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file
     return tg__record(t, TG_OP_MATMUL, in, 2, NULL, file, line);
 }
 
-const tg_op_desc tg_op_matmul = {"matmul", "its operands a and b (by reference)", 2,
-                                 matmul_shape, matmul_forward, matmul_backward,
-                                 "da += dy b^T, db += a^T dy"};
+const tg_op_desc tg_op_matmul = {
+    .name = "matmul",
+    .saves = "its operands a and b (by reference)",
+    .n_inputs = 2,
+    .shape = matmul_shape,
+    .forward = matmul_forward,
+    .backward = matmul_backward,
+    .local = "da += dy b^T, db += a^T dy",
+};

@@ -46,6 +46,12 @@ tg_tensor *tg_matmul_bt_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *f
     return tg__record(t, TG_OP_MATMUL_BT, in, 2, NULL, file, line);
 }
 
-const tg_op_desc tg_op_matmul_bt = {"matmul_bt", "its operands a and b (by reference)", 2,
-                                    matmul_bt_shape, matmul_bt_forward, matmul_bt_backward,
-                                    "da += dy b, db += dy^T a"};
+const tg_op_desc tg_op_matmul_bt = {
+    .name = "matmul_bt",
+    .saves = "its operands a and b (by reference)",
+    .n_inputs = 2,
+    .shape = matmul_bt_shape,
+    .forward = matmul_bt_forward,
+    .backward = matmul_bt_backward,
+    .local = "da += dy b, db += dy^T a",
+};

@@ -29,6 +29,12 @@ tg_tensor *tg_mean_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
     return tg__record(t, TG_OP_MEAN, &x, 1, NULL, file, line);
 }
 
-const tg_op_desc tg_op_mean = {"mean", "nothing (the derivative is 1/n)", 1,
-                               mean_shape, mean_forward, mean_backward,
-                               "dx += dy / n at every element"};
+const tg_op_desc tg_op_mean = {
+    .name = "mean",
+    .saves = "nothing (the derivative is 1/n)",
+    .n_inputs = 1,
+    .shape = mean_shape,
+    .forward = mean_forward,
+    .backward = mean_backward,
+    .local = "dx += dy / n at every element",
+};

@@ -19,6 +19,12 @@ tg_tensor *tg_mean_axis_at(tg_tape *t, tg_tensor *x, int axis, int keepdims, con
     return tg__record(t, TG_OP_MEAN_AXIS, &x, 1, &p, file, line);
 }
 
-const tg_op_desc tg_op_mean_axis = {"mean_axis", "nothing (the derivative is 1/n)", 1,
-                                    tg__reduce_axis_shape, mean_axis_forward, mean_axis_backward,
-                                    "dx += dy / n, repeated along the averaged axis"};
+const tg_op_desc tg_op_mean_axis = {
+    .name = "mean_axis",
+    .saves = "nothing (the derivative is 1/n)",
+    .n_inputs = 1,
+    .shape = tg__reduce_axis_shape,
+    .forward = mean_axis_forward,
+    .backward = mean_axis_backward,
+    .local = "dx += dy / n, repeated along the averaged axis",
+};

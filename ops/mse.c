@@ -43,6 +43,12 @@ tg_tensor *tg_mse_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, i
     return tg__record(t, TG_OP_MSE, in, 2, NULL, file, line);
 }
 
-const tg_op_desc tg_op_mse = {"mse", "its inputs a and b (by reference)", 2,
-                              mse_shape, mse_forward, mse_backward,
-                              "da += dL * 2 (a - b) / n, db -= the same"};
+const tg_op_desc tg_op_mse = {
+    .name = "mse",
+    .saves = "its inputs a and b (by reference)",
+    .n_inputs = 2,
+    .shape = mse_shape,
+    .forward = mse_forward,
+    .backward = mse_backward,
+    .local = "da += dL * 2 (a - b) / n, db -= the same",
+};

@@ -33,6 +33,12 @@ tg_tensor *tg_mul_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, i
     return tg__record(t, TG_OP_MUL, in, 2, NULL, file, line);
 }
 
-const tg_op_desc tg_op_mul = {"mul", "its inputs a and b (by reference)", 2,
-                              mul_shape, mul_forward, mul_backward,
-                              "da += dy * b, db += dy * a"};
+const tg_op_desc tg_op_mul = {
+    .name = "mul",
+    .saves = "its inputs a and b (by reference)",
+    .n_inputs = 2,
+    .shape = mul_shape,
+    .forward = mul_forward,
+    .backward = mul_backward,
+    .local = "da += dy * b, db += dy * a",
+};

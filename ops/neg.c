@@ -19,6 +19,12 @@ tg_tensor *tg_neg_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
     return tg__record(t, TG_OP_NEG, &x, 1, NULL, file, line);
 }
 
-const tg_op_desc tg_op_neg = {"neg", "nothing (the derivative is -1)", 1,
-                              tg__shape_same, neg_forward, neg_backward,
-                              "dx -= dy"};
+const tg_op_desc tg_op_neg = {
+    .name = "neg",
+    .saves = "nothing (the derivative is -1)",
+    .n_inputs = 1,
+    .shape = tg__shape_same,
+    .forward = neg_forward,
+    .backward = neg_backward,
+    .local = "dx -= dy",
+};

@@ -36,6 +36,12 @@ tg_tensor *tg_relu_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
     return tg__record(t, TG_OP_RELU, &x, 1, NULL, file, line);
 }
 
-const tg_op_desc tg_op_relu = {"relu", "its output y, whose sign is the mask [x > 0]", 1,
-                               tg__shape_same, relu_forward, relu_backward,
-                               "dx += dy * [y > 0]"};
+const tg_op_desc tg_op_relu = {
+    .name = "relu",
+    .saves = "its output y, whose sign is the mask [x > 0]",
+    .n_inputs = 1,
+    .shape = tg__shape_same,
+    .forward = relu_forward,
+    .backward = relu_backward,
+    .local = "dx += dy * [y > 0]",
+};

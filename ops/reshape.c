@@ -72,6 +72,12 @@ tg_tensor *tg_reshape_at(tg_tape *t, tg_tensor *x, int rank, const int64_t *shap
     return tg__record(t, TG_OP_RESHAPE, &x, 1, &p, file, line);
 }
 
-const tg_op_desc tg_op_reshape = {"reshape", "nothing (it only relabels elements)", 1,
-                                  reshape_shape, reshape_forward, reshape_backward,
-                                  "dx += dy, element by element"};
+const tg_op_desc tg_op_reshape = {
+    .name = "reshape",
+    .saves = "nothing (it only relabels elements)",
+    .n_inputs = 1,
+    .shape = reshape_shape,
+    .forward = reshape_forward,
+    .backward = reshape_backward,
+    .local = "dx += dy, element by element",
+};

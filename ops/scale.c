@@ -21,6 +21,12 @@ tg_tensor *tg_scale_at(tg_tape *t, tg_tensor *x, double s, const char *file, int
     return tg__record(t, TG_OP_SCALE, &x, 1, &p, file, line);
 }
 
-const tg_op_desc tg_op_scale = {"scale", "the scalar s", 1,
-                                tg__shape_same, scale_forward, scale_backward,
-                                "dx += s * dy"};
+const tg_op_desc tg_op_scale = {
+    .name = "scale",
+    .saves = "the scalar s",
+    .n_inputs = 1,
+    .shape = tg__shape_same,
+    .forward = scale_forward,
+    .backward = scale_backward,
+    .local = "dx += s * dy",
+};

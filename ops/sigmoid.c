@@ -26,6 +26,12 @@ tg_tensor *tg_sigmoid_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
     return tg__record(t, TG_OP_SIGMOID, &x, 1, NULL, file, line);
 }
 
-const tg_op_desc tg_op_sigmoid = {"sigmoid", "its output y = sigmoid(x)", 1,
-                                  tg__shape_same, sigmoid_forward, sigmoid_backward,
-                                  "dx += dy * y * (1 - y)"};
+const tg_op_desc tg_op_sigmoid = {
+    .name = "sigmoid",
+    .saves = "its output y = sigmoid(x)",
+    .n_inputs = 1,
+    .shape = tg__shape_same,
+    .forward = sigmoid_forward,
+    .backward = sigmoid_backward,
+    .local = "dx += dy * y * (1 - y)",
+};

@@ -64,6 +64,12 @@ tg_tensor *tg_softmax_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
     return tg__record(t, TG_OP_SOFTMAX, &x, 1, NULL, file, line);
 }
 
-const tg_op_desc tg_op_softmax = {"softmax", "its output y (the probabilities)", 1,
-                                  tg__shape_last_axis, softmax_forward, softmax_backward,
-                                  "dx += y * (dy - sum(dy * y)) per row"};
+const tg_op_desc tg_op_softmax = {
+    .name = "softmax",
+    .saves = "its output y (the probabilities)",
+    .n_inputs = 1,
+    .shape = tg__shape_last_axis,
+    .forward = softmax_forward,
+    .backward = softmax_backward,
+    .local = "dx += y * (dy - sum(dy * y)) per row",
+};

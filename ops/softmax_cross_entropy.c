@@ -132,6 +132,11 @@ tg_tensor *tg_softmax_cross_entropy_at(tg_tape *t, tg_tensor *logits, tg_tensor 
 }
 
 const tg_op_desc tg_op_softmax_cross_entropy = {
-    "softmax_cross_entropy", "the probabilities p = softmax(z) and each row's log-sum-exp", 2,
-    sce_shape, sce_forward, sce_backward,
-    "dz += dL * (p - t) / N with p = softmax(z)"};
+    .name = "softmax_cross_entropy",
+    .saves = "the probabilities p = softmax(z) and each row's log-sum-exp",
+    .n_inputs = 2,
+    .shape = sce_shape,
+    .forward = sce_forward,
+    .backward = sce_backward,
+    .local = "dz += dL * (p - t) / N with p = softmax(z)",
+};

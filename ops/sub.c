@@ -32,6 +32,12 @@ tg_tensor *tg_sub_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, i
     return tg__record(t, TG_OP_SUB, in, 2, NULL, file, line);
 }
 
-const tg_op_desc tg_op_sub = {"sub", "nothing (the derivatives are 1 and -1)", 2,
-                              sub_shape, sub_forward, sub_backward,
-                              "da += dy, db -= dy"};
+const tg_op_desc tg_op_sub = {
+    .name = "sub",
+    .saves = "nothing (the derivatives are 1 and -1)",
+    .n_inputs = 2,
+    .shape = sub_shape,
+    .forward = sub_forward,
+    .backward = sub_backward,
+    .local = "da += dy, db -= dy",
+};

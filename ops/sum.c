@@ -28,6 +28,12 @@ tg_tensor *tg_sum_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
     return tg__record(t, TG_OP_SUM, &x, 1, NULL, file, line);
 }
 
-const tg_op_desc tg_op_sum = {"sum", "nothing (the derivative is 1)", 1,
-                              sum_shape, sum_forward, sum_backward,
-                              "dx += dy at every element"};
+const tg_op_desc tg_op_sum = {
+    .name = "sum",
+    .saves = "nothing (the derivative is 1)",
+    .n_inputs = 1,
+    .shape = sum_shape,
+    .forward = sum_forward,
+    .backward = sum_backward,
+    .local = "dx += dy at every element",
+};

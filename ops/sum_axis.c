@@ -78,6 +78,12 @@ tg_tensor *tg_sum_axis_at(tg_tape *t, tg_tensor *x, int axis, int keepdims, cons
     return tg__record(t, TG_OP_SUM_AXIS, &x, 1, &p, file, line);
 }
 
-const tg_op_desc tg_op_sum_axis = {"sum_axis", "nothing (the derivative is 1)", 1,
-                                   tg__reduce_axis_shape, sum_axis_forward, sum_axis_backward,
-                                   "dx += dy, repeated along the summed axis"};
+const tg_op_desc tg_op_sum_axis = {
+    .name = "sum_axis",
+    .saves = "nothing (the derivative is 1)",
+    .n_inputs = 1,
+    .shape = tg__reduce_axis_shape,
+    .forward = sum_axis_forward,
+    .backward = sum_axis_backward,
+    .local = "dx += dy, repeated along the summed axis",
+};

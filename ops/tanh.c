@@ -38,6 +38,12 @@ tg_tensor *tg_tanh_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
     return tg__record(t, TG_OP_TANH, &x, 1, NULL, file, line);
 }
 
-const tg_op_desc tg_op_tanh = {"tanh", "its output y = tanh(x)", 1,
-                               tg__shape_same, tanh_forward, tanh_backward,
-                               "dx += dy * (1 - y^2)"};
+const tg_op_desc tg_op_tanh = {
+    .name = "tanh",
+    .saves = "its output y = tanh(x)",
+    .n_inputs = 1,
+    .shape = tg__shape_same,
+    .forward = tanh_forward,
+    .backward = tanh_backward,
+    .local = "dx += dy * (1 - y^2)",
+};

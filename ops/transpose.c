@@ -57,6 +57,12 @@ tg_tensor *tg_transpose_at(tg_tape *t, tg_tensor *x, const char *file, int line)
     return tg__record(t, TG_OP_TRANSPOSE, &x, 1, NULL, file, line);
 }
 
-const tg_op_desc tg_op_transpose = {"transpose", "nothing (it only moves elements)", 1,
-                                    transpose_shape, transpose_forward, transpose_backward,
-                                    "dx += dy^T"};
+const tg_op_desc tg_op_transpose = {
+    .name = "transpose",
+    .saves = "nothing (it only moves elements)",
+    .n_inputs = 1,
+    .shape = transpose_shape,
+    .forward = transpose_forward,
+    .backward = transpose_backward,
+    .local = "dx += dy^T",
+};
