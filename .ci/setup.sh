@@ -5,7 +5,9 @@ cd "$(dirname "$0")/.."
 
 # Everything tapegrad builds, tests and draws with, as Debian packages.
 packages=(build-essential cmake pkg-config libcriterion-dev libxxhash-dev zlib1g-dev libcjson-dev
-          gnuplot-nox graphviz valgrind clang doxygen cppcheck dataset-fashion-mnist)
+          gnuplot-nox graphviz valgrind clang libclang-rt-14-dev clang-tidy doxygen cppcheck
+          python3-numpy
+          dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
