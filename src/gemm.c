@@ -22,6 +22,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #ifdef TG_HAVE_OPENBLAS
@@ -402,6 +403,14 @@ typedef struct gemm_job {
     void *C;
     int64_t lda, ldb, ldc;
     int beta;
+    int64_t kc, mc, nc; /* blocks for this product: K and M cut into near-equal blocks */
+    /* Sharing the packed operand between threads (NULL shared: each thread packs its own). */
+    unsigned char *buf0;   /* the calling thread's pack buffer: its private block, then... */
+    unsigned char *shared; /* ...two slots of slot_bytes for the shared operand's block */
+    size_t priv_bytes, slot_bytes;
+    int64_t own_cap; /* split_n: the most columns the private B block holds */
+    atomic_int bar_count;
+    atomic_uint bar_gen;
 } gemm_job;
 
 static void pack_a(const gemm_job *j, int64_t i0, int64_t mb, int64_t k0, int64_t kb, void *dst) {
@@ -421,16 +430,53 @@ static void pack_b(const gemm_job *j, int64_t k0, int64_t kb, int64_t j0, int64_
 /* The largest tile any kernel uses, in bytes (AVX-512: 12 x 32 floats or 12 x 16 doubles). */
 #define TG_TILE_BYTES 2048
 
-/* C[m0:m1, n0:n1] on the calling thread. */
-static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+/* The tiles of C[ic:ic+mb, jc:jc+nb] from a packed A block (mb x kb) and B block (kb x nb). */
+static void compute_block(const gemm_job *j, const unsigned char *ap, const unsigned char *bp,
+                          int64_t ic, int64_t mb, int64_t jc, int64_t nb, int64_t kb, int acc) {
     const tg__ukernel *uk = j->uk;
     const int mr = uk->mr, nr = uk->nr;
     const size_t esz = j->esz;
-    const int64_t kc = uk->kc < j->K ? uk->kc : j->K;
-    const int64_t mc = uk->mc, nc = uk->nc;
+    _Alignas(64) unsigned char tile[TG_TILE_BYTES];
+    TG_CHECK((size_t)(mr * nr) * esz <= sizeof tile);
+    for (int64_t jr = 0; jr < nb; jr += nr) {
+        const int64_t nre = nb - jr < nr ? nb - jr : nr;
+        const unsigned char *bpanel = bp + (size_t)(jr * kb) * esz;
+        for (int64_t ir = 0; ir < mb; ir += mr) {
+            const int64_t mre = mb - ir < mr ? mb - ir : mr;
+            const unsigned char *apanel = ap + (size_t)(ir * kb) * esz;
+            unsigned char *c =
+                (unsigned char *)j->C + (size_t)((ic + ir) * j->ldc + jc + jr) * esz;
+            if (mre == mr && nre == nr) {
+                uk->fn(kb, apanel, bpanel, c, j->ldc, acc);
+                continue;
+            }
+            /* Edge tile: the same kernel on a scratch copy, so the arithmetic (and the result)
+             * does not depend on where the tile boundaries fall. */
+            memset(tile, 0, (size_t)(mr * nr) * esz);
+            if (acc)
+                for (int64_t r = 0; r < mre; r++)
+                    memcpy(tile + (size_t)(r * nr) * esz, c + (size_t)(r * j->ldc) * esz,
+                           (size_t)nre * esz);
+            uk->fn(kb, apanel, bpanel, tile, nr, 1);
+            for (int64_t r = 0; r < mre; r++)
+                memcpy(c + (size_t)(r * j->ldc) * esz, tile + (size_t)(r * nr) * esz,
+                       (size_t)nre * esz);
+        }
+    }
+}
+
+/* Bytes of a packed block of `elems` elements, rounded up to 64 so the next block is aligned. */
+static size_t block_bytes(int64_t elems, size_t esz) {
+    return ((size_t)elems * esz + 63) & ~(size_t)63;
+}
+
+/* C[m0:m1, n0:n1] on the calling thread, packing both operands itself. */
+static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const size_t esz = j->esz;
+    const int64_t kc = j->kc, mc = j->mc, nc = j->uk->nc;
     /* B's block first, rounded up to 64 bytes so A's block starts aligned too. */
-    const size_t b_bytes = ((size_t)(kc * nc) * esz + 63) & ~(size_t)63;
-    const size_t a_bytes = (size_t)(kc * mc) * esz;
+    const size_t b_bytes = block_bytes(kc * nc, esz);
+    const size_t a_bytes = block_bytes(kc * mc, esz);
     unsigned char *buf = pack_buffer(b_bytes + a_bytes);
     if (!buf) { /* out of memory: still correct, just slow */
         gemm_plain(j->dtype, j->ta, j->tb, m0, m1, n0, n1, j->K, j->A, j->lda, j->B, j->ldb,
@@ -438,9 +484,6 @@ static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, in
         return;
     }
     unsigned char *bp = buf, *ap = buf + b_bytes;
-    _Alignas(64) unsigned char tile[TG_TILE_BYTES];
-    TG_CHECK((size_t)(mr * nr) * esz <= sizeof tile);
-
     for (int64_t jc = n0; jc < n1; jc += nc) {
         const int64_t nb = n1 - jc < nc ? n1 - jc : nc;
         for (int64_t pc = 0; pc < j->K; pc += kc) {
@@ -450,34 +493,104 @@ static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, in
             for (int64_t ic = m0; ic < m1; ic += mc) {
                 const int64_t mb = m1 - ic < mc ? m1 - ic : mc;
                 pack_a(j, ic, mb, pc, kb, ap);
-                for (int64_t jr = 0; jr < nb; jr += nr) {
-                    const int64_t nre = nb - jr < nr ? nb - jr : nr;
-                    const unsigned char *bpanel = bp + (size_t)(jr * kb) * esz;
-                    for (int64_t ir = 0; ir < mb; ir += mr) {
-                        const int64_t mre = mb - ir < mr ? mb - ir : mr;
-                        const unsigned char *apanel = ap + (size_t)(ir * kb) * esz;
-                        unsigned char *c = (unsigned char *)j->C +
-                                           (size_t)((ic + ir) * j->ldc + jc + jr) * esz;
-                        if (mre == mr && nre == nr) {
-                            uk->fn(kb, apanel, bpanel, c, j->ldc, acc);
-                            continue;
-                        }
-                        /* Edge tile: the same kernel on a scratch copy, so the arithmetic (and
-                         * the result) does not depend on where the tile boundaries fall. */
-                        memset(tile, 0, (size_t)(mr * nr) * esz);
-                        if (acc)
-                            for (int64_t r = 0; r < mre; r++)
-                                memcpy(tile + (size_t)(r * nr) * esz,
-                                       c + (size_t)(r * j->ldc) * esz, (size_t)nre * esz);
-                        uk->fn(kb, apanel, bpanel, tile, nr, 1);
-                        for (int64_t r = 0; r < mre; r++)
-                            memcpy(c + (size_t)(r * j->ldc) * esz,
-                                   tile + (size_t)(r * nr) * esz, (size_t)nre * esz);
-                    }
-                }
+                compute_block(j, ap, bp, ic, mb, jc, nb, kb, acc);
             }
         }
     }
+}
+
+/* ---- Threads sharing a packed operand ----
+ * Split over columns of C, every thread needs all of op(A); split over rows, all of op(B).
+ * Packing that shared operand on each thread costs as much as the product's own part for the
+ * MLP's shapes, so the threads pack it once, together: each packs its share of the panels into a
+ * buffer of the calling thread, waits at a barrier for the others, then computes its own tiles
+ * from the whole block. Two such buffers alternate, so one barrier per block suffices: a thread
+ * that passed barrier s knows every thread finished computing block s - 1 (which used the other
+ * buffer) before arriving. Packing is copying: the result is that of gemm_block bit for bit. */
+
+/* Waits until all nth threads of the job have arrived. The workers are already awake and the
+ * wait lasts about one panel's packing, so spinning (yielding after a while, the cores are
+ * shared) costs less than a condition variable's wake-up. */
+static void barrier_wait(gemm_job *j, int nth) {
+    const unsigned gen = atomic_load_explicit(&j->bar_gen, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&j->bar_count, 1, memory_order_acq_rel) == nth - 1) {
+        atomic_store_explicit(&j->bar_count, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&j->bar_gen, 1, memory_order_release);
+        return;
+    }
+    for (unsigned spins = 0; atomic_load_explicit(&j->bar_gen, memory_order_acquire) == gen;
+         spins++) {
+        if (spins < 4096) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else {
+            sched_yield();
+        }
+    }
+}
+
+/* Thread tid's part when threads own columns [n0, n1) (at most nc of them) and share op(A). */
+static void gemm_shared_a(gemm_job *j, int tid, int nth, int64_t n0, int64_t n1) {
+    const size_t esz = j->esz;
+    const int mr = j->uk->mr;
+    const int64_t kc = j->kc, mc = j->mc;
+    unsigned char *bp = tid == 0 ? j->buf0 : pack_buffer(j->priv_bytes);
+    const bool own = n0 < n1 && bp; /* no buffer (out of memory): plain loop at the end */
+    unsigned stage = 0;
+    for (int64_t pc = 0; pc < j->K; pc += kc) {
+        const int64_t kb = j->K - pc < kc ? j->K - pc : kc;
+        const int acc = j->beta || pc > 0;
+        if (own)
+            pack_b(j, pc, kb, n0, n1 - n0, bp);
+        for (int64_t ic = 0; ic < j->M; ic += mc, stage++) {
+            const int64_t mb = j->M - ic < mc ? j->M - ic : mc;
+            unsigned char *ap = j->shared + (stage & 1) * j->slot_bytes;
+            int64_t r0, r1;
+            tg__split(mb, mr, tid, nth, &r0, &r1);
+            if (r0 < r1)
+                pack_a(j, ic + r0, r1 - r0, pc, kb, ap + (size_t)(r0 * kb) * esz);
+            barrier_wait(j, nth);
+            if (own)
+                compute_block(j, ap, bp, ic, mb, n0, n1 - n0, kb, acc);
+        }
+    }
+    if (n0 < n1 && !bp)
+        gemm_plain(j->dtype, j->ta, j->tb, 0, j->M, n0, n1, j->K, j->A, j->lda, j->B, j->ldb,
+                   j->beta, j->C, j->ldc);
+}
+
+/* Thread tid's part when threads own rows [m0, m1) and share op(B). */
+static void gemm_shared_b(gemm_job *j, int tid, int nth, int64_t m0, int64_t m1) {
+    const size_t esz = j->esz;
+    const int nr = j->uk->nr;
+    const int64_t kc = j->kc, mc = j->mc, nc = j->nc;
+    unsigned char *ap = tid == 0 ? j->buf0 : pack_buffer(j->priv_bytes);
+    const bool own = m0 < m1 && ap;
+    unsigned stage = 0;
+    for (int64_t jc = 0; jc < j->N; jc += nc) {
+        const int64_t nb = j->N - jc < nc ? j->N - jc : nc;
+        for (int64_t pc = 0; pc < j->K; pc += kc, stage++) {
+            const int64_t kb = j->K - pc < kc ? j->K - pc : kc;
+            const int acc = j->beta || pc > 0;
+            unsigned char *bp = j->shared + (stage & 1) * j->slot_bytes;
+            int64_t c0, c1;
+            tg__split(nb, nr, tid, nth, &c0, &c1);
+            if (c0 < c1)
+                pack_b(j, pc, kb, jc + c0, c1 - c0, bp + (size_t)(c0 * kb) * esz);
+            barrier_wait(j, nth);
+            if (!own)
+                continue;
+            for (int64_t ic = m0; ic < m1; ic += mc) {
+                const int64_t mb = m1 - ic < mc ? m1 - ic : mc;
+                pack_a(j, ic, mb, pc, kb, ap);
+                compute_block(j, ap, bp, ic, mb, jc, nb, kb, acc);
+            }
+        }
+    }
+    if (m0 < m1 && !ap)
+        gemm_plain(j->dtype, j->ta, j->tb, m0, m1, 0, j->N, j->K, j->A, j->lda, j->B, j->ldb,
+                   j->beta, j->C, j->ldc);
 }
 
 #ifdef TG_HAVE_OPENBLAS
@@ -501,16 +614,21 @@ static void gemm_openblas(const gemm_job *j) {
 #endif
 
 static void gemm_job_run(void *p, int tid, int nth) {
-    const gemm_job *j = p;
+    gemm_job *j = p;
     int64_t m0 = 0, m1 = j->M, n0 = 0, n1 = j->N;
     if (j->split_n)
         tg__split(j->N, j->uk->nr, tid, nth, &n0, &n1);
     else
         tg__split(j->M, j->uk->mr, tid, nth, &m0, &m1);
-    if (m0 < m1 && n0 < n1)
+    /* Every thread takes the same branch: it depends on nth and the job only. */
+    const int64_t units = (j->N + j->uk->nr - 1) / j->uk->nr;
+    if (nth > 1 && j->shared && j->split_n && (units + nth - 1) / nth * j->uk->nr <= j->own_cap)
+        gemm_shared_a(j, tid, nth, n0, n1);
+    else if (nth > 1 && j->shared && !j->split_n)
+        gemm_shared_b(j, tid, nth, m0, m1);
+    else if (m0 < m1 && n0 < n1)
         gemm_block(j, m0, m1, n0, n1);
 }
-
 
 void tg_gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
              const void *A, int64_t lda, const void *B, int64_t ldb, int beta, void *C,
@@ -539,13 +657,40 @@ void tg_gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, i
         return;
     }
 #endif
+    const tg__ukernel *uk = j.uk;
+    /* Near-equal blocks: K = 784 as 4 x 196 rather than 3 x 256 + 16 (a 16-deep block pays a
+     * full load and store of C for little work). Each element is still summed over k in
+     * increasing order by the same kernel, and storing C between blocks is exact, so the
+     * blocking does not change the result. */
+    const int64_t nk = (K + uk->kc - 1) / uk->kc, nm = (M + uk->mc - 1) / uk->mc;
+    j.kc = (K + nk - 1) / nk;
+    j.mc = ((M + nm - 1) / nm + uk->mr - 1) / uk->mr * uk->mr;
+    const int64_t n_round = (N + uk->nr - 1) / uk->nr * uk->nr;
+    j.nc = n_round < uk->nc ? n_round : uk->nc;
     /* Split the longer side of C; each thread then packs only its part of that operand. */
     j.split_n = N >= M;
     int nth = 1;
     if (M * N * K >= TG_GEMM_PAR_MIN) {
-        const int64_t units = j.split_n ? (N + j.uk->nr - 1) / j.uk->nr
-                                        : (M + j.uk->mr - 1) / j.uk->mr;
+        const int64_t units = j.split_n ? (N + uk->nr - 1) / uk->nr : (M + uk->mr - 1) / uk->mr;
         nth = units < INT_MAX ? (int)units : INT_MAX;
+    }
+    const int avail = tg_get_num_threads();
+    if (nth > avail)
+        nth = avail;
+    if (nth > 1) { /* the other operand's blocks are packed once, shared (gemm_shared_a/b) */
+        if (j.split_n) {
+            const int64_t units = (N + uk->nr - 1) / uk->nr;
+            j.own_cap = (units + nth - 1) / nth * uk->nr;
+            j.priv_bytes = block_bytes(j.kc * j.own_cap, esz);
+            j.slot_bytes = block_bytes(j.mc * j.kc, esz);
+        } else {
+            j.priv_bytes = block_bytes(j.mc * j.kc, esz);
+            j.slot_bytes = block_bytes(j.kc * j.nc, esz);
+        }
+        if (!j.split_n || j.own_cap <= uk->nc) {
+            j.buf0 = pack_buffer(j.priv_bytes + 2 * j.slot_bytes);
+            j.shared = j.buf0 ? j.buf0 + j.priv_bytes : NULL;
+        }
     }
     tg__parallel_run(nth, gemm_job_run, &j);
 }
