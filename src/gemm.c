@@ -200,13 +200,10 @@ int tg__kernel_available(tg__kernel_id id) {
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case TG_KERNEL_AVX512: return __builtin_cpu_supports("avx512f");
 #endif
-    case TG_KERNEL_OPENBLAS:
 #ifdef TG_HAVE_OPENBLAS
-        return 1;
-#else
-        return 0;
+    case TG_KERNEL_OPENBLAS: return 1;
 #endif
-    default: return 0;
+    default: return 0; /* OpenBLAS when not built with it, or a kernel for another CPU */
     }
 }
 
