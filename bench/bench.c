@@ -67,8 +67,8 @@ static double run_once(impl which, int64_t n, const float *A, const float *B, fl
 
 /* GFLOP/s of each of the `n_impls` implementations, from the best of a few runs. The runs
  * alternate between the implementations, so a burst of load on a shared machine hits both. */
-static void time_matmul(const impl *which, int n_impls, int64_t n, const float *A,
-                        const float *B, float *C, double *gflops) {
+static void time_matmul(const impl *which, int n_impls, int64_t n, const float *A, const float *B,
+                        float *C, double *gflops) {
     const double flop = 2.0 * (double)n * (double)n * (double)n;
     const int reps = which[0] == IMPL_NAIVE ? 2 : flop > 4e9 ? 4 : flop > 2e8 ? 6 : 12;
     double best[4] = {1e30, 1e30, 1e30, 1e30};
@@ -131,8 +131,7 @@ static void bench_matmul(void) {
             printf("{\"bench\":\"matmul\",\"impl\":\"openblas\",\"core\":\"%s\","
                    "\"OPENBLAS_CORETYPE\":\"%s\",\"dtype\":\"f32\",\"n\":%lld,\"threads\":%d,"
                    "\"gflops\":%.2f,\"tapegrad_over_openblas\":%.2f}\n",
-                   corename, coretype ? coretype : "", (long long)n, threads, gf[1],
-                   gf[0] / gf[1]);
+                   corename, coretype ? coretype : "", (long long)n, threads, gf[1], gf[0] / gf[1]);
 #else
             (void)corename, (void)coretype;
 #endif
@@ -201,8 +200,8 @@ static void bench_circles(void) {
             for (int s = 0; s < steps; s++) {
                 tg_tape_reset(t);
                 tg_tensor *h = tg_tanh(t, tg_add(t, tg_matmul(t, X, P[0]), P[1]));
-                tg_tensor *l = tg_softmax_cross_entropy(
-                    t, tg_add(t, tg_matmul(t, h, P[2]), P[3]), Y);
+                tg_tensor *l =
+                    tg_softmax_cross_entropy(t, tg_add(t, tg_matmul(t, h, P[2]), P[3]), Y);
                 if (tg_backward(t, l) != TG_OK) {
                     fprintf(stderr, "tg_bench: %s\n", tg_tape_errmsg(t));
                     exit(1);
@@ -237,9 +236,9 @@ static void bench_mlp(void) {
     for (int i = 0; i < BATCH; i++)
         ys[i] = (int32_t)tg_rng_below(&rng, 10);
     tg_tensor *Y = tg_tensor_from(TG_I32, TG_SHAPE(BATCH), ys);
-    tg_tensor *P[6] = {param(&rng, IN, 256, 0.087), param(&rng, 256, 0, 0.0),
+    tg_tensor *P[6] = {param(&rng, IN, 256, 0.087),  param(&rng, 256, 0, 0.0),
                        param(&rng, 256, 128, 0.125), param(&rng, 128, 0, 0.0),
-                       param(&rng, 128, 10, 0.2),     param(&rng, 10, 0, 0.0)};
+                       param(&rng, 128, 10, 0.2),    param(&rng, 10, 0, 0.0)};
     tg_tape *t = tg_tape_new();
     const int steps = quick ? 20 : 200;
     for (int threads = 1; threads <= 2; threads++) {
@@ -251,8 +250,8 @@ static void bench_mlp(void) {
                 tg_tape_reset(t);
                 tg_tensor *h1 = tg_relu(t, tg_add(t, tg_matmul(t, X, P[0]), P[1]));
                 tg_tensor *h2 = tg_relu(t, tg_add(t, tg_matmul(t, h1, P[2]), P[3]));
-                tg_tensor *l = tg_softmax_cross_entropy(
-                    t, tg_add(t, tg_matmul(t, h2, P[4]), P[5]), Y);
+                tg_tensor *l =
+                    tg_softmax_cross_entropy(t, tg_add(t, tg_matmul(t, h2, P[4]), P[5]), Y);
                 if (tg_backward(t, l) != TG_OK) {
                     fprintf(stderr, "tg_bench: %s\n", tg_tape_errmsg(t));
                     exit(1);

@@ -341,13 +341,12 @@ static int write_history(const char *dir, const char *name, const history *h) {
 }
 
 /* The common look of every picture. */
-static const char *gp_preamble =
-    "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
-    "  set terminal pngcairo size %d,%d enhanced font 'sans,11'\n"
-    "} else {\n"
-    "  set terminal png size %d,%d\n"
-    "}\n"
-    "set output '%s'\n";
+static const char *gp_preamble = "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
+                                 "  set terminal pngcairo size %d,%d enhanced font 'sans,11'\n"
+                                 "} else {\n"
+                                 "  set terminal png size %d,%d\n"
+                                 "}\n"
+                                 "set output '%s'\n";
 
 /* The decision-boundary picture: heat map of P(inside), the p = 0.5 line, the true circle, the
  * train and test points. */

@@ -33,8 +33,8 @@
 #ifndef TAPEGRAD_H
 #define TAPEGRAD_H
 
-#include <stdint.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #ifdef __cplusplus
@@ -215,11 +215,11 @@ tg_status tg_backward_seed(tg_tape *tape, tg_tensor *output, const tg_tensor *se
 
 /* Elementwise binary ops with NumPy broadcasting: shapes are aligned on the right; each axis must
  * match or be 1 in one of them. Backward sums over the broadcast axes. */
-tg_tensor *tg_add_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS); /**< y = a + b */
-tg_tensor *tg_sub_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS); /**< y = a - b */
-tg_tensor *tg_mul_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS); /**< y = a * b */
-tg_tensor *tg_div_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS); /**< y = a / b */
-tg_tensor *tg_neg_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);               /**< y = -x */
+tg_tensor *tg_add_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);    /**< y = a + b */
+tg_tensor *tg_sub_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);    /**< y = a - b */
+tg_tensor *tg_mul_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);    /**< y = a * b */
+tg_tensor *tg_div_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);    /**< y = a / b */
+tg_tensor *tg_neg_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);                  /**< y = -x */
 tg_tensor *tg_scale_at(tg_tape *t, tg_tensor *x, double s, TG_LOC_PARAMS);      /**< y = s x */
 tg_tensor *tg_add_scalar_at(tg_tape *t, tg_tensor *x, double s, TG_LOC_PARAMS); /**< y = x + s */
 /** y = a b for a [M,K], b [K,N]: y [M,N]. */
@@ -401,7 +401,8 @@ typedef struct tg_gradcheck_element {
     /** |value - reference| of the main comparison: yours vs autodiff when you gave a gradient,
      *  autodiff vs finite difference otherwise. */
     double abs_err;
-    double rel_err; /**< abs_err / |reference| (0 when both are 0, inf when only the reference is) */
+    double
+        rel_err; /**< abs_err / |reference| (0 when both are 0, inf when only the reference is) */
 } tg_gradcheck_element;
 
 /** The verdict on one input that requires a gradient. */
@@ -468,7 +469,6 @@ void tg_gradcheck_print(const tg_gradcheck_report *report, FILE *out);
 
 /** Frees a report and everything it owns. NULL is ignored. */
 void tg_gradcheck_report_free(tg_gradcheck_report *report);
-
 
 /* ---- Teaching: graph, listing, trace (src/teach.c) -------------------------------------------- */
 
@@ -546,12 +546,12 @@ typedef enum tg_optim_kind {
 
 /** Settings of an optimizer. Start from tg_optim_defaults and change what you need. */
 typedef struct tg_optim_config {
-    tg_optim_kind kind;  /**< the algorithm */
-    double lr;           /**< learning rate, > 0 */
-    double momentum;     /**< mu of TG_OPTIM_MOMENTUM / TG_OPTIM_NESTEROV, in [0, 1); default 0.9 */
-    double beta1;        /**< TG_OPTIM_ADAM's decay of the first moment, in [0, 1); default 0.9 */
-    double beta2;        /**< TG_OPTIM_ADAM's decay of the second moment, in [0, 1); default 0.999 */
-    double eps;          /**< TG_OPTIM_ADAM, > 0; default 1e-8 */
+    tg_optim_kind kind; /**< the algorithm */
+    double lr;          /**< learning rate, > 0 */
+    double momentum;    /**< mu of TG_OPTIM_MOMENTUM / TG_OPTIM_NESTEROV, in [0, 1); default 0.9 */
+    double beta1;       /**< TG_OPTIM_ADAM's decay of the first moment, in [0, 1); default 0.9 */
+    double beta2;       /**< TG_OPTIM_ADAM's decay of the second moment, in [0, 1); default 0.999 */
+    double eps;         /**< TG_OPTIM_ADAM, > 0; default 1e-8 */
     double weight_decay; /**< L2 penalty added to the gradient (g += wd p), >= 0; default 0 */
     int64_t decay_every; /**< step decay: lr is multiplied by decay_factor after every decay_every
                               steps; 0 (default) keeps lr constant */
@@ -622,8 +622,7 @@ tg_linear *tg_linear_new(tg_dtype dtype, int64_t n_in, int64_t n_out, const char
  *  any builder call (on the tape). */
 tg_tensor *tg_linear_forward_at(tg_tape *t, const tg_linear *layer, tg_tensor *x, TG_LOC_PARAMS);
 /** tg_linear_forward_at with the caller's file and line. */
-#define tg_linear_forward(t, layer, x)                                                             \
-    tg_linear_forward_at((t), (layer), (x), __FILE__, __LINE__)
+#define tg_linear_forward(t, layer, x) tg_linear_forward_at((t), (layer), (x), __FILE__, __LINE__)
 /** Frees W, b and the layer. NULL is ignored. */
 void tg_linear_free(tg_linear *layer);
 

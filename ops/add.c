@@ -93,7 +93,7 @@ static void add_backward(tg_tensor *y) {
                      for (int c = 0; c < (RR); c++) acc[c] = db[c];                                \
                      for (int64_t o = 0; o < y->numel; o += (RR))                                  \
                          for (int c = 0; c < (RR); c++) acc[c] += dy[o + c];                       \
-                     for (int c = 0; c < (RR); c++) db[c] = acc[c];);                              \
+                     for (int c = 0; c < (RR); c++) db[c] = acc[c];);          \
         break;
                 ADD_DB_CASE(1) ADD_DB_CASE(2) ADD_DB_CASE(3) ADD_DB_CASE(4)
                 ADD_DB_CASE(5) ADD_DB_CASE(6) ADD_DB_CASE(7) ADD_DB_CASE(8)

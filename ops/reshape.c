@@ -60,8 +60,8 @@ static void reshape_backward(tg_tensor *y) {
                  for (int64_t i = 0; i < y->numel; i++) dx[i] += dy[i];);
 }
 
-tg_tensor *tg_reshape_at(tg_tape *t, tg_tensor *x, int rank, const int64_t *shape,
-                         const char *file, int line) {
+tg_tensor *tg_reshape_at(tg_tape *t, tg_tensor *x, int rank, const int64_t *shape, const char *file,
+                         int line) {
     tg_op_params p = {.rank = rank};
     if (rank > 0 && !shape) {
         /* Record with an impossible rank so the usual path reports it with the caller's line. */

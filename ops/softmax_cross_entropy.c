@@ -11,7 +11,7 @@
 #include <tgmath.h>
 
 typedef struct sce_saved {
-    void *prob; /* [N,C], logits' dtype */
+    void *prob;  /* [N,C], logits' dtype */
     double *lse; /* [N] */
 } sce_saved;
 

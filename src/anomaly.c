@@ -18,7 +18,8 @@ static int64_t first_nonfinite(const tg_tensor *t) {
 
 /* "NaN", "Inf" or "-Inf" for element i (the sign of a NaN is noise: 0/0 gives -NaN on x86). */
 static const char *value_at(const tg_tensor *t, int64_t i) {
-    double v = t->dtype == TG_F32 ? (double)((const float *)t->data)[i] : ((const double *)t->data)[i];
+    double v =
+        t->dtype == TG_F32 ? (double)((const float *)t->data)[i] : ((const double *)t->data)[i];
     return isnan(v) ? "NaN" : v > 0 ? "Inf" : "-Inf";
 }
 

@@ -86,9 +86,8 @@ static tg_status check_params(const char *who, const char *path, tg_tensor *cons
     if (!path)
         return tg__set_last_error(TG_ERR_NULL, "%s: path is NULL", who);
     if (n < 0 || (n > 0 && !params))
-        return tg__set_last_error(n < 0 ? TG_ERR_VALUE : TG_ERR_NULL,
-                                  "%s: %s: %d parameters%s", who, path, n,
-                                  n < 0 ? "" : " but params is NULL");
+        return tg__set_last_error(n < 0 ? TG_ERR_VALUE : TG_ERR_NULL, "%s: %s: %d parameters%s",
+                                  who, path, n, n < 0 ? "" : " but params is NULL");
     for (int i = 0; i < n; i++) {
         if (!params[i])
             return tg__set_last_error(TG_ERR_NULL, "%s: %s: parameter %d is NULL", who, path, i);
@@ -98,8 +97,8 @@ static tg_status check_params(const char *who, const char *path, tg_tensor *cons
         for (int j = 0; j < i; j++)
             if (strcmp(nm, param_name(who, path, params, names, j)) == 0)
                 return tg__set_last_error(TG_ERR_VALUE,
-                                          "%s: %s: parameters %d and %d are both named \"%s\"",
-                                          who, path, j, i, nm);
+                                          "%s: %s: parameters %d and %d are both named \"%s\"", who,
+                                          path, j, i, nm);
     }
     return TG_OK;
 }
@@ -113,8 +112,7 @@ static cJSON *raw_int(uint64_t v) {
 }
 
 /* The JSON header, padded with spaces to a multiple of 8 bytes. Caller frees. NULL on no memory. */
-static char *build_header(tg_tensor *const *params, int n, const char *const *names,
-                          size_t *len) {
+static char *build_header(tg_tensor *const *params, int n, const char *const *names, size_t *len) {
     cJSON *root = cJSON_CreateObject(), *meta = cJSON_CreateObject();
     bool ok = root && meta && cJSON_AddItemToObject(root, "__metadata__", meta);
     if (!ok)
@@ -228,8 +226,7 @@ tg_status tg_checkpoint_save(const char *path, tg_tensor *const *params, int n,
     if (st != TG_OK)
         return st;
     for (int i = 0; i < n; i++)
-        if (params[i]->dtype != TG_F32 && params[i]->dtype != TG_F64 &&
-            params[i]->dtype != TG_I32)
+        if (params[i]->dtype != TG_F32 && params[i]->dtype != TG_F64 && params[i]->dtype != TG_I32)
             return tg__set_last_error(TG_ERR_DTYPE, "%s: %s: parameter %d has an unknown dtype",
                                       who, path, i);
     size_t hlen = 0;
@@ -392,14 +389,13 @@ static tg_status parse_entry(const char *who, const char *file, const cJSON *j, 
                                   (unsigned long long)e->end, (unsigned long long)data_len);
     char s1[TG_SHAPE_STR_LEN];
     if (e->end - e->begin != numel * size)
-        return tg__set_last_error(TG_ERR_FORMAT,
-                                  "%s: %s: tensor \"%s\": data_offsets [%llu,%llu] span %llu "
-                                  "bytes but %s %s needs %llu",
-                                  who, file, nm, (unsigned long long)e->begin,
-                                  (unsigned long long)e->end,
-                                  (unsigned long long)(e->end - e->begin), dt->valuestring,
-                                  shape_str(e->shape, rank, s1, sizeof s1),
-                                  (unsigned long long)(numel * size));
+        return tg__set_last_error(
+            TG_ERR_FORMAT,
+            "%s: %s: tensor \"%s\": data_offsets [%llu,%llu] span %llu "
+            "bytes but %s %s needs %llu",
+            who, file, nm, (unsigned long long)e->begin, (unsigned long long)e->end,
+            (unsigned long long)(e->end - e->begin), dt->valuestring,
+            shape_str(e->shape, rank, s1, sizeof s1), (unsigned long long)(numel * size));
     return TG_OK;
 }
 
@@ -520,8 +516,8 @@ static tg_status verify(const char *who, const char *file, const uint8_t *buf, s
             st = tg__set_last_error(TG_ERR_FORMAT,
                                     "%s: %s: data bytes [%llu,%llu] belong to no tensor (before "
                                     "\"%s\")",
-                                    who, file, (unsigned long long)at,
-                                    (unsigned long long)e->begin, e->name);
+                                    who, file, (unsigned long long)at, (unsigned long long)e->begin,
+                                    e->name);
         at = e->end;
     }
     free(sorted);
@@ -531,8 +527,7 @@ static tg_status verify(const char *who, const char *file, const uint8_t *buf, s
         return tg__set_last_error(TG_ERR_FORMAT,
                                   "%s: %s: data bytes [%llu,%llu] after the last tensor belong to "
                                   "no tensor",
-                                  who, file, (unsigned long long)at,
-                                  (unsigned long long)data_len);
+                                  who, file, (unsigned long long)at, (unsigned long long)data_len);
 
     /* The model's tensors against the file's. */
     char s1[TG_SHAPE_STR_LEN], s2[TG_SHAPE_STR_LEN];
@@ -645,8 +640,7 @@ tg_status tg_checkpoint_load(const char *path, tg_tensor *const *params, int n,
         return tg__set_last_error(TG_ERR_NULL, "%s: path is NULL", who);
     FILE *f = fopen(path, "rb");
     if (!f)
-        return tg__set_last_error(TG_ERR_IO, "%s: %s: cannot open: %s", who, path,
-                                  strerror(errno));
+        return tg__set_last_error(TG_ERR_IO, "%s: %s: cannot open: %s", who, path, strerror(errno));
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
         fclose(f);

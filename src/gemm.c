@@ -182,8 +182,7 @@ static const tg__ukernel uk_portable[2] = {
 
 /* ---- Kernel selection ---- */
 
-static const char *const kernel_names[TG_KERNEL_COUNT] = {"portable", "avx2", "avx512",
-                                                          "openblas"};
+static const char *const kernel_names[TG_KERNEL_COUNT] = {"portable", "avx2", "avx512", "openblas"};
 
 const char *tg__kernel_id_name(tg__kernel_id id) {
     return (id >= 0 && id < TG_KERNEL_COUNT) ? kernel_names[id] : "unknown";
@@ -196,8 +195,7 @@ int tg__kernel_available(tg__kernel_id id) {
     switch (id) {
     case TG_KERNEL_PORTABLE: return 1;
 #if defined(__x86_64__)
-    case TG_KERNEL_AVX2:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case TG_KERNEL_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case TG_KERNEL_AVX512: return __builtin_cpu_supports("avx512f");
 #endif
 #ifdef TG_HAVE_OPENBLAS
@@ -312,10 +310,10 @@ __attribute__((destructor)) static void pack_buffer_release(void) {
             dst[k * (MR) + r] = src0[r * lda + k];
 
 #define PACK_FUNCS(T, sfx)                                                                         \
-    static void pack_a_##sfx(bool ta, const T *A, int64_t lda, int64_t i0, int64_t mb,             \
-                             int64_t k0, int64_t kb, int mr, T *dst) {                             \
+    static void pack_a_##sfx(bool ta, const T *A, int64_t lda, int64_t i0, int64_t mb, int64_t k0, \
+                             int64_t kb, int mr, T *dst) {                                         \
         if (ta) { /* op(A)[i][k] = A[k][i]: read each row of A once, contiguously, and deal it  \
-                     out to the panels (row by row keeps large strides out of the inner loop) */ \
+                     out to the panels (row by row keeps large strides out of the inner loop) */  \
             for (int64_t k = 0; k < kb; k++) {                                                     \
                 const T *src = A + (k0 + k) * lda + i0;                                            \
                 for (int64_t p = 0; p < mb; p += mr) {                                             \
@@ -354,8 +352,8 @@ __attribute__((destructor)) static void pack_buffer_release(void) {
                     dst[k * mr + r] = 0;                                                           \
         }                                                                                          \
     }                                                                                              \
-    static void pack_b_##sfx(bool tb, const T *B, int64_t ldb, int64_t k0, int64_t kb,             \
-                             int64_t j0, int64_t nb, int nr, T *dst) {                             \
+    static void pack_b_##sfx(bool tb, const T *B, int64_t ldb, int64_t k0, int64_t kb, int64_t j0, \
+                             int64_t nb, int nr, T *dst) {                                         \
         if (!tb) { /* op(B)[k][j] = B[k][j]: read each row of B once and deal it out */            \
             for (int64_t k = 0; k < kb; k++) {                                                     \
                 const T *src = B + (k0 + k) * ldb + j0;                                            \
@@ -441,8 +439,7 @@ static void compute_block(const gemm_job *j, const unsigned char *ap, const unsi
         for (int64_t ir = 0; ir < mb; ir += mr) {
             const int64_t mre = mb - ir < mr ? mb - ir : mr;
             const unsigned char *apanel = ap + (size_t)(ir * kb) * esz;
-            unsigned char *c =
-                (unsigned char *)j->C + (size_t)((ic + ir) * j->ldc + jc + jr) * esz;
+            unsigned char *c = (unsigned char *)j->C + (size_t)((ic + ir) * j->ldc + jc + jr) * esz;
             if (mre == mr && nre == nr) {
                 uk->fn(kb, apanel, bpanel, c, j->ldc, acc);
                 continue;
@@ -644,9 +641,21 @@ void tg_gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, i
         return;
     }
     const tg__kernel_id id = tg__kernel_get();
-    gemm_job j = {.uk = ukernel_for(id, dtype), .dtype = dtype, .esz = esz, .ta = trans_a,
-                  .tb = trans_b, .M = M, .N = N, .K = K, .A = A, .B = B, .C = C, .lda = lda,
-                  .ldb = ldb, .ldc = ldc, .beta = beta};
+    gemm_job j = {.uk = ukernel_for(id, dtype),
+                  .dtype = dtype,
+                  .esz = esz,
+                  .ta = trans_a,
+                  .tb = trans_b,
+                  .M = M,
+                  .N = N,
+                  .K = K,
+                  .A = A,
+                  .B = B,
+                  .C = C,
+                  .lda = lda,
+                  .ldb = ldb,
+                  .ldc = ldc,
+                  .beta = beta};
 #ifdef TG_HAVE_OPENBLAS
     if (id == TG_KERNEL_OPENBLAS && M <= INT_MAX && N <= INT_MAX && K <= INT_MAX &&
         lda <= INT_MAX && ldb <= INT_MAX && ldc <= INT_MAX) { /* cblas takes int sizes */

@@ -15,8 +15,8 @@
 
 #define DECL_PS(r) __m256 c##r##0, c##r##1;
 #define LOAD_PS(r)                                                                                 \
-    c##r##0 = _mm256_loadu_ps(c + (r) * ldc);                                                      \
-    c##r##1 = _mm256_loadu_ps(c + (r) * ldc + 8);
+    c##r##0 = _mm256_loadu_ps(c + (r)*ldc);                                                        \
+    c##r##1 = _mm256_loadu_ps(c + (r)*ldc + 8);
 #define ZERO_PS(r) c##r##0 = c##r##1 = _mm256_setzero_ps();
 #define FMA_PS(r)                                                                                  \
     {                                                                                              \
@@ -25,8 +25,8 @@
         c##r##1 = _mm256_fmadd_ps(ar, b1, c##r##1);                                                \
     }
 #define STORE_PS(r)                                                                                \
-    _mm256_storeu_ps(c + (r) * ldc, c##r##0);                                                      \
-    _mm256_storeu_ps(c + (r) * ldc + 8, c##r##1);
+    _mm256_storeu_ps(c + (r)*ldc, c##r##0);                                                        \
+    _mm256_storeu_ps(c + (r)*ldc + 8, c##r##1);
 
 TG_AVX2 static void uk_avx2_f32(int64_t kc, const void *a_, const void *b_, void *c_, int64_t ldc,
                                 int accumulate) {
@@ -47,8 +47,8 @@ TG_AVX2 static void uk_avx2_f32(int64_t kc, const void *a_, const void *b_, void
 
 #define DECL_PD(r) __m256d c##r##0, c##r##1;
 #define LOAD_PD(r)                                                                                 \
-    c##r##0 = _mm256_loadu_pd(c + (r) * ldc);                                                      \
-    c##r##1 = _mm256_loadu_pd(c + (r) * ldc + 4);
+    c##r##0 = _mm256_loadu_pd(c + (r)*ldc);                                                        \
+    c##r##1 = _mm256_loadu_pd(c + (r)*ldc + 4);
 #define ZERO_PD(r) c##r##0 = c##r##1 = _mm256_setzero_pd();
 #define FMA_PD(r)                                                                                  \
     {                                                                                              \
@@ -57,8 +57,8 @@ TG_AVX2 static void uk_avx2_f32(int64_t kc, const void *a_, const void *b_, void
         c##r##1 = _mm256_fmadd_pd(ar, b1, c##r##1);                                                \
     }
 #define STORE_PD(r)                                                                                \
-    _mm256_storeu_pd(c + (r) * ldc, c##r##0);                                                      \
-    _mm256_storeu_pd(c + (r) * ldc + 4, c##r##1);
+    _mm256_storeu_pd(c + (r)*ldc, c##r##0);                                                        \
+    _mm256_storeu_pd(c + (r)*ldc + 4, c##r##1);
 
 TG_AVX2 static void uk_avx2_f64(int64_t kc, const void *a_, const void *b_, void *c_, int64_t ldc,
                                 int accumulate) {

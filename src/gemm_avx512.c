@@ -15,8 +15,8 @@
 
 #define DECL_PS(r) __m512 c##r##_0, c##r##_1;
 #define LOAD_PS(r)                                                                                 \
-    c##r##_0 = _mm512_loadu_ps(c + (r) * ldc);                                                     \
-    c##r##_1 = _mm512_loadu_ps(c + (r) * ldc + 16);
+    c##r##_0 = _mm512_loadu_ps(c + (r)*ldc);                                                       \
+    c##r##_1 = _mm512_loadu_ps(c + (r)*ldc + 16);
 #define ZERO_PS(r) c##r##_0 = c##r##_1 = _mm512_setzero_ps();
 #define FMA_PS(r)                                                                                  \
     {                                                                                              \
@@ -25,8 +25,8 @@
         c##r##_1 = _mm512_fmadd_ps(ar, b1, c##r##_1);                                              \
     }
 #define STORE_PS(r)                                                                                \
-    _mm512_storeu_ps(c + (r) * ldc, c##r##_0);                                                     \
-    _mm512_storeu_ps(c + (r) * ldc + 16, c##r##_1);
+    _mm512_storeu_ps(c + (r)*ldc, c##r##_0);                                                       \
+    _mm512_storeu_ps(c + (r)*ldc + 16, c##r##_1);
 
 TG_AVX512 static void uk_avx512_f32(int64_t kc, const void *a_, const void *b_, void *c_,
                                     int64_t ldc, int accumulate) {
@@ -47,8 +47,8 @@ TG_AVX512 static void uk_avx512_f32(int64_t kc, const void *a_, const void *b_, 
 
 #define DECL_PD(r) __m512d c##r##_0, c##r##_1;
 #define LOAD_PD(r)                                                                                 \
-    c##r##_0 = _mm512_loadu_pd(c + (r) * ldc);                                                     \
-    c##r##_1 = _mm512_loadu_pd(c + (r) * ldc + 8);
+    c##r##_0 = _mm512_loadu_pd(c + (r)*ldc);                                                       \
+    c##r##_1 = _mm512_loadu_pd(c + (r)*ldc + 8);
 #define ZERO_PD(r) c##r##_0 = c##r##_1 = _mm512_setzero_pd();
 #define FMA_PD(r)                                                                                  \
     {                                                                                              \
@@ -57,8 +57,8 @@ TG_AVX512 static void uk_avx512_f32(int64_t kc, const void *a_, const void *b_, 
         c##r##_1 = _mm512_fmadd_pd(ar, b1, c##r##_1);                                              \
     }
 #define STORE_PD(r)                                                                                \
-    _mm512_storeu_pd(c + (r) * ldc, c##r##_0);                                                     \
-    _mm512_storeu_pd(c + (r) * ldc + 8, c##r##_1);
+    _mm512_storeu_pd(c + (r)*ldc, c##r##_0);                                                       \
+    _mm512_storeu_pd(c + (r)*ldc + 8, c##r##_1);
 
 TG_AVX512 static void uk_avx512_f64(int64_t kc, const void *a_, const void *b_, void *c_,
                                     int64_t ldc, int accumulate) {

@@ -66,7 +66,7 @@ static int64_t rd(reader *r, void *buf, size_t n) {
                 r->pos += got;
                 tg__set_last_error(TG_ERR_IO, "%s: %s: %s at offset %zu of the decompressed data",
                                    r->who, r->name,
-                                   errnum == Z_ERRNO ? strerror(errno)
+                                   errnum == Z_ERRNO       ? strerror(errno)
                                    : errnum == Z_BUF_ERROR ? "gzip stream is truncated"
                                                            : msg,
                                    r->pos);
@@ -391,7 +391,9 @@ tg_status tg_idx_dataset_batch(const tg_idx_dataset *ds, const int64_t *indices,
     static const char who[] = "tg_idx_dataset_batch";
     if (!ds || !indices || !x)
         return tg__set_last_error(TG_ERR_NULL, "%s: %s is NULL", who,
-                                  !ds ? "ds" : !indices ? "indices" : "x");
+                                  !ds        ? "ds"
+                                  : !indices ? "indices"
+                                             : "x");
     char s[TG_SHAPE_STR_LEN];
     if (x->dtype != TG_F32 && x->dtype != TG_F64)
         return tg__set_last_error(TG_ERR_DTYPE, "%s: x has dtype %s; expected f32 or f64", who,

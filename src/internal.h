@@ -52,13 +52,13 @@ typedef enum tg_op {
 #define TG_X_ENUM(NAME, file) TG_OP_##NAME,
     TG_OP_LIST(TG_X_ENUM)
 #undef TG_X_ENUM
-    TG_OP_COUNT
+        TG_OP_COUNT
 } tg_op;
 
 /* Extra arguments of an op, fixed when it is recorded. */
 typedef struct tg_op_params {
-    int axis;     /* sum_axis, mean_axis: the axis reduced (normalised to 0..rank-1 by shape) */
-    int keepdims; /* sum_axis, mean_axis */
+    int axis;      /* sum_axis, mean_axis: the axis reduced (normalised to 0..rank-1 by shape) */
+    int keepdims;  /* sum_axis, mean_axis */
     double scalar; /* scale, add_scalar */
     int rank;      /* reshape, custom: the requested output shape */
     int64_t shape[TG_MAX_RANK];
@@ -190,13 +190,12 @@ void tg_bcast_init(tg_bcast *bc, const tg_tensor *a, const tg_tensor *b, const t
         for (int64_t i0_ = 0; i0_ < (bc).dim[0]; i0_++)                                            \
             for (int64_t i1_ = 0; i1_ < (bc).dim[1]; i1_++)                                        \
                 for (int64_t i2_ = 0; i2_ < (bc).dim[2]; i2_++) {                                  \
-                    int64_t ia = i0_ * (bc).stride_a[0] + i1_ * (bc).stride_a[1] +                 \
-                                 i2_ * (bc).stride_a[2];                                           \
-                    int64_t ib = i0_ * (bc).stride_b[0] + i1_ * (bc).stride_b[1] +                 \
-                                 i2_ * (bc).stride_b[2];                                           \
+                    int64_t ia =                                                                   \
+                        i0_ * (bc).stride_a[0] + i1_ * (bc).stride_a[1] + i2_ * (bc).stride_a[2];  \
+                    int64_t ib =                                                                   \
+                        i0_ * (bc).stride_b[0] + i1_ * (bc).stride_b[1] + i2_ * (bc).stride_b[2];  \
                     const int64_t sa3_ = (bc).stride_a[3], sb3_ = (bc).stride_b[3];                \
-                    for (int64_t i3_ = 0; i3_ < (bc).dim[3];                                       \
-                         i3_++, o++, ia += sa3_, ib += sb3_) {                                     \
+                    for (int64_t i3_ = 0; i3_ < (bc).dim[3]; i3_++, o++, ia += sa3_, ib += sb3_) { \
                         __VA_ARGS__                                                                \
                     }                                                                              \
                 }                                                                                  \
@@ -206,7 +205,8 @@ void tg_bcast_init(tg_bcast *bc, const tg_tensor *a, const tg_tensor *b, const t
  * C[M,N] = beta * C + op(A) op(B), op(X) = X or X^T, row-major with leading dimensions.
  * beta is 0 (overwrite) or 1 (accumulate: backward's +=). */
 void tg_gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-             const void *A, int64_t lda, const void *B, int64_t ldb, int beta, void *C, int64_t ldc);
+             const void *A, int64_t lda, const void *B, int64_t ldb, int beta, void *C,
+             int64_t ldc);
 
 /* Reductions along one axis, shared by sum_axis and mean_axis (ops/sum_axis.c). */
 tg_status tg__reduce_axis_shape(tg_tensor *y, char *msg, size_t len);

@@ -40,8 +40,8 @@ typedef void (*tg__ukernel_fn)(int64_t kc, const void *a, const void *b, void *c
                                int accumulate);
 
 typedef struct tg__ukernel {
-    int mr, nr;             /* tile */
-    int64_t mc, kc, nc;     /* cache blocks: mc multiple of mr, nc multiple of nr */
+    int mr, nr;         /* tile */
+    int64_t mc, kc, nc; /* cache blocks: mc multiple of mr, nc multiple of nr */
     tg__ukernel_fn fn;
 } tg__ukernel;
 

@@ -106,8 +106,8 @@ void *tg__tape_alloc(tg_tape *t, size_t bytes) {
         size_t size = t->arena_bytes > need ? t->arena_bytes : need;
         tg_block *nb = block_new(size);
         if (!nb) {
-            tg__tape_fail(t, TG_ERR_NOMEM, NULL, 0, "tapegrad", "out of memory (asked for %zu bytes)",
-                          bytes);
+            tg__tape_fail(t, TG_ERR_NOMEM, NULL, 0, "tapegrad",
+                          "out of memory (asked for %zu bytes)", bytes);
             return NULL;
         }
         nb->next = b;
@@ -306,8 +306,12 @@ static tg_status ensure_grad(tg_tape *t, tg_tensor *x) {
         g = tg__tape_alloc(t, sizeof *g);
         if (!g)
             return TG_ERR_NOMEM;
-        *g = (tg_tensor){.dtype = x->dtype, .rank = x->rank, .numel = x->numel, .on_tape = true,
-                         .tape = t, .tape_index = -1};
+        *g = (tg_tensor){.dtype = x->dtype,
+                         .rank = x->rank,
+                         .numel = x->numel,
+                         .on_tape = true,
+                         .tape = t,
+                         .tape_index = -1};
         g->data = tg__tape_alloc(t, bytes);
         if (!g->data)
             return TG_ERR_NOMEM;
@@ -354,10 +358,9 @@ tg_status tg_backward_seed(tg_tape *t, tg_tensor *output, const tg_tensor *seed)
     } else if (seed->numel != output->numel || seed->rank != output->rank ||
                memcmp(seed->shape, output->shape, sizeof(int64_t) * (size_t)output->rank) != 0 ||
                seed->dtype != output->dtype) {
-        tg__tape_fail(t, TG_ERR_SHAPE, NULL, 0, "tg_backward",
-                      "seed is %s %s but output is %s %s", tg_dtype_name(seed->dtype),
-                      tg_shape_str(seed, s1, sizeof s1), tg_dtype_name(output->dtype),
-                      tg_shape_str(output, s2, sizeof s2));
+        tg__tape_fail(t, TG_ERR_SHAPE, NULL, 0, "tg_backward", "seed is %s %s but output is %s %s",
+                      tg_dtype_name(seed->dtype), tg_shape_str(seed, s1, sizeof s1),
+                      tg_dtype_name(output->dtype), tg_shape_str(output, s2, sizeof s2));
         return t->status;
     }
 

@@ -113,7 +113,7 @@ static const char *node_expr(const tg_tape *tape, const tg_tensor *t, char *buf,
     for (int k = 0; k < t->n_inputs && n < len; k++) {
         char nb[48];
         n += (size_t)textf(buf + n, len - n, "%s%s", k ? ", " : "",
-                              name_of(tape, t->inputs[k], nb, sizeof nb));
+                           name_of(tape, t->inputs[k], nb, sizeof nb));
     }
     if (t->op == TG_OP_SCALE || t->op == TG_OP_ADD_SCALAR)
         n += (size_t)textf(buf + n, n < len ? len - n : 0, ", %g", t->params.scalar);
@@ -152,9 +152,13 @@ static void with_names(const tg_tape *tape, const tg_tensor *n, const char *phra
         int which = -1;
         if (base[0] && !base[1]) {
             switch (base[0]) {
-            case 'x': case 'a': case 'z': which = n->n_inputs > 0 ? 0 : -1; break;
-            case 'b': case 't': which = n->n_inputs > 1 ? 1 : -1; break;
-            case 'y': case 'L': which = 2; break;
+            case 'x':
+            case 'a':
+            case 'z': which = n->n_inputs > 0 ? 0 : -1; break;
+            case 'b':
+            case 't': which = n->n_inputs > 1 ? 1 : -1; break;
+            case 'y':
+            case 'L': which = 2; break;
             default: break;
             }
         }
@@ -286,8 +290,7 @@ static void print_line(FILE *f, const char *prefix, const vals *x, const char *s
 
 tg_status tg_tape_print(const tg_tape *tape, FILE *out) {
     if (!tape || !out)
-        return tg__set_last_error(TG_ERR_NULL, "tg_tape_print: %s is NULL",
-                                  !tape ? "tape" : "out");
+        return tg__set_last_error(TG_ERR_NULL, "tg_tape_print: %s is NULL", !tape ? "tape" : "out");
     const int64_t n = tg_tape_size(tape);
     int64_t n_leaves = 0;
     const tg_tensor **leaves = collect_leaves(tape, &n_leaves);
@@ -320,7 +323,7 @@ tg_status tg_tape_print(const tg_tape *tape, FILE *out) {
     fprintf(out, "  %*s  %-*s  %-*s  %s\n", w_idx, "", w_name, "name", w_shape, "shape", "role");
     for (int64_t j = 0; j < n_leaves; j++) {
         const tg_tensor *x = leaves[j];
-        const char *role = x->requires_grad ? "parameter: gets a gradient"
+        const char *role = x->requires_grad     ? "parameter: gets a gradient"
                            : x->dtype == TG_I32 ? "data: class indices"
                                                 : "data: no gradient";
         fprintf(out, "  %*s  %-*s  %-*s  %s\n", w_idx, "", w_name, name_of(tape, x, nb, sizeof nb),
@@ -422,7 +425,9 @@ static void dot_node(FILE *f, const tg_tape *tape, const tg_tensor *t, const cha
     if (t->op == TG_OP_SOFTMAX_CROSS_ENTROPY && t->saved) {
         /* What the fused node keeps: the probabilities, the prediction y^ of the notes. */
         const tg_tensor *z = t->inputs[0];
-        tg_tensor p = {.dtype = z->dtype, .rank = z->rank, .numel = z->numel,
+        tg_tensor p = {.dtype = z->dtype,
+                       .rank = z->rank,
+                       .numel = z->numel,
                        .data = (void *)tg__sce_probs(t)};
         memcpy(p.shape, z->shape, sizeof p.shape);
         char zb[48];
@@ -528,9 +533,8 @@ tg_status tg_tape_render(const tg_tape *tape, const char *path) {
     if (ext && (strcmp(ext, ".png") == 0 || strcmp(ext, ".svg") == 0 || strcmp(ext, ".pdf") == 0))
         fmt = ext + 1;
     if (!fmt)
-        return tg__set_last_error(TG_ERR_VALUE,
-                                  "tg_tape_render: %s: the name must end in .png, .svg or .pdf",
-                                  path);
+        return tg__set_last_error(
+            TG_ERR_VALUE, "tg_tape_render: %s: the name must end in .png, .svg or .pdf", path);
     if (system("command -v dot >/dev/null 2>&1") != 0)
         return tg__set_last_error(
             TG_ERR_IO,
@@ -567,8 +571,8 @@ tg_status tg_tape_render(const tg_tape *tape, const char *path) {
         if (!ok)
             st = tg__set_last_error(TG_ERR_VALUE, "tg_tape_render: the path %s is too long", path);
         else if (system(cmd) != 0)
-            st = tg__set_last_error(TG_ERR_IO, "tg_tape_render: `dot -T%s` failed to write %s",
-                                    fmt, path);
+            st = tg__set_last_error(TG_ERR_IO, "tg_tape_render: `dot -T%s` failed to write %s", fmt,
+                                    path);
     }
     remove(tmp);
     return st;
@@ -622,11 +626,10 @@ static void format_list(char *buf, size_t len, const int64_t *list, int64_t coun
     buf[0] = '\0';
     for (int64_t c = 0; c < count && c < cap && n < len; c++)
         n += (size_t)textf(buf + n, len - n, "%s#%lld",
-                              c == 0 ? "" : (c == count - 1 ? " and " : ", "), (long long)list[c]);
+                           c == 0 ? "" : (c == count - 1 ? " and " : ", "), (long long)list[c]);
     if (count > cap && n < len)
         textf(buf + n, len - n, " ...");
 }
-
 
 /* "    label       ": the trace's left column, 4 spaces and a label padded to 12. */
 static const char *lab(char *buf, size_t len, const char *label) {
@@ -689,8 +692,8 @@ static void trace_local(FILE *f, const tg_tape *tape, const tg_tensor *n) {
         if (!v)
             return;
         double *pt = v + N * C;
-        tg_tensor p = {.dtype = z->dtype, .rank = 2, .numel = N * C,
-                       .data = (void *)tg__sce_probs(n)};
+        tg_tensor p = {
+            .dtype = z->dtype, .rank = 2, .numel = N * C, .data = (void *)tg__sce_probs(n)};
         memcpy(p.shape, z->shape, sizeof p.shape);
         for (int64_t i = 0; i < N * C; i++) {
             v[i] = tg_tensor_get(&p, i);
@@ -734,8 +737,8 @@ static void trace_saved(FILE *f, const tg_tape *tape, const tg_tensor *n) {
     fprintf(f, "%s%s\n", lab(lb, sizeof lb, "saved"), text);
     if (n->op == TG_OP_SOFTMAX_CROSS_ENTROPY) {
         const tg_tensor *z = n->inputs[0];
-        tg_tensor p = {.dtype = z->dtype, .rank = 2, .numel = z->numel,
-                       .data = (void *)tg__sce_probs(n)};
+        tg_tensor p = {
+            .dtype = z->dtype, .rank = 2, .numel = z->numel, .data = (void *)tg__sce_probs(n)};
         memcpy(p.shape, z->shape, sizeof p.shape);
         double *v = to_doubles(&p);
         if (!v)
@@ -815,8 +818,8 @@ static void trace_input(FILE *f, const tg_tape *tape, const tg_tensor *n, int k,
                 which = c + 1;
     }
     /* Only the elementwise binary ops broadcast; a matmul operand is simply smaller. */
-    const bool elementwise = n->op == TG_OP_ADD || n->op == TG_OP_SUB || n->op == TG_OP_MUL ||
-                             n->op == TG_OP_DIV;
+    const bool elementwise =
+        n->op == TG_OP_ADD || n->op == TG_OP_SUB || n->op == TG_OP_MUL || n->op == TG_OP_DIV;
     const char *bcast = elementwise && x->numel < n->numel
                             ? "   (summed over the axes it was broadcast along)"
                             : "";

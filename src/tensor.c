@@ -182,7 +182,7 @@ static void convert(void *dst, tg_dtype dd, const void *src, tg_dtype sd, int64_
         return;
     }
     for (int64_t i = 0; i < n; i++) {
-        double v = sd == TG_F32 ? ((const float *)src)[i]
+        double v = sd == TG_F32   ? ((const float *)src)[i]
                    : sd == TG_F64 ? ((const double *)src)[i]
                                   : ((const int32_t *)src)[i];
         if (dd == TG_F32)
@@ -264,9 +264,8 @@ tg_status tg_tensor_set(tg_tensor *t, int64_t i, double v) {
     if (!t)
         return tg__set_last_error(TG_ERR_NULL, "tg_tensor_set: tensor is NULL");
     if (i < 0 || i >= t->numel)
-        return tg__set_last_error(TG_ERR_VALUE,
-                                  "tg_tensor_set: index %lld is outside 0..%lld", (long long)i,
-                                  (long long)t->numel - 1);
+        return tg__set_last_error(TG_ERR_VALUE, "tg_tensor_set: index %lld is outside 0..%lld",
+                                  (long long)i, (long long)t->numel - 1);
     convert((char *)t->data + (size_t)i * tg_dtype_size(t->dtype), t->dtype, &v, TG_F64, 1);
     return TG_OK;
 }
@@ -333,8 +332,8 @@ void tg_tensor_print(const tg_tensor *t, FILE *out) {
         return;
     }
     char s[TG_SHAPE_STR_LEN];
-    fprintf(out, "%s %s %s", t->name[0] ? t->name : tg_tensor_op_name(t),
-            tg_dtype_name(t->dtype), tg_shape_str(t, s, sizeof s));
+    fprintf(out, "%s %s %s", t->name[0] ? t->name : tg_tensor_op_name(t), tg_dtype_name(t->dtype),
+            tg_shape_str(t, s, sizeof s));
     const int64_t shown = 8; /* first and last `shown / 2` elements of a long tensor */
     fprintf(out, " = [");
     for (int64_t i = 0; i < t->numel; i++) {

@@ -27,8 +27,8 @@ static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t pool_done = PTHREAD_COND_INITIALIZER;
 static pthread_t workers[TG_MAX_THREADS];
 static unsigned long start_generation[TG_MAX_THREADS + 1]; /* per tid: the last job before it */
-static int n_workers;       /* running workers, tids 1..n_workers */
-static unsigned long generation; /* bumped for each job */
+static int n_workers;                                      /* running workers, tids 1..n_workers */
+static unsigned long generation;                           /* bumped for each job */
 static tg__job_fn job_fn;
 static void *job_ctx;
 static int job_nth;

@@ -6,8 +6,8 @@
 #include "parallel.h"
 
 #include <math.h>
-#include <tgmath.h>
 #include <stdlib.h>
+#include <tgmath.h>
 
 /* ---- Initializers ---- */
 
@@ -261,51 +261,51 @@ int64_t tg_optim_steps(const tg_optim *o) { return o ? o->steps : 0; }
 typedef struct optim_job {
     const tg_optim_config *c;
     tg_tensor *P;
-    void *m, *v; /* state buffers, in the parameter's dtype */
+    void *m, *v;                          /* state buffers, in the parameter's dtype */
     double lr, adam_step, adam_rsqrt_bc2; /* Adam: lr / (1 - b1^t) and 1 / sqrt(1 - b2^t) */
 } optim_job;
 
-#define TG_OPTIM_UPDATE(T)                                                                         \
-    do {                                                                                           \
-        T *restrict p = j->P->data;                                                                \
-        const T *restrict g = j->P->grad->data;                                                    \
-        T *restrict m = j->m, *restrict v = j->v;                                             \
-        const T lr = (T)j->lr, wd = (T)j->c->weight_decay, mu = (T)j->c->momentum;                     \
-        const T b1 = (T)j->c->beta1, b2 = (T)j->c->beta2, eps = (T)j->c->eps;                          \
-        switch (j->c->kind) {                                                                      \
-        case TG_OPTIM_MOMENTUM:                                                                    \
-            for (int64_t k = k0; k < k1; k++) {                                                    \
-                const T gk = g[k] + wd * p[k];                                \
-                m[k] = mu * m[k] + gk;                                                             \
-                p[k] -= lr * m[k];                                              \
-            }                                                                                      \
-            break;                                                                                 \
-        case TG_OPTIM_NESTEROV:                                                                    \
-            for (int64_t k = k0; k < k1; k++) {                                                    \
-                const T gk = g[k] + wd * p[k];                                \
-                m[k] = mu * m[k] + gk;                                                             \
-                p[k] -= lr * (gk + mu * m[k]);                                  \
-            }                                                                                      \
-            break;                                                                                 \
-        case TG_OPTIM_ADAM: {                                                                      \
+#define TG_OPTIM_UPDATE(T)                                                                           \
+    do {                                                                                             \
+        T *restrict p = j->P->data;                                                                  \
+        const T *restrict g = j->P->grad->data;                                                      \
+        T *restrict m = j->m, *restrict v = j->v;                                                    \
+        const T lr = (T)j->lr, wd = (T)j->c->weight_decay, mu = (T)j->c->momentum;                   \
+        const T b1 = (T)j->c->beta1, b2 = (T)j->c->beta2, eps = (T)j->c->eps;                        \
+        switch (j->c->kind) {                                                                        \
+        case TG_OPTIM_MOMENTUM:                                                                      \
+            for (int64_t k = k0; k < k1; k++) {                                                      \
+                const T gk = g[k] + wd * p[k];                                                       \
+                m[k] = mu * m[k] + gk;                                                               \
+                p[k] -= lr * m[k];                                                                   \
+            }                                                                                        \
+            break;                                                                                   \
+        case TG_OPTIM_NESTEROV:                                                                      \
+            for (int64_t k = k0; k < k1; k++) {                                                      \
+                const T gk = g[k] + wd * p[k];                                                       \
+                m[k] = mu * m[k] + gk;                                                               \
+                p[k] -= lr * (gk + mu * m[k]);                                                       \
+            }                                                                                        \
+            break;                                                                                   \
+        case TG_OPTIM_ADAM: {                                                                        \
             /* p -= lr m^ / (sqrt(v^) + eps), m^ = m / (1 - b1^t), v^ = v / (1 - b2^t): the two    \
-             * corrections are folded into constants, leaving one sqrt and one division. */        \
-            const T step = (T)j->adam_step, rs = (T)j->adam_rsqrt_bc2;                              \
-            for (int64_t k = k0; k < k1; k++) {                                                    \
-                const T gk = g[k] + wd * p[k];                                \
-                m[k] = b1 * m[k] + (1 - b1) * gk;                                                  \
-                v[k] = b2 * v[k] + (1 - b2) * gk * gk;                                             \
-                p[k] -= step * m[k] / (sqrt(v[k]) * rs + eps);                  \
-            }                                                                                      \
-            break;                                                                                 \
-        }                                                                                          \
-        default:                                                                                   \
-            for (int64_t k = k0; k < k1; k++) {                                                    \
-                const T gk = g[k] + wd * p[k];                                \
-                p[k] -= lr * gk;                                                \
-            }                                                                                      \
-            break;                                                                                 \
-        }                                                                                          \
+             * corrections are folded into constants, leaving one sqrt and one division. */ \
+            const T step = (T)j->adam_step, rs = (T)j->adam_rsqrt_bc2;                               \
+            for (int64_t k = k0; k < k1; k++) {                                                      \
+                const T gk = g[k] + wd * p[k];                                                       \
+                m[k] = b1 * m[k] + (1 - b1) * gk;                                                    \
+                v[k] = b2 * v[k] + (1 - b2) * gk * gk;                                               \
+                p[k] -= step * m[k] / (sqrt(v[k]) * rs + eps);                                       \
+            }                                                                                        \
+            break;                                                                                   \
+        }                                                                                            \
+        default:                                                                                     \
+            for (int64_t k = k0; k < k1; k++) {                                                      \
+                const T gk = g[k] + wd * p[k];                                                       \
+                p[k] -= lr * gk;                                                                     \
+            }                                                                                        \
+            break;                                                                                   \
+        }                                                                                            \
     } while (0)
 
 /* Compiled twice, for AVX2 (4 doubles per instruction, sqrt and division included) and for the
@@ -314,7 +314,8 @@ typedef struct optim_job {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx2", "default")))
 #endif
-static void optim_update_range(void *ctx, int64_t k0, int64_t k1) {
+static void
+optim_update_range(void *ctx, int64_t k0, int64_t k1) {
     const optim_job *j = ctx;
     if (j->P->dtype == TG_F32)
         TG_OPTIM_UPDATE(float);

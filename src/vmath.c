@@ -20,8 +20,8 @@
 __attribute__((target("avx2,fma"))) static __m256 exp_avx2(__m256 x) {
     const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
     const __m256 c1 = _mm256_set1_ps(0.693359375f), c2 = _mm256_set1_ps(-2.12194440e-4f);
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, log2e),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 n =
+        _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, c1, x);
     r = _mm256_fnmadd_ps(n, c2, r);
     __m256 p = _mm256_set1_ps(1.9875691500E-4f);

@@ -20,8 +20,8 @@ static double loss_value(fd_build_fn build, tg_tensor *const *inputs, void *ctx,
     return L;
 }
 
-int fd_check(const char *what, fd_build_fn build, tg_tensor *const *inputs, int n_inputs,
-             void *ctx, const fd_opts *opts) {
+int fd_check(const char *what, fd_build_fn build, tg_tensor *const *inputs, int n_inputs, void *ctx,
+             const fd_opts *opts) {
     const double eps = opts && opts->eps > 0 ? opts->eps : 1e-6;
     const double atol = opts && opts->atol > 0 ? opts->atol : 1e-8;
     const double rtol = opts && opts->rtol > 0 ? opts->rtol : 1e-6;
@@ -64,8 +64,9 @@ int fd_check(const char *what, fd_build_fn build, tg_tensor *const *inputs, int 
             checked++;
             if (!(err <= atol + rtol * fabs(fd))) {
                 bad++;
-                cr_expect(0, "%s: input %d element %lld: autodiff %.12g, finite difference %.12g "
-                             "(abs err %.3g)",
+                cr_expect(0,
+                          "%s: input %d element %lld: autodiff %.12g, finite difference %.12g "
+                          "(abs err %.3g)",
                           what, i, (long long)j, pg[j], fd, err);
             }
         }

@@ -21,8 +21,8 @@ typedef struct fd_opts {
 /* Checks every input with requires_grad. `what` names the case in failure messages. All inputs
  * must be f64 leaves. Returns the number of mismatching elements (0 on success) and reports each
  * through Criterion. */
-int fd_check(const char *what, fd_build_fn build, tg_tensor *const *inputs, int n_inputs,
-             void *ctx, const fd_opts *opts);
+int fd_check(const char *what, fd_build_fn build, tg_tensor *const *inputs, int n_inputs, void *ctx,
+             const fd_opts *opts);
 
 /* A seeded f64 leaf with values uniform in [lo, hi), requiring a gradient. */
 tg_tensor *fd_param(tg_rng *rng, int rank, const int64_t *shape, double lo, double hi);

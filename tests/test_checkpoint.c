@@ -279,8 +279,9 @@ Test(ckpt, rejects_bad_entries) {
                       "(arrays)");
     expect_load_fails(craft("{\"A\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8),
                       TG_ERR_FORMAT, "tensor \"A\": shape[0] is not a non-negative integer");
-    expect_load_fails(craft("{\"A\":{\"dtype\":\"F32\",\"shape\":[2.5],\"data_offsets\":[0,8]}}", 8),
-                      TG_ERR_FORMAT, "tensor \"A\": shape[0] is not a non-negative integer");
+    expect_load_fails(
+        craft("{\"A\":{\"dtype\":\"F32\",\"shape\":[2.5],\"data_offsets\":[0,8]}}", 8),
+        TG_ERR_FORMAT, "tensor \"A\": shape[0] is not a non-negative integer");
     expect_load_fails(
         craft("{\"A\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,2],\"data_offsets\":[0,8]}}", 8),
         TG_ERR_FORMAT, "tensor \"A\": rank 5 is above tapegrad's 4");
@@ -297,38 +298,31 @@ Test(ckpt, rejects_bad_entries) {
 }
 
 Test(ckpt, rejects_unknown_dtype) {
-    expect_load_fails(craft("{\"A\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]}," ENTRY_B
-                            "}",
-                            12),
-                      TG_ERR_FORMAT,
-                      "tensor \"A\": unknown or unsupported dtype \"BF16\" (tapegrad reads F32, "
-                      "F64, I32)");
+    expect_load_fails(
+        craft("{\"A\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]}," ENTRY_B "}", 12),
+        TG_ERR_FORMAT,
+        "tensor \"A\": unknown or unsupported dtype \"BF16\" (tapegrad reads F32, "
+        "F64, I32)");
 }
 
 Test(ckpt, rejects_dtype_or_shape_differing_from_the_model) {
-    expect_load_fails(craft("{\"A\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}," ENTRY_B
-                            "}",
-                            12),
-                      TG_ERR_SHAPE, "tensor \"A\" is F64 [1] in the file but F32 [2] in the model");
-    expect_load_fails(craft("{\"A\":{\"dtype\":\"F32\",\"shape\":[2,1],\"data_offsets\":[0,8]}," ENTRY_B
-                            "}",
-                            12),
-                      TG_ERR_SHAPE,
-                      "tensor \"A\" is F32 [2,1] in the file but F32 [2] in the model");
+    expect_load_fails(
+        craft("{\"A\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}," ENTRY_B "}", 12),
+        TG_ERR_SHAPE, "tensor \"A\" is F64 [1] in the file but F32 [2] in the model");
+    expect_load_fails(
+        craft("{\"A\":{\"dtype\":\"F32\",\"shape\":[2,1],\"data_offsets\":[0,8]}," ENTRY_B "}", 12),
+        TG_ERR_SHAPE, "tensor \"A\" is F32 [2,1] in the file but F32 [2] in the model");
 }
 
 Test(ckpt, rejects_offsets_out_of_range) {
-    expect_load_fails(craft("{\"A\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}," ENTRY_B
-                            "}",
-                            12),
-                      TG_ERR_FORMAT,
-                      "tensor \"A\": data_offsets [8,0] out of range: the data section holds 12 "
-                      "bytes");
-    expect_load_fails(craft("{\"A\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,9]}," ENTRY_B
-                            "}",
-                            12),
-                      TG_ERR_FORMAT,
-                      "tensor \"A\": data_offsets [0,9] span 9 bytes but F32 [2] needs 8");
+    expect_load_fails(
+        craft("{\"A\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}," ENTRY_B "}", 12),
+        TG_ERR_FORMAT,
+        "tensor \"A\": data_offsets [8,0] out of range: the data section holds 12 "
+        "bytes");
+    expect_load_fails(
+        craft("{\"A\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,9]}," ENTRY_B "}", 12),
+        TG_ERR_FORMAT, "tensor \"A\": data_offsets [0,9] span 9 bytes but F32 [2] needs 8");
     expect_load_fails(craft("{\"A\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,"
                             "1152921504606846976]}}",
                             12),
@@ -340,15 +334,15 @@ Test(ckpt, rejects_overlapping_offsets) {
     expect_load_fails(craft("{" ENTRY_A ",\"B\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":"
                             "[4,8]}}",
                             12),
-                      TG_ERR_FORMAT,
-                      "tensors \"A\" and \"B\" overlap: [4,8] starts before 8");
+                      TG_ERR_FORMAT, "tensors \"A\" and \"B\" overlap: [4,8] starts before 8");
 }
 
 Test(ckpt, rejects_offsets_not_covering_the_data) {
-    expect_load_fails(craft("{\"A\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]},\"B\":"
-                            "{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[12,16]}}",
-                            16),
-                      TG_ERR_FORMAT, "data bytes [0,4] belong to no tensor (before \"A\")");
+    expect_load_fails(
+        craft("{\"A\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]},\"B\":"
+              "{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[12,16]}}",
+              16),
+        TG_ERR_FORMAT, "data bytes [0,4] belong to no tensor (before \"A\")");
     expect_load_fails(craft("{" ENTRY_A "," ENTRY_B "}", 16), TG_ERR_FORMAT,
                       "data bytes [12,16] after the last tensor belong to no tensor");
 }
@@ -387,10 +381,9 @@ Test(ckpt, rejects_checksum_mismatch_naming_the_tensor) {
 }
 
 Test(ckpt, rejects_missing_or_stray_checksums_in_tapegrad_files) {
-    expect_load_fails(craft("{\"__metadata__\":{\"format\":\"tapegrad\"}," ENTRY_A "," ENTRY_B "}",
-                            12),
-                      TG_ERR_FORMAT,
-                      "tensor \"A\" has no checksum (\"xxh3_64:A\" in __metadata__)");
+    expect_load_fails(
+        craft("{\"__metadata__\":{\"format\":\"tapegrad\"}," ENTRY_A "," ENTRY_B "}", 12),
+        TG_ERR_FORMAT, "tensor \"A\" has no checksum (\"xxh3_64:A\" in __metadata__)");
     expect_load_fails(craft("{\"__metadata__\":{\"xxh3_64:Z\":\"0\"}," ENTRY_A "," ENTRY_B "}", 12),
                       TG_ERR_FORMAT,
                       "__metadata__ has a checksum for tensor \"Z\", which the file does not hold");
@@ -424,8 +417,7 @@ Test(ckpt, save_rejects_unnamed_or_repeated_names) {
     cr_expect_str_eq(tg_last_errmsg(), msg);
     const char *names[2] = {"x", "x"};
     cr_expect_eq(tg_checkpoint_save(p, s.p, 2, names), TG_ERR_VALUE);
-    snprintf(msg, sizeof msg, "tg_checkpoint_save: %s: parameters 0 and 1 are both named \"x\"",
-             p);
+    snprintf(msg, sizeof msg, "tg_checkpoint_save: %s: parameters 0 and 1 are both named \"x\"", p);
     cr_expect_str_eq(tg_last_errmsg(), msg);
     tg_tensor *withnull[2] = {s.p[0], NULL};
     cr_expect_eq(tg_checkpoint_save(p, withnull, 2, NULL), TG_ERR_NULL);

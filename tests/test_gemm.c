@@ -16,8 +16,8 @@ typedef struct gemm_case {
 /* Odd sizes around the tiles (4x8, 6x16, 12x32), the blocks (kc 256, mc 72..144, nc 2048-4096)
  * and the threading threshold (2^21 multiply-adds), kept small enough for valgrind. */
 static const gemm_case cases[] = {
-    {1, 1, 1},     {1, 7, 17},    {7, 1, 17},     {17, 7, 1},     {7, 17, 65},
-    {65, 7, 17},   {17, 65, 7},   {33, 40, 520},  {257, 65, 17},  {65, 130, 300},
+    {1, 1, 1},      {1, 7, 17},     {7, 1, 17},      {17, 7, 1},    {7, 17, 65},
+    {65, 7, 17},    {17, 65, 7},    {33, 40, 520},   {257, 65, 17}, {65, 130, 300},
     {200, 90, 150}, {13, 3100, 60}, {150, 13, 1100},
 };
 #define N_CASES (sizeof cases / sizeof cases[0])
@@ -85,20 +85,19 @@ static int check_case(tg_dtype dtype, bool ta, bool tb, int beta, const gemm_cas
             }
             /* The standard bound for a sum of K+1 rounded terms: (K+1) eps sum |terms|. */
             const double tol = (double)(K + 2) * eps * mag + 1e-300;
-            const double got = dtype == TG_F32 ? ((float *)C1)[i * ldc + j]
-                                               : ((double *)C1)[i * ldc + j];
+            const double got =
+                dtype == TG_F32 ? ((float *)C1)[i * ldc + j] : ((double *)C1)[i * ldc + j];
             if (!(fabs(got - ref) <= tol) && bad++ < 3)
                 cr_log_error("%s %s ta=%d tb=%d beta=%d [%lld,%lld,%lld]: C[%lld,%lld] = %.9g, "
                              "reference %.9g (tolerance %.3g)",
-                             kname, tg_dtype_name(dtype), ta, tb, beta, (long long)M,
-                             (long long)N, (long long)K, (long long)i, (long long)j, got, ref,
-                             tol);
+                             kname, tg_dtype_name(dtype), ta, tb, beta, (long long)M, (long long)N,
+                             (long long)K, (long long)i, (long long)j, got, ref, tol);
         }
     /* The padding between rows must be untouched. */
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = N; j < ldc; j++) {
-            const double got = dtype == TG_F32 ? ((float *)C1)[i * ldc + j]
-                                               : ((double *)C1)[i * ldc + j];
+            const double got =
+                dtype == TG_F32 ? ((float *)C1)[i * ldc + j] : ((double *)C1)[i * ldc + j];
             const double want = C0[i * ldc + j];
             if (!(got == want || (isnan(got) && isnan(want))) && bad++ < 3)
                 cr_log_error("%s: padding C[%lld,%lld] was written", kname, (long long)i,
@@ -130,7 +129,8 @@ static void check_kernel(tg__kernel_id id) {
             for (size_t c = 0; c < N_CASES; c++) {
                 /* Both betas on the small cases, alternating on the large ones (time). */
                 for (int beta = 0; beta < 2; beta++) {
-                    if (cases[c].M * cases[c].N * cases[c].K > 100000 && (int)((c + form) % 2) != beta)
+                    if (cases[c].M * cases[c].N * cases[c].K > 100000 &&
+                        (int)((c + form) % 2) != beta)
                         continue;
                     /* OpenBLAS blocks by size and thread count: accuracy only. */
                     bad += check_case(d ? TG_F64 : TG_F32, form & 1, form >> 1, beta, &cases[c],

@@ -13,8 +13,30 @@
 /* ---- Every correct built-in op passes -------------------------------------------------------- */
 
 typedef enum {
-    ADD, SUB, MUL, DIV, NEG, SCALE, ADD_SCALAR, MATMUL, TRANSPOSE, RESHAPE, SUM, MEAN, SUM_AXIS,
-    MEAN_AXIS, EXP, LOG, TANH, SIGMOID, RELU, SOFTMAX, LOG_SOFTMAX, SCE_INDEX, SCE_PROB, MSE,
+    ADD,
+    SUB,
+    MUL,
+    DIV,
+    NEG,
+    SCALE,
+    ADD_SCALAR,
+    MATMUL,
+    TRANSPOSE,
+    RESHAPE,
+    SUM,
+    MEAN,
+    SUM_AXIS,
+    MEAN_AXIS,
+    EXP,
+    LOG,
+    TANH,
+    SIGMOID,
+    RELU,
+    SOFTMAX,
+    LOG_SOFTMAX,
+    SCE_INDEX,
+    SCE_PROB,
+    MSE,
     CUSTOM_SQUARE
 } which_op;
 
@@ -120,7 +142,14 @@ static const op_case op_cases[] = {
     {SOFTMAX, "softmax", 1, {2}, {{3, 4}}, -2, 2, false},
     {LOG_SOFTMAX, "log_softmax", 1, {2}, {{3, 4}}, -2, 2, false},
     {SCE_INDEX, "softmax_cross_entropy (indices)", 1, {2}, {{4, 3}}, -2, 2, false},
-    {SCE_PROB, "softmax_cross_entropy (probabilities)", 2, {2, 2}, {{4, 3}, {4, 3}}, 0.05, 1, false},
+    {SCE_PROB,
+     "softmax_cross_entropy (probabilities)",
+     2,
+     {2, 2},
+     {{4, 3}, {4, 3}},
+     0.05,
+     1,
+     false},
     {MSE, "mse", 2, {2, 2}, {{3, 2}, {3, 2}}, -1, 1, false},
     {CUSTOM_SQUARE, "custom square", 1, {2}, {{2, 3}}, -2, 2, false},
 };

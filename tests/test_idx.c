@@ -328,8 +328,8 @@ Test(idx, dataset_batch_f32_shuffled) {
         for (int j = 0; j < 4; j++)
             cr_expect_eq(px[i * 4 + j], (float)pixels[idx[i] * 4 + j] / 255.0f);
     }
-    cr_expect_eq(px[3 * 4 + 3], 7.0f / 255.0f);            /* sample 1, last pixel */
-    cr_expect_eq(px[0 * 4 + 3], 1.0f);                     /* 255 -> exactly 1 */
+    cr_expect_eq(px[3 * 4 + 3], 7.0f / 255.0f); /* sample 1, last pixel */
+    cr_expect_eq(px[0 * 4 + 3], 1.0f);          /* 255 -> exactly 1 */
     tg_tensor_free(x);
     tg_tensor_free(y);
     tg_idx_dataset_free(ds);
@@ -367,7 +367,8 @@ Test(idx, dataset_batch_errors_leave_tensors_untouched) {
     cr_expect_str_eq(tg_last_errmsg(), "tg_idx_dataset_batch: y is f32 [2]; expected i32 [2]");
     tg_tensor *xi = tg_tensor_new(TG_I32, TG_SHAPE(2, 4));
     cr_expect_eq(tg_idx_dataset_batch(ds, ok, 2, xi, y), TG_ERR_DTYPE);
-    cr_expect_str_eq(tg_last_errmsg(), "tg_idx_dataset_batch: x has dtype i32; expected f32 or f64");
+    cr_expect_str_eq(tg_last_errmsg(),
+                     "tg_idx_dataset_batch: x has dtype i32; expected f32 or f64");
     cr_expect_eq(tg_idx_dataset_batch(ds, NULL, 2, x, y), TG_ERR_NULL);
     cr_expect_str_eq(tg_last_errmsg(), "tg_idx_dataset_batch: indices is NULL");
     tg_tensor_free(x);

@@ -97,7 +97,8 @@ Test(network, cross_entropy_worked_example) {
 
 /* Logits of 1e4 stay finite: the log-sum-exp is taken around the row max. */
 Test(network, cross_entropy_is_stable_for_huge_logits) {
-    tg_tensor *z = tg_tensor_from(TG_F32, TG_SHAPE(2, 3), (float[]){1e4f, -1e4f, 0, 1e4f, 1e4f, 1e4f});
+    tg_tensor *z =
+        tg_tensor_from(TG_F32, TG_SHAPE(2, 3), (float[]){1e4f, -1e4f, 0, 1e4f, 1e4f, 1e4f});
     tg_tensor *y = tg_tensor_from(TG_I32, TG_SHAPE(2), (int32_t[]){1, 2});
     tg_tensor_set_requires_grad(z, 1);
     tg_tape *t = tg_tape_new();
@@ -132,8 +133,9 @@ Test(network, report_2_4_2_gradients_match_finite_differences) {
     tg_rng rng;
     tg_rng_seed(&rng, 22);
     tg_tensor *X = tg_tensor_rand(TG_F64, TG_SHAPE(5, 2), -1, 1, &rng);
-    tg_tensor *in[5] = {X, fd_param(&rng, TG_SHAPE(4, 2), -1, 1), fd_param(&rng, TG_SHAPE(4), -1, 1),
-                        fd_param(&rng, TG_SHAPE(2, 4), -1, 1), fd_param(&rng, TG_SHAPE(2), -1, 1)};
+    tg_tensor *in[5] = {X, fd_param(&rng, TG_SHAPE(4, 2), -1, 1),
+                        fd_param(&rng, TG_SHAPE(4), -1, 1), fd_param(&rng, TG_SHAPE(2, 4), -1, 1),
+                        fd_param(&rng, TG_SHAPE(2), -1, 1)};
     net_ctx c = {tg_tensor_from(TG_I32, TG_SHAPE(5), (int32_t[]){0, 1, 1, 0, 1})};
     fd_check("2-4-2 network", net, in, 5, &c, NULL);
     for (int i = 0; i < 5; i++)
@@ -148,7 +150,8 @@ Test(network, report_2_4_2_gradients_match_finite_differences) {
 Test(network, fixed_network_reference_values) {
     const double th = tanh(0.5), p1 = 1 / (1 + exp(2 * th));
     tg_tensor *X = tg_tensor_from(TG_F64, TG_SHAPE(1, 2), (double[]){1, -1});
-    tg_tensor *Wh = tg_tensor_from(TG_F64, TG_SHAPE(4, 2), (double[]){0.5, 0, 0, 0.5, -0.5, 0, 0, -0.5});
+    tg_tensor *Wh =
+        tg_tensor_from(TG_F64, TG_SHAPE(4, 2), (double[]){0.5, 0, 0, 0.5, -0.5, 0, 0, -0.5});
     tg_tensor *bh = tg_tensor_new(TG_F64, TG_SHAPE(4));
     tg_tensor *Wy = tg_tensor_from(TG_F64, TG_SHAPE(2, 4), (double[]){1, 0, 0, 0, 0, 1, 0, 0});
     tg_tensor *by = tg_tensor_new(TG_F64, TG_SHAPE(2));
@@ -225,11 +228,10 @@ Test(network, f32_matches_f64) {
 Test(network, tape_memory_is_reused_across_steps) {
     tg_rng rng;
     tg_rng_seed(&rng, 24);
-    tg_tensor *in[5] = {tg_tensor_rand(TG_F32, TG_SHAPE(200, 2), -1, 1, &rng),
-                        tg_tensor_randn(TG_F32, TG_SHAPE(64, 2), 0, 1, &rng),
-                        tg_tensor_new(TG_F32, TG_SHAPE(64)),
-                        tg_tensor_randn(TG_F32, TG_SHAPE(2, 64), 0, 1, &rng),
-                        tg_tensor_new(TG_F32, TG_SHAPE(2))};
+    tg_tensor *in[5] = {
+        tg_tensor_rand(TG_F32, TG_SHAPE(200, 2), -1, 1, &rng),
+        tg_tensor_randn(TG_F32, TG_SHAPE(64, 2), 0, 1, &rng), tg_tensor_new(TG_F32, TG_SHAPE(64)),
+        tg_tensor_randn(TG_F32, TG_SHAPE(2, 64), 0, 1, &rng), tg_tensor_new(TG_F32, TG_SHAPE(2))};
     for (int i = 1; i < 5; i++)
         tg_tensor_set_requires_grad(in[i], 1);
     net_ctx c = {tg_tensor_new(TG_I32, TG_SHAPE(200))};
@@ -261,11 +263,10 @@ static void *run_job(void *arg) {
     thread_job *job = arg;
     tg_rng rng;
     tg_rng_seed(&rng, job->seed);
-    tg_tensor *in[5] = {tg_tensor_rand(TG_F64, TG_SHAPE(50, 2), -1, 1, &rng),
-                        tg_tensor_randn(TG_F64, TG_SHAPE(4, 2), 0, 1, &rng),
-                        tg_tensor_new(TG_F64, TG_SHAPE(4)),
-                        tg_tensor_randn(TG_F64, TG_SHAPE(2, 4), 0, 1, &rng),
-                        tg_tensor_new(TG_F64, TG_SHAPE(2))};
+    tg_tensor *in[5] = {
+        tg_tensor_rand(TG_F64, TG_SHAPE(50, 2), -1, 1, &rng),
+        tg_tensor_randn(TG_F64, TG_SHAPE(4, 2), 0, 1, &rng), tg_tensor_new(TG_F64, TG_SHAPE(4)),
+        tg_tensor_randn(TG_F64, TG_SHAPE(2, 4), 0, 1, &rng), tg_tensor_new(TG_F64, TG_SHAPE(2))};
     tg_tensor_set_requires_grad(in[1], 1);
     net_ctx c = {tg_tensor_new(TG_I32, TG_SHAPE(50))};
     tg_tape *t = tg_tape_new();

@@ -5,8 +5,31 @@
 #include <criterion/criterion.h>
 
 typedef enum {
-    ADD, SUB, MUL, DIV, NEG, SCALE, ADD_SCALAR, MATMUL, MATMUL_BT, TRANSPOSE, RESHAPE, SUM, MEAN, SUM_AXIS,
-    MEAN_AXIS, EXP, LOG, TANH, SIGMOID, RELU, SOFTMAX, LOG_SOFTMAX, SCE, MSE, CUSTOM_SQUARE
+    ADD,
+    SUB,
+    MUL,
+    DIV,
+    NEG,
+    SCALE,
+    ADD_SCALAR,
+    MATMUL,
+    MATMUL_BT,
+    TRANSPOSE,
+    RESHAPE,
+    SUM,
+    MEAN,
+    SUM_AXIS,
+    MEAN_AXIS,
+    EXP,
+    LOG,
+    TANH,
+    SIGMOID,
+    RELU,
+    SOFTMAX,
+    LOG_SOFTMAX,
+    SCE,
+    MSE,
+    CUSTOM_SQUARE
 } which_op;
 
 typedef struct {
@@ -78,13 +101,19 @@ typedef struct {
     int64_t shape[4];
 } shp;
 
-#define S0() {0, {0}}
-#define S(...) {(int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), {__VA_ARGS__}}
+#define S0()                                                                                       \
+    {                                                                                              \
+        0, { 0 }                                                                                   \
+    }
+#define S(...)                                                                                     \
+    {                                                                                              \
+        (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), { __VA_ARGS__ }                 \
+    }
 
 /* Broadcast pairs: equal shapes, a row vector, a column, both broadcast, rank 0, rank 4. */
 static const shp bcast_pairs[][2] = {
-    {S(3, 4), S(3, 4)}, {S(3, 4), S(4)},       {S(3, 4), S(3, 1)}, {S(1, 4), S(3, 1)},
-    {S(2, 3, 4), S(3, 1)}, {S0(), S(2, 3)},    {S(1), S(1)},       {S(2, 1, 3, 1), S(4, 1, 5)},
+    {S(3, 4), S(3, 4)},    {S(3, 4), S(4)}, {S(3, 4), S(3, 1)}, {S(1, 4), S(3, 1)},
+    {S(2, 3, 4), S(3, 1)}, {S0(), S(2, 3)}, {S(1), S(1)},       {S(2, 1, 3, 1), S(4, 1, 5)},
 };
 
 static const shp unary_shapes[] = {S(5), S(3, 4), S(1), S0(), S(2, 3, 1, 2)};
@@ -172,8 +201,8 @@ Test(grad, relu_kink_is_zero) {
 Test(grad, matmul) {
     tg_rng rng;
     tg_rng_seed(&rng, 4);
-    const shp pairs[][2] = {{S(3, 4), S(4, 5)}, {S(1, 4), S(4, 1)}, {S(2, 1), S(1, 3)},
-                            {S(4, 2), S(2, 4)}};
+    const shp pairs[][2] = {
+        {S(3, 4), S(4, 5)}, {S(1, 4), S(4, 1)}, {S(2, 1), S(1, 3)}, {S(4, 2), S(2, 4)}};
     build_ctx c = {.op = MATMUL};
     for (size_t k = 0; k < 4; k++) {
         tg_tensor *in[2] = {fd_param(&rng, pairs[k][0].rank, pairs[k][0].shape, -1, 1),
@@ -187,8 +216,8 @@ Test(grad, matmul) {
 Test(grad, matmul_bt) {
     tg_rng rng;
     tg_rng_seed(&rng, 12);
-    const shp pairs[][2] = {{S(3, 4), S(5, 4)}, {S(1, 4), S(1, 4)}, {S(2, 1), S(3, 1)},
-                            {S(4, 2), S(4, 2)}};
+    const shp pairs[][2] = {
+        {S(3, 4), S(5, 4)}, {S(1, 4), S(1, 4)}, {S(2, 1), S(3, 1)}, {S(4, 2), S(4, 2)}};
     build_ctx c = {.op = MATMUL_BT};
     for (size_t k = 0; k < 4; k++) {
         tg_tensor *in[2] = {fd_param(&rng, pairs[k][0].rank, pairs[k][0].shape, -1, 1),
@@ -234,7 +263,8 @@ static void check_axis(which_op op, const char *name) {
             for (int keep = 0; keep < 2; keep++) {
                 build_ctx c = {.op = op, .axis = axis, .keepdims = keep};
                 char what[64];
-                snprintf(what, sizeof what, "%s shape %zu axis %d keepdims %d", name, k, axis, keep);
+                snprintf(what, sizeof what, "%s shape %zu axis %d keepdims %d", name, k, axis,
+                         keep);
                 fd_check(what, build, &x, 1, &c, NULL);
             }
         tg_tensor_free(x);

@@ -30,7 +30,8 @@ static void run(tg_dtype dt, int threads, int64_t rows, int64_t cols, tg_tensor 
     tg_tensor_set_requires_grad(c, 1);
     cr_assert_eq(tg_set_num_threads(threads), TG_OK);
     tg_tape *t = tg_tape_new();
-    tg_tensor *y = tg_add(t, tg_softmax(t, tg_tanh(t, tg_add(t, a, bias))), tg_relu(t, tg_add(t, a, c)));
+    tg_tensor *y =
+        tg_add(t, tg_softmax(t, tg_tanh(t, tg_add(t, a, bias))), tg_relu(t, tg_add(t, a, c)));
     cr_assert_eq(tg_backward(t, tg_sum(t, tg_mul(t, y, w))), TG_OK, "%s", tg_tape_errmsg(t));
     out[0] = tg_tensor_clone(y, dt);
     out[1] = tg_tensor_clone(tg_tensor_grad(a), dt);

@@ -30,53 +30,33 @@ Test(init, random_kinds_follow_the_rng_and_their_scale) {
         tg_rng_seed(&ref, 42);
         tg_status s = TG_OK;
         switch (kind) {
-        case 0:
-            s = tg_init_uniform(w, -0.5, 2.0, &rng);
-            break;
-        case 1:
-            s = tg_init_normal(w, 1.0, 0.25, &rng);
-            break;
-        case 2:
-            s = tg_init_xavier_uniform(w, 3, 5, &rng);
-            break;
-        case 3:
-            s = tg_init_xavier_normal(w, 3, 5, &rng);
-            break;
-        case 4:
-            s = tg_init_he_uniform(w, 3, &rng);
-            break;
-        case 5:
-            s = tg_init_he_normal(w, 3, &rng);
-            break;
+        case 0: s = tg_init_uniform(w, -0.5, 2.0, &rng); break;
+        case 1: s = tg_init_normal(w, 1.0, 0.25, &rng); break;
+        case 2: s = tg_init_xavier_uniform(w, 3, 5, &rng); break;
+        case 3: s = tg_init_xavier_normal(w, 3, 5, &rng); break;
+        case 4: s = tg_init_he_uniform(w, 3, &rng); break;
+        case 5: s = tg_init_he_normal(w, 3, &rng); break;
         }
         cr_assert_eq(s, TG_OK, "kind %d: %s", kind, tg_last_errmsg());
         for (int i = 0; i < 15; i++) {
             double want = 0;
             switch (kind) {
-            case 0:
-                want = -0.5 + 2.5 * tg_rng_uniform(&ref);
-                break;
-            case 1:
-                want = 1.0 + 0.25 * tg_rng_normal(&ref);
-                break;
+            case 0: want = -0.5 + 2.5 * tg_rng_uniform(&ref); break;
+            case 1: want = 1.0 + 0.25 * tg_rng_normal(&ref); break;
             case 2: {
                 double a = sqrt(6 / (fi + fo));
                 want = -a + 2 * a * tg_rng_uniform(&ref);
                 cr_assert(fabs(tg_tensor_get(w, i)) <= a);
                 break;
             }
-            case 3:
-                want = sqrt(2 / (fi + fo)) * tg_rng_normal(&ref);
-                break;
+            case 3: want = sqrt(2 / (fi + fo)) * tg_rng_normal(&ref); break;
             case 4: {
                 double a = sqrt(6 / fi);
                 want = -a + 2 * a * tg_rng_uniform(&ref);
                 cr_assert(fabs(tg_tensor_get(w, i)) <= a);
                 break;
             }
-            case 5:
-                want = sqrt(2 / fi) * tg_rng_normal(&ref);
-                break;
+            case 5: want = sqrt(2 / fi) * tg_rng_normal(&ref); break;
             }
             cr_assert_eq(tg_tensor_get(w, i), want, "kind %d element %d: %.17g vs %.17g", kind, i,
                          tg_tensor_get(w, i), want);

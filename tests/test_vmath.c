@@ -60,8 +60,8 @@ Test(vmath, tanh_f32_special_values) {
                 cr_expect(isnan(out[i]), "pass %d: tanh(NaN) = %g", pass, (double)out[i]);
             else
                 cr_expect(out[i] == want[i] && signbit(out[i]) == signbit(want[i]),
-                          "pass %d: tanh(%g) = %g, want %g", pass, (double)in[i],
-                          (double)out[i], (double)want[i]);
+                          "pass %d: tanh(%g) = %g, want %g", pass, (double)in[i], (double)out[i],
+                          (double)want[i]);
         }
     }
 }
