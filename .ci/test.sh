@@ -41,6 +41,7 @@ stage "fuzzing the checkpoint and IDX loaders (libFuzzer, 60 s each)" bash tests
 stage "installed package: consumers via CMake and pkg-config, C and C++" bash .ci/consumer.sh
 stage "API reference (Doxygen, undocumented symbols are errors)" bash .ci/docs.sh
 stage "static analysis (cppcheck, clang-tidy)" bash .ci/lint.sh
+stage "formatting (.clang-format, .editorconfig)" bash .ci/format-check.sh --strict
 
 echo
 if ((failed)); then
