@@ -17,7 +17,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,81 +26,11 @@
 #include <unistd.h>
 
 /* ---- Counting heap allocations (for --bench) ------------------------------------------------
- * This program defines malloc and friends; by ELF symbol interposition every caller in the
- * process uses them, libtapegrad included. They count while `counting` is set and forward to
- * glibc's own entry points. Sanitizers replace malloc themselves, so there the counting is
- * compiled out; valgrind replaces this program's malloc too. In both cases --bench reports
- * allocs_per_step as null (a probe checks that the counter counts before trusting a zero). */
-#if defined(__SANITIZE_ADDRESS__)
-#define COUNT_ALLOCS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
-#define COUNT_ALLOCS 0
-#endif
-#endif
-#if !defined(COUNT_ALLOCS) && defined(__GLIBC__)
-#define COUNT_ALLOCS 1
-#endif
-#ifndef COUNT_ALLOCS
-#define COUNT_ALLOCS 0
-#endif
-
-static atomic_bool counting;
-static atomic_long n_allocs;
-
-#if COUNT_ALLOCS
-extern void *__libc_malloc(size_t size);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t size);
-extern void *__libc_memalign(size_t align, size_t size);
-extern void __libc_free(void *p);
-
-static inline void count_alloc(void) {
-    if (atomic_load_explicit(&counting, memory_order_relaxed))
-        atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
-}
-void *malloc(size_t size) {
-    count_alloc();
-    return __libc_malloc(size);
-}
-void *calloc(size_t n, size_t size) {
-    count_alloc();
-    return __libc_calloc(n, size);
-}
-void *realloc(void *p, size_t size) {
-    count_alloc();
-    return __libc_realloc(p, size);
-}
-void *aligned_alloc(size_t align, size_t size) {
-    count_alloc();
-    return __libc_memalign(align, size);
-}
-void *memalign(size_t align, size_t size) {
-    count_alloc();
-    return __libc_memalign(align, size);
-}
-int posix_memalign(void **out, size_t align, size_t size) {
-    count_alloc();
-    void *p = __libc_memalign(align, size);
-    if (!p)
-        return ENOMEM;
-    *out = p;
-    return 0;
-}
-void free(void *p) { __libc_free(p); }
-#endif
-
-/* 1 if the counter sees this program's allocations (a probe through a volatile pointer, which
- * the compiler cannot optimize away), else 0. */
-static int counter_works(void) {
-    void *(*volatile alloc)(size_t) = malloc;
-    atomic_store(&n_allocs, 0);
-    atomic_store(&counting, 1);
-    void *p = alloc(16);
-    atomic_store(&counting, 0);
-    free(p);
-    return atomic_load(&n_allocs) > 0;
-}
+ * tests/alloc_counter.h makes this program define malloc and friends, which every caller in the
+ * process then uses, libtapegrad included, and which count while the counter runs. Under
+ * sanitizers and valgrind (which replace malloc themselves) --bench reports allocs_per_step as
+ * null; a probe checks that the counter counts before a zero is trusted. */
+#include "alloc_counter.h" /* this file is the program's one includer */
 
 /* ---- Options --------------------------------------------------------------------------------- */
 
@@ -634,12 +563,11 @@ static int run_bench(const options *o, tg_tape *t, const model *m, tg_optim *opt
     double loss = 0, t0 = 0;
     long steps = BENCH_WARMUP + o->bench;
     int64_t samples = 0;
-    const int can_count = counter_works();
+    const int can_count = alloc_counter_unavailable() == NULL;
     for (long i = 0; i < steps; i++) {
         if (i == BENCH_WARMUP) {
             t0 = now_seconds();
-            atomic_store(&n_allocs, 0);
-            atomic_store(&counting, 1);
+            alloc_counter_start();
         }
         if (b == nb) {
             b = 0;
@@ -651,11 +579,11 @@ static int run_bench(const options *o, tg_tape *t, const model *m, tg_optim *opt
         if (i >= BENCH_WARMUP)
             samples += tg_tensor_dim(y, 0);
     }
-    atomic_store(&counting, 0);
+    const long n_allocs = alloc_counter_stop();
     const double secs = now_seconds() - t0;
     char allocs[32] = "null";
     if (can_count)
-        snprintf(allocs, sizeof allocs, "%.3f", (double)atomic_load(&n_allocs) / (double)o->bench);
+        snprintf(allocs, sizeof allocs, "%.3f", (double)n_allocs / (double)o->bench);
     printf("{\"bench\":\"mnist_mlp\",\"threads\":%d,\"batch\":%d,\"optim\":\"%s\",\"steps\":%ld,"
            "\"samples_per_s\":%.1f,\"peak_rss_mib\":%.1f,\"allocs_per_step\":%s,"
            "\"final_loss\":%.4f}\n",

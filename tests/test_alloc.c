@@ -3,73 +3,15 @@
  * aligned_alloc, on 1 or 2 threads, for the circles network (small, plain matmul loop) and an MLP
  * whose products take the packed kernel and the thread pool.
  *
- * How: this executable defines malloc and friends, which (ELF symbol interposition) every caller
- * in the process then uses, the static library and libc included; they count while `counting` is
- * set and forward to glibc's __libc_* entry points. Sanitizer builds replace malloc themselves, so
- * the counting is compiled out there, and valgrind replaces malloc even in the executable: the
- * tests skip in both cases (and say so). */
+ * How: tests/alloc_counter.h makes this executable define malloc and friends, which every caller
+ * in the process then uses and which count while the counter runs. Sanitizer builds and valgrind
+ * replace malloc themselves: the tests then skip (and say why). */
 #include "parallel.h"
 
+#include "alloc_counter.h" /* this file is the program's one includer */
 #include <criterion/criterion.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
-
-#if defined(__SANITIZE_ADDRESS__)
-#define TG_COUNT_ALLOCS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
-#define TG_COUNT_ALLOCS 0
-#endif
-#endif
-#ifndef TG_COUNT_ALLOCS
-#define TG_COUNT_ALLOCS 1
-#endif
-
-static atomic_bool counting;
-static atomic_long n_allocs;
-
-#if TG_COUNT_ALLOCS
-extern void *__libc_malloc(size_t size);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t size);
-extern void *__libc_memalign(size_t align, size_t size);
-extern void __libc_free(void *p);
-
-static inline void count(void) {
-    if (atomic_load_explicit(&counting, memory_order_relaxed))
-        atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
-}
-void *malloc(size_t size) {
-    count();
-    return __libc_malloc(size);
-}
-void *calloc(size_t n, size_t size) {
-    count();
-    return __libc_calloc(n, size);
-}
-void *realloc(void *p, size_t size) {
-    count();
-    return __libc_realloc(p, size);
-}
-void *aligned_alloc(size_t align, size_t size) {
-    count();
-    return __libc_memalign(align, size);
-}
-void *memalign(size_t align, size_t size) {
-    count();
-    return __libc_memalign(align, size);
-}
-int posix_memalign(void **out, size_t align, size_t size) {
-    count();
-    void *p = __libc_memalign(align, size);
-    if (!p)
-        return 12; /* ENOMEM */
-    *out = p;
-    return 0;
-}
-void free(void *p) { __libc_free(p); }
-#endif
 
 typedef struct net {
     tg_dtype dtype;
@@ -118,23 +60,10 @@ static tg_status step(tg_tape *t, net *n) {
     return TG_OK;
 }
 
-/* 1 if our malloc is the one called: not under valgrind, which replaces malloc in the
- * executable too (then the counts would prove nothing, and the tests skip). */
-static bool counting_works(void) {
-    atomic_store(&n_allocs, 0);
-    atomic_store(&counting, true);
-    tg_tensor *probe = tg_tensor_new(TG_F32, TG_SHAPE(2)); /* the struct and its data */
-    atomic_store(&counting, false);
-    tg_tensor_free(probe);
-    return atomic_load(&n_allocs) >= 2;
-}
-
 static void check_steady_state(tg_dtype dt, bool mlp, int threads) {
-#if !TG_COUNT_ALLOCS
-    cr_skip_test("allocation counting is off under sanitizers (they replace malloc)");
-#endif
-    if (!counting_works())
-        cr_skip_test("malloc is replaced by a tool (valgrind?): allocations cannot be counted");
+    const char *why = alloc_counter_unavailable();
+    if (why)
+        cr_skip_test("%s", why);
     tg_rng rng;
     tg_rng_seed(&rng, 11);
     const int64_t batch = mlp ? 256 : 200, in = mlp ? 128 : 2, classes = mlp ? 10 : 2;
@@ -169,18 +98,15 @@ static void check_steady_state(tg_dtype dt, bool mlp, int threads) {
     for (int s = 0; s < 3; s++) /* warm-up: arena sizing, leaf gradients, pack buffers, workers */
         cr_assert_eq(step(t, &n), TG_OK, "%s", tg_tape_errmsg(t));
 
-    atomic_store(&n_allocs, 0);
-    atomic_store(&counting, true);
+    alloc_counter_start();
     tg_status st = TG_OK;
     for (int s = 0; s < 10 && st == TG_OK; s++)
         st = step(t, &n);
-    atomic_store(&counting, false);
+    const long allocs = alloc_counter_stop();
 
     cr_assert_eq(st, TG_OK, "%s", tg_tape_errmsg(t));
-    cr_expect_eq(atomic_load(&n_allocs), 0,
-                 "%s %s, %d thread(s): %ld heap allocations in 10 steady-state steps",
-                 mlp ? "MLP" : "circles", dt == TG_F32 ? "f32" : "f64", threads,
-                 atomic_load(&n_allocs));
+    cr_expect_eq(allocs, 0, "%s %s, %d thread(s): %ld heap allocations in 10 steady-state steps",
+                 mlp ? "MLP" : "circles", dt == TG_F32 ? "f32" : "f64", threads, allocs);
     tg_set_num_threads(1);
     tg__kernel_set(saved);
     tg_tape_free(t);
@@ -192,18 +118,14 @@ static void check_steady_state(tg_dtype dt, bool mlp, int threads) {
 /* The counter works: a leaf made while counting is seen. Guards against a build where the
  * interposition silently does not happen (then every zero above would prove nothing). */
 Test(alloc, counter_sees_allocations) {
-#if !TG_COUNT_ALLOCS
-    cr_skip_test("allocation counting is off under sanitizers");
-#endif
-    if (!counting_works())
-        cr_skip_test("malloc is replaced by a tool (valgrind?): allocations cannot be counted");
-    atomic_store(&n_allocs, 0);
-    atomic_store(&counting, true);
+    const char *why = alloc_counter_unavailable();
+    if (why)
+        cr_skip_test("%s", why);
+    alloc_counter_start();
     tg_tensor *x = tg_tensor_new(TG_F32, TG_SHAPE(3, 3));
     tg_tape *t = tg_tape_new();
-    atomic_store(&counting, false);
-    cr_expect_geq(atomic_load(&n_allocs), 3, "tensor struct, its data, the tape: %ld seen",
-                  atomic_load(&n_allocs));
+    const long allocs = alloc_counter_stop();
+    cr_expect_geq(allocs, 3, "tensor struct, its data, the tape: %ld seen", allocs);
     tg_tape_free(t);
     tg_tensor_free(x);
 }

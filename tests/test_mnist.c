@@ -5,100 +5,24 @@
  * batch conversion, forward, backward, update, including the short last batch of an epoch and
  * the reshuffle between epochs -- calls no malloc, calloc or realloc.
  *
- * Counting allocations: this executable defines malloc and friends, which (ELF symbol
- * interposition) every caller in the process then uses, the static library and libc included;
- * they count while `counting` is set and forward to glibc's __libc_* entry points. Sanitizer
- * builds replace malloc themselves, so there the counting is compiled out; valgrind replaces the
- * executable's malloc too, so under valgrind the counter sees nothing. In both cases the zero-
- * allocation assertion is skipped with a message (everything else still runs); elsewhere a probe
- * first checks that the counter does count, so a zero cannot pass by accident. */
+ * Counting allocations: tests/alloc_counter.h makes this executable define malloc and friends,
+ * which every caller in the process then uses and which count while the counter runs. Sanitizer
+ * builds and valgrind replace malloc themselves: then the zero-allocation assertion is skipped
+ * with a message (everything else still runs); elsewhere a probe first checks that the counter
+ * does count, so a zero cannot pass by accident. */
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
 
 #include "tapegrad.h"
 
+#include "alloc_counter.h" /* this file is the program's one includer */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#if defined(__SANITIZE_ADDRESS__)
-#define TG_COUNT_ALLOCS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
-#define TG_COUNT_ALLOCS 0
-#endif
-#endif
-#ifndef TG_COUNT_ALLOCS
-#define TG_COUNT_ALLOCS 1
-#endif
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#define TG_ON_VALGRIND() RUNNING_ON_VALGRIND
-#endif
-#endif
-#ifndef TG_ON_VALGRIND
-#define TG_ON_VALGRIND() 0
-#endif
-
-static atomic_bool counting;
-static atomic_long n_allocs;
-
-#if TG_COUNT_ALLOCS
-extern void *__libc_malloc(size_t size);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t size);
-extern void *__libc_memalign(size_t align, size_t size);
-extern void __libc_free(void *p);
-
-static inline void count(void) {
-    if (atomic_load_explicit(&counting, memory_order_relaxed))
-        atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
-}
-void *malloc(size_t size) {
-    count();
-    return __libc_malloc(size);
-}
-void *calloc(size_t n, size_t size) {
-    count();
-    return __libc_calloc(n, size);
-}
-void *realloc(void *p, size_t size) {
-    count();
-    return __libc_realloc(p, size);
-}
-void *aligned_alloc(size_t align, size_t size) {
-    count();
-    return __libc_memalign(align, size);
-}
-void *memalign(size_t align, size_t size) {
-    count();
-    return __libc_memalign(align, size);
-}
-int posix_memalign(void **out, size_t align, size_t size) {
-    count();
-    void *p = __libc_memalign(align, size);
-    if (!p)
-        return ENOMEM;
-    *out = p;
-    return 0;
-}
-void free(void *p) { __libc_free(p); }
-#endif
-
-/* Why allocations cannot be counted in this run, or NULL when they can. */
-static const char *counting_unavailable(void) {
-    if (!TG_COUNT_ALLOCS)
-        return "this sanitizer build replaces malloc, so the test cannot interpose its counter";
-    if (TG_ON_VALGRIND())
-        return "valgrind replaces the test's malloc, so its counter sees nothing";
-    return NULL;
-}
 
 /* ---- A synthetic MNIST-style data set ---------------------------------------------------------
  * N images of SIDE x SIDE bytes in CLASSES classes: class c lights up the c-th horizontal band of
@@ -286,15 +210,11 @@ static void train_and_check(tg_optim_kind kind, double lr, const char *what) {
     for (int epoch = 2; epoch <= 6; epoch++) {
         /* Epochs 1 and 2 size the tape (the short batch is its own shape); from epoch 3 on a
          * whole epoch, shuffle and short batch included, must not touch the heap. */
-        if (epoch == 3) {
-            atomic_store(&n_allocs, 0);
-            atomic_store(&counting, true);
-        }
+        if (epoch == 3)
+            alloc_counter_start();
         last = run_epoch(&tr, &st);
-        if (epoch == 3) {
-            atomic_store(&counting, false);
-            allocs = atomic_load(&n_allocs);
-        }
+        if (epoch == 3)
+            allocs = alloc_counter_stop();
         cr_assert_eq(st, TG_OK, "%s: epoch %d: %s | %s", what, epoch, tg_tape_errmsg(tr.tape),
                      tg_last_errmsg());
     }
@@ -309,7 +229,7 @@ static void train_and_check(tg_optim_kind kind, double lr, const char *what) {
     cr_assert(acc0 < 0.6, "%s: the untrained network already classifies %.0f%%", what, 100 * acc0);
     cr_assert(acc > 0.95, "%s: accuracy %.1f%% after training (%.1f%% before)", what, 100 * acc,
               100 * acc0);
-    const char *why = counting_unavailable();
+    const char *why = alloc_counter_unavailable();
     if (why)
         cr_log_info("%s: allocation count skipped: %s", what, why);
     else
@@ -326,14 +246,13 @@ Test(mnist, sgd_momentum_learns_without_allocating) {
 
 /* The counter itself works: without this, a broken interposer would make the zero above vacuous. */
 Test(mnist, allocation_counter_counts) {
-    const char *why = counting_unavailable();
+    const char *why = alloc_counter_unavailable();
     if (why)
         cr_skip_test("%s", why);
-    atomic_store(&n_allocs, 0);
-    atomic_store(&counting, true);
+    alloc_counter_start();
     tg_tensor *x = tg_tensor_new(TG_F32, TG_SHAPE(3, 4));
-    atomic_store(&counting, false);
+    const long allocs = alloc_counter_stop();
     cr_assert_not_null(x);
-    cr_assert_gt(atomic_load(&n_allocs), 0, "tg_tensor_new allocated nothing that was counted");
+    cr_assert_gt(allocs, 0, "tg_tensor_new allocated nothing that was counted");
     tg_tensor_free(x);
 }
