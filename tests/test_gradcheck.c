@@ -21,6 +21,7 @@ typedef enum {
     SCALE,
     ADD_SCALAR,
     MATMUL,
+    MATMUL_BT,
     TRANSPOSE,
     RESHAPE,
     SUM,
@@ -74,6 +75,7 @@ static tg_tensor *apply_op(tg_tape *t, which_op op, tg_tensor *const *in) {
     case SCALE: return tg_scale(t, in[0], -2.5);
     case ADD_SCALAR: return tg_add_scalar(t, in[0], 0.75);
     case MATMUL: return tg_matmul(t, in[0], in[1]);
+    case MATMUL_BT: return tg_matmul_bt(t, in[0], in[1]);
     case TRANSPOSE: return tg_transpose(t, in[0]);
     case RESHAPE: return tg_reshape(t, in[0], 3, ((const int64_t[]){3, -1, 2}));
     case SUM: return tg_sum(t, in[0]);
@@ -128,6 +130,7 @@ static const op_case op_cases[] = {
     {SCALE, "scale", 1, {1}, {{5}}, -1, 1, false},
     {ADD_SCALAR, "add_scalar", 1, {0}, {{0}}, -1, 1, false},
     {MATMUL, "matmul", 2, {2, 2}, {{3, 4}, {4, 2}}, -1, 1, false},
+    {MATMUL_BT, "matmul_bt", 2, {2, 2}, {{3, 4}, {2, 4}}, -1, 1, false},
     {TRANSPOSE, "transpose", 1, {2}, {{3, 4}}, -1, 1, false},
     {RESHAPE, "reshape", 1, {2}, {{2, 6}}, -1, 1, false},
     {SUM, "sum", 1, {2}, {{3, 4}}, -1, 1, false},
