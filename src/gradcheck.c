@@ -356,6 +356,15 @@ static const char *index_str(const tg_gradcheck_tensor *c, int64_t flat, char *b
     return buf;
 }
 
+/* The "yours" column: the user's value, or "-" when the check had no user gradient. */
+static void yours_str(const tg_gradcheck_tensor *c, const tg_gradcheck_element *e, char *buf,
+                      size_t len) {
+    if (c->has_yours)
+        snprintf(buf, len, "%+.6e", e->yours);
+    else
+        snprintf(buf, len, "-");
+}
+
 static const char *shape_text(const tg_gradcheck_tensor *c, char *buf, size_t len) {
     size_t n = (size_t)snprintf(buf, len, "[");
     for (int a = 0; a < c->rank && n < len; a++)
@@ -387,10 +396,7 @@ static void print_tensor(const tg_gradcheck_report *r, const tg_gradcheck_tensor
             if (e->status != TG_GC_MISMATCH)
                 continue;
             char yb[32];
-            if (c->has_yours)
-                snprintf(yb, sizeof yb, "%+.6e", e->yours);
-            else
-                snprintf(yb, sizeof yb, "-");
+            yours_str(c, e, yb, sizeof yb);
             fprintf(out, "    %-12s | %13s | %+.6e | %+17.6e | %9.2e | %9.2e%s\n",
                     index_str(c, j, ib, sizeof ib), yb, e->autodiff, e->fd, e->abs_err, e->rel_err,
                     c->has_yours && (e->disagree & TG_GC_AUTODIFF_VS_FD)
@@ -413,10 +419,7 @@ static void print_tensor(const tg_gradcheck_report *r, const tg_gradcheck_tensor
             if (e->status != TG_GC_KINK)
                 continue;
             char yb[32];
-            if (c->has_yours)
-                snprintf(yb, sizeof yb, "%+.6e", e->yours);
-            else
-                snprintf(yb, sizeof yb, "-");
+            yours_str(c, e, yb, sizeof yb);
             /* A correct derivative at a single kink is one of the one-sided slopes (or between). */
             const double tol = r->atol + r->rtol * fmax(fabs(e->fd_backward), fabs(e->fd_forward));
             const bool between = e->autodiff >= fmin(e->fd_backward, e->fd_forward) - tol &&
