@@ -3,6 +3,7 @@
  * mean loss right, and run in float64 when float32 is asked for. */
 #define _POSIX_C_SOURCE 200809L /* open_memstream, to read the printer's output back */
 #include "fd.h"
+#include "op_catalog.h"
 
 #include <criterion/criterion.h>
 #include <math.h>
@@ -12,94 +13,8 @@
 
 /* ---- Every correct built-in op passes -------------------------------------------------------- */
 
-typedef enum {
-    ADD,
-    SUB,
-    MUL,
-    DIV,
-    NEG,
-    SCALE,
-    ADD_SCALAR,
-    MATMUL,
-    MATMUL_BT,
-    TRANSPOSE,
-    RESHAPE,
-    SUM,
-    MEAN,
-    SUM_AXIS,
-    MEAN_AXIS,
-    EXP,
-    LOG,
-    TANH,
-    SIGMOID,
-    RELU,
-    SOFTMAX,
-    LOG_SOFTMAX,
-    SCE_INDEX,
-    SCE_PROB,
-    MSE,
-    CUSTOM_SQUARE
-} which_op;
-
-/* y = x^2 with a correct backward, dx += 2 x dy. */
-static tg_status square_fwd(tg_tensor *out, tg_tensor *const *in, int n, void *user) {
-    (void)n;
-    (void)user;
-    const double *x = tg_tensor_cdata(in[0]);
-    double *y = tg_tensor_data(out);
-    for (int64_t i = 0; i < tg_tensor_numel(out); i++)
-        y[i] = x[i] * x[i];
-    return TG_OK;
-}
-static void square_bwd(const tg_tensor *out, const tg_tensor *dout, tg_tensor *const *in,
-                       tg_tensor *const *din, int n, void *user) {
-    (void)out;
-    (void)n;
-    (void)user;
-    if (!din[0])
-        return;
-    const double *x = tg_tensor_cdata(in[0]), *dy = tg_tensor_cdata(dout);
-    double *dx = tg_tensor_data(din[0]);
-    for (int64_t i = 0; i < tg_tensor_numel(in[0]); i++)
-        dx[i] += 2 * x[i] * dy[i];
-}
-static const tg_custom_op square_op = {"square", square_fwd, square_bwd};
-
-static tg_tensor *apply_op(tg_tape *t, which_op op, tg_tensor *const *in) {
-    switch (op) {
-    case ADD: return tg_add(t, in[0], in[1]);
-    case SUB: return tg_sub(t, in[0], in[1]);
-    case MUL: return tg_mul(t, in[0], in[1]);
-    case DIV: return tg_div(t, in[0], in[1]);
-    case NEG: return tg_neg(t, in[0]);
-    case SCALE: return tg_scale(t, in[0], -2.5);
-    case ADD_SCALAR: return tg_add_scalar(t, in[0], 0.75);
-    case MATMUL: return tg_matmul(t, in[0], in[1]);
-    case MATMUL_BT: return tg_matmul_bt(t, in[0], in[1]);
-    case TRANSPOSE: return tg_transpose(t, in[0]);
-    case RESHAPE: return tg_reshape(t, in[0], 3, ((const int64_t[]){3, -1, 2}));
-    case SUM: return tg_sum(t, in[0]);
-    case MEAN: return tg_mean(t, in[0]);
-    case SUM_AXIS: return tg_sum_axis(t, in[0], 1, 0);
-    case MEAN_AXIS: return tg_mean_axis(t, in[0], -1, 1);
-    case EXP: return tg_exp(t, in[0]);
-    case LOG: return tg_log(t, in[0]);
-    case TANH: return tg_tanh(t, in[0]);
-    case SIGMOID: return tg_sigmoid(t, in[0]);
-    case RELU: return tg_relu(t, in[0]);
-    case SOFTMAX: return tg_softmax(t, in[0]);
-    case LOG_SOFTMAX: return tg_log_softmax(t, in[0]);
-    case SCE_INDEX:
-    case SCE_PROB: return tg_softmax_cross_entropy(t, in[0], in[1]);
-    case MSE: return tg_mse(t, in[0], in[1]);
-    case CUSTOM_SQUARE:
-        return tg_custom(t, &square_op, NULL, in, 1, tg_tensor_rank(in[0]), tg_tensor_shape(in[0]));
-    }
-    return NULL;
-}
-
 typedef struct {
-    which_op op;
+    test_op_call call;
     int n_in; /* inputs of the op; the weights w follow them */
 } op_ctx;
 
@@ -108,53 +23,71 @@ static tg_tensor *weighted_op_loss(tg_tape *t, tg_tensor *const *in, int n, tg_d
     (void)n;
     cr_assert_eq(dt, TG_F64, "gradcheck must hand the function float64");
     const op_ctx *c = u;
-    return tg_sum(t, tg_mul(t, apply_op(t, c->op, in), in[c->n_in]));
+    return tg_sum(t, tg_mul(t, test_op_apply(t, &c->call, in), in[c->n_in]));
 }
 
 typedef struct {
-    which_op op;
+    test_op_call call;
     const char *name;
     int n_in;
     int rank[2];
     int64_t shape[2][4];
     double lo, hi; /* value range; lo > 0 with away = true means |x| in [lo, hi) with random sign */
     bool away;
+    bool class_indices; /* SCE with i32 class-index targets instead of probability rows */
 } op_case;
 
 static const op_case op_cases[] = {
-    {ADD, "add", 2, {2, 1}, {{3, 4}, {4}}, -1, 1, false},
-    {SUB, "sub", 2, {2, 2}, {{3, 1}, {1, 4}}, -1, 1, false},
-    {MUL, "mul", 2, {2, 2}, {{2, 3}, {2, 3}}, -1, 1, false},
-    {DIV, "div", 2, {2, 1}, {{3, 4}, {4}}, 0.5, 2, true},
-    {NEG, "neg", 1, {2}, {{2, 3}}, -1, 1, false},
-    {SCALE, "scale", 1, {1}, {{5}}, -1, 1, false},
-    {ADD_SCALAR, "add_scalar", 1, {0}, {{0}}, -1, 1, false},
-    {MATMUL, "matmul", 2, {2, 2}, {{3, 4}, {4, 2}}, -1, 1, false},
-    {MATMUL_BT, "matmul_bt", 2, {2, 2}, {{3, 4}, {2, 4}}, -1, 1, false},
-    {TRANSPOSE, "transpose", 1, {2}, {{3, 4}}, -1, 1, false},
-    {RESHAPE, "reshape", 1, {2}, {{2, 6}}, -1, 1, false},
-    {SUM, "sum", 1, {2}, {{3, 4}}, -1, 1, false},
-    {MEAN, "mean", 1, {3}, {{2, 3, 2}}, -1, 1, false},
-    {SUM_AXIS, "sum_axis", 1, {3}, {{2, 3, 4}}, -1, 1, false},
-    {MEAN_AXIS, "mean_axis", 1, {2}, {{3, 4}}, -1, 1, false},
-    {EXP, "exp", 1, {2}, {{2, 3}}, -2, 2, false},
-    {LOG, "log", 1, {2}, {{2, 3}}, 0.2, 3, false},
-    {TANH, "tanh", 1, {2}, {{2, 3}}, -2, 2, false},
-    {SIGMOID, "sigmoid", 1, {2}, {{2, 3}}, -4, 4, false},
-    {RELU, "relu", 1, {2}, {{3, 4}}, 0.1, 2, true},
-    {SOFTMAX, "softmax", 1, {2}, {{3, 4}}, -2, 2, false},
-    {LOG_SOFTMAX, "log_softmax", 1, {2}, {{3, 4}}, -2, 2, false},
-    {SCE_INDEX, "softmax_cross_entropy (indices)", 1, {2}, {{4, 3}}, -2, 2, false},
-    {SCE_PROB,
+    {{.op = ADD}, "add", 2, {2, 1}, {{3, 4}, {4}}, -1, 1, false, false},
+    {{.op = SUB}, "sub", 2, {2, 2}, {{3, 1}, {1, 4}}, -1, 1, false, false},
+    {{.op = MUL}, "mul", 2, {2, 2}, {{2, 3}, {2, 3}}, -1, 1, false, false},
+    {{.op = DIV}, "div", 2, {2, 1}, {{3, 4}, {4}}, 0.5, 2, true, false},
+    {{.op = NEG}, "neg", 1, {2}, {{2, 3}}, -1, 1, false, false},
+    {{.op = SCALE}, "scale", 1, {1}, {{5}}, -1, 1, false, false},
+    {{.op = ADD_SCALAR}, "add_scalar", 1, {0}, {{0}}, -1, 1, false, false},
+    {{.op = MATMUL}, "matmul", 2, {2, 2}, {{3, 4}, {4, 2}}, -1, 1, false, false},
+    {{.op = MATMUL_BT}, "matmul_bt", 2, {2, 2}, {{3, 4}, {2, 4}}, -1, 1, false, false},
+    {{.op = TRANSPOSE}, "transpose", 1, {2}, {{3, 4}}, -1, 1, false, false},
+    {{.op = RESHAPE, .rank = 3, .shape = {3, -1, 2}},
+     "reshape",
+     1,
+     {2},
+     {{2, 6}},
+     -1,
+     1,
+     false,
+     false},
+    {{.op = SUM}, "sum", 1, {2}, {{3, 4}}, -1, 1, false, false},
+    {{.op = MEAN}, "mean", 1, {3}, {{2, 3, 2}}, -1, 1, false, false},
+    {{.op = SUM_AXIS, .axis = 1}, "sum_axis", 1, {3}, {{2, 3, 4}}, -1, 1, false, false},
+    {{.op = MEAN_AXIS, .axis = -1, .keepdims = 1},
+     "mean_axis",
+     1,
+     {2},
+     {{3, 4}},
+     -1,
+     1,
+     false,
+     false},
+    {{.op = EXP}, "exp", 1, {2}, {{2, 3}}, -2, 2, false, false},
+    {{.op = LOG}, "log", 1, {2}, {{2, 3}}, 0.2, 3, false, false},
+    {{.op = TANH}, "tanh", 1, {2}, {{2, 3}}, -2, 2, false, false},
+    {{.op = SIGMOID}, "sigmoid", 1, {2}, {{2, 3}}, -4, 4, false, false},
+    {{.op = RELU}, "relu", 1, {2}, {{3, 4}}, 0.1, 2, true, false},
+    {{.op = SOFTMAX}, "softmax", 1, {2}, {{3, 4}}, -2, 2, false, false},
+    {{.op = LOG_SOFTMAX}, "log_softmax", 1, {2}, {{3, 4}}, -2, 2, false, false},
+    {{.op = SCE}, "softmax_cross_entropy (indices)", 1, {2}, {{4, 3}}, -2, 2, false, true},
+    {{.op = SCE},
      "softmax_cross_entropy (probabilities)",
      2,
      {2, 2},
      {{4, 3}, {4, 3}},
      0.05,
      1,
+     false,
      false},
-    {MSE, "mse", 2, {2, 2}, {{3, 2}, {3, 2}}, -1, 1, false},
-    {CUSTOM_SQUARE, "custom square", 1, {2}, {{2, 3}}, -2, 2, false},
+    {{.op = MSE}, "mse", 2, {2, 2}, {{3, 2}, {3, 2}}, -1, 1, false, false},
+    {{.op = CUSTOM_SQUARE}, "custom square", 1, {2}, {{2, 3}}, -2, 2, false, false},
 };
 
 Test(gradcheck, passes_every_correct_op) {
@@ -167,7 +100,7 @@ Test(gradcheck, passes_every_correct_op) {
             in[i] = oc->away ? fd_param_away_from_zero(&rng, oc->rank[i], oc->shape[i], oc->hi)
                              : fd_param(&rng, oc->rank[i], oc->shape[i], oc->lo, oc->hi);
         int n_in = oc->n_in;
-        if (oc->op == SCE_INDEX) { /* class indices: an i32 input that needs no gradient */
+        if (oc->class_indices) { /* class indices: an i32 input that needs no gradient */
             in[1] = tg_tensor_new(TG_I32, TG_SHAPE(4));
             for (int64_t n = 0; n < 4; n++)
                 tg_tensor_set(in[1], n, (double)tg_rng_below(&rng, 3));
@@ -175,12 +108,12 @@ Test(gradcheck, passes_every_correct_op) {
         }
         /* The weights take the op's output shape, found by building it once. */
         tg_tape *probe = tg_tape_new();
-        tg_tensor *y = apply_op(probe, oc->op, in);
+        tg_tensor *y = test_op_apply(probe, &oc->call, in);
         cr_assert(y, "%s: %s", oc->name, tg_tape_errmsg(probe));
         in[n_in] = tg_tensor_rand(TG_F64, tg_tensor_rank(y), tg_tensor_shape(y), -1, 1, &rng);
         tg_tape_free(probe);
 
-        op_ctx c = {oc->op, n_in};
+        op_ctx c = {oc->call, n_in};
         tg_gradcheck_report *r = tg_gradcheck(weighted_op_loss, in, n_in + 1, &c, NULL);
         cr_assert(r, "%s: %s", oc->name, tg_last_errmsg());
         cr_expect_eq(r->n_tensors, oc->n_in, "%s: checked %d tensors", oc->name, r->n_tensors);
@@ -223,7 +156,7 @@ static void buggy_square_bwd(const tg_tensor *out, const tg_tensor *dout, tg_ten
         }
     }
 }
-static const tg_custom_op buggy_square_op = {"buggy_square", square_fwd, buggy_square_bwd};
+static const tg_custom_op buggy_square_op = {"buggy_square", test_square_forward, buggy_square_bwd};
 
 typedef struct {
     bug_kind bug;
@@ -476,7 +409,7 @@ Test(gradcheck, float32_request_runs_in_float64) {
     tg_tensor_set_requires_grad(x, 1);
     float before[12];
     memcpy(before, tg_tensor_cdata(x), sizeof before);
-    op_ctx c = {TANH, 1};
+    op_ctx c = {{.op = TANH}, 1};
     tg_tensor *in[2] = {x, w};
     tg_gradcheck_report *r = tg_gradcheck(weighted_op_loss, in, 2, &c, NULL);
     cr_assert(r, "%s", tg_last_errmsg());

@@ -1,99 +1,15 @@
 /* Gradient tests: every op's backward against central differences in float64, over several
  * shapes, size-1 and broadcast axes included. */
 #include "fd.h"
+#include "op_catalog.h"
 
 #include <criterion/criterion.h>
 
-typedef enum {
-    ADD,
-    SUB,
-    MUL,
-    DIV,
-    NEG,
-    SCALE,
-    ADD_SCALAR,
-    MATMUL,
-    MATMUL_BT,
-    TRANSPOSE,
-    RESHAPE,
-    SUM,
-    MEAN,
-    SUM_AXIS,
-    MEAN_AXIS,
-    EXP,
-    LOG,
-    TANH,
-    SIGMOID,
-    RELU,
-    SOFTMAX,
-    LOG_SOFTMAX,
-    SCE,
-    MSE,
-    CUSTOM_SQUARE
-} which_op;
-
-typedef struct {
-    which_op op;
-    int axis, keepdims;
-    int rank;
-    int64_t shape[4];
-} build_ctx;
-
-/* A custom op with a correct hand-written backward: y = x^2, dx += 2 x dy. */
-static tg_status square_fwd(tg_tensor *out, tg_tensor *const *in, int n, void *user) {
-    (void)n;
-    (void)user;
-    const double *x = tg_tensor_cdata(in[0]);
-    double *y = tg_tensor_data(out);
-    for (int64_t i = 0; i < tg_tensor_numel(out); i++)
-        y[i] = x[i] * x[i];
-    return TG_OK;
-}
-static void square_bwd(const tg_tensor *out, const tg_tensor *dout, tg_tensor *const *in,
-                       tg_tensor *const *din, int n, void *user) {
-    (void)out;
-    (void)n;
-    (void)user;
-    if (!din[0])
-        return;
-    const double *x = tg_tensor_cdata(in[0]), *dy = tg_tensor_cdata(dout);
-    double *dx = tg_tensor_data(din[0]);
-    for (int64_t i = 0; i < tg_tensor_numel(in[0]); i++)
-        dx[i] += 2 * x[i] * dy[i];
-}
-static const tg_custom_op square_op = {"square", square_fwd, square_bwd};
+/* The context of fd_check's callback: one op application (tests/op_catalog.h). */
+typedef test_op_call build_ctx;
 
 static tg_tensor *build(tg_tape *t, tg_tensor *const *in, void *vctx) {
-    const build_ctx *c = vctx;
-    switch (c->op) {
-    case ADD: return tg_add(t, in[0], in[1]);
-    case SUB: return tg_sub(t, in[0], in[1]);
-    case MUL: return tg_mul(t, in[0], in[1]);
-    case DIV: return tg_div(t, in[0], in[1]);
-    case NEG: return tg_neg(t, in[0]);
-    case SCALE: return tg_scale(t, in[0], -2.5);
-    case ADD_SCALAR: return tg_add_scalar(t, in[0], 0.75);
-    case MATMUL: return tg_matmul(t, in[0], in[1]);
-    case MATMUL_BT: return tg_matmul_bt(t, in[0], in[1]);
-    case TRANSPOSE: return tg_transpose(t, in[0]);
-    case RESHAPE: return tg_reshape(t, in[0], c->rank, c->shape);
-    case SUM: return tg_sum(t, in[0]);
-    case MEAN: return tg_mean(t, in[0]);
-    case SUM_AXIS: return tg_sum_axis(t, in[0], c->axis, c->keepdims);
-    case MEAN_AXIS: return tg_mean_axis(t, in[0], c->axis, c->keepdims);
-    case EXP: return tg_exp(t, in[0]);
-    case LOG: return tg_log(t, in[0]);
-    case TANH: return tg_tanh(t, in[0]);
-    case SIGMOID: return tg_sigmoid(t, in[0]);
-    case RELU: return tg_relu(t, in[0]);
-    case SOFTMAX: return tg_softmax(t, in[0]);
-    case LOG_SOFTMAX: return tg_log_softmax(t, in[0]);
-    case SCE: return tg_softmax_cross_entropy(t, in[0], in[1]);
-    case MSE: return tg_mse(t, in[0], in[1]);
-    case CUSTOM_SQUARE:
-        return tg_custom(t, &square_op, NULL, in, 1, tg_tensor_rank(in[0]), tg_tensor_shape(in[0]));
-    }
-    return NULL;
+    return test_op_apply(t, vctx, in);
 }
 
 typedef struct {
@@ -118,7 +34,7 @@ static const shp bcast_pairs[][2] = {
 
 static const shp unary_shapes[] = {S(5), S(3, 4), S(1), S0(), S(2, 3, 1, 2)};
 
-static void check_binary(which_op op, const char *name, double blo) {
+static void check_binary(test_op op, const char *name, double blo) {
     tg_rng rng;
     tg_rng_seed(&rng, 1);
     build_ctx c = {.op = op};
@@ -146,7 +62,7 @@ Test(grad, div) { check_binary(DIV, "div", 0.5); }
 Test(grad, binary_same_input_twice) {
     tg_rng rng;
     tg_rng_seed(&rng, 2);
-    const which_op ops[] = {ADD, SUB, MUL};
+    const test_op ops[] = {ADD, SUB, MUL};
     for (size_t k = 0; k < 3; k++) {
         build_ctx c = {.op = ops[k]};
         tg_tensor *x = fd_param(&rng, TG_SHAPE(2, 3), -1, 1);
@@ -156,7 +72,7 @@ Test(grad, binary_same_input_twice) {
     }
 }
 
-static void check_unary(which_op op, const char *name, double lo, double hi, bool away_from_zero) {
+static void check_unary(test_op op, const char *name, double lo, double hi, bool away_from_zero) {
     tg_rng rng;
     tg_rng_seed(&rng, 3);
     build_ctx c = {.op = op};
@@ -253,7 +169,7 @@ Test(grad, reshape) {
     tg_tensor_free(x);
 }
 
-static void check_axis(which_op op, const char *name) {
+static void check_axis(test_op op, const char *name) {
     tg_rng rng;
     tg_rng_seed(&rng, 7);
     const shp shapes[] = {S(2, 3, 4), S(5), S(3, 1), S(2, 1, 2, 3)};
@@ -274,7 +190,7 @@ static void check_axis(which_op op, const char *name) {
 Test(grad, sum_axis) { check_axis(SUM_AXIS, "sum_axis"); }
 Test(grad, mean_axis) { check_axis(MEAN_AXIS, "mean_axis"); }
 
-static void check_rows(which_op op, const char *name) {
+static void check_rows(test_op op, const char *name) {
     tg_rng rng;
     tg_rng_seed(&rng, 8);
     const shp shapes[] = {S(3, 4), S(5), S(2, 3, 4), S(4, 1), S(1, 2)};
