@@ -12,7 +12,7 @@ typedef enum {
     MUL,
     DIV,
     NEG,
-    SCALE, /* by -2.5 */
+    SCALE,      /* by -2.5 */
     ADD_SCALAR, /* + 0.75 */
     MATMUL,
     MATMUL_BT,
