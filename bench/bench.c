@@ -11,7 +11,7 @@
  * Each at 1 and 2 threads (tg_set_num_threads, and openblas_set_num_threads for OpenBLAS).
  *
  * Usage: tg_bench [--quick] [--only matmul|circles|mlp]   (--quick: n <= 512, fewer steps) */
-#include "parallel.h"
+#include "kernels/parallel.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -53,7 +53,7 @@ typedef enum { IMPL_OWN, IMPL_OPENBLAS, IMPL_NAIVE } impl;
 static double run_once(impl which, int64_t n, const float *A, const float *B, float *C) {
     const double t0 = now();
     switch (which) {
-    case IMPL_OWN: tg_gemm(TG_F32, false, false, n, n, n, A, n, B, n, 0, C, n); break;
+    case IMPL_OWN: tg__gemm(TG_F32, false, false, n, n, n, A, n, B, n, 0, C, n); break;
     case IMPL_NAIVE: naive_sgemm(n, A, B, C); break;
     case IMPL_OPENBLAS:
 #ifdef TG_BENCH_OPENBLAS

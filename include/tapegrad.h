@@ -41,7 +41,17 @@
 extern "C" {
 #endif
 
-#define TG_MAX_RANK 4 /**< tensors have rank 0 to 4 */
+/** Marks a declaration as part of the library's interface: the shared library exports exactly
+ *  these symbols (everything else is built with hidden visibility). */
+#if defined(_WIN32)
+#define TG_API
+#elif defined(__GNUC__) || defined(__clang__)
+#define TG_API __attribute__((visibility("default")))
+#else
+#define TG_API
+#endif
+
+#define TG_MAX_RANK 8 /**< tensors have rank 0 to 8 */
 
 /** Element types, chosen per tensor at run time. */
 typedef enum tg_dtype {
@@ -68,11 +78,11 @@ typedef struct tg_tape tg_tape;     /**< opaque: a recording of ops, owns its in
 typedef struct tg_tensor tg_tensor; /**< opaque: an n-d array, a leaf or a node of a tape */
 
 /** A short name for a status code ("TG_ERR_SHAPE"). Static string; never NULL. */
-const char *tg_status_name(tg_status status);
+TG_API const char *tg_status_name(tg_status status);
 
 /** The last error message of a call on this thread that takes no tape (e.g. tg_tensor_new).
  *  Valid until the next such call on this thread; never NULL ("" when none). */
-const char *tg_last_errmsg(void);
+TG_API const char *tg_last_errmsg(void);
 
 /** Builds a shape argument pair: TG_SHAPE(200, 2) expands to `2, (const int64_t[]){200, 2}`. */
 #define TG_SHAPE(...)                                                                              \
@@ -88,121 +98,172 @@ typedef struct tg_rng {
     uint64_t s[4]; /**< the generator's state; set only through tg_rng_seed */
 } tg_rng;
 
-void tg_rng_seed(tg_rng *rng, uint64_t seed);   /**< any seed, 0 included */
-uint64_t tg_rng_next(tg_rng *rng);              /**< 64 random bits */
-double tg_rng_uniform(tg_rng *rng);             /**< uniform in [0, 1) */
-double tg_rng_normal(tg_rng *rng);              /**< standard normal */
-uint64_t tg_rng_below(tg_rng *rng, uint64_t n); /**< uniform in [0, n), unbiased; 0 if n == 0 */
+TG_API void tg_rng_seed(tg_rng *rng, uint64_t seed); /**< any seed, 0 included */
+TG_API uint64_t tg_rng_next(tg_rng *rng);            /**< 64 random bits */
+TG_API double tg_rng_uniform(tg_rng *rng);           /**< uniform in [0, 1) */
+TG_API double tg_rng_normal(tg_rng *rng);            /**< standard normal */
+TG_API uint64_t tg_rng_below(tg_rng *rng,
+                             uint64_t n); /**< uniform in [0, n), unbiased; 0 if n == 0 */
 
 /* ---- Tensors ---------------------------------------------------------------------------------- */
 
-/** A new leaf of zeros. rank 0..4; shape[i] >= 0 (shape may be NULL when rank is 0).
+/** A new leaf of zeros. rank 0..TG_MAX_RANK (8); shape[i] >= 0 (shape may be NULL when rank is 0).
  *  Returns NULL on bad arguments or no memory (see tg_last_errmsg). Caller frees with tg_tensor_free. */
-tg_tensor *tg_tensor_new(tg_dtype dtype, int rank, const int64_t *shape);
+TG_API tg_tensor *tg_tensor_new(tg_dtype dtype, int rank, const int64_t *shape);
 /** A new leaf of ones. As tg_tensor_new. */
-tg_tensor *tg_tensor_ones(tg_dtype dtype, int rank, const int64_t *shape);
+TG_API tg_tensor *tg_tensor_ones(tg_dtype dtype, int rank, const int64_t *shape);
 /** A new leaf holding a copy of `data` (numel elements of `dtype`, row-major). As tg_tensor_new. */
-tg_tensor *tg_tensor_from(tg_dtype dtype, int rank, const int64_t *shape, const void *data);
+TG_API tg_tensor *tg_tensor_from(tg_dtype dtype, int rank, const int64_t *shape, const void *data);
 /** A new leaf of values uniform in [lo, hi) drawn from `rng`. As tg_tensor_new. */
-tg_tensor *tg_tensor_rand(tg_dtype dtype, int rank, const int64_t *shape, double lo, double hi,
-                          tg_rng *rng);
+TG_API tg_tensor *tg_tensor_rand(tg_dtype dtype, int rank, const int64_t *shape, double lo,
+                                 double hi, tg_rng *rng);
 /** A new leaf of values normal(mean, std) drawn from `rng`. As tg_tensor_new. */
-tg_tensor *tg_tensor_randn(tg_dtype dtype, int rank, const int64_t *shape, double mean, double std,
-                           tg_rng *rng);
+TG_API tg_tensor *tg_tensor_randn(tg_dtype dtype, int rank, const int64_t *shape, double mean,
+                                  double std, tg_rng *rng);
 /** A new leaf with the shape and values of `src` (leaf or tape tensor), converted to `dtype`.
  *  Name and requires-grad are copied; the gradient is not. Caller frees with tg_tensor_free. */
-tg_tensor *tg_tensor_clone(const tg_tensor *src, tg_dtype dtype);
+TG_API tg_tensor *tg_tensor_clone(const tg_tensor *src, tg_dtype dtype);
 /** Copies the values of `src` into `dst` (same shape; dtypes may differ). TG_OK or an error. */
-tg_status tg_tensor_copy(tg_tensor *dst, const tg_tensor *src);
+TG_API tg_status tg_tensor_copy(tg_tensor *dst, const tg_tensor *src);
 /** Frees a leaf and its gradient. NULL, and tensors owned by a tape, are ignored. */
-void tg_tensor_free(tg_tensor *tensor);
+TG_API void tg_tensor_free(tg_tensor *tensor);
 
 /** The element type (TG_F32 for a NULL tensor). */
-tg_dtype tg_tensor_dtype(const tg_tensor *tensor);
+TG_API tg_dtype tg_tensor_dtype(const tg_tensor *tensor);
 /** The number of axes, 0 to TG_MAX_RANK (0 for a NULL tensor). */
-int tg_tensor_rank(const tg_tensor *tensor);
+TG_API int tg_tensor_rank(const tg_tensor *tensor);
 /** The shape, `rank` entries. Owned by the tensor; valid as long as it is. */
-const int64_t *tg_tensor_shape(const tg_tensor *tensor);
+TG_API const int64_t *tg_tensor_shape(const tg_tensor *tensor);
 /** Size of axis `axis`; negative axes count from the end. 0 for a bad axis. */
-int64_t tg_tensor_dim(const tg_tensor *tensor, int axis);
+TG_API int64_t tg_tensor_dim(const tg_tensor *tensor, int axis);
 /** The number of elements, the product of the shape (1 for rank 0; 0 for a NULL tensor). */
-int64_t tg_tensor_numel(const tg_tensor *tensor);
+TG_API int64_t tg_tensor_numel(const tg_tensor *tensor);
 /** The elements, row-major, of the tensor's dtype. Owned by the tensor. Writing to a leaf's data
  *  between steps is how parameters are updated; writing to a tape tensor's data is not supported. */
-void *tg_tensor_data(tg_tensor *tensor);
+TG_API void *tg_tensor_data(tg_tensor *tensor);
 /** As tg_tensor_data, read-only; for leaves and tape tensors alike. NULL for a NULL tensor. */
-const void *tg_tensor_cdata(const tg_tensor *tensor);
+TG_API const void *tg_tensor_cdata(const tg_tensor *tensor);
 /** Element `index` (flat, row-major) as a double. 0 if out of range. */
-double tg_tensor_get(const tg_tensor *tensor, int64_t index);
+TG_API double tg_tensor_get(const tg_tensor *tensor, int64_t index);
 /** Sets element `index` (flat, row-major). TG_ERR_VALUE if out of range. */
-tg_status tg_tensor_set(tg_tensor *tensor, int64_t index, double value);
+TG_API tg_status tg_tensor_set(tg_tensor *tensor, int64_t index, double value);
 /** The single value of a one-element tensor (e.g. a loss), as a double; NaN otherwise. */
-double tg_tensor_item(const tg_tensor *tensor);
+TG_API double tg_tensor_item(const tg_tensor *tensor);
 
 /** The tensor's gradient, a tensor of the same shape and dtype, or NULL if it has none yet.
  *  Owned by `tensor`: a leaf's lives until tg_tensor_free; a tape tensor's until tg_tape_reset. */
-tg_tensor *tg_tensor_grad(const tg_tensor *tensor);
+TG_API tg_tensor *tg_tensor_grad(const tg_tensor *tensor);
 /** Marks a leaf as a parameter: tg_backward will accumulate its gradient. Returns TG_ERR_STATE
  *  for a tape tensor (whether it needs a gradient follows from its inputs). */
-tg_status tg_tensor_set_requires_grad(tg_tensor *tensor, int requires_grad);
+TG_API tg_status tg_tensor_set_requires_grad(tg_tensor *tensor, int requires_grad);
 /** 1 if tg_backward computes a gradient for this tensor (a marked leaf, or a tape tensor with such
  *  an input), else 0 (also for NULL). */
-int tg_tensor_requires_grad(const tg_tensor *tensor);
+TG_API int tg_tensor_requires_grad(const tg_tensor *tensor);
 /** Sets the gradient of a leaf to zeros (no-op if it has none). */
-void tg_tensor_zero_grad(tg_tensor *tensor);
+TG_API void tg_tensor_zero_grad(tg_tensor *tensor);
 
 /** An optional name (e.g. "W_h"), copied; at most 31 bytes are kept. NULL clears it. */
-void tg_tensor_set_name(tg_tensor *tensor, const char *name);
+TG_API void tg_tensor_set_name(tg_tensor *tensor, const char *name);
 /** The name, or "" if none. Owned by the tensor. */
-const char *tg_tensor_name(const tg_tensor *tensor);
+TG_API const char *tg_tensor_name(const tg_tensor *tensor);
 /** Writes a readable dump (name, shape, values; long tensors elided) to `out`. */
-void tg_tensor_print(const tg_tensor *tensor, FILE *out);
+TG_API void tg_tensor_print(const tg_tensor *tensor, FILE *out);
 
 /* ---- Introspection of recorded nodes (used by the teaching tools) ---------------------------- */
 
 /** The op's name ("matmul"), or "leaf" for a leaf. Static string. */
-const char *tg_tensor_op_name(const tg_tensor *tensor);
+TG_API const char *tg_tensor_op_name(const tg_tensor *tensor);
 /** Number of inputs of a tape tensor's op (0 for a leaf). */
-int tg_tensor_n_inputs(const tg_tensor *tensor);
+TG_API int tg_tensor_n_inputs(const tg_tensor *tensor);
 /** Input `i` of a tape tensor's op, or NULL. */
-tg_tensor *tg_tensor_input(const tg_tensor *tensor, int i);
+TG_API tg_tensor *tg_tensor_input(const tg_tensor *tensor, int i);
 /** Position on its tape (0-based), or -1 for a leaf. */
-int64_t tg_tensor_tape_index(const tg_tensor *tensor);
+TG_API int64_t tg_tensor_tape_index(const tg_tensor *tensor);
 /** Where the builder call was written ("circles.c", 42); NULL and 0 for a leaf. */
-const char *tg_tensor_src_file(const tg_tensor *tensor);
+TG_API const char *tg_tensor_src_file(const tg_tensor *tensor);
 /** The line of that builder call; 0 for a leaf. */
-int tg_tensor_src_line(const tg_tensor *tensor);
+TG_API int tg_tensor_src_line(const tg_tensor *tensor);
 /** One sentence saying what the op keeps for backward ("its output y"). Static string. */
-const char *tg_tensor_op_saves(const tg_tensor *tensor);
+TG_API const char *tg_tensor_op_saves(const tg_tensor *tensor);
 
 /* ---- The tape --------------------------------------------------------------------------------- */
 
 /** A new, empty tape. NULL if out of memory. Free with tg_tape_free. */
-tg_tape *tg_tape_new(void);
+TG_API tg_tape *tg_tape_new(void);
 /** Frees the tape and every tensor it owns. NULL is ignored. */
-void tg_tape_free(tg_tape *tape);
+TG_API void tg_tape_free(tg_tape *tape);
 /** Forgets every node and clears the error; keeps the memory for reuse, so a steady training loop
  *  allocates nothing after its first steps. Tensors from before the reset become invalid. */
-void tg_tape_reset(tg_tape *tape);
+TG_API void tg_tape_reset(tg_tape *tape);
 /** TG_OK, or the first error recorded since the last reset. */
-tg_status tg_tape_status(const tg_tape *tape);
+TG_API tg_status tg_tape_status(const tg_tape *tape);
 /** The first error's message ("" if none), naming the caller's file and line, the op and the
  *  shapes. Owned by the tape; valid until the next reset. */
-const char *tg_tape_errmsg(const tg_tape *tape);
+TG_API const char *tg_tape_errmsg(const tg_tape *tape);
 /** Number of nodes recorded since the last reset. */
-int64_t tg_tape_size(const tg_tape *tape);
+TG_API int64_t tg_tape_size(const tg_tape *tape);
 /** Node `index` (0-based, forward order), or NULL. */
-tg_tensor *tg_tape_node(const tg_tape *tape, int64_t index);
+TG_API tg_tensor *tg_tape_node(const tg_tape *tape, int64_t index);
 /** Bytes of memory the tape holds (arena and node list), for benchmarks. */
-size_t tg_tape_bytes(const tg_tape *tape);
+TG_API size_t tg_tape_bytes(const tg_tape *tape);
+
+/** Training (1, the default) or evaluation (0) mode of the ops recorded from now on: dropout and
+ *  batch normalization read it when they are recorded. Survives tg_tape_reset. TG_OK, or
+ *  TG_ERR_NULL for a NULL tape. */
+TG_API tg_status tg_tape_set_training(tg_tape *tape, int training);
+/** 1 in training mode, 0 in evaluation mode (and for NULL). */
+TG_API int tg_tape_training(const tg_tape *tape);
+
+/* ---- Observers of the tape ---------------------------------------------------------------------
+ * Tools watch the tape through observers instead of driving it: the chain-rule trace, anomaly
+ * mode and the data-parallel gradient buckets are observers. tg_backward alone runs the ops'
+ * backwards; an observer sees each step and may stop the pass. */
+
+/** What an observer is told about. */
+typedef enum tg_event_kind {
+    TG_EVENT_FORWARD = 0,         /**< a node was recorded: `tensor` is it, forward has run */
+    TG_EVENT_BACKWARD_BEGIN = 1,  /**< a pass starts from `output`; its gradient holds the seed */
+    TG_EVENT_BEFORE_BACKWARD = 2, /**< `tensor`'s backward is about to run (grads: its inputs') */
+    TG_EVENT_AFTER_BACKWARD = 3,  /**< `tensor`'s backward has accumulated into `grads` */
+    /** the gradient of leaf `tensor` is final for this pass: no node still to run uses it */
+    TG_EVENT_GRAD_READY = 4,
+    TG_EVENT_BACKWARD_END = 5 /**< the pass from `output` is complete */
+} tg_event_kind;
+
+/** One event. Valid during the observer's call only. */
+typedef struct tg_event {
+    tg_event_kind kind; /**< which */
+    tg_tape *tape;      /**< the tape */
+    tg_tensor *tensor;  /**< the node or leaf it is about (NULL for BEGIN and END) */
+    tg_tensor *output;  /**< the tensor the pass started from (backward events) */
+    /** BEFORE_ and AFTER_BACKWARD: `n_grads` = the node's input count entries, the gradient each
+     *  input receives in this pass, or NULL where the engine decided it needs none. */
+    tg_tensor *const *grads;
+    int n_grads; /**< entries of grads */
+} tg_event;
+
+/** An observer: returns TG_OK to go on; any other status stops the forward or backward pass
+ *  and puts the tape in error with that status (and tg_last_errmsg() as its message unless the
+ *  observer set the tape's error itself). */
+typedef tg_status (*tg_observer_fn)(const tg_event *event, void *user);
+
+/** Adds an observer (up to 8 per tape; they are called in the order added). Survives
+ *  tg_tape_reset. TG_OK, TG_ERR_NULL, TG_ERR_VALUE (the same fn and user twice) or TG_ERR_STATE
+ *  (8 already). */
+TG_API tg_status tg_tape_observe(tg_tape *tape, tg_observer_fn fn, void *user);
+/** Removes the observer added with the same fn and user. TG_OK, TG_ERR_NULL or TG_ERR_VALUE
+ *  (not found). */
+TG_API tg_status tg_tape_unobserve(tg_tape *tape, tg_observer_fn fn, void *user);
 
 /** Reverse-mode pass from a one-element `loss`: seeds d loss / d loss = 1 and replays the tape in
- *  reverse, accumulating into the gradient of every leaf that requires one. The gradients of tape
- *  tensors are recomputed on each call. Returns TG_OK, the tape's first error, or a new error
+ *  reverse, accumulating into the gradient of every leaf that requires one. Only the nodes the
+ *  loss depends on run, and only inputs that lead to such a leaf receive a gradient (decided
+ *  now, from the leaves' current requires_grad: a leaf frozen after recording gets nothing).
+ *  The gradients of tape tensors on that path are recomputed on each call. Returns TG_OK, the tape's first error, or a new error
  *  (a NULL or non-scalar loss, a loss from another tape). */
-tg_status tg_backward(tg_tape *tape, tg_tensor *loss);
+TG_API tg_status tg_backward(tg_tape *tape, tg_tensor *loss);
 /** As tg_backward from a tensor of any shape, seeded with `seed` (same shape and dtype). */
-tg_status tg_backward_seed(tg_tape *tape, tg_tensor *output, const tg_tensor *seed);
+TG_API tg_status tg_backward_seed(tg_tape *tape, tg_tensor *output, const tg_tensor *seed);
 
 /* ---- Builder calls ----------------------------------------------------------------------------
  * Each computes its output now and records it on the tape. Each is a macro passing the caller's
@@ -215,46 +276,52 @@ tg_status tg_backward_seed(tg_tape *tape, tg_tensor *output, const tg_tensor *se
 
 /* Elementwise binary ops with NumPy broadcasting: shapes are aligned on the right; each axis must
  * match or be 1 in one of them. Backward sums over the broadcast axes. */
-tg_tensor *tg_add_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);    /**< y = a + b */
-tg_tensor *tg_sub_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);    /**< y = a - b */
-tg_tensor *tg_mul_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);    /**< y = a * b */
-tg_tensor *tg_div_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);    /**< y = a / b */
-tg_tensor *tg_neg_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);                  /**< y = -x */
-tg_tensor *tg_scale_at(tg_tape *t, tg_tensor *x, double s, TG_LOC_PARAMS);      /**< y = s x */
-tg_tensor *tg_add_scalar_at(tg_tape *t, tg_tensor *x, double s, TG_LOC_PARAMS); /**< y = x + s */
+TG_API tg_tensor *tg_add_at(tg_tape *t, tg_tensor *a, tg_tensor *b,
+                            TG_LOC_PARAMS); /**< y = a + b */
+TG_API tg_tensor *tg_sub_at(tg_tape *t, tg_tensor *a, tg_tensor *b,
+                            TG_LOC_PARAMS); /**< y = a - b */
+TG_API tg_tensor *tg_mul_at(tg_tape *t, tg_tensor *a, tg_tensor *b,
+                            TG_LOC_PARAMS); /**< y = a * b */
+TG_API tg_tensor *tg_div_at(tg_tape *t, tg_tensor *a, tg_tensor *b,
+                            TG_LOC_PARAMS);                                       /**< y = a / b */
+TG_API tg_tensor *tg_neg_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);             /**< y = -x */
+TG_API tg_tensor *tg_scale_at(tg_tape *t, tg_tensor *x, double s, TG_LOC_PARAMS); /**< y = s x */
+TG_API tg_tensor *tg_add_scalar_at(tg_tape *t, tg_tensor *x, double s,
+                                   TG_LOC_PARAMS); /**< y = x + s */
 /** y = a b for a [M,K], b [K,N]: y [M,N]. */
-tg_tensor *tg_matmul_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
+TG_API tg_tensor *tg_matmul_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
 /** y = a b^T for a [M,K], b [N,K]: y [M,N]. A linear layer's x W^T with W stored [out,in],
  *  without materialising W^T (backward: da += dy b, db += dy^T a). */
-tg_tensor *tg_matmul_bt_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
+TG_API tg_tensor *tg_matmul_bt_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
 /** y = x^T for a 2-D x. */
-tg_tensor *tg_transpose_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
+TG_API tg_tensor *tg_transpose_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
 /** Same elements, new shape (same number of elements); one entry may be -1 (inferred). */
-tg_tensor *tg_reshape_at(tg_tape *t, tg_tensor *x, int rank, const int64_t *shape, TG_LOC_PARAMS);
+TG_API tg_tensor *tg_reshape_at(tg_tape *t, tg_tensor *x, int rank, const int64_t *shape,
+                                TG_LOC_PARAMS);
 /** y = sum of all elements (rank 0). */
-tg_tensor *tg_sum_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
+TG_API tg_tensor *tg_sum_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
 /** y = mean of all elements (rank 0). */
-tg_tensor *tg_mean_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
+TG_API tg_tensor *tg_mean_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
 /** Sum along `axis` (negative counts from the end); keepdims keeps it as size 1. */
-tg_tensor *tg_sum_axis_at(tg_tape *t, tg_tensor *x, int axis, int keepdims, TG_LOC_PARAMS);
+TG_API tg_tensor *tg_sum_axis_at(tg_tape *t, tg_tensor *x, int axis, int keepdims, TG_LOC_PARAMS);
 /** Mean along `axis`; as tg_sum_axis. */
-tg_tensor *tg_mean_axis_at(tg_tape *t, tg_tensor *x, int axis, int keepdims, TG_LOC_PARAMS);
-tg_tensor *tg_exp_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);     /**< y = e^x */
-tg_tensor *tg_log_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);     /**< y = ln x */
-tg_tensor *tg_tanh_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);    /**< y = tanh x */
-tg_tensor *tg_sigmoid_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS); /**< y = 1 / (1 + e^-x) */
-tg_tensor *tg_relu_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);    /**< y = max(x, 0) */
+TG_API tg_tensor *tg_mean_axis_at(tg_tape *t, tg_tensor *x, int axis, int keepdims, TG_LOC_PARAMS);
+TG_API tg_tensor *tg_exp_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);     /**< y = e^x */
+TG_API tg_tensor *tg_log_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);     /**< y = ln x */
+TG_API tg_tensor *tg_tanh_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);    /**< y = tanh x */
+TG_API tg_tensor *tg_sigmoid_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS); /**< y = 1 / (1 + e^-x) */
+TG_API tg_tensor *tg_relu_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);    /**< y = max(x, 0) */
 /** y_i = e^(x_i - max) / sum_j e^(x_j - max) along the last axis. */
-tg_tensor *tg_softmax_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
+TG_API tg_tensor *tg_softmax_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
 /** y_i = x_i - max - log sum_j e^(x_j - max) along the last axis. */
-tg_tensor *tg_log_softmax_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
+TG_API tg_tensor *tg_log_softmax_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
 /** Mean over the batch of -sum_c target_c log softmax(logits)_c, fused and stable.
  *  logits [N,C]; targets either class indices (TG_I32, shape [N], each in [0,C)) or probability
  *  rows (logits' dtype, shape [N,C]). Output rank 0. */
-tg_tensor *tg_softmax_cross_entropy_at(tg_tape *t, tg_tensor *logits, tg_tensor *targets,
-                                       TG_LOC_PARAMS);
+TG_API tg_tensor *tg_softmax_cross_entropy_at(tg_tape *t, tg_tensor *logits, tg_tensor *targets,
+                                              TG_LOC_PARAMS);
 /** Mean squared error: mean((a - b)^2) over all elements, a and b of one shape. Output rank 0. */
-tg_tensor *tg_mse_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
+TG_API tg_tensor *tg_mse_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
 
 /** y = a + b, broadcasting; tg_add_at with the caller's file and line. */
 #define tg_add(t, a, b) tg_add_at((t), (a), (b), __FILE__, __LINE__)
@@ -313,7 +380,7 @@ tg_tensor *tg_mse_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
  * For an op tapegrad lacks, or to check a hand-derived backward with tg_gradcheck. */
 
 /** The most inputs a custom op may take. */
-#define TG_CUSTOM_MAX_INPUTS 4
+#define TG_CUSTOM_MAX_INPUTS 64
 
 /** A custom op: a name and a forward and backward callback. Owned by the caller, who keeps it
  *  valid while any tape holds a node recorded with it. */
@@ -329,8 +396,9 @@ typedef struct tg_custom_op {
 
 /** Records a custom op with output shape (rank, shape) and the outputs' dtype of inputs[0].
  *  `op` and `user` must stay valid until the tape is reset. */
-tg_tensor *tg_custom_at(tg_tape *t, const tg_custom_op *op, void *user, tg_tensor *const *inputs,
-                        int n_inputs, int rank, const int64_t *shape, TG_LOC_PARAMS);
+TG_API tg_tensor *tg_custom_at(tg_tape *t, const tg_custom_op *op, void *user,
+                               tg_tensor *const *inputs, int n_inputs, int rank,
+                               const int64_t *shape, TG_LOC_PARAMS);
 /** Records a custom op; tg_custom_at with the caller's file and line. The output rank and shape
  *  may be given as TG_SHAPE(3, 4). */
 #define tg_custom(t, op, user, inputs, n_inputs, ...)                                              \
@@ -373,7 +441,7 @@ typedef struct tg_gradcheck_opts {
 
 /** The defaults: eps 1e-6, atol 1e-5, rtol 1e-3 (as PyTorch's gradcheck), dtype TG_F64,
  *  max_rows 10. */
-tg_gradcheck_opts tg_gradcheck_defaults(void);
+TG_API tg_gradcheck_opts tg_gradcheck_defaults(void);
 
 /** What one element turned out to be. */
 typedef enum tg_gradcheck_status {
@@ -407,18 +475,18 @@ typedef struct tg_gradcheck_element {
 
 /** The verdict on one input that requires a gradient. */
 typedef struct tg_gradcheck_tensor {
-    char name[32];              /**< the input's name, or "input <i>" */
-    int input;                  /**< its position in the inputs array */
-    int rank;                   /**< its rank */
-    int64_t shape[TG_MAX_RANK]; /**< its shape */
-    int64_t numel;              /**< its number of elements */
-    int has_yours;              /**< 1 if you supplied a gradient for it */
-    int passed;                 /**< 1 if no element mismatches (kinks do not count) */
-    int64_t n_ok;               /**< elements that agree */
-    int64_t n_mismatch;         /**< elements that do not */
-    int64_t n_kink;             /**< elements at a kink, not judged */
-    double max_abs_err;         /**< largest abs_err over judged (non-kink) elements */
-    double max_rel_err;         /**< largest rel_err over judged elements */
+    char name[32];        /**< the input's name, or "input <i>" */
+    int input;            /**< its position in the inputs array */
+    int rank;             /**< its rank */
+    const int64_t *shape; /**< its shape, `rank` entries; owned by the report */
+    int64_t numel;        /**< its number of elements */
+    int has_yours;        /**< 1 if you supplied a gradient for it */
+    int passed;           /**< 1 if no element mismatches (kinks do not count) */
+    int64_t n_ok;         /**< elements that agree */
+    int64_t n_mismatch;   /**< elements that do not */
+    int64_t n_kink;       /**< elements at a kink, not judged */
+    double max_abs_err;   /**< largest abs_err over judged (non-kink) elements */
+    double max_rel_err;   /**< largest rel_err over judged elements */
     /** Flat index of the element furthest outside tolerance (largest abs_err / (atol + rtol
      *  |reference|)) among judged elements; -1 if none was judged. */
     int64_t worst_index;
@@ -448,8 +516,8 @@ typedef struct tg_gradcheck_report {
  *  NULL on a usage error, with tg_last_errmsg() naming it: NULL f or inputs, no input requiring a
  *  gradient, bad options (eps <= 0, atol or rtol < 0), f failing to build (the tape's message is
  *  quoted), f returning more than one element, or no memory. */
-tg_gradcheck_report *tg_gradcheck(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_inputs,
-                                  void *user, const tg_gradcheck_opts *opts);
+TG_API tg_gradcheck_report *tg_gradcheck(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_inputs,
+                                         void *user, const tg_gradcheck_opts *opts);
 
 /** As tg_gradcheck, and also checks gradients you computed yourself: yours[i] is your d f /
  *  d inputs[i] (same shape as inputs[i], f32 or f64), or NULL for an input you did not derive
@@ -457,18 +525,18 @@ tg_gradcheck_report *tg_gradcheck(tg_gradcheck_fn f, tg_tensor *const *inputs, i
  *  yours passes when it agrees with autodiff and autodiff agrees with finite differences.
  *  Additional errors: yours[i] given for an input that does not require a gradient, or of the
  *  wrong shape or dtype. Returns a new report owned by the caller, or NULL (tg_last_errmsg). */
-tg_gradcheck_report *tg_gradcheck_yours(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_inputs,
-                                        void *user, tg_tensor *const *yours,
-                                        const tg_gradcheck_opts *opts);
+TG_API tg_gradcheck_report *tg_gradcheck_yours(tg_gradcheck_fn f, tg_tensor *const *inputs,
+                                               int n_inputs, void *user, tg_tensor *const *yours,
+                                               const tg_gradcheck_opts *opts);
 
 /** Writes the report to `out`: one line per tensor (verdict, counts, max errors, worst element),
  *  then its mismatching elements as rows `index | yours | autodiff | finite difference | abs err |
  *  rel err` (multi-d indices such as [1,0]; the first max_rows, then a count of the rest), then
  *  its kink elements with both one-sided differences. NULL report or out: nothing is written. */
-void tg_gradcheck_print(const tg_gradcheck_report *report, FILE *out);
+TG_API void tg_gradcheck_print(const tg_gradcheck_report *report, FILE *out);
 
 /** Frees a report and everything it owns. NULL is ignored. */
-void tg_gradcheck_report_free(tg_gradcheck_report *report);
+TG_API void tg_gradcheck_report_free(tg_gradcheck_report *report);
 
 /* ---- Teaching: graph, listing, trace (src/teach.c) -------------------------------------------- */
 
@@ -477,22 +545,22 @@ void tg_gradcheck_report_free(tg_gradcheck_report *report);
  *  and what the node saved for backward. Unnamed tensors show as "op#index" (nodes) and "leaf#k"
  *  (leaves, numbered in order of first use). Returns TG_OK, TG_ERR_NULL (tape or out NULL; see
  *  tg_last_errmsg) or TG_ERR_IO if writing failed. Reads the tape only. */
-tg_status tg_tape_print(const tg_tape *tape, FILE *out);
+TG_API tg_status tg_tape_print(const tg_tape *tape, FILE *out);
 
 /** Writes the recorded graph as Graphviz DOT to `out`: one box per leaf and per node with its name,
  *  op, shape, its values when it has at most 8 elements and, once tg_backward has run, its
  *  gradient; parameters, data and computed tensors are styled apart and the output is
  *  highlighted; edges run from inputs to the ops that use them, in recording order. Returns TG_OK,
  *  TG_ERR_NULL or TG_ERR_IO (message in tg_last_errmsg). Reads the tape only. */
-tg_status tg_tape_write_dot(const tg_tape *tape, FILE *out);
+TG_API tg_status tg_tape_write_dot(const tg_tape *tape, FILE *out);
 /** As tg_tape_write_dot into the file at `path` (created or truncated). TG_ERR_IO if it cannot be
  *  opened or written, with the path in tg_last_errmsg. */
-tg_status tg_tape_save_dot(const tg_tape *tape, const char *path);
+TG_API tg_status tg_tape_save_dot(const tg_tape *tape, const char *path);
 /** Draws the graph into `path` with Graphviz's `dot` program; the format follows the name's end
  *  (.png, .svg or .pdf, else TG_ERR_VALUE). Returns TG_ERR_IO, with a message naming Debian's
  *  graphviz package, when `dot` is not on the PATH, and TG_ERR_IO when `dot` fails. Uses a
  *  temporary file in $TMPDIR (or /tmp), removed before returning. Messages in tg_last_errmsg. */
-tg_status tg_tape_render(const tg_tape *tape, const char *path);
+TG_API tg_status tg_tape_render(const tg_tape *tape, const char *path);
 
 /** Turns the chain-rule trace of tg_backward on (`out` non-NULL) or off (NULL, the default). While
  *  on, each backward pass writes to `out`, node by node in reverse order: the upstream gradient,
@@ -503,7 +571,7 @@ tg_status tg_tape_render(const tg_tape *tape, const char *path);
  *  as a few entries and the norm. Gradients are bitwise the same as with the trace off. `out` is
  *  the caller's and must stay open while tracing is on; the setting survives tg_tape_reset.
  *  Returns TG_OK, or TG_ERR_NULL for a NULL tape. */
-tg_status tg_tape_set_trace(tg_tape *tape, FILE *out);
+TG_API tg_status tg_tape_set_trace(tg_tape *tape, FILE *out);
 
 /* ---- Training: initializers, optimizers, batches, layers (src/train.c) ------------------------ */
 
@@ -513,22 +581,24 @@ tg_status tg_tape_set_trace(tg_tape *tape, FILE *out);
  * TG_OK, or TG_ERR_NULL / TG_ERR_DTYPE / TG_ERR_VALUE with a message in tg_last_errmsg(). */
 
 /** Sets every element to 0. */
-tg_status tg_init_zeros(tg_tensor *tensor);
+TG_API tg_status tg_init_zeros(tg_tensor *tensor);
 /** Sets every element to `value`. */
-tg_status tg_init_constant(tg_tensor *tensor, double value);
+TG_API tg_status tg_init_constant(tg_tensor *tensor, double value);
 /** Uniform in [lo, hi). TG_ERR_VALUE unless lo <= hi. */
-tg_status tg_init_uniform(tg_tensor *tensor, double lo, double hi, tg_rng *rng);
+TG_API tg_status tg_init_uniform(tg_tensor *tensor, double lo, double hi, tg_rng *rng);
 /** Normal(mean, std^2). TG_ERR_VALUE if std < 0. */
-tg_status tg_init_normal(tg_tensor *tensor, double mean, double std, tg_rng *rng);
+TG_API tg_status tg_init_normal(tg_tensor *tensor, double mean, double std, tg_rng *rng);
 /** Xavier/Glorot uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)). Keeps the variance of
  *  activations and gradients about constant through tanh/sigmoid layers. Fans must be >= 1. */
-tg_status tg_init_xavier_uniform(tg_tensor *tensor, int64_t fan_in, int64_t fan_out, tg_rng *rng);
+TG_API tg_status tg_init_xavier_uniform(tg_tensor *tensor, int64_t fan_in, int64_t fan_out,
+                                        tg_rng *rng);
 /** Xavier/Glorot normal: N(0, s^2), s = sqrt(2 / (fan_in + fan_out)). Fans must be >= 1. */
-tg_status tg_init_xavier_normal(tg_tensor *tensor, int64_t fan_in, int64_t fan_out, tg_rng *rng);
+TG_API tg_status tg_init_xavier_normal(tg_tensor *tensor, int64_t fan_in, int64_t fan_out,
+                                       tg_rng *rng);
 /** He/Kaiming uniform (for relu layers): U(-a, a), a = sqrt(6 / fan_in). fan_in >= 1. */
-tg_status tg_init_he_uniform(tg_tensor *tensor, int64_t fan_in, tg_rng *rng);
+TG_API tg_status tg_init_he_uniform(tg_tensor *tensor, int64_t fan_in, tg_rng *rng);
 /** He/Kaiming normal (for relu layers): N(0, s^2), s = sqrt(2 / fan_in). fan_in >= 1. */
-tg_status tg_init_he_normal(tg_tensor *tensor, int64_t fan_in, tg_rng *rng);
+TG_API tg_status tg_init_he_normal(tg_tensor *tensor, int64_t fan_in, tg_rng *rng);
 
 /** Optimizer algorithms. With g the gradient (plus weight_decay * p when weight decay is on),
  *  p a parameter, lr the learning rate of this step and t = 1, 2, ... the step number:
@@ -561,24 +631,25 @@ typedef struct tg_optim_config {
 typedef struct tg_optim tg_optim; /**< opaque: an optimizer over a fixed list of parameters */
 
 /** The default settings of `kind` with learning rate `lr` (see tg_optim_config). */
-tg_optim_config tg_optim_defaults(tg_optim_kind kind, double lr);
+TG_API tg_optim_config tg_optim_defaults(tg_optim_kind kind, double lr);
 /** A new optimizer updating the `n_params` leaves in `params` (f32 or f64, requiring a gradient;
  *  each at most once). The optimizer keeps the pointers, not the tensors: they must outlive it.
  *  Its state (velocities, moments) has each parameter's dtype and starts at zero. Returns NULL on a bad config or
  *  parameter, or no memory (see tg_last_errmsg). Free with tg_optim_free. */
-tg_optim *tg_optim_new(const tg_optim_config *config, tg_tensor *const *params, int n_params);
+TG_API tg_optim *tg_optim_new(const tg_optim_config *config, tg_tensor *const *params,
+                              int n_params);
 /** One update of every parameter from its current gradient. A parameter without a gradient yet
  *  (no tg_backward reached it) is skipped. Does not zero the gradients. Returns TG_OK, TG_ERR_NULL,
  *  or TG_ERR_NONFINITE if a gradient holds a NaN or Inf (then no parameter is changed). */
-tg_status tg_optim_step(tg_optim *optim);
+TG_API tg_status tg_optim_step(tg_optim *optim);
 /** Zeros the gradient of every parameter (call it before each backward: leaves accumulate). */
-void tg_optim_zero_grad(tg_optim *optim);
+TG_API void tg_optim_zero_grad(tg_optim *optim);
 /** The learning rate the next step will use (after step decay). 0 for NULL. */
-double tg_optim_lr(const tg_optim *optim);
+TG_API double tg_optim_lr(const tg_optim *optim);
 /** Number of steps taken. */
-int64_t tg_optim_steps(const tg_optim *optim);
+TG_API int64_t tg_optim_steps(const tg_optim *optim);
 /** Frees the optimizer and its state (not the parameters). NULL is ignored. */
-void tg_optim_free(tg_optim *optim);
+TG_API void tg_optim_free(tg_optim *optim);
 
 typedef struct tg_dataset tg_dataset; /**< opaque: mini-batches over (inputs, targets) */
 
@@ -589,20 +660,20 @@ typedef struct tg_dataset tg_dataset; /**< opaque: mini-batches over (inputs, ta
  *  mini-batch. Keeps pointers to inputs and targets (they must outlive it; their values are read
  *  at each tg_dataset_next). Returns NULL on bad arguments or no memory (see tg_last_errmsg).
  *  Free with tg_dataset_free. */
-tg_dataset *tg_dataset_new(const tg_tensor *inputs, const tg_tensor *targets, int64_t batch_size,
-                           int shuffle, uint64_t seed);
+TG_API tg_dataset *tg_dataset_new(const tg_tensor *inputs, const tg_tensor *targets,
+                                  int64_t batch_size, int shuffle, uint64_t seed);
 /** Copies the next batch into tensors the dataset owns and points *inputs and *targets at them:
  *  leaves of shape [B, ...] (B = batch_size, or the remainder for the last batch), valid until the
  *  next call or tg_dataset_free. Nothing is allocated per batch. Returns 1 when a batch was
  *  produced, 0 at the end of an epoch (the next call starts a new epoch, reshuffled), or a negative
  *  tg_status (see tg_last_errmsg). Loop: while (tg_dataset_next(ds, &x, &y) == 1) { ... } */
-int tg_dataset_next(tg_dataset *dataset, tg_tensor **inputs, tg_tensor **targets);
+TG_API int tg_dataset_next(tg_dataset *dataset, tg_tensor **inputs, tg_tensor **targets);
 /** Number of rows N. */
-int64_t tg_dataset_size(const tg_dataset *dataset);
+TG_API int64_t tg_dataset_size(const tg_dataset *dataset);
 /** Number of batches in an epoch: ceil(N / batch_size). */
-int64_t tg_dataset_n_batches(const tg_dataset *dataset);
+TG_API int64_t tg_dataset_n_batches(const tg_dataset *dataset);
 /** Frees the dataset and its batch tensors (not the inputs and targets). NULL is ignored. */
-void tg_dataset_free(tg_dataset *dataset);
+TG_API void tg_dataset_free(tg_dataset *dataset);
 
 /** A linear (fully connected) layer y = x W^T + b, for x [N,in]: W [out,in], b [out], y [N,out].
  *  The fields are the caller's to read and pass to an optimizer; both require a gradient. */
@@ -615,27 +686,28 @@ typedef struct tg_linear {
  *  from `rng` (Xavier uniform, the right scale for tanh; for relu re-draw W with tg_init_he_*).
  *  W and b are named `name`.W and `name`.b (name may be NULL). Returns NULL on bad arguments or no
  *  memory (see tg_last_errmsg). Free with tg_linear_free. */
-tg_linear *tg_linear_new(tg_dtype dtype, int64_t n_in, int64_t n_out, const char *name,
-                         tg_rng *rng);
+TG_API tg_linear *tg_linear_new(tg_dtype dtype, int64_t n_in, int64_t n_out, const char *name,
+                                tg_rng *rng);
 /** Records tg_add(t, tg_matmul_bt(t, x, W), b), i.e. x W^T + b -- exactly the two nodes a user
  *  would write, attributed to the caller's file and line. x [N,in] gives [N,out]. Errors as for
  *  any builder call (on the tape). */
-tg_tensor *tg_linear_forward_at(tg_tape *t, const tg_linear *layer, tg_tensor *x, TG_LOC_PARAMS);
+TG_API tg_tensor *tg_linear_forward_at(tg_tape *t, const tg_linear *layer, tg_tensor *x,
+                                       TG_LOC_PARAMS);
 /** tg_linear_forward_at with the caller's file and line. */
 #define tg_linear_forward(t, layer, x) tg_linear_forward_at((t), (layer), (x), __FILE__, __LINE__)
 /** Frees W, b and the layer. NULL is ignored. */
-void tg_linear_free(tg_linear *layer);
+TG_API void tg_linear_free(tg_linear *layer);
 
 /** The report's dataset: `n` points uniform in [-1,1]^2 drawn from `rng`, labelled 1 inside the
  *  circle of radius sqrt(2/pi) (area 2, half the square: balanced classes) and 0 outside.
  *  On TG_OK, *inputs is a new [n,2] leaf of `dtype` and *labels a new TG_I32 [n] leaf, both the
  *  caller's to free. On error both are NULL and tg_last_errmsg() says why. */
-tg_status tg_circles_make(tg_dtype dtype, int64_t n, tg_rng *rng, tg_tensor **inputs,
-                          tg_tensor **labels);
+TG_API tg_status tg_circles_make(tg_dtype dtype, int64_t n, tg_rng *rng, tg_tensor **inputs,
+                                 tg_tensor **labels);
 
 /** Fraction of rows of `logits` [N,C] whose largest entry (first on ties) is at the class in
  *  `labels` (TG_I32 [N]), in [0, 1]. -1 on bad arguments (see tg_last_errmsg). */
-double tg_accuracy(const tg_tensor *logits, const tg_tensor *labels);
+TG_API double tg_accuracy(const tg_tensor *logits, const tg_tensor *labels);
 
 /* ---- Data: IDX files (src/idx.c) -------------------------------------------------------------- */
 
@@ -646,24 +718,24 @@ double tg_accuracy(const tg_tensor *logits, const tg_tensor *labels);
 typedef struct tg_idx tg_idx;
 
 /** Loads an IDX file of unsigned bytes (type 0x08), gzip'ed or plain (detected from the gzip magic).
- *  Checks the magic number, the element type, the number of dimensions (1..4), the sizes (without
+ *  Checks the magic number, the element type, the number of dimensions (1..TG_MAX_RANK), the sizes (without
  *  overflow) and the length: a truncated file or one with trailing data is rejected. Returns NULL
  *  on any error (TG_ERR_IO, TG_ERR_FORMAT, TG_ERR_NOMEM) with a message naming the file, what was
  *  expected and what was found (see tg_last_errmsg). Caller frees with tg_idx_free. */
-tg_idx *tg_idx_load(const char *path);
+TG_API tg_idx *tg_idx_load(const char *path);
 /** As tg_idx_load, from `len` bytes of an uncompressed IDX file in memory (copied; `bytes` is not
  *  kept). `name` (may be NULL) is used in messages. */
-tg_idx *tg_idx_load_mem(const void *bytes, size_t len, const char *name);
+TG_API tg_idx *tg_idx_load_mem(const void *bytes, size_t len, const char *name);
 /** Frees an IDX array. NULL is ignored. */
-void tg_idx_free(tg_idx *idx);
-/** Number of dimensions (1..4); 0 for NULL. */
-int tg_idx_rank(const tg_idx *idx);
+TG_API void tg_idx_free(tg_idx *idx);
+/** Number of dimensions (1..TG_MAX_RANK); 0 for NULL. */
+TG_API int tg_idx_rank(const tg_idx *idx);
 /** Size of dimension `axis` (negative counts from the end); 0 for a bad axis or NULL. */
-int64_t tg_idx_dim(const tg_idx *idx, int axis);
+TG_API int64_t tg_idx_dim(const tg_idx *idx, int axis);
 /** Number of elements (the product of the sizes). */
-int64_t tg_idx_numel(const tg_idx *idx);
+TG_API int64_t tg_idx_numel(const tg_idx *idx);
 /** The elements, row-major. Owned by `idx`; valid until tg_idx_free. */
-const uint8_t *tg_idx_data(const tg_idx *idx);
+TG_API const uint8_t *tg_idx_data(const tg_idx *idx);
 
 /** The four files of an MNIST-style data set. */
 typedef enum tg_idx_part {
@@ -676,7 +748,7 @@ typedef enum tg_idx_part {
 /** Writes the path of `part` in `dir` (NULL: TG_FASHION_MNIST_DIR) into buf (len bytes): the
  *  `.gz` name, or the plain name if only that one exists. Does not check that the file exists.
  *  TG_OK, or TG_ERR_NULL / TG_ERR_VALUE (bad part, buffer too small; see tg_last_errmsg). */
-tg_status tg_idx_path(const char *dir, tg_idx_part part, char *buf, size_t len);
+TG_API tg_status tg_idx_path(const char *dir, tg_idx_part part, char *buf, size_t len);
 
 /** opaque: images [N, ...] and their labels [N], both kept as bytes */
 typedef struct tg_idx_dataset tg_idx_dataset;
@@ -684,29 +756,29 @@ typedef struct tg_idx_dataset tg_idx_dataset;
 /** Loads an images file and its labels file (1 dimension, as many labels as images). Returns NULL
  *  on any error of tg_idx_load or a mismatch (TG_ERR_FORMAT), see tg_last_errmsg. Caller frees
  *  with tg_idx_dataset_free. */
-tg_idx_dataset *tg_idx_dataset_load(const char *images_path, const char *labels_path);
+TG_API tg_idx_dataset *tg_idx_dataset_load(const char *images_path, const char *labels_path);
 /** Loads the training (train != 0) or test set of an MNIST-style directory (NULL:
  *  TG_FASHION_MNIST_DIR), with file names from tg_idx_path. As tg_idx_dataset_load. */
-tg_idx_dataset *tg_idx_dataset_load_dir(const char *dir, int train);
+TG_API tg_idx_dataset *tg_idx_dataset_load_dir(const char *dir, int train);
 /** Frees a data set. NULL is ignored. */
-void tg_idx_dataset_free(tg_idx_dataset *ds);
+TG_API void tg_idx_dataset_free(tg_idx_dataset *ds);
 /** Number of samples N. */
-int64_t tg_idx_dataset_size(const tg_idx_dataset *ds);
+TG_API int64_t tg_idx_dataset_size(const tg_idx_dataset *ds);
 /** Values per sample (784 for 28x28 images). */
-int64_t tg_idx_dataset_features(const tg_idx_dataset *ds);
+TG_API int64_t tg_idx_dataset_features(const tg_idx_dataset *ds);
 /** 1 + the largest label (10 for MNIST). */
-int tg_idx_dataset_classes(const tg_idx_dataset *ds);
+TG_API int tg_idx_dataset_classes(const tg_idx_dataset *ds);
 /** The images array [N, rows, cols]. Owned by `ds`. */
-const tg_idx *tg_idx_dataset_images(const tg_idx_dataset *ds);
+TG_API const tg_idx *tg_idx_dataset_images(const tg_idx_dataset *ds);
 /** The labels array [N]. Owned by `ds`. */
-const tg_idx *tg_idx_dataset_labels(const tg_idx_dataset *ds);
+TG_API const tg_idx *tg_idx_dataset_labels(const tg_idx_dataset *ds);
 /** Converts the samples indices[0..n) (any order, repeats allowed: shuffled mini-batches) into
  *  the caller's tensors, allocating nothing: x (f32 or f64, shape [n, ...] with n * features
  *  elements) gets the pixels scaled to [0,1] (byte / 255), y (i32 [n], or NULL) the labels.
  *  Returns TG_OK, or TG_ERR_NULL / TG_ERR_DTYPE / TG_ERR_SHAPE / TG_ERR_VALUE (an index out of
  *  range) with a message in tg_last_errmsg; on error x and y are untouched. */
-tg_status tg_idx_dataset_batch(const tg_idx_dataset *ds, const int64_t *indices, int64_t n,
-                               tg_tensor *x, tg_tensor *y);
+TG_API tg_status tg_idx_dataset_batch(const tg_idx_dataset *ds, const int64_t *indices, int64_t n,
+                                      tg_tensor *x, tg_tensor *y);
 
 /* ---- Checkpoints: safetensors (src/checkpoint.c) ---------------------------------------------- */
 
@@ -719,8 +791,8 @@ tg_status tg_idx_dataset_batch(const tg_idx_dataset *ds, const int64_t *indices,
  *  over `path` (then the directory is fsync'ed), so a failure at any point leaves a previous file
  *  at `path` intact. Returns TG_OK, TG_ERR_NULL / TG_ERR_VALUE (bad arguments, missing or repeated
  *  names), TG_ERR_IO (with the step that failed), TG_ERR_NOMEM; message in tg_last_errmsg. */
-tg_status tg_checkpoint_save(const char *path, tg_tensor *const *params, int n,
-                             const char *const *names);
+TG_API tg_status tg_checkpoint_save(const char *path, tg_tensor *const *params, int n,
+                                    const char *const *names);
 /** Loads a safetensors file into `n` parameters (named as for tg_checkpoint_save), which must
  *  match the file exactly: the same set of names, and for each the same dtype and shape. The whole
  *  file is checked first -- header length, JSON, dtypes, shapes, data offsets (in range, no
@@ -730,12 +802,12 @@ tg_status tg_checkpoint_save(const char *path, tg_tensor *const *params, int n,
  *  TG_ERR_IO, TG_ERR_FORMAT (malformed file, checksum mismatch naming the tensor, missing or extra
  *  tensors), TG_ERR_SHAPE (dtype or shape differs from the model's), TG_ERR_NULL / TG_ERR_VALUE /
  *  TG_ERR_NOMEM; message in tg_last_errmsg naming the file, the tensor and the offsets. */
-tg_status tg_checkpoint_load(const char *path, tg_tensor *const *params, int n,
-                             const char *const *names);
+TG_API tg_status tg_checkpoint_load(const char *path, tg_tensor *const *params, int n,
+                                    const char *const *names);
 /** As tg_checkpoint_load, from `len` bytes in memory (not kept); `name` (may be NULL) is used in
  *  messages. */
-tg_status tg_checkpoint_load_mem(const void *bytes, size_t len, const char *name,
-                                 tg_tensor *const *params, int n, const char *const *names);
+TG_API tg_status tg_checkpoint_load_mem(const void *bytes, size_t len, const char *name,
+                                        tg_tensor *const *params, int n, const char *const *names);
 
 /** Anomaly mode (off by default; survives tg_tape_reset). When on, after every op's forward and
  *  after every node's backward the tape checks the values just produced; the first NaN or Inf puts
@@ -745,9 +817,9 @@ tg_status tg_checkpoint_load_mem(const void *bytes, size_t len, const char *name
  *  The failing builder call returns NULL (tg_backward returns TG_ERR_NONFINITE); later calls do
  *  no work, as after any tape error. Costs one pass over each output and gradient. Returns TG_OK
  *  or TG_ERR_NULL. */
-tg_status tg_tape_set_anomaly(tg_tape *tape, int on);
+TG_API tg_status tg_tape_set_anomaly(tg_tape *tape, int on);
 /** 1 if anomaly mode is on, else 0 (also for NULL). */
-int tg_tape_anomaly(const tg_tape *tape);
+TG_API int tg_tape_anomaly(const tg_tape *tape);
 
 /* ---- Threads and kernels (src/gemm.c) --------------------------------------------------------- */
 
@@ -756,13 +828,13 @@ int tg_tape_anomaly(const tg_tape *tape);
  *  are bit-identical whatever the count: work is split over rows and columns of the output, never
  *  over a sum. Returns TG_OK, or TG_ERR_VALUE for a count out of range (see tg_last_errmsg).
  *  Call it from one thread, between computations; lowering the count joins the extra workers. */
-tg_status tg_set_num_threads(int n);
+TG_API tg_status tg_set_num_threads(int n);
 /** The thread count set by tg_set_num_threads (or TG_NUM_THREADS, or 1). */
-int tg_get_num_threads(void);
+TG_API int tg_get_num_threads(void);
 /** The matmul kernel in use: "avx512", "avx2", "portable" or "openblas". The best one the CPU
  *  runs is chosen at the first call; TG_KERNEL=NAME in the environment picks another if it is
  *  available. Static string; never NULL. */
-const char *tg_kernel_name(void);
+TG_API const char *tg_kernel_name(void);
 
 /* ---- Version ---------------------------------------------------------------------------------- */
 
@@ -778,7 +850,7 @@ const char *tg_kernel_name(void);
 /** The version of the library actually linked at run time ("0.1.0"), which may differ from the
  *  TG_VERSION_STRING a program was compiled against (a newer shared library). Static string,
  *  never NULL; reports no errors. */
-const char *tg_version(void);
+TG_API const char *tg_version(void);
 
 #ifdef __cplusplus
 }

@@ -2,23 +2,23 @@
  * dy/da = 1 and dy/db = 1, so  da += dy,  db += dy,  each summed over the axes along which that
  * input was broadcast (TG_BCAST_FOR gives such axes stride 0, so `+=` does the sum).
  * Saves nothing: the derivative is the constant 1. */
-#include "parallel.h"
+#include "kernels/parallel.h"
 
 static tg_status add_shape(tg_tensor *y, char *msg, size_t len) {
-    return tg_bcast_shape(y->inputs[0], y->inputs[1], y, msg, len);
+    return tg__bcast_shape(y->inputs[0], y->inputs[1], y, msg, len);
 }
 
 /* The two layouts a network's `x W + b` produces, taken without the 4-D broadcast loop (its
  * index arithmetic costs more than the adds on small tensors): both inputs the output's shape,
  * or a full and b one row of the last axis's length, repeated. Returns that row length (the
  * output's size for equal shapes), or 0 for another layout. Same sums, same order. */
-static int64_t add_fast_row(const tg_tensor *y, const tg_bcast *bc) {
+static int64_t add_fast_row(const tg_tensor *y, const tg__bcast *bc) {
     const tg_tensor *a = y->inputs[0], *b = y->inputs[1];
     if (a->numel != y->numel)
         return 0;
     if (b->numel == y->numel)
         return y->numel;
-    if (b->numel == bc->dim[3] && bc->stride_b[3] == 1 && b->numel > 0)
+    if (b->numel == bc->dim[bc->n - 1] && bc->stride_b[bc->n - 1] == 1 && b->numel > 0)
         return b->numel;
     return 0;
 }
@@ -48,16 +48,17 @@ static void add_forward_same(void *ctx, int64_t i0, int64_t i1) {
 
 /* da += dy over elements [i0, i1) (a has the output's shape). */
 static void add_backward_da(void *ctx, int64_t i0, int64_t i1) {
-    const tg_tensor *y = ctx;
-    TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data; T *da = y->inputs[0]->grad->data;
+    const tg__backward_args *g = ctx;
+    const tg_tensor *y = g->y;
+    TG_FOR_DTYPE(y->dtype, T, const T *dy = g->dout->data; T *da = g->din[0]->data;
                  for (int64_t o = i0; o < i1; o++) da[o] += dy[o];);
 }
 
 static tg_status add_forward(tg_tape *tape, tg_tensor *y) {
     (void)tape;
     const tg_tensor *a = y->inputs[0], *b = y->inputs[1];
-    tg_bcast bc;
-    tg_bcast_init(&bc, a, b, y);
+    tg__bcast bc;
+    tg__bcast_init(&bc, a, b, y);
     const int64_t row = add_fast_row(y, &bc);
     if (row && row == y->numel) { /* same shapes: elements are independent */
         tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, add_forward_same, y);
@@ -75,21 +76,22 @@ static tg_status add_forward(tg_tape *tape, tg_tensor *y) {
     return TG_OK;
 }
 
-static void add_backward(tg_tensor *y) {
+static void add_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
     const tg_tensor *a = y->inputs[0], *b = y->inputs[1];
-    tg_bcast bc;
-    tg_bcast_init(&bc, a, b, y);
+    tg__bcast bc;
+    tg__bcast_init(&bc, a, b, y);
     const int64_t row = add_fast_row(y, &bc);
     if (row) {
-        if (a->grad) /* elements are independent: threaded above the size threshold */
-            tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, add_backward_da, y);
+        tg__backward_args g = {y, dout, din};
+        if (din[0]) /* elements are independent: threaded above the size threshold */
+            tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, add_backward_da, &g);
         /* db: a sum over rows, in row order on one thread (the order fixes the bits); a short
          * row (a layer's bias of 2..8) is summed in registers, with its length known. */
-        if (b->grad) {
+        if (din[1]) {
             switch (row) {
 #define ADD_DB_CASE(RR)                                                                            \
     case RR:                                                                                       \
-        TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data; T *db = b->grad->data; T acc[RR];    \
+        TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *db = din[1]->data; T acc[RR];    \
                      for (int c = 0; c < (RR); c++) acc[c] = db[c];                                \
                      for (int64_t o = 0; o < y->numel; o += (RR))                                  \
                          for (int c = 0; c < (RR); c++) acc[c] += dy[o + c];                       \
@@ -99,7 +101,7 @@ static void add_backward(tg_tensor *y) {
                 ADD_DB_CASE(5) ADD_DB_CASE(6) ADD_DB_CASE(7) ADD_DB_CASE(8)
 #undef ADD_DB_CASE
             default:
-                TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data; T *db = b->grad->data;
+                TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *db = din[1]->data;
                              for (int64_t o = 0; o < y->numel; o += row) {
                                  for (int64_t c = 0; c < row; c++) db[c] += dy[o + c];
                              });
@@ -107,23 +109,25 @@ static void add_backward(tg_tensor *y) {
         }
         return;
     }
-    TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data;
-                 T *da = a->grad ? a->grad->data : NULL; T *db = b->grad ? b->grad->data : NULL;
+    TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data;
+                 T *da = din[0] ? din[0]->data : NULL; T *db = din[1] ? din[1]->data : NULL;
                  if (da) TG_BCAST_FOR(bc, o, ia, ib, (void)ib; da[ia] += dy[o];);
                  if (db) TG_BCAST_FOR(bc, o, ia, ib, (void)ia; db[ib] += dy[o];););
 }
 
-tg_tensor *tg_add_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, int line) {
-    tg_tensor *in[2] = {a, b};
-    return tg__record(t, TG_OP_ADD, in, 2, NULL, file, line);
-}
-
-const tg_op_desc tg_op_add = {
+const tg__op_desc tg__op_add = {
     .name = "add",
     .saves = "nothing (the derivative is 1)",
-    .n_inputs = 2,
+    .min_inputs = 2,
+    .max_inputs = 2,
+    .flags = TG__OP_BROADCAST,
     .shape = add_shape,
     .forward = add_forward,
     .backward = add_backward,
-    .local = "da += dy, db += dy",
+    .rule = "da += dy, db += dy",
 };
+
+tg_tensor *tg_add_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, int line) {
+    tg_tensor *in[2] = {a, b};
+    return tg__record(t, &tg__op_add, in, 2, NULL, file, line);
+}

@@ -1,8 +1,8 @@
-/* log_softmax: y_i = x_i - m - log sum_j e^(x_j - m), m = max_j x_j, along the last axis
+/* log_softmax: y_i = (x_i - m) - log sum_j e^(x_j - m), m = max_j x_j, along the last axis
  *                                        x [.., C], y same shape
  * dy_i/dx_k = delta_ik - softmax_k = delta_ik - e^(y_k), so per row
  * dx_k += dy_k - e^(y_k) sum_i dy_i  -- uses the saved output y (e^y is the softmax). */
-#include "internal.h"
+#include "core/engine.h"
 
 #include <tgmath.h>
 
@@ -17,16 +17,21 @@ static tg_status log_softmax_forward(tg_tape *tape, tg_tensor *y) {
                      for (int64_t c = 1; c < C; c++) m = xr[c] > m ? xr[c] : m;
                      T s = 0;
                      for (int64_t c = 0; c < C; c++) s += exp(xr[c] - m);
-                     const T lse = m + log(s);
-                     for (int64_t c = 0; c < C; c++) py[r * C + c] = xr[c] - lse;
+                     /* (x - m) - log s, not x - (m + log s): x - m is exact (Sterbenz) where
+                      * it matters, while m + log s rounds log s away once |m| >> log s
+                      * (float32 [1e7, 1e7] would give -1 instead of -ln 2). */
+                     const T ls = log(s);
+                     for (int64_t c = 0; c < C; c++) py[r * C + c] = (xr[c] - m) - ls;
                  });
     return TG_OK;
 }
 
-static void log_softmax_backward(tg_tensor *y) {
+static void log_softmax_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
+    if (!din[0])
+        return; /* the engine decided x needs no gradient */
     const int64_t C = y->shape[y->rank - 1], rows = C ? y->numel / C : 0;
-    TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = y->grad->data;
-                 T *dx = y->inputs[0]->grad->data;
+    TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = dout->data;
+                 T *dx = din[0]->data;
                  for (int64_t r = 0; r < rows; r++) {
                      const T *yr = py + r * C, *dyr = dy + r * C;
                      T s = 0;
@@ -35,16 +40,17 @@ static void log_softmax_backward(tg_tensor *y) {
                  });
 }
 
-tg_tensor *tg_log_softmax_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
-    return tg__record(t, TG_OP_LOG_SOFTMAX, &x, 1, NULL, file, line);
-}
-
-const tg_op_desc tg_op_log_softmax = {
+const tg__op_desc tg__op_log_softmax = {
     .name = "log_softmax",
     .saves = "its output y (the log-probabilities)",
-    .n_inputs = 1,
+    .min_inputs = 1,
+    .max_inputs = 1,
     .shape = tg__shape_last_axis,
     .forward = log_softmax_forward,
     .backward = log_softmax_backward,
-    .local = "dx += dy - e^y * sum(dy) per row",
+    .rule = "dx += dy - e^y * sum(dy) per row",
 };
+
+tg_tensor *tg_log_softmax_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
+    return tg__record(t, &tg__op_log_softmax, &x, 1, NULL, file, line);
+}

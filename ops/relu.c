@@ -1,14 +1,15 @@
 /* relu: y = max(x, 0)                    x [..], y same shape
  * dy/dx = 1 where x > 0, 0 where x < 0; at the kink x = 0 we take 0 (the usual subgradient).
  * So  dx += dy * [y > 0]  -- the saved output y is the mask: y > 0 exactly where x > 0. */
-#include "parallel.h"
+#include "kernels/parallel.h"
 
 /* Elements are independent: above TG_PAR_MIN_ELEMS the range is split over the threads. */
 static void relu_forward_range(void *ctx, int64_t i0, int64_t i1) {
     tg_tensor *y = ctx;
     const tg_tensor *x = y->inputs[0];
     TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *py = y->data;
-                 for (int64_t i = i0; i < i1; i++) py[i] = px[i] > 0 ? px[i] : 0;);
+                 /* x < 0 ? 0 : x, not x > 0 ? x : 0: a NaN passes through, as in PyTorch */
+                 for (int64_t i = i0; i < i1; i++) py[i] = px[i] < 0 ? 0 : px[i];);
 }
 
 static tg_status relu_forward(tg_tape *tape, tg_tensor *y) {
@@ -18,30 +19,37 @@ static tg_status relu_forward(tg_tape *tape, tg_tensor *y) {
 }
 
 static void relu_backward_range(void *ctx, int64_t i0, int64_t i1) {
-    tg_tensor *y = ctx;
-    TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = y->grad->data;
-                 T *dx = y->inputs[0]->grad->data;
+    const tg__backward_args *g = ctx;
+    const tg_tensor *y = g->y;
+    TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = g->dout->data;
+                 T *dx = g->din[0]->data;
                  /* dy read unconditionally so the compiler can vectorize the select */
                  for (int64_t i = i0; i < i1; i++) {
-                     const T g = dy[i];
-                     dx[i] += py[i] > 0 ? g : 0;
+                     const T up = dy[i];
+                     dx[i] += py[i] > 0 ? up : 0;
                  });
 }
 
-static void relu_backward(tg_tensor *y) {
-    tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, relu_backward_range, y);
+static void relu_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
+    if (!din[0])
+        return;
+    tg__backward_args g = {y, dout, din};
+    tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, relu_backward_range, &g);
 }
 
-tg_tensor *tg_relu_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
-    return tg__record(t, TG_OP_RELU, &x, 1, NULL, file, line);
-}
-
-const tg_op_desc tg_op_relu = {
+const tg__op_desc tg__op_relu = {
     .name = "relu",
     .saves = "its output y, whose sign is the mask [x > 0]",
-    .n_inputs = 1,
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .flags = TG__OP_ELEMENTWISE,
+    .local = "[y > 0]",
     .shape = tg__shape_same,
     .forward = relu_forward,
     .backward = relu_backward,
-    .local = "dx += dy * [y > 0]",
+    .rule = "dx += dy * [y > 0]",
 };
+
+tg_tensor *tg_relu_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
+    return tg__record(t, &tg__op_relu, &x, 1, NULL, file, line);
+}

@@ -1,11 +1,21 @@
 /* reshape: y = x with a new shape        x [..] with n elements, y [..] with n elements
  * Element i of y is element i of x (row-major), so  dx_i += dy_i.  Saves nothing. */
-#include "internal.h"
+#include "core/engine.h"
+
+typedef struct reshape_params {
+    int rank;           /* the requested shape, one entry possibly -1 */
+    bool shape_missing; /* the caller passed NULL for a rank > 0 */
+    int64_t shape[TG_MAX_RANK];
+} reshape_params;
 
 static tg_status reshape_shape(tg_tensor *y, char *msg, size_t len) {
     const tg_tensor *x = y->inputs[0];
-    const tg_op_params *p = &y->params;
+    const reshape_params *p = y->params;
     char s[TG_SHAPE_STR_LEN];
+    if (p->shape_missing) {
+        snprintf(msg, len, "shape is NULL for rank %d", p->rank);
+        return TG_ERR_NULL;
+    }
     if (p->rank < 0 || p->rank > TG_MAX_RANK) {
         snprintf(msg, len, "rank %d is outside 0..%d", p->rank, TG_MAX_RANK);
         return TG_ERR_VALUE;
@@ -34,7 +44,7 @@ static tg_status reshape_shape(tg_tensor *y, char *msg, size_t len) {
     if (infer >= 0) {
         if (known == 0 || x->numel % known != 0) {
             snprintf(msg, len, "cannot infer axis %d: %lld elements of %s do not divide by %lld",
-                     infer, (long long)x->numel, tg_shape_str(x, s, sizeof s), (long long)known);
+                     infer, (long long)x->numel, tg__shape_str(x, s, sizeof s), (long long)known);
             return TG_ERR_SHAPE;
         }
         y->shape[infer] = x->numel / known;
@@ -42,8 +52,8 @@ static tg_status reshape_shape(tg_tensor *y, char *msg, size_t len) {
     }
     if (known != x->numel) {
         char s2[TG_SHAPE_STR_LEN];
-        snprintf(msg, len, "%s has %lld elements, %s has %lld", tg_shape_str(x, s, sizeof s),
-                 (long long)x->numel, tg_shape_str(y, s2, sizeof s2), (long long)known);
+        snprintf(msg, len, "%s has %lld elements, %s has %lld", tg__shape_str(x, s, sizeof s),
+                 (long long)x->numel, tg__shape_str(y, s2, sizeof s2), (long long)known);
         return TG_ERR_SHAPE;
     }
     return TG_OK;
@@ -51,33 +61,37 @@ static tg_status reshape_shape(tg_tensor *y, char *msg, size_t len) {
 
 static tg_status reshape_forward(tg_tape *tape, tg_tensor *y) {
     (void)tape;
-    memcpy(y->data, y->inputs[0]->data, (size_t)y->numel * tg_dtype_size(y->dtype));
+    memcpy(y->data, y->inputs[0]->data, (size_t)y->numel * tg__dtype_size(y->dtype));
     return TG_OK;
 }
 
-static void reshape_backward(tg_tensor *y) {
-    TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data; T *dx = y->inputs[0]->grad->data;
+static void reshape_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
+    if (!din[0])
+        return;
+    TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *dx = din[0]->data;
                  for (int64_t i = 0; i < y->numel; i++) dx[i] += dy[i];);
 }
 
-tg_tensor *tg_reshape_at(tg_tape *t, tg_tensor *x, int rank, const int64_t *shape, const char *file,
-                         int line) {
-    tg_op_params p = {.rank = rank};
-    if (rank > 0 && !shape) {
-        /* Record with an impossible rank so the usual path reports it with the caller's line. */
-        p.rank = -1;
-    } else if (rank > 0 && rank <= TG_MAX_RANK) {
-        memcpy(p.shape, shape, sizeof(int64_t) * (size_t)rank);
-    }
-    return tg__record(t, TG_OP_RESHAPE, &x, 1, &p, file, line);
-}
-
-const tg_op_desc tg_op_reshape = {
+const tg__op_desc tg__op_reshape = {
     .name = "reshape",
     .saves = "nothing (it only relabels elements)",
-    .n_inputs = 1,
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .params_size = sizeof(reshape_params),
     .shape = reshape_shape,
     .forward = reshape_forward,
     .backward = reshape_backward,
-    .local = "dx += dy, element by element",
+    .rule = "dx += dy, element by element",
 };
+
+tg_tensor *tg_reshape_at(tg_tape *t, tg_tensor *x, int rank, const int64_t *shape, const char *file,
+                         int line) {
+    reshape_params p = {.rank = rank};
+    if (rank > 0 && !shape) {
+        /* Recorded anyway, so the usual path reports it with the caller's line. */
+        p.shape_missing = true;
+    } else if (rank > 0 && rank <= TG_MAX_RANK) {
+        memcpy(p.shape, shape, sizeof(int64_t) * (size_t)rank);
+    }
+    return tg__record(t, &tg__op_reshape, &x, 1, &p, file, line);
+}

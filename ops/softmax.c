@@ -2,7 +2,7 @@
  *                                        x [.., C], y same shape
  * dy_i/dx_k = y_i (delta_ik - y_k), so per row  dx_k += y_k (dy_k - sum_i dy_i y_i)
  * -- uses the saved output y. Subtracting the row max keeps e^ from overflowing (logits of 1e4). */
-#include "parallel.h"
+#include "kernels/parallel.h"
 
 #include <tgmath.h>
 
@@ -42,10 +42,11 @@ static tg_status softmax_forward(tg_tape *tape, tg_tensor *y) {
 }
 
 static void softmax_backward_rows(void *ctx, int64_t r0, int64_t r1) {
-    tg_tensor *y = ctx;
+    const tg__backward_args *g = ctx;
+    const tg_tensor *y = g->y;
     const int64_t C = y->shape[y->rank - 1];
-    TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = y->grad->data;
-                 T *dx = y->inputs[0]->grad->data;
+    TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = g->dout->data;
+                 T *dx = g->din[0]->data;
                  for (int64_t r = r0; r < r1; r++) {
                      const T *yr = py + r * C, *dyr = dy + r * C;
                      T dot = 0;
@@ -54,22 +55,26 @@ static void softmax_backward_rows(void *ctx, int64_t r0, int64_t r1) {
                  });
 }
 
-static void softmax_backward(tg_tensor *y) {
+static void softmax_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
+    if (!din[0])
+        return;
     const int64_t C = y->shape[y->rank - 1], rows = C ? y->numel / C : 0;
+    tg__backward_args g = {y, dout, din};
     if (rows)
-        tg__parallel_range(rows, (TG_PAR_MIN_ELEMS + C - 1) / C, softmax_backward_rows, y);
+        tg__parallel_range(rows, (TG_PAR_MIN_ELEMS + C - 1) / C, softmax_backward_rows, &g);
 }
 
-tg_tensor *tg_softmax_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
-    return tg__record(t, TG_OP_SOFTMAX, &x, 1, NULL, file, line);
-}
-
-const tg_op_desc tg_op_softmax = {
+const tg__op_desc tg__op_softmax = {
     .name = "softmax",
     .saves = "its output y (the probabilities)",
-    .n_inputs = 1,
+    .min_inputs = 1,
+    .max_inputs = 1,
     .shape = tg__shape_last_axis,
     .forward = softmax_forward,
     .backward = softmax_backward,
-    .local = "dx += y * (dy - sum(dy * y)) per row",
+    .rule = "dx += y * (dy - sum(dy * y)) per row",
 };
+
+tg_tensor *tg_softmax_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
+    return tg__record(t, &tg__op_softmax, &x, 1, NULL, file, line);
+}

@@ -5,28 +5,31 @@
  *   the report's (y^ - y), divided by N for the batch mean.
  * dL/dt_nc = (lse_n - z_nc) / N = -log p_nc / N  (when the targets themselves need a gradient).
  * Fused because it is stabler: lse is computed around the row max, so logits of 1e4 are fine.
- * Saves the probabilities p [N,C] and lse [N]; backward recomputes no exponential. */
-#include "internal.h"
+ * Saves the probabilities p [N,C], each row's max and log-sum; backward recomputes no
+ * exponential. */
+#include "core/engine.h"
 
 #include <tgmath.h>
 
 typedef struct sce_saved {
-    void *prob;  /* [N,C], logits' dtype */
-    double *lse; /* [N] */
+    void *prob;     /* [N,C], logits' dtype */
+    double *max;    /* [N] each row's largest logit m_n */
+    double *logsum; /* [N] log sum_c e^(z_nc - m_n); lse_n = m_n + logsum_n */
 } sce_saved;
 
 static tg_status sce_shape(tg_tensor *y, char *msg, size_t len) {
     const tg_tensor *z = y->inputs[0], *t = y->inputs[1];
     char s1[TG_SHAPE_STR_LEN], s2[TG_SHAPE_STR_LEN];
     if (z->rank != 2) {
-        snprintf(msg, len, "logits must be [N,C], got %s", tg_shape_str(z, s1, sizeof s1));
+        snprintf(msg, len, "logits must be [N,C], got %s", tg__shape_str(z, s1, sizeof s1));
         return TG_ERR_SHAPE;
     }
     const int64_t N = z->shape[0], C = z->shape[1];
     if (t->dtype == TG_I32) {
         if (t->rank != 1 || t->shape[0] != N) {
             snprintf(msg, len, "class-index targets must be [%lld] for logits %s, got %s",
-                     (long long)N, tg_shape_str(z, s1, sizeof s1), tg_shape_str(t, s2, sizeof s2));
+                     (long long)N, tg__shape_str(z, s1, sizeof s1),
+                     tg__shape_str(t, s2, sizeof s2));
             return TG_ERR_SHAPE;
         }
         const int32_t *idx = t->data;
@@ -38,11 +41,11 @@ static tg_status sce_shape(tg_tensor *y, char *msg, size_t len) {
             }
     } else if (t->rank != 2 || t->shape[0] != N || t->shape[1] != C) {
         snprintf(msg, len, "probability targets must have the logits' shape %s, got %s",
-                 tg_shape_str(z, s1, sizeof s1), tg_shape_str(t, s2, sizeof s2));
+                 tg__shape_str(z, s1, sizeof s1), tg__shape_str(t, s2, sizeof s2));
         return TG_ERR_SHAPE;
     }
     if (N == 0) {
-        snprintf(msg, len, "the batch is empty (logits %s)", tg_shape_str(z, s1, sizeof s1));
+        snprintf(msg, len, "the batch is empty (logits %s)", tg__shape_str(z, s1, sizeof s1));
         return TG_ERR_SHAPE;
     }
     y->rank = 0;
@@ -53,12 +56,13 @@ static tg_status sce_forward(tg_tape *tape, tg_tensor *y) {
     const tg_tensor *z = y->inputs[0], *t = y->inputs[1];
     const int64_t N = z->shape[0], C = z->shape[1];
     sce_saved *sv = tg__tape_alloc(tape, sizeof *sv);
-    void *prob = sv ? tg__tape_alloc(tape, (size_t)(N * C) * tg_dtype_size(z->dtype)) : NULL;
-    double *lse = prob ? tg__tape_alloc(tape, (size_t)N * sizeof(double)) : NULL;
-    if (!lse)
+    void *prob = sv ? tg__tape_alloc_raw(tape, (size_t)(N * C) * tg__dtype_size(z->dtype)) : NULL;
+    double *rmax = prob ? tg__tape_alloc_raw(tape, 2 * (size_t)N * sizeof(double)) : NULL;
+    if (!rmax)
         return TG_ERR_NOMEM;
     sv->prob = prob;
-    sv->lse = lse;
+    sv->max = rmax;
+    sv->logsum = rmax + N;
     y->saved = sv;
     const int32_t *idx = t->dtype == TG_I32 ? t->data : NULL;
     TG_FOR_DTYPE(y->dtype, T, const T *pz = z->data; const T *pt = idx ? NULL : t->data;
@@ -77,30 +81,35 @@ static tg_status sce_forward(tg_tape *tape, tg_tensor *y) {
                          pr[c] = e;
                          s += e;
                      }
-                     lse[n] = (double)m + (double)log(s);
+                     const double ls = (double)log(s);
+                     rmax[n] = (double)m;
+                     sv->logsum[n] = ls;
                      const T inv_s = 1 / s;
                      for (int64_t c = 0; c < C; c++) pr[c] *= inv_s;
+                     /* -log p_c = (m - z_c) + log s, in that order: m - z_c is exact in double,
+                      * while (m + log s) - z_c loses log s for |m| >> 1 (three logits of -1e30
+                      * would give 0 instead of ln 3). */
                      if (idx)
-                         loss += lse[n] - zr[idx[n]];
+                         loss += ((double)m - (double)zr[idx[n]]) + ls;
                      else
                          for (int64_t c = 0; c < C; c++)
                              /* pt = t->data whenever idx is NULL (analyzer false positive) */
                              /* NOLINTNEXTLINE(clang-analyzer-core.NullDereference) */
-                             loss += (double)pt[n * C + c] * (lse[n] - zr[c]);
+                             loss += (double)pt[n * C + c] * (((double)m - (double)zr[c]) + ls);
                  }
                  *(T *)y->data = (T)(loss / (double)N););
     return TG_OK;
 }
 
-static void sce_backward(tg_tensor *y) {
+static void sce_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
     const tg_tensor *z = y->inputs[0], *t = y->inputs[1];
     const int64_t N = z->shape[0], C = z->shape[1];
     const sce_saved *sv = y->saved;
     const int32_t *idx = t->dtype == TG_I32 ? t->data : NULL;
-    TG_FOR_DTYPE(y->dtype, T, const T g = *(const T *)y->grad->data / (T)N;
+    TG_FOR_DTYPE(y->dtype, T, const T g = *(const T *)dout->data / (T)N;
                  const T *p = sv->prob; const T *pt = idx ? NULL : t->data;
-                 T *dz = z->grad ? z->grad->data : NULL;
-                 T *dt = (!idx && t->grad) ? t->grad->data : NULL;
+                 T *dz = din[0] ? din[0]->data : NULL;
+                 T *dt = (!idx && din[1]) ? din[1]->data : NULL;
                  for (int64_t n = 0; n < N; n++) {
                      if (dz) {
                          if (idx) {
@@ -118,25 +127,44 @@ static void sce_backward(tg_tensor *y) {
                      if (dt) {
                          const T *zr = (const T *)z->data + n * C;
                          for (int64_t c = 0; c < C; c++)
-                             dt[n * C + c] += g * (T)(sv->lse[n] - (double)zr[c]);
+                             dt[n * C + c] +=
+                                 g * (T)((sv->max[n] - (double)zr[c]) + sv->logsum[n]);
                      }
                  });
 }
 
-const void *tg__sce_probs(const tg_tensor *y) { return ((const sce_saved *)y->saved)->prob; }
+/* p = softmax(z), [N,C]: what backward reads, shown by the trace and the page. */
+static int sce_saved_views(const tg_tensor *y, tg__saved_view *views, int max) {
+    const tg_tensor *z = y->inputs[0];
+    if (max < 1 || !y->saved)
+        return 0;
+    views[0] = (tg__saved_view){.name = "p", .what = "the prediction, y^ in the usual notation"};
+    views[0].tensor = (tg_tensor){.dtype = z->dtype,
+                                  .rank = 2,
+                                  .numel = z->numel,
+                                  .data = ((const sce_saved *)y->saved)->prob,
+                                  .owner = TG__OWN_TAPE,
+                                  .on_tape = true,
+                                  .tape_index = -1};
+    memcpy(views[0].tensor.shape, z->shape, sizeof z->shape);
+    return 1;
+}
+
+const tg__op_desc tg__op_softmax_cross_entropy = {
+    .name = "softmax_cross_entropy",
+    .saves = "the probabilities p = softmax(z) and each row's log-sum-exp",
+    .min_inputs = 2,
+    .max_inputs = 2,
+    .index_inputs = 1u << 1, /* the targets may be class indices */
+    .shape = sce_shape,
+    .saved_views = sce_saved_views,
+    .forward = sce_forward,
+    .backward = sce_backward,
+    .rule = "dz += dL * (p - t) / N with p = softmax(z)",
+};
 
 tg_tensor *tg_softmax_cross_entropy_at(tg_tape *t, tg_tensor *logits, tg_tensor *targets,
                                        const char *file, int line) {
     tg_tensor *in[2] = {logits, targets};
-    return tg__record(t, TG_OP_SOFTMAX_CROSS_ENTROPY, in, 2, NULL, file, line);
+    return tg__record(t, &tg__op_softmax_cross_entropy, in, 2, NULL, file, line);
 }
-
-const tg_op_desc tg_op_softmax_cross_entropy = {
-    .name = "softmax_cross_entropy",
-    .saves = "the probabilities p = softmax(z) and each row's log-sum-exp",
-    .n_inputs = 2,
-    .shape = sce_shape,
-    .forward = sce_forward,
-    .backward = sce_backward,
-    .local = "dz += dL * (p - t) / N with p = softmax(z)",
-};

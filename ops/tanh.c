@@ -1,7 +1,7 @@
 /* tanh: y = tanh(x)                      x [..], y same shape
  * dy/dx = 1 - y^2, so  dx += dy * (1 - y*y)  -- uses the saved output y, nothing recomputed
  * (the report's h = tanh(h~), whose derivative 1 - h^2 appears in its answer 17). */
-#include "parallel.h"
+#include "kernels/parallel.h"
 
 #include <tgmath.h>
 
@@ -24,26 +24,33 @@ static tg_status tanh_forward(tg_tape *tape, tg_tensor *y) {
 }
 
 static void tanh_backward_range(void *ctx, int64_t i0, int64_t i1) {
-    tg_tensor *y = ctx;
-    TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = y->grad->data;
-                 T *dx = y->inputs[0]->grad->data;
+    const tg__backward_args *g = ctx;
+    const tg_tensor *y = g->y;
+    TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = g->dout->data;
+                 T *dx = g->din[0]->data;
                  for (int64_t i = i0; i < i1; i++) dx[i] += dy[i] * (1 - py[i] * py[i]););
 }
 
-static void tanh_backward(tg_tensor *y) {
-    tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, tanh_backward_range, y);
+static void tanh_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
+    if (!din[0])
+        return;
+    tg__backward_args g = {y, dout, din};
+    tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, tanh_backward_range, &g);
 }
 
-tg_tensor *tg_tanh_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
-    return tg__record(t, TG_OP_TANH, &x, 1, NULL, file, line);
-}
-
-const tg_op_desc tg_op_tanh = {
+const tg__op_desc tg__op_tanh = {
     .name = "tanh",
     .saves = "its output y = tanh(x)",
-    .n_inputs = 1,
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .flags = TG__OP_ELEMENTWISE,
+    .local = "1 - y^2",
     .shape = tg__shape_same,
     .forward = tanh_forward,
     .backward = tanh_backward,
-    .local = "dx += dy * (1 - y^2)",
+    .rule = "dx += dy * (1 - y^2)",
 };
+
+tg_tensor *tg_tanh_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
+    return tg__record(t, &tg__op_tanh, &x, 1, NULL, file, line);
+}

@@ -1,12 +1,12 @@
 /* transpose: y = x^T                     x [M,N], y [N,M]
  * y_ji = x_ij, so  dx_ij += dy_ji  (dx += dy^T).  Saves nothing. */
-#include "internal.h"
+#include "core/engine.h"
 
 static tg_status transpose_shape(tg_tensor *y, char *msg, size_t len) {
     const tg_tensor *x = y->inputs[0];
     char s[TG_SHAPE_STR_LEN];
     if (x->rank != 2) {
-        snprintf(msg, len, "needs a 2-D tensor, got %s", tg_shape_str(x, s, sizeof s));
+        snprintf(msg, len, "needs a 2-D tensor, got %s", tg__shape_str(x, s, sizeof s));
         return TG_ERR_SHAPE;
     }
     y->rank = 2;
@@ -38,10 +38,12 @@ static tg_status transpose_forward(tg_tape *tape, tg_tensor *y) {
     return TG_OK;
 }
 
-static void transpose_backward(tg_tensor *y) {
+static void transpose_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
+    if (!din[0])
+        return; /* the engine decided x needs no gradient */
     const tg_tensor *x = y->inputs[0];
     const int64_t M = x->shape[0], N = x->shape[1];
-    TG_FOR_DTYPE(y->dtype, T, const T *dy = y->grad->data; T *dx = x->grad->data;
+    TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *dx = din[0]->data;
                  for (int64_t i0 = 0; i0 < M; i0 += TILE) {
                      const int64_t i1 = i0 + TILE < M ? i0 + TILE : M;
                      for (int64_t j0 = 0; j0 < N; j0 += TILE) {
@@ -53,16 +55,17 @@ static void transpose_backward(tg_tensor *y) {
                  });
 }
 
-tg_tensor *tg_transpose_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
-    return tg__record(t, TG_OP_TRANSPOSE, &x, 1, NULL, file, line);
-}
-
-const tg_op_desc tg_op_transpose = {
+const tg__op_desc tg__op_transpose = {
     .name = "transpose",
     .saves = "nothing (it only moves elements)",
-    .n_inputs = 1,
+    .min_inputs = 1,
+    .max_inputs = 1,
     .shape = transpose_shape,
     .forward = transpose_forward,
     .backward = transpose_backward,
-    .local = "dx += dy^T",
+    .rule = "dx += dy^T",
 };
+
+tg_tensor *tg_transpose_at(tg_tape *t, tg_tensor *x, const char *file, int line) {
+    return tg__record(t, &tg__op_transpose, &x, 1, NULL, file, line);
+}

@@ -1,5 +1,152 @@
-/* op_catalog.c -- see op_catalog.h. */
+/* op_catalog.c -- see op_catalog.h. One entry per op: a BUILD line (how to call it), its cases
+ * (which inputs), a row of cat_entries. */
 #include "op_catalog.h"
+
+#include <string.h>
+
+/* ---- Inputs ---- */
+
+#define IN(kind, lo, hi, rank, ...)                                                                \
+    { rank, {__VA_ARGS__}, kind, lo, hi }
+#define R(lo, hi, rank, ...) IN(CAT_REAL, lo, hi, rank, __VA_ARGS__)
+#define R0(lo, hi) IN(CAT_REAL, lo, hi, 0, 0)
+#define N_CASES(a) (int)(sizeof(a) / sizeof((a)[0]))
+
+void cat_make_inputs(const cat_case *c, tg_rng *rng, tg_tensor **in) {
+    for (int i = 0; i < c->n_inputs; i++) {
+        const cat_input *s = &c->in[i];
+        if (s->kind == CAT_INDEX) {
+            in[i] = tg_tensor_new(TG_I32, s->rank, s->shape);
+            for (int64_t k = 0; k < tg_tensor_numel(in[i]); k++)
+                tg_tensor_set(in[i], k, (double)tg_rng_below(rng, (uint64_t)s->hi));
+            continue;
+        }
+        in[i] = tg_tensor_new(TG_F64, s->rank, s->shape);
+        double *v = tg_tensor_data(in[i]);
+        const int64_t n = tg_tensor_numel(in[i]);
+        for (int64_t k = 0; k < n; k++) {
+            const double u = s->lo + (s->hi - s->lo) * tg_rng_uniform(rng);
+            v[k] = s->kind == CAT_AWAY0 && tg_rng_uniform(rng) < 0.5 ? -u : u;
+        }
+        if (s->kind == CAT_PROB_ROWS && s->rank > 0) {
+            const int64_t C = s->shape[s->rank - 1];
+            for (int64_t r = 0; C > 0 && r < n / C; r++) {
+                double sum = 0;
+                for (int64_t k = 0; k < C; k++)
+                    sum += v[r * C + k];
+                for (int64_t k = 0; k < C; k++)
+                    v[r * C + k] /= sum;
+            }
+        }
+        tg_tensor_set_requires_grad(in[i], s->kind != CAT_CONST);
+    }
+}
+
+/* ---- Case families ---- */
+
+/* Broadcast pairs, both orders: equal shapes, a row vector, a column, both broadcast, rank 0,
+ * rank 4, rank 6 (beyond the old limit), size 1. B is the second input's kind and range. */
+#define BCAST_PAIR(B, blo, bhi, ra, sa, rb, sb)                                                    \
+    {"a " #sa " b " #sb, 2, {R(-1, 1, ra, ESC sa), IN(B, blo, bhi, rb, ESC sb)}, {0}, {0}}, {      \
+        "a " #sb " b " #sa, 2, {R(-1, 1, rb, ESC sb), IN(B, blo, bhi, ra, ESC sa)}, {0}, { 0 }     \
+    }
+#define ESC(...) __VA_ARGS__
+#define BCAST_CASES(B, blo, bhi)                                                                   \
+    {                                                                                              \
+        BCAST_PAIR(B, blo, bhi, 2, (3, 4), 2, (3, 4)), BCAST_PAIR(B, blo, bhi, 2, (3, 4), 1, (4)), \
+            BCAST_PAIR(B, blo, bhi, 2, (3, 4), 2, (3, 1)),                                         \
+            BCAST_PAIR(B, blo, bhi, 2, (1, 4), 2, (3, 1)),                                         \
+            BCAST_PAIR(B, blo, bhi, 3, (2, 3, 4), 2, (3, 1)),                                      \
+            BCAST_PAIR(B, blo, bhi, 0, (0), 2, (2, 3)), BCAST_PAIR(B, blo, bhi, 1, (1), 1, (1)),   \
+            BCAST_PAIR(B, blo, bhi, 4, (2, 1, 3, 1), 3, (4, 1, 5)),                                \
+            BCAST_PAIR(B, blo, bhi, 6, (2, 1, 2, 1, 3, 1), 3, (2, 1, 2))                           \
+    }
+
+/* One input, several shapes: a vector, a matrix, size 1, rank 0, rank 4, rank 8. */
+#define UNARY_CASES(K, lo, hi)                                                                     \
+    {                                                                                              \
+        {"[5]", 1, {IN(K, lo, hi, 1, 5)}, {0}, {0}},                                               \
+            {"[3,4]", 1, {IN(K, lo, hi, 2, 3, 4)}, {0}, {0}},                                      \
+            {"[1]", 1, {IN(K, lo, hi, 1, 1)}, {0}, {0}},                                           \
+            {"[]", 1, {IN(K, lo, hi, 0, 0)}, {0}, {0}},                                            \
+            {"[2,3,1,2]", 1, {IN(K, lo, hi, 4, 2, 3, 1, 2)}, {0}, {0}}, {                          \
+            "[1,2,1,2,1,2,1,2]", 1, {IN(K, lo, hi, 8, 1, 2, 1, 2, 1, 2, 1, 2)}, {0}, { 0 }         \
+        }                                                                                          \
+    }
+
+/* Along the last axis: rows of several shapes. */
+#define ROWS_CASES(lo, hi)                                                                         \
+    {                                                                                              \
+        {"[3,4]", 1, {R(lo, hi, 2, 3, 4)}, {0}, {0}}, {"[5]", 1, {R(lo, hi, 1, 5)}, {0}, {0}},     \
+            {"[2,3,4]", 1, {R(lo, hi, 3, 2, 3, 4)}, {0}, {0}},                                     \
+            {"[4,1]", 1, {R(lo, hi, 2, 4, 1)}, {0}, {0}}, {                                        \
+            "[1,2]", 1, {R(lo, hi, 2, 1, 2)}, {0}, { 0 }                                           \
+        }                                                                                          \
+    }
+
+static const cat_case bcast_cases[] = BCAST_CASES(CAT_REAL, -1, 1);
+static const cat_case bcast_cases_nonzero_b[] = BCAST_CASES(CAT_AWAY0, 0.5, 2);
+static const cat_case unary_cases[] = UNARY_CASES(CAT_REAL, -2, 2);
+static const cat_case exp_cases[] = UNARY_CASES(CAT_REAL, -3, 3);
+static const cat_case log_cases[] = UNARY_CASES(CAT_REAL, 0.2, 5);
+static const cat_case tanh_cases[] = UNARY_CASES(CAT_REAL, -3, 3);
+static const cat_case sigmoid_cases[] = UNARY_CASES(CAT_REAL, -6, 6);
+static const cat_case away0_cases[] = UNARY_CASES(CAT_AWAY0, 0.1, 2);
+static const cat_case rows_cases[] = ROWS_CASES(-3, 3);
+
+static const cat_case matmul_cases[] = {
+    {"[3,4] x [4,5]", 2, {R(-1, 1, 2, 3, 4), R(-1, 1, 2, 4, 5)}, {0}, {0}},
+    {"[1,4] x [4,1]", 2, {R(-1, 1, 2, 1, 4), R(-1, 1, 2, 4, 1)}, {0}, {0}},
+    {"[2,1] x [1,3]", 2, {R(-1, 1, 2, 2, 1), R(-1, 1, 2, 1, 3)}, {0}, {0}},
+    {"[4,2] x [2,4]", 2, {R(-1, 1, 2, 4, 2), R(-1, 1, 2, 2, 4)}, {0}, {0}},
+};
+static const cat_case matmul_bt_cases[] = {
+    {"[3,4] x [5,4]^T", 2, {R(-1, 1, 2, 3, 4), R(-1, 1, 2, 5, 4)}, {0}, {0}},
+    {"[1,4] x [1,4]^T", 2, {R(-1, 1, 2, 1, 4), R(-1, 1, 2, 1, 4)}, {0}, {0}},
+    {"[2,1] x [3,1]^T", 2, {R(-1, 1, 2, 2, 1), R(-1, 1, 2, 3, 1)}, {0}, {0}},
+    {"[4,2] x [4,2]^T", 2, {R(-1, 1, 2, 4, 2), R(-1, 1, 2, 4, 2)}, {0}, {0}},
+};
+static const cat_case transpose_cases[] = {
+    {"[3,4]", 1, {R(-1, 1, 2, 3, 4)}, {0}, {0}},
+    {"[1,5]", 1, {R(-1, 1, 2, 1, 5)}, {0}, {0}},
+    {"[4,1]", 1, {R(-1, 1, 2, 4, 1)}, {0}, {0}},
+};
+/* iarg: rank, then the shape */
+static const cat_case reshape_cases[] = {
+    {"[2,6] -> [3,4]", 1, {R(-1, 1, 2, 2, 6)}, {2, 3, 4}, {0}},
+    {"[2,6] -> [3,-1,2]", 1, {R(-1, 1, 2, 2, 6)}, {3, 3, -1, 2}, {0}},
+    {"[2,6] -> [12]", 1, {R(-1, 1, 2, 2, 6)}, {1, 12}, {0}},
+    {"[2,3,4] -> [1,2,1,3,1,4]", 1, {R(-1, 1, 3, 2, 3, 4)}, {6, 1, 2, 1, 3, 1, 4}, {0}},
+};
+/* iarg: axis, keepdims */
+static const cat_case axis_cases[] = {
+    {"[2,3,4] axis -1", 1, {R(-1, 1, 3, 2, 3, 4)}, {-1, 0}, {0}},
+    {"[2,3,4] axis 0 keepdims", 1, {R(-1, 1, 3, 2, 3, 4)}, {0, 1}, {0}},
+    {"[2,3,4] axis 1", 1, {R(-1, 1, 3, 2, 3, 4)}, {1, 0}, {0}},
+    {"[2,3,4] axis 2 keepdims", 1, {R(-1, 1, 3, 2, 3, 4)}, {2, 1}, {0}},
+    {"[5] axis 0", 1, {R(-1, 1, 1, 5)}, {0, 0}, {0}},
+    {"[5] axis -1 keepdims", 1, {R(-1, 1, 1, 5)}, {-1, 1}, {0}},
+    {"[3,1] axis 1", 1, {R(-1, 1, 2, 3, 1)}, {1, 0}, {0}},
+    {"[3,1] axis 0 keepdims", 1, {R(-1, 1, 2, 3, 1)}, {0, 1}, {0}},
+    {"[2,1,2,3] axis 1", 1, {R(-1, 1, 4, 2, 1, 2, 3)}, {1, 0}, {0}},
+    {"[2,1,2,3] axis -2 keepdims", 1, {R(-1, 1, 4, 2, 1, 2, 3)}, {-2, 1}, {0}},
+};
+static const cat_case sce_cases[] = {
+    {"indices [4,3]", 2, {R(-3, 3, 2, 4, 3), IN(CAT_INDEX, 0, 3, 1, 4)}, {0}, {0}},
+    {"indices [1,2]", 2, {R(-3, 3, 2, 1, 2), IN(CAT_INDEX, 0, 2, 1, 1)}, {0}, {0}},
+    {"indices [6,5]", 2, {R(-3, 3, 2, 6, 5), IN(CAT_INDEX, 0, 5, 1, 6)}, {0}, {0}},
+    {"indices [3,1]", 2, {R(-3, 3, 2, 3, 1), IN(CAT_INDEX, 0, 1, 1, 3)}, {0}, {0}},
+    /* probability targets that also need a gradient (soft labels that are learned) */
+    {"probabilities [4,3]", 2, {R(-3, 3, 2, 4, 3), IN(CAT_PROB_ROWS, 0.05, 1, 2, 4, 3)}, {0}, {0}},
+};
+static const cat_case mse_cases[] = {
+    {"[3,4]", 2, {R(-1, 1, 2, 3, 4), R(-1, 1, 2, 3, 4)}, {0}, {0}},
+    {"[1]", 2, {R(-1, 1, 1, 1), R(-1, 1, 1, 1)}, {0}, {0}},
+    {"[]", 2, {R0(-1, 1), R0(-1, 1)}, {0}, {0}},
+    {"[2,2,2]", 2, {R(-1, 1, 3, 2, 2, 2), R(-1, 1, 3, 2, 2, 2)}, {0}, {0}},
+};
+
+/* ---- The custom op used by the tests: y = x^2 with a correct backward ---- */
 
 tg_status test_square_forward(tg_tensor *out, tg_tensor *const *in, int n, void *user) {
     (void)n;
@@ -27,34 +174,79 @@ static void square_backward(const tg_tensor *out, const tg_tensor *dout, tg_tens
 
 static const tg_custom_op square_op = {"square", test_square_forward, square_backward};
 
-tg_tensor *test_op_apply(tg_tape *t, const test_op_call *c, tg_tensor *const *in) {
-    switch (c->op) {
-    case ADD: return tg_add(t, in[0], in[1]);
-    case SUB: return tg_sub(t, in[0], in[1]);
-    case MUL: return tg_mul(t, in[0], in[1]);
-    case DIV: return tg_div(t, in[0], in[1]);
-    case NEG: return tg_neg(t, in[0]);
-    case SCALE: return tg_scale(t, in[0], -2.5);
-    case ADD_SCALAR: return tg_add_scalar(t, in[0], 0.75);
-    case MATMUL: return tg_matmul(t, in[0], in[1]);
-    case MATMUL_BT: return tg_matmul_bt(t, in[0], in[1]);
-    case TRANSPOSE: return tg_transpose(t, in[0]);
-    case RESHAPE: return tg_reshape(t, in[0], c->rank, c->shape);
-    case SUM: return tg_sum(t, in[0]);
-    case MEAN: return tg_mean(t, in[0]);
-    case SUM_AXIS: return tg_sum_axis(t, in[0], c->axis, c->keepdims);
-    case MEAN_AXIS: return tg_mean_axis(t, in[0], c->axis, c->keepdims);
-    case EXP: return tg_exp(t, in[0]);
-    case LOG: return tg_log(t, in[0]);
-    case TANH: return tg_tanh(t, in[0]);
-    case SIGMOID: return tg_sigmoid(t, in[0]);
-    case RELU: return tg_relu(t, in[0]);
-    case SOFTMAX: return tg_softmax(t, in[0]);
-    case LOG_SOFTMAX: return tg_log_softmax(t, in[0]);
-    case SCE: return tg_softmax_cross_entropy(t, in[0], in[1]);
-    case MSE: return tg_mse(t, in[0], in[1]);
-    case CUSTOM_SQUARE:
-        return tg_custom(t, &square_op, NULL, in, 1, tg_tensor_rank(in[0]), tg_tensor_shape(in[0]));
+/* ---- How to call each op ---- */
+
+#define BUILD(name, expr)                                                                          \
+    static tg_tensor *build_##name(tg_tape *t, tg_tensor *const *in, const cat_case *c) {          \
+        (void)c;                                                                                   \
+        return expr;                                                                               \
     }
+
+BUILD(add, tg_add(t, in[0], in[1]))
+BUILD(sub, tg_sub(t, in[0], in[1]))
+BUILD(mul, tg_mul(t, in[0], in[1]))
+BUILD(div, tg_div(t, in[0], in[1]))
+BUILD(neg, tg_neg(t, in[0]))
+BUILD(scale, tg_scale(t, in[0], -2.5))
+BUILD(add_scalar, tg_add_scalar(t, in[0], 0.75))
+BUILD(matmul, tg_matmul(t, in[0], in[1]))
+BUILD(matmul_bt, tg_matmul_bt(t, in[0], in[1]))
+BUILD(transpose, tg_transpose(t, in[0]))
+BUILD(reshape, tg_reshape(t, in[0], c->iarg[0],
+                          (const int64_t[]){c->iarg[1], c->iarg[2], c->iarg[3], c->iarg[4],
+                                            c->iarg[5], c->iarg[6], c->iarg[7]}))
+BUILD(sum, tg_sum(t, in[0]))
+BUILD(mean, tg_mean(t, in[0]))
+BUILD(sum_axis, tg_sum_axis(t, in[0], c->iarg[0], c->iarg[1]))
+BUILD(mean_axis, tg_mean_axis(t, in[0], c->iarg[0], c->iarg[1]))
+BUILD(exp, tg_exp(t, in[0]))
+BUILD(log, tg_log(t, in[0]))
+BUILD(tanh, tg_tanh(t, in[0]))
+BUILD(sigmoid, tg_sigmoid(t, in[0]))
+BUILD(relu, tg_relu(t, in[0]))
+BUILD(softmax, tg_softmax(t, in[0]))
+BUILD(log_softmax, tg_log_softmax(t, in[0]))
+BUILD(softmax_cross_entropy, tg_softmax_cross_entropy(t, in[0], in[1]))
+BUILD(mse, tg_mse(t, in[0], in[1]))
+BUILD(custom, tg_custom(t, &square_op, NULL, in, 1, tg_tensor_rank(in[0]), tg_tensor_shape(in[0])))
+
+#define ENTRY(name, cases)                                                                         \
+    { #name, build_##name, cases, N_CASES(cases), false }
+#define ENTRY_KINK(name, cases)                                                                    \
+    { #name, build_##name, cases, N_CASES(cases), true }
+
+const cat_entry cat_entries[] = {
+    ENTRY(add, bcast_cases),
+    ENTRY(sub, bcast_cases),
+    ENTRY(mul, bcast_cases),
+    ENTRY(div, bcast_cases_nonzero_b),
+    ENTRY(neg, unary_cases),
+    ENTRY(scale, unary_cases),
+    ENTRY(add_scalar, unary_cases),
+    ENTRY(matmul, matmul_cases),
+    ENTRY(matmul_bt, matmul_bt_cases),
+    ENTRY(transpose, transpose_cases),
+    ENTRY(reshape, reshape_cases),
+    ENTRY(sum, unary_cases),
+    ENTRY(mean, unary_cases),
+    ENTRY(sum_axis, axis_cases),
+    ENTRY(mean_axis, axis_cases),
+    ENTRY(exp, exp_cases),
+    ENTRY(log, log_cases),
+    ENTRY(tanh, tanh_cases),
+    ENTRY(sigmoid, sigmoid_cases),
+    ENTRY_KINK(relu, away0_cases), /* the kink itself is tested by value in test_ops_grad */
+    ENTRY(softmax, rows_cases),
+    ENTRY(log_softmax, rows_cases),
+    ENTRY(softmax_cross_entropy, sce_cases),
+    ENTRY(mse, mse_cases),
+    ENTRY(custom, unary_cases),
+};
+const int cat_n_entries = N_CASES(cat_entries);
+
+const cat_entry *cat_find(const char *name) {
+    for (int i = 0; i < cat_n_entries; i++)
+        if (strcmp(cat_entries[i].op, name) == 0)
+            return &cat_entries[i];
     return NULL;
 }

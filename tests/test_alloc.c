@@ -6,7 +6,7 @@
  * How: tests/alloc_counter.h makes this executable define malloc and friends, which every caller
  * in the process then uses and which count while the counter runs. Sanitizer builds and valgrind
  * replace malloc themselves: the tests then skip (and say why). */
-#include "parallel.h"
+#include "kernels/parallel.h"
 
 #include "alloc_counter.h" /* this file is the program's one includer */
 #include <criterion/criterion.h>

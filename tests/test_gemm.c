@@ -2,7 +2,7 @@
  * against a naive double-precision product, in the four transpose forms, with beta 0 and 1,
  * odd sizes and padded leading dimensions, on 1 and 2 threads; and the results of 1 and 2
  * threads must be identical bit for bit. */
-#include "parallel.h"
+#include "kernels/parallel.h"
 
 #include <criterion/criterion.h>
 #include <float.h>
@@ -31,7 +31,7 @@ static int check_case(tg_dtype dtype, bool ta, bool tb, int beta, const gemm_cas
     const int64_t M = cs->M, N = cs->N, K = cs->K;
     const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
     const int64_t lda = ac + 3, ldb = bc + 3, ldc = N + 3;
-    const size_t esz = tg_dtype_size(dtype);
+    const size_t esz = tg__dtype_size(dtype);
     double *Ad = malloc(sizeof(double) * (size_t)(ar * lda));
     double *Bd = malloc(sizeof(double) * (size_t)(br * ldb));
     double *C0 = malloc(sizeof(double) * (size_t)(M * ldc));
@@ -68,7 +68,7 @@ static int check_case(tg_dtype dtype, bool ta, bool tb, int beta, const gemm_cas
                 ((double *)Cs[t])[i] = C0[i];
         }
         cr_assert_eq(tg_set_num_threads(t + 1), TG_OK);
-        tg_gemm(dtype, ta, tb, M, N, K, A, lda, B, ldb, beta, Cs[t], ldc);
+        tg__gemm(dtype, ta, tb, M, N, K, A, lda, B, ldb, beta, Cs[t], ldc);
     }
     tg_set_num_threads(1);
 
@@ -90,7 +90,7 @@ static int check_case(tg_dtype dtype, bool ta, bool tb, int beta, const gemm_cas
             if (!(fabs(got - ref) <= tol) && bad++ < 3)
                 cr_log_error("%s %s ta=%d tb=%d beta=%d [%lld,%lld,%lld]: C[%lld,%lld] = %.9g, "
                              "reference %.9g (tolerance %.3g)",
-                             kname, tg_dtype_name(dtype), ta, tb, beta, (long long)M, (long long)N,
+                             kname, tg__dtype_name(dtype), ta, tb, beta, (long long)M, (long long)N,
                              (long long)K, (long long)i, (long long)j, got, ref, tol);
         }
     /* The padding between rows must be untouched. */
@@ -109,7 +109,7 @@ static int check_case(tg_dtype dtype, bool ta, bool tb, int beta, const gemm_cas
             bad++ < 3)
             cr_log_error("%s %s ta=%d tb=%d beta=%d [%lld,%lld,%lld]: row %lld differs between "
                          "1 and 2 threads",
-                         kname, tg_dtype_name(dtype), ta, tb, beta, (long long)M, (long long)N,
+                         kname, tg__dtype_name(dtype), ta, tb, beta, (long long)M, (long long)N,
                          (long long)K, (long long)i);
     free(Ad), free(Bd), free(C0), free(A), free(B), free(C1), free(C2);
     return bad;
@@ -149,9 +149,9 @@ Test(gemm, openblas) { check_kernel(TG_KERNEL_OPENBLAS); }
 Test(gemm, empty_inner_dimension_gives_beta_c) {
     float C[6] = {1, 2, 3, 4, 5, 6};
     const float dummy = 7;
-    tg_gemm(TG_F32, false, false, 2, 3, 0, &dummy, 1, &dummy, 3, 1, C, 3);
+    tg__gemm(TG_F32, false, false, 2, 3, 0, &dummy, 1, &dummy, 3, 1, C, 3);
     cr_expect_eq(C[5], 6.0f, "beta 1, K 0: C unchanged");
-    tg_gemm(TG_F32, false, false, 2, 3, 0, &dummy, 1, &dummy, 3, 0, C, 3);
+    tg__gemm(TG_F32, false, false, 2, 3, 0, &dummy, 1, &dummy, 3, 0, C, 3);
     for (int i = 0; i < 6; i++)
         cr_expect_eq(C[i], 0.0f, "beta 0, K 0: C zeroed");
 }

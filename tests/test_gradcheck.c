@@ -14,7 +14,8 @@
 /* ---- Every correct built-in op passes -------------------------------------------------------- */
 
 typedef struct {
-    test_op_call call;
+    const cat_entry *e;
+    const cat_case *c;
     int n_in; /* inputs of the op; the weights w follow them */
 } op_ctx;
 
@@ -23,113 +24,46 @@ static tg_tensor *weighted_op_loss(tg_tape *t, tg_tensor *const *in, int n, tg_d
     (void)n;
     cr_assert_eq(dt, TG_F64, "gradcheck must hand the function float64");
     const op_ctx *c = u;
-    return tg_sum(t, tg_mul(t, test_op_apply(t, &c->call, in), in[c->n_in]));
+    return tg_sum(t, tg_mul(t, c->e->build(t, in, c->c), in[c->n_in]));
 }
 
-typedef struct {
-    test_op_call call;
-    const char *name;
-    int n_in;
-    int rank[2];
-    int64_t shape[2][4];
-    double lo, hi; /* value range; lo > 0 with away = true means |x| in [lo, hi) with random sign */
-    bool away;
-    bool class_indices; /* SCE with i32 class-index targets instead of probability rows */
-} op_case;
-
-static const op_case op_cases[] = {
-    {{.op = ADD}, "add", 2, {2, 1}, {{3, 4}, {4}}, -1, 1, false, false},
-    {{.op = SUB}, "sub", 2, {2, 2}, {{3, 1}, {1, 4}}, -1, 1, false, false},
-    {{.op = MUL}, "mul", 2, {2, 2}, {{2, 3}, {2, 3}}, -1, 1, false, false},
-    {{.op = DIV}, "div", 2, {2, 1}, {{3, 4}, {4}}, 0.5, 2, true, false},
-    {{.op = NEG}, "neg", 1, {2}, {{2, 3}}, -1, 1, false, false},
-    {{.op = SCALE}, "scale", 1, {1}, {{5}}, -1, 1, false, false},
-    {{.op = ADD_SCALAR}, "add_scalar", 1, {0}, {{0}}, -1, 1, false, false},
-    {{.op = MATMUL}, "matmul", 2, {2, 2}, {{3, 4}, {4, 2}}, -1, 1, false, false},
-    {{.op = MATMUL_BT}, "matmul_bt", 2, {2, 2}, {{3, 4}, {2, 4}}, -1, 1, false, false},
-    {{.op = TRANSPOSE}, "transpose", 1, {2}, {{3, 4}}, -1, 1, false, false},
-    {{.op = RESHAPE, .rank = 3, .shape = {3, -1, 2}},
-     "reshape",
-     1,
-     {2},
-     {{2, 6}},
-     -1,
-     1,
-     false,
-     false},
-    {{.op = SUM}, "sum", 1, {2}, {{3, 4}}, -1, 1, false, false},
-    {{.op = MEAN}, "mean", 1, {3}, {{2, 3, 2}}, -1, 1, false, false},
-    {{.op = SUM_AXIS, .axis = 1}, "sum_axis", 1, {3}, {{2, 3, 4}}, -1, 1, false, false},
-    {{.op = MEAN_AXIS, .axis = -1, .keepdims = 1},
-     "mean_axis",
-     1,
-     {2},
-     {{3, 4}},
-     -1,
-     1,
-     false,
-     false},
-    {{.op = EXP}, "exp", 1, {2}, {{2, 3}}, -2, 2, false, false},
-    {{.op = LOG}, "log", 1, {2}, {{2, 3}}, 0.2, 3, false, false},
-    {{.op = TANH}, "tanh", 1, {2}, {{2, 3}}, -2, 2, false, false},
-    {{.op = SIGMOID}, "sigmoid", 1, {2}, {{2, 3}}, -4, 4, false, false},
-    {{.op = RELU}, "relu", 1, {2}, {{3, 4}}, 0.1, 2, true, false},
-    {{.op = SOFTMAX}, "softmax", 1, {2}, {{3, 4}}, -2, 2, false, false},
-    {{.op = LOG_SOFTMAX}, "log_softmax", 1, {2}, {{3, 4}}, -2, 2, false, false},
-    {{.op = SCE}, "softmax_cross_entropy (indices)", 1, {2}, {{4, 3}}, -2, 2, false, true},
-    {{.op = SCE},
-     "softmax_cross_entropy (probabilities)",
-     2,
-     {2, 2},
-     {{4, 3}, {4, 3}},
-     0.05,
-     1,
-     false,
-     false},
-    {{.op = MSE}, "mse", 2, {2, 2}, {{3, 2}, {3, 2}}, -1, 1, false, false},
-    {{.op = CUSTOM_SQUARE}, "custom square", 1, {2}, {{2, 3}}, -2, 2, false, false},
-};
-
+/* The first case of every op of the test catalog, through tg_gradcheck. */
 Test(gradcheck, passes_every_correct_op) {
     tg_rng rng;
     tg_rng_seed(&rng, 31);
-    for (size_t k = 0; k < sizeof op_cases / sizeof op_cases[0]; k++) {
-        const op_case *oc = &op_cases[k];
-        tg_tensor *in[4] = {0};
-        for (int i = 0; i < oc->n_in; i++)
-            in[i] = oc->away ? fd_param_away_from_zero(&rng, oc->rank[i], oc->shape[i], oc->hi)
-                             : fd_param(&rng, oc->rank[i], oc->shape[i], oc->lo, oc->hi);
-        int n_in = oc->n_in;
-        if (oc->class_indices) { /* class indices: an i32 input that needs no gradient */
-            in[1] = tg_tensor_new(TG_I32, TG_SHAPE(4));
-            for (int64_t n = 0; n < 4; n++)
-                tg_tensor_set(in[1], n, (double)tg_rng_below(&rng, 3));
-            n_in = 2;
-        }
+    for (int k = 0; k < cat_n_entries; k++) {
+        const cat_entry *e = &cat_entries[k];
+        const cat_case *cc = &e->cases[0];
+        tg_tensor *in[CAT_MAX_INPUTS + 1] = {0};
+        cat_make_inputs(cc, &rng, in);
+        int n_grad = 0;
+        for (int i = 0; i < cc->n_inputs; i++)
+            n_grad += tg_tensor_requires_grad(in[i]);
         /* The weights take the op's output shape, found by building it once. */
         tg_tape *probe = tg_tape_new();
-        tg_tensor *y = test_op_apply(probe, &oc->call, in);
-        cr_assert(y, "%s: %s", oc->name, tg_tape_errmsg(probe));
-        in[n_in] = tg_tensor_rand(TG_F64, tg_tensor_rank(y), tg_tensor_shape(y), -1, 1, &rng);
+        tg_tensor *y = e->build(probe, in, cc);
+        cr_assert(y, "%s: %s", e->op, tg_tape_errmsg(probe));
+        in[cc->n_inputs] =
+            tg_tensor_rand(TG_F64, tg_tensor_rank(y), tg_tensor_shape(y), -1, 1, &rng);
         tg_tape_free(probe);
 
-        op_ctx c = {oc->call, n_in};
-        tg_gradcheck_report *r = tg_gradcheck(weighted_op_loss, in, n_in + 1, &c, NULL);
-        cr_assert(r, "%s: %s", oc->name, tg_last_errmsg());
-        cr_expect_eq(r->n_tensors, oc->n_in, "%s: checked %d tensors", oc->name, r->n_tensors);
+        op_ctx c = {e, cc, cc->n_inputs};
+        tg_gradcheck_report *r = tg_gradcheck(weighted_op_loss, in, cc->n_inputs + 1, &c, NULL);
+        cr_assert(r, "%s: %s", e->op, tg_last_errmsg());
+        cr_expect_eq(r->n_tensors, n_grad, "%s: checked %d tensors", e->op, r->n_tensors);
         for (int i = 0; i < r->n_tensors; i++) {
             const tg_gradcheck_tensor *c2 = &r->tensors[i];
-            cr_expect(c2->passed, "%s input %d: %lld mismatches, max abs err %g", oc->name, i,
+            cr_expect(c2->passed, "%s input %d: %lld mismatches, max abs err %g", e->op, i,
                       (long long)c2->n_mismatch, c2->max_abs_err);
-            cr_expect_eq(c2->n_kink, 0, "%s input %d: %lld kinks reported on a smooth point",
-                         oc->name, i, (long long)c2->n_kink);
-            cr_expect_eq(c2->n_ok, c2->numel, "%s input %d", oc->name, i);
-            cr_expect_lt(c2->max_abs_err, 1e-6, "%s input %d: max abs err %g", oc->name, i,
+            cr_expect_eq(c2->n_kink, 0, "%s input %d: %lld kinks reported on a smooth point", e->op,
+                         i, (long long)c2->n_kink);
+            cr_expect_eq(c2->n_ok, c2->numel, "%s input %d", e->op, i);
+            cr_expect_lt(c2->max_abs_err, 1e-6, "%s input %d: max abs err %g", e->op, i,
                          c2->max_abs_err);
         }
-        cr_expect(r->passed, "%s", oc->name);
+        cr_expect(r->passed, "%s", e->op);
         tg_gradcheck_report_free(r);
-        for (int i = 0; i <= n_in; i++)
+        for (int i = 0; i <= cc->n_inputs; i++)
             tg_tensor_free(in[i]);
     }
 }
@@ -409,7 +343,7 @@ Test(gradcheck, float32_request_runs_in_float64) {
     tg_tensor_set_requires_grad(x, 1);
     float before[12];
     memcpy(before, tg_tensor_cdata(x), sizeof before);
-    op_ctx c = {{.op = TANH}, 1};
+    op_ctx c = {cat_find("tanh"), &cat_find("tanh")->cases[0], 1};
     tg_tensor *in[2] = {x, w};
     tg_gradcheck_report *r = tg_gradcheck(weighted_op_loss, in, 2, &c, NULL);
     cr_assert(r, "%s", tg_last_errmsg());

@@ -177,16 +177,16 @@ Test(idx, rejects_other_element_types) {
 Test(idx, rejects_zero_dimensions) {
     const uint8_t buf[] = {0, 0, 8, 0, 7};
     expect_mem_error(buf, sizeof buf,
-                     "tg_idx_load_mem: t.idx: number of dimensions 0 at offset 3 is outside 1..4");
+                     "tg_idx_load_mem: t.idx: number of dimensions 0 at offset 3 is outside 1..8");
 }
 
 Test(idx, rejects_too_many_dimensions) {
-    uint8_t buf[64] = {0, 0, 8, 5};
-    for (int i = 4; i < 24; i += 4)
+    uint8_t buf[64] = {0, 0, 8, 9};
+    for (int i = 4; i < 40; i += 4)
         buf[i + 3] = 1;
-    buf[24] = 9;
-    expect_mem_error(buf, 25,
-                     "tg_idx_load_mem: t.idx: number of dimensions 5 at offset 3 is outside 1..4");
+    buf[40] = 9;
+    expect_mem_error(buf, 41,
+                     "tg_idx_load_mem: t.idx: number of dimensions 9 at offset 3 is outside 1..8");
 }
 
 Test(idx, rejects_truncated_header) {

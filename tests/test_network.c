@@ -1,7 +1,7 @@
 /* Whole graphs: fan-out, the report's 2-4-2 network end to end, known forward values, memory reuse
  * across steps, and independence of two tapes on two threads. */
+#include "core/engine.h"
 #include "fd.h"
-#include "internal.h"
 
 #include <criterion/criterion.h>
 #include <math.h>

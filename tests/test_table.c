@@ -1,28 +1,47 @@
-/* The op table is complete: every op has a name, a phrase for what it saves, a shape check, a
- * forward, a backward and a phrase for its backward rule (shown by the trace), and the names are
- * unique. */
-#include "internal.h"
+/* The op table is complete: every op has a name, input counts, a phrase for what it saves, a
+ * shape check, a forward, a backward and a phrase for its backward rule (shown by the trace);
+ * elementwise ops state their local derivative; the names are unique; and every op has an entry
+ * in the test catalog (tests/op_catalog.c), so none goes without a gradient test. */
+#include "core/engine.h"
+#include "op_catalog.h"
 
 #include <criterion/criterion.h>
 
 Test(op_table, every_op_is_complete) {
-    cr_expect_null(tg_op_table[TG_OP_LEAF], "TG_OP_LEAF is not an op");
-    for (int op = 1; op < TG_OP_COUNT; op++) {
-        const tg_op_desc *d = tg_op_table[op];
+    cr_assert_gt(tg__op_count, 0);
+    for (int op = 0; op < tg__op_count; op++) {
+        const tg__op_desc *d = tg__op_table[op];
         cr_assert_not_null(d, "op %d has no descriptor", op);
         cr_expect(d->name && d->name[0], "op %d has no name", op);
+        cr_expect(d->min_inputs >= 1 && d->max_inputs >= d->min_inputs,
+                  "op %s: input counts %d..%d", d->name, d->min_inputs, d->max_inputs);
         cr_expect(d->saves && d->saves[0], "op %s does not say what it saves", d->name);
         cr_expect_not_null(d->shape, "op %s has no shape check", d->name);
         cr_expect_not_null(d->forward, "op %s has no forward", d->name);
         cr_expect_not_null(d->backward, "op %s has no backward", d->name);
-        cr_expect(d->local && d->local[0], "op %s does not state its backward rule", d->name);
-        for (int other = 1; other < op; other++)
-            cr_expect_str_neq(d->name, tg_op_table[other]->name, "two ops are named %s", d->name);
+        cr_expect(d->rule && d->rule[0], "op %s does not state its backward rule", d->name);
+        if (d->flags & TG__OP_ELEMENTWISE)
+            cr_expect(d->local && d->local[0] && d->max_inputs == 1,
+                      "elementwise op %s: one input and a local derivative phrase", d->name);
+        for (int other = 0; other < op; other++)
+            cr_expect_str_neq(d->name, tg__op_table[other]->name, "two ops are named %s", d->name);
     }
 }
 
-Test(op_table, names_match_the_file_list) {
-#define TG_X_NAME(NAME, file) cr_expect_str_eq(tg_op_table[TG_OP_##NAME]->name, #file);
-    TG_OP_LIST(TG_X_NAME)
-#undef TG_X_NAME
+Test(op_table, every_op_has_a_gradient_test) {
+    for (int op = 0; op < tg__op_count; op++) {
+        const char *name = tg__op_table[op]->name;
+        const cat_entry *e = cat_find(name);
+        cr_expect_not_null(e, "op %s has no entry in tests/op_catalog.c (no gradient test)", name);
+        if (e)
+            cr_expect_gt(e->n_cases, 0, "op %s has no test case", name);
+    }
+    /* and the catalog names no op the library lacks */
+    for (int i = 0; i < cat_n_entries; i++) {
+        bool found = false;
+        for (int op = 0; op < tg__op_count; op++)
+            found |= strcmp(tg__op_table[op]->name, cat_entries[i].op) == 0;
+        cr_expect(found, "the test catalog has an entry for %s, which is not an op",
+                  cat_entries[i].op);
+    }
 }

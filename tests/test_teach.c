@@ -6,7 +6,7 @@
  * regenerate them with TG_UPDATE_GOLDEN=1 build/tests/test_teach, and read the diff. */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 
-#include "internal.h"
+#include "core/engine.h"
 
 #include <criterion/criterion.h>
 #include <math.h>

@@ -1,7 +1,7 @@
 /* Threaded elementwise ops (add, relu, tanh, softmax, above TG_PAR_MIN_ELEMS elements) give the
  * same bits on 1 and 2 threads, forward and backward, and agree with a small-size run of the
  * same values (the code path under the threshold). */
-#include "parallel.h"
+#include "kernels/parallel.h"
 
 #include <criterion/criterion.h>
 #include <sys/wait.h>
@@ -59,21 +59,21 @@ static void check(tg_dtype dt) {
     const char *what[4] = {"y", "da", "dbias", "dc"};
     for (int k = 0; k < 4; k++) {
         cr_expect(memcmp(tg_tensor_cdata(one[k]), tg_tensor_cdata(two[k]),
-                         tg_dtype_size(dt) * (size_t)tg_tensor_numel(one[k])) == 0,
-                  "%s %s differs between 1 and 2 threads", tg_dtype_name(dt), what[k]);
+                         tg__dtype_size(dt) * (size_t)tg_tensor_numel(one[k])) == 0,
+                  "%s %s differs between 1 and 2 threads", tg__dtype_name(dt), what[k]);
     }
     /* The first row alone (401 elements: the unthreaded path) gives the same y and da as row 0
      * of the large run: same values, same per-element arithmetic. */
     tg_tensor *small[4];
     run(dt, 1, 1, cols, small);
     cr_expect(memcmp(tg_tensor_cdata(small[0]), tg_tensor_cdata(one[0]),
-                     tg_dtype_size(dt) * (size_t)cols) == 0,
+                     tg__dtype_size(dt) * (size_t)cols) == 0,
               "%s: y's first row differs between the threaded and the plain path",
-              tg_dtype_name(dt));
+              tg__dtype_name(dt));
     cr_expect(memcmp(tg_tensor_cdata(small[1]), tg_tensor_cdata(one[1]),
-                     tg_dtype_size(dt) * (size_t)cols) == 0,
+                     tg__dtype_size(dt) * (size_t)cols) == 0,
               "%s: da's first row differs between the threaded and the plain path",
-              tg_dtype_name(dt));
+              tg__dtype_name(dt));
     for (int k = 0; k < 4; k++) {
         tg_tensor_free(one[k]);
         tg_tensor_free(two[k]);

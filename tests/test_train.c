@@ -1,6 +1,6 @@
 /* Training: initializers, optimizers against hand-computed steps, datasets and mini-batches, the
  * linear layer, the circles dataset, the circles network's accuracy and bit-reproducibility. */
-#include "internal.h"
+#include "core/engine.h"
 
 #include <criterion/criterion.h>
 #include <math.h>

@@ -1,7 +1,7 @@
 /* The vectorized float32 tanh (src/vmath.c) against double-precision tanh: at most 2 ulp over
  * the whole float range (every 97th bit pattern of the positive floats, and their negatives),
  * exact at the special values. Arrays of odd length so the scalar tail runs too. */
-#include "parallel.h"
+#include "kernels/parallel.h"
 
 #include <criterion/criterion.h>
 #include <float.h>

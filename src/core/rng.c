@@ -1,5 +1,5 @@
 /* rng.c -- xoshiro256** seeded through splitmix64: the same numbers on every platform. */
-#include "internal.h"
+#include "engine.h"
 
 #include <math.h>
 

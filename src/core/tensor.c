@@ -1,5 +1,5 @@
 /* tensor.c -- leaf tensors, accessors, errors without a tape, small helpers shared by the ops. */
-#include "internal.h"
+#include "engine.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -37,7 +37,7 @@ const char *tg_status_name(tg_status s) {
     return "TG_ERR_UNKNOWN";
 }
 
-size_t tg_dtype_size(tg_dtype dtype) {
+size_t tg__dtype_size(tg_dtype dtype) {
     switch (dtype) {
     case TG_F32: return sizeof(float);
     case TG_F64: return sizeof(double);
@@ -46,7 +46,7 @@ size_t tg_dtype_size(tg_dtype dtype) {
     return 0;
 }
 
-const char *tg_dtype_name(tg_dtype dtype) {
+const char *tg__dtype_name(tg_dtype dtype) {
     switch (dtype) {
     case TG_F32: return "f32";
     case TG_F64: return "f64";
@@ -55,7 +55,7 @@ const char *tg_dtype_name(tg_dtype dtype) {
     return "unknown dtype";
 }
 
-const char *tg_shape_str(const tg_tensor *t, char *buf, size_t len) {
+const char *tg__shape_str(const tg_tensor *t, char *buf, size_t len) {
     size_t n = (size_t)snprintf(buf, len, "[");
     for (int i = 0; i < t->rank && n < len; i++)
         n += (size_t)snprintf(buf + n, len - n, i ? ",%lld" : "%lld", (long long)t->shape[i]);
@@ -99,7 +99,7 @@ static tg_tensor *leaf_new(const char *who, tg_dtype dtype, int rank, const int6
         return NULL;
     tg_tensor *t = malloc(sizeof *t);
     /* 64-byte aligned so the SIMD kernels can load rows without splits; never 0 bytes. */
-    size_t bytes = (size_t)tmp.numel * tg_dtype_size(dtype);
+    size_t bytes = (size_t)tmp.numel * tg__dtype_size(dtype);
     size_t alloc = ((bytes + 63) / 64) * 64;
     void *data = aligned_alloc(64, alloc ? alloc : 64);
     if (!t || !data) {
@@ -142,7 +142,7 @@ tg_tensor *tg_tensor_from(tg_dtype dtype, int rank, const int64_t *shape, const 
     }
     tg_tensor *t = leaf_new("tg_tensor_from", dtype, rank, shape);
     if (t)
-        memcpy(t->data, data, (size_t)t->numel * tg_dtype_size(dtype));
+        memcpy(t->data, data, (size_t)t->numel * tg__dtype_size(dtype));
     return t;
 }
 
@@ -178,7 +178,7 @@ tg_tensor *tg_tensor_randn(tg_dtype dtype, int rank, const int64_t *shape, doubl
 /* Converts n elements between any two dtypes. */
 static void convert(void *dst, tg_dtype dd, const void *src, tg_dtype sd, int64_t n) {
     if (dd == sd) {
-        memmove(dst, src, (size_t)n * tg_dtype_size(dd));
+        memmove(dst, src, (size_t)n * tg__dtype_size(dd));
         return;
     }
     for (int64_t i = 0; i < n; i++) {
@@ -215,8 +215,8 @@ tg_status tg_tensor_copy(tg_tensor *dst, const tg_tensor *src) {
     if (dst->rank != src->rank ||
         memcmp(dst->shape, src->shape, sizeof(int64_t) * (size_t)src->rank) != 0)
         return tg__set_last_error(TG_ERR_SHAPE, "tg_tensor_copy: shapes differ: dst %s, src %s",
-                                  tg_shape_str(dst, s1, sizeof s1),
-                                  tg_shape_str(src, s2, sizeof s2));
+                                  tg__shape_str(dst, s1, sizeof s1),
+                                  tg__shape_str(src, s2, sizeof s2));
     convert(dst->data, dst->dtype, src->data, src->dtype, src->numel);
     return TG_OK;
 }
@@ -266,7 +266,7 @@ tg_status tg_tensor_set(tg_tensor *t, int64_t i, double v) {
     if (i < 0 || i >= t->numel)
         return tg__set_last_error(TG_ERR_VALUE, "tg_tensor_set: index %lld is outside 0..%lld",
                                   (long long)i, (long long)t->numel - 1);
-    convert((char *)t->data + (size_t)i * tg_dtype_size(t->dtype), t->dtype, &v, TG_F64, 1);
+    convert((char *)t->data + (size_t)i * tg__dtype_size(t->dtype), t->dtype, &v, TG_F64, 1);
     return TG_OK;
 }
 
@@ -291,7 +291,7 @@ tg_status tg_tensor_set_requires_grad(tg_tensor *t, int requires_grad) {
 
 void tg_tensor_zero_grad(tg_tensor *t) {
     if (t && t->grad)
-        memset(t->grad->data, 0, (size_t)t->numel * tg_dtype_size(t->dtype));
+        memset(t->grad->data, 0, (size_t)t->numel * tg__dtype_size(t->dtype));
 }
 
 void tg_tensor_set_name(tg_tensor *t, const char *name) {
@@ -302,18 +302,12 @@ void tg_tensor_set_name(tg_tensor *t, const char *name) {
     snprintf(t->name, sizeof t->name, "%s", name);
 }
 
-const char *tg_tensor_op_name(const tg_tensor *t) {
-    if (!t || t->op == TG_OP_LEAF)
-        return "leaf";
-    if (t->op == TG_OP_CUSTOM && t->params.custom && t->params.custom->name)
-        return t->params.custom->name;
-    return tg_op_table[t->op]->name;
-}
+const char *tg_tensor_op_name(const tg_tensor *t) { return t ? tg__node_op_name(t) : "leaf"; }
 
 const char *tg_tensor_op_saves(const tg_tensor *t) {
-    if (!t || t->op == TG_OP_LEAF)
+    if (!t || !t->op)
         return "nothing (a leaf)";
-    return tg_op_table[t->op]->saves;
+    return t->op->saves;
 }
 
 int tg_tensor_n_inputs(const tg_tensor *t) { return t ? t->n_inputs : 0; }
@@ -332,8 +326,8 @@ void tg_tensor_print(const tg_tensor *t, FILE *out) {
         return;
     }
     char s[TG_SHAPE_STR_LEN];
-    fprintf(out, "%s %s %s", t->name[0] ? t->name : tg_tensor_op_name(t), tg_dtype_name(t->dtype),
-            tg_shape_str(t, s, sizeof s));
+    fprintf(out, "%s %s %s", t->name[0] ? t->name : tg_tensor_op_name(t), tg__dtype_name(t->dtype),
+            tg__shape_str(t, s, sizeof s));
     const int64_t shown = 8; /* first and last `shown / 2` elements of a long tensor */
     fprintf(out, " = [");
     for (int64_t i = 0; i < t->numel; i++) {
@@ -348,8 +342,8 @@ void tg_tensor_print(const tg_tensor *t, FILE *out) {
 
 /* ---- Broadcasting ---- */
 
-tg_status tg_bcast_shape(const tg_tensor *a, const tg_tensor *b, tg_tensor *out, char *msg,
-                         size_t msg_len) {
+tg_status tg__bcast_shape(const tg_tensor *a, const tg_tensor *b, tg_tensor *out, char *msg,
+                          size_t msg_len) {
     int rank = a->rank > b->rank ? a->rank : b->rank;
     for (int i = 0; i < rank; i++) {
         /* Axis i of the output, counted from the right, aligns with the same of a and b. */
@@ -358,7 +352,7 @@ tg_status tg_bcast_shape(const tg_tensor *a, const tg_tensor *b, tg_tensor *out,
         if (da != db && da != 1 && db != 1) {
             char s1[TG_SHAPE_STR_LEN], s2[TG_SHAPE_STR_LEN];
             snprintf(msg, msg_len, "shapes %s and %s do not broadcast (axis %d: %lld vs %lld)",
-                     tg_shape_str(a, s1, sizeof s1), tg_shape_str(b, s2, sizeof s2), i,
+                     tg__shape_str(a, s1, sizeof s1), tg__shape_str(b, s2, sizeof s2), i,
                      (long long)da, (long long)db);
             return TG_ERR_SHAPE;
         }
@@ -368,26 +362,53 @@ tg_status tg_bcast_shape(const tg_tensor *a, const tg_tensor *b, tg_tensor *out,
     return TG_OK;
 }
 
-/* Strides of x in the 4-D space of out, 0 along axes where x has size 1 (or none). */
-static void bcast_strides(const tg_tensor *x, const tg_tensor *out, int64_t stride[TG_MAX_RANK]) {
+/* Strides of x aligned with out's axes (right-aligned), 0 along axes where x has size 1 (or
+ * none) and out does not. */
+static void bcast_strides(const tg_tensor *x, const tg_tensor *out, int64_t *stride) {
     int64_t s = 1;
-    for (int i = TG_MAX_RANK - 1; i >= 0; i--) {
-        int ix = x->rank - TG_MAX_RANK + i; /* x's axis aligned with space axis i */
-        int io = out->rank - TG_MAX_RANK + i;
-        int64_t dx = ix >= 0 ? x->shape[ix] : 1;
-        int64_t dout = io >= 0 ? out->shape[io] : 1;
-        stride[i] = (dx == 1 && dout != 1) ? 0 : s;
+    for (int i = out->rank - 1; i >= 0; i--) {
+        const int ix = x->rank - out->rank + i; /* x's axis aligned with out's axis i */
+        const int64_t dx = ix >= 0 ? x->shape[ix] : 1;
+        stride[i] = (dx == 1 && out->shape[i] != 1) ? 0 : s;
         s *= dx;
     }
 }
 
-void tg_bcast_init(tg_bcast *bc, const tg_tensor *a, const tg_tensor *b, const tg_tensor *out) {
-    for (int i = 0; i < TG_MAX_RANK; i++) {
-        int io = out->rank - TG_MAX_RANK + i;
-        bc->dim[i] = io >= 0 ? out->shape[io] : 1;
+void tg__bcast_init(tg__bcast *bc, const tg_tensor *a, const tg_tensor *b, const tg_tensor *out) {
+    int64_t sa[TG_MAX_RANK], sb[TG_MAX_RANK];
+    bcast_strides(a, out, sa);
+    bcast_strides(b, out, sb);
+    /* Collapse: axis i merges into the axis after it when, for both inputs, stepping along i is
+     * the same as stepping dim(i+1) times along i+1 (contiguous, or broadcast along both).
+     * Size-1 axes are dropped first. */
+    int n = 0;
+    for (int i = 0; i < out->rank; i++) {
+        if (out->shape[i] == 1)
+            continue;
+        if (n > 0) {
+            const bool merge_a = bc->stride_a[n - 1] == sa[i] * out->shape[i] ||
+                                 (bc->stride_a[n - 1] == 0 && sa[i] == 0);
+            const bool merge_b = bc->stride_b[n - 1] == sb[i] * out->shape[i] ||
+                                 (bc->stride_b[n - 1] == 0 && sb[i] == 0);
+            if (merge_a && merge_b) {
+                bc->dim[n - 1] *= out->shape[i];
+                bc->stride_a[n - 1] = sa[i];
+                bc->stride_b[n - 1] = sb[i];
+                continue;
+            }
+        }
+        bc->dim[n] = out->shape[i];
+        bc->stride_a[n] = sa[i];
+        bc->stride_b[n] = sb[i];
+        n++;
     }
-    bcast_strides(a, out, bc->stride_a);
-    bcast_strides(b, out, bc->stride_b);
+    if (n == 0) { /* every axis has size 1 (or rank 0): one element */
+        bc->dim[0] = 1;
+        bc->stride_a[0] = 0;
+        bc->stride_b[0] = 0;
+        n = 1;
+    }
+    bc->n = n;
 }
 
 tg_status tg__shape_same(tg_tensor *out, char *msg, size_t msg_len) {

@@ -624,12 +624,12 @@ static void gemm_job_run(void *p, int tid, int nth) {
         gemm_block(j, m0, m1, n0, n1);
 }
 
-void tg_gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-             const void *A, int64_t lda, const void *B, int64_t ldb, int beta, void *C,
-             int64_t ldc) {
+void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+              const void *A, int64_t lda, const void *B, int64_t ldb, int beta, void *C,
+              int64_t ldc) {
     if (M <= 0 || N <= 0)
         return;
-    const size_t esz = tg_dtype_size(dtype);
+    const size_t esz = tg__dtype_size(dtype);
     if (K <= 0) { /* an empty sum: C = beta C */
         if (!beta)
             for (int64_t i = 0; i < M; i++)

@@ -13,7 +13,7 @@
  * section, the model's names, dtypes and shapes, the checksums) before it writes to any parameter,
  * so a failed load leaves the model exactly as it was. */
 #include "checkpoint_io.h"
-#include "internal.h"
+#include "core/engine.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -122,7 +122,7 @@ static char *build_header(tg_tensor *const *params, int n, const char *const *na
     for (int i = 0; ok && i < n; i++) {
         const tg_tensor *t = params[i];
         const char *nm = names ? names[i] : t->name;
-        size_t bytes = (size_t)t->numel * tg_dtype_size(t->dtype);
+        size_t bytes = (size_t)t->numel * tg__dtype_size(t->dtype);
         cJSON *e = cJSON_CreateObject(), *shape = cJSON_CreateArray(), *offs = cJSON_CreateArray();
         ok = e && shape && offs && cJSON_AddItemToObject(root, nm, e);
         if (!ok) {
@@ -156,7 +156,7 @@ static char *build_header(tg_tensor *const *params, int n, const char *const *na
             void *tmp = malloc(bytes ? bytes : 1);
             ok = ok && tmp;
             if (tmp)
-                copy_le(tmp, t->data, (size_t)t->numel, tg_dtype_size(t->dtype));
+                copy_le(tmp, t->data, (size_t)t->numel, tg__dtype_size(t->dtype));
             h = tmp ? XXH3_64bits(tmp, bytes) : 0;
             free(tmp);
         }
@@ -187,7 +187,7 @@ static bool write_all(FILE *f, const void *buf, size_t n) {
 
 /* Writes one tensor's data little-endian, in chunks (no copy of the whole tensor). */
 static bool write_tensor(FILE *f, const tg_tensor *t) {
-    size_t size = tg_dtype_size(t->dtype), n = (size_t)t->numel;
+    size_t size = tg__dtype_size(t->dtype), n = (size_t)t->numel;
     if (host_is_le())
         return write_all(f, t->data, n * size);
     uint8_t chunk[4096];
@@ -320,7 +320,7 @@ static bool json_uint(const cJSON *j, uint64_t *v) {
 static const char *shape_str(const int64_t *shape, int rank, char *buf, size_t len) {
     tg_tensor t = {.rank = rank};
     memcpy(t.shape, shape, sizeof(int64_t) * (size_t)rank);
-    return tg_shape_str(&t, buf, len);
+    return tg__shape_str(&t, buf, len);
 }
 
 /* Parses and checks one tensor entry. TG_OK or an error (message set). */
@@ -357,7 +357,7 @@ static tg_status parse_entry(const char *who, const char *file, const cJSON *j, 
                                   "%s: %s: tensor \"%s\": rank %d is above tapegrad's %d", who,
                                   file, nm, rank, TG_MAX_RANK);
     e->rank = rank;
-    uint64_t numel = 1, size = tg_dtype_size(e->dtype);
+    uint64_t numel = 1, size = tg__dtype_size(e->dtype);
     int d = 0;
     for (const cJSON *s = sh->child; s; s = s->next, d++) {
         uint64_t v;
@@ -550,7 +550,7 @@ static tg_status verify(const char *who, const char *file, const uint8_t *buf, s
                                       "the model",
                                       who, file, nm, st_dtype(e->dtype),
                                       shape_str(e->shape, e->rank, s1, sizeof s1),
-                                      st_dtype(t->dtype), tg_shape_str(t, s2, sizeof s2));
+                                      st_dtype(t->dtype), tg__shape_str(t, s2, sizeof s2));
     }
     for (int i = 0; i < count; i++)
         if (es[i].param < 0)
@@ -615,7 +615,7 @@ static tg_status load_buffer(const char *who, const char *file, const uint8_t *b
         /* Commit: nothing below can fail, so the model is never half-loaded. */
         for (int i = 0; es[i].name; i++) {
             tg_tensor *t = params[es[i].param];
-            copy_le(t->data, data + es[i].begin, (size_t)t->numel, tg_dtype_size(t->dtype));
+            copy_le(t->data, data + es[i].begin, (size_t)t->numel, tg__dtype_size(t->dtype));
         }
     }
     free(es);

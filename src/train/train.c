@@ -2,8 +2,8 @@
  * (SGD, momentum, Nesterov, Adam), mini-batches over a dataset, a linear layer, the report's
  * circles dataset and an accuracy helper. Nothing here records anything the user could not record
  * by hand: the linear layer is three builder calls. */
-#include "internal.h"
-#include "parallel.h"
+#include "core/engine.h"
+#include "kernels/parallel.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -17,7 +17,7 @@ static tg_status check_fillable(const char *who, const tg_tensor *t) {
         return tg__set_last_error(TG_ERR_NULL, "%s: tensor is NULL", who);
     if (t->dtype != TG_F32 && t->dtype != TG_F64)
         return tg__set_last_error(TG_ERR_DTYPE, "%s: '%s' is %s; initializers fill f32 or f64", who,
-                                  t->name, tg_dtype_name(t->dtype));
+                                  t->name, tg__dtype_name(t->dtype));
     if (t->on_tape)
         return tg__set_last_error(TG_ERR_STATE,
                                   "%s: '%s' is a tape tensor; initializers fill leaves", who,
@@ -52,7 +52,7 @@ tg_status tg_init_zeros(tg_tensor *t) {
     tg_status s = check_fillable("tg_init_zeros", t);
     if (s != TG_OK)
         return s;
-    memset(t->data, 0, (size_t)t->numel * tg_dtype_size(t->dtype));
+    memset(t->data, 0, (size_t)t->numel * tg__dtype_size(t->dtype));
     return TG_OK;
 }
 
@@ -203,7 +203,7 @@ tg_optim *tg_optim_new(const tg_optim_config *cfg, tg_tensor *const *params, int
             tg__set_last_error(TG_ERR_VALUE,
                                "%s: params[%d] ('%s', %s) must be an f32/f64 leaf that requires a "
                                "gradient",
-                               who, i, p->name, tg_dtype_name(p->dtype));
+                               who, i, p->name, tg__dtype_name(p->dtype));
             return NULL;
         }
         for (int j = 0; j < i; j++)
@@ -229,7 +229,7 @@ tg_optim *tg_optim_new(const tg_optim_config *cfg, tg_tensor *const *params, int
     for (int i = 0; i < n_params; i++) {
         o->params[i] = params[i];
         size_t n = (size_t)params[i]->numel;
-        const size_t elem = tg_dtype_size(params[i]->dtype); /* state in the parameter's dtype */
+        const size_t elem = tg__dtype_size(params[i]->dtype); /* state in the parameter's dtype */
         if (has_m && !(o->m[i] = calloc(n ? n : 1, elem)))
             goto nomem;
         if (has_v && !(o->v[i] = calloc(n ? n : 1, elem)))
@@ -445,15 +445,15 @@ tg_dataset *tg_dataset_new(const tg_tensor *inputs, const tg_tensor *targets, in
         tg__set_last_error(TG_ERR_SHAPE,
                            "%s: inputs %s and targets %s must have the same number of rows "
                            "(axis 0)",
-                           who, tg_shape_str(inputs, s1, sizeof s1),
-                           tg_shape_str(targets, s2, sizeof s2));
+                           who, tg__shape_str(inputs, s1, sizeof s1),
+                           tg__shape_str(targets, s2, sizeof s2));
         return NULL;
     }
     const int64_t n = inputs->shape[0];
     if (n < 1 || batch_size < 1 || batch_size > n) {
         tg__set_last_error(TG_ERR_VALUE, "%s: batch_size %lld must be in 1..%lld (rows of %s)", who,
                            (long long)batch_size, (long long)n,
-                           tg_shape_str(inputs, s1, sizeof s1));
+                           tg__shape_str(inputs, s1, sizeof s1));
         return NULL;
     }
     tg_dataset *ds = calloc(1, sizeof *ds);
@@ -481,13 +481,13 @@ tg_dataset *tg_dataset_new(const tg_tensor *inputs, const tg_tensor *targets, in
 nomem:
     tg_dataset_free(ds);
     tg__set_last_error(TG_ERR_NOMEM, "%s: out of memory for batches of %lld rows of %s", who,
-                       (long long)batch_size, tg_shape_str(inputs, s1, sizeof s1));
+                       (long long)batch_size, tg__shape_str(inputs, s1, sizeof s1));
     return NULL;
 }
 
 /* Copies the rows order[from .. from+rows) of src into dst. */
 static void gather_rows(tg_tensor *dst, const tg_tensor *src, const int64_t *order, int64_t rows) {
-    const size_t row_bytes = (size_t)(src->numel / src->shape[0]) * tg_dtype_size(src->dtype);
+    const size_t row_bytes = (size_t)(src->numel / src->shape[0]) * tg__dtype_size(src->dtype);
     for (int64_t r = 0; r < rows; r++)
         memcpy((char *)dst->data + (size_t)r * row_bytes,
                (const char *)src->data + (size_t)order[r] * row_bytes, row_bytes);
@@ -536,7 +536,7 @@ tg_linear *tg_linear_new(tg_dtype dtype, int64_t n_in, int64_t n_out, const char
     const char *who = "tg_linear_new";
     if (dtype != TG_F32 && dtype != TG_F64) {
         tg__set_last_error(TG_ERR_DTYPE, "%s: dtype must be f32 or f64, not %s", who,
-                           tg_dtype_name(dtype));
+                           tg__dtype_name(dtype));
         return NULL;
     }
     if (n_in < 1 || n_out < 1) {
@@ -591,7 +591,7 @@ tg_status tg_circles_make(tg_dtype dtype, int64_t n, tg_rng *rng, tg_tensor **in
         return tg__set_last_error(TG_ERR_NULL, "%s: rng is NULL", who);
     if (dtype != TG_F32 && dtype != TG_F64)
         return tg__set_last_error(TG_ERR_DTYPE, "%s: dtype must be f32 or f64, not %s", who,
-                                  tg_dtype_name(dtype));
+                                  tg__dtype_name(dtype));
     if (n < 1)
         return tg__set_last_error(TG_ERR_VALUE, "%s: n is %lld; need at least one point", who,
                                   (long long)n);
@@ -626,8 +626,8 @@ double tg_accuracy(const tg_tensor *logits, const tg_tensor *labels) {
         labels->shape[0] != logits->shape[0]) {
         tg__set_last_error(TG_ERR_SHAPE,
                            "%s: need logits [N,C] (N >= 1) and i32 labels [N], got %s and %s %s",
-                           who, tg_shape_str(logits, s1, sizeof s1), tg_dtype_name(labels->dtype),
-                           tg_shape_str(labels, s2, sizeof s2));
+                           who, tg__shape_str(logits, s1, sizeof s1), tg__dtype_name(labels->dtype),
+                           tg__shape_str(labels, s2, sizeof s2));
         return -1.0;
     }
     const int64_t N = logits->shape[0], C = logits->shape[1];

@@ -7,7 +7,7 @@
  *
  * Images stay uint8 in memory (Fashion-MNIST: 55 MB instead of 220 as float); a batch is
  * converted into a caller-provided tensor by tg_idx_dataset_batch, which allocates nothing. */
-#include "internal.h"
+#include "core/engine.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -397,16 +397,16 @@ tg_status tg_idx_dataset_batch(const tg_idx_dataset *ds, const int64_t *indices,
     char s[TG_SHAPE_STR_LEN];
     if (x->dtype != TG_F32 && x->dtype != TG_F64)
         return tg__set_last_error(TG_ERR_DTYPE, "%s: x has dtype %s; expected f32 or f64", who,
-                                  tg_dtype_name(x->dtype));
+                                  tg__dtype_name(x->dtype));
     if (n < 0 || x->rank < 1 || x->shape[0] != n || x->numel != n * ds->features)
         return tg__set_last_error(TG_ERR_SHAPE,
                                   "%s: x has shape %s; expected %lld rows of %lld values "
                                   "(e.g. [%lld,%lld])",
-                                  who, tg_shape_str(x, s, sizeof s), (long long)n,
+                                  who, tg__shape_str(x, s, sizeof s), (long long)n,
                                   (long long)ds->features, (long long)n, (long long)ds->features);
     if (y && (y->dtype != TG_I32 || y->rank != 1 || y->numel != n))
         return tg__set_last_error(TG_ERR_SHAPE, "%s: y is %s %s; expected i32 [%lld]", who,
-                                  tg_dtype_name(y->dtype), tg_shape_str(y, s, sizeof s),
+                                  tg__dtype_name(y->dtype), tg__shape_str(y, s, sizeof s),
                                   (long long)n);
     for (int64_t i = 0; i < n; i++)
         if (indices[i] < 0 || indices[i] >= ds->n)

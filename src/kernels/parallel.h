@@ -1,9 +1,9 @@
-/* parallel.h -- private: the thread pool (src/threads.c) and the matmul kernels (src/gemm*.c).
- * Not installed. Kept out of internal.h so that file stays shared and small. */
+/* parallel.h -- private: the kernels layer. The thread pool (threads.c), the matrix multiply and
+ * its micro-kernels (gemm*.c) and vector math (vmath.c). Not installed. */
 #ifndef TG_PARALLEL_H
 #define TG_PARALLEL_H
 
-#include "internal.h"
+#include "core/engine.h"
 
 /* ---- Thread pool (src/threads.c) ----
  * A fixed set of tg_get_num_threads() - 1 sleeping workers plus the calling thread. Workers block
@@ -31,7 +31,14 @@ void tg__parallel_range(int64_t n, int64_t min_parallel, tg__range_fn body, void
 /* Below this many elements an elementwise loop is not worth a wake-up of the workers. */
 #define TG_PAR_MIN_ELEMS ((int64_t)1 << 16)
 
-/* ---- Matrix-multiply kernels (src/gemm.c, src/gemm_avx2.c, src/gemm_avx512.c) ---- */
+/* ---- Matrix multiply (gemm.c) ----
+ * C[M,N] = beta * C + op(A) op(B), op(X) = X or X^T, row-major with leading dimensions.
+ * beta is 0 (overwrite) or 1 (accumulate: backward's +=). */
+void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+              const void *A, int64_t lda, const void *B, int64_t ldb, int beta, void *C,
+              int64_t ldc);
+
+/* ---- Matrix-multiply micro-kernels (gemm.c, gemm_avx2.c, gemm_avx512.c) ---- */
 
 /* A micro-kernel computes one MR x NR tile of C from packed panels:
  *   C[r*ldc + c] = (accumulate ? C[r*ldc + c] : 0) + sum_k a[k*MR + r] * b[k*NR + c]

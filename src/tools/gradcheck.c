@@ -13,7 +13,7 @@
  * not shrink with eps. So when d+ and d- disagree beyond tolerance we evaluate at eps/2 as well:
  * smooth curvature halves the gap, a kink does not. Kink elements are reported as such, never
  * judged. */
-#include "internal.h"
+#include "core/engine.h"
 
 #include <float.h>
 #include <math.h>
@@ -51,13 +51,13 @@ static tg_status eval_f(gc_run *run, tg_tape *tape, tg_tensor **loss_out, double
         return tg__set_last_error(TG_ERR_SHAPE,
                                   "tg_gradcheck: the function returned a tensor of shape %s; it "
                                   "must return one element (a loss)",
-                                  tg_shape_str(loss, s, sizeof s));
+                                  tg__shape_str(loss, s, sizeof s));
     }
     if (tg_tensor_dtype(loss) != TG_F64)
         return tg__set_last_error(TG_ERR_DTYPE,
                                   "tg_gradcheck: the function returned a %s loss from float64 "
                                   "inputs; build it in the dtype it is given",
-                                  tg_dtype_name(tg_tensor_dtype(loss)));
+                                  tg__dtype_name(tg_tensor_dtype(loss)));
     if (loss_out)
         *loss_out = loss;
     *value = tg_tensor_item(loss);
@@ -91,7 +91,7 @@ static tg_status check_args(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_i
         return tg__set_last_error(TG_ERR_DTYPE,
                                   "tg_gradcheck: opts.dtype is %s; gradients are checked for f32 "
                                   "or f64",
-                                  tg_dtype_name(o->dtype));
+                                  tg__dtype_name(o->dtype));
     int n_grad = 0;
     for (int i = 0; i < n_inputs; i++) {
         if (!inputs[i])
@@ -112,14 +112,14 @@ static tg_status check_args(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_i
             return tg__set_last_error(TG_ERR_SHAPE,
                                       "tg_gradcheck_yours: your gradient for input %d ('%s') has "
                                       "shape %s, the input has shape %s",
-                                      i, nm, tg_shape_str(y, s1, sizeof s1),
-                                      tg_shape_str(inputs[i], s2, sizeof s2));
+                                      i, nm, tg__shape_str(y, s1, sizeof s1),
+                                      tg__shape_str(inputs[i], s2, sizeof s2));
         if (y->dtype != TG_F32 && y->dtype != TG_F64)
             return tg__set_last_error(
                 TG_ERR_DTYPE,
                 "tg_gradcheck_yours: your gradient for input %d ('%s') is %s; "
                 "it must be f32 or f64",
-                i, nm, tg_dtype_name(y->dtype));
+                i, nm, tg__dtype_name(y->dtype));
     }
     if (n_grad == 0)
         return tg__set_last_error(TG_ERR_STATE,
@@ -185,8 +185,10 @@ static tg_status judge_element(gc_run *run, const tg_gradcheck_report *r, tg_ten
 void tg_gradcheck_report_free(tg_gradcheck_report *r) {
     if (!r)
         return;
-    for (int k = 0; k < r->n_tensors; k++)
+    for (int k = 0; k < r->n_tensors; k++) {
         free(r->tensors[k].elements);
+        free((void *)r->tensors[k].shape); /* owned by the report; const for its readers */
+    }
     free(r->tensors);
     free(r);
 }
@@ -224,11 +226,14 @@ static tg_gradcheck_report *report_new(tg_tensor *const *inputs, int n_inputs,
             snprintf(c->name, sizeof c->name, "input %d", i);
         c->input = i;
         c->rank = inputs[i]->rank;
-        memcpy(c->shape, inputs[i]->shape, sizeof c->shape);
+        int64_t *shape = calloc(c->rank > 0 ? (size_t)c->rank : 1, sizeof *shape);
+        if (shape)
+            memcpy(shape, inputs[i]->shape, sizeof *shape * (size_t)c->rank);
+        c->shape = shape;
         c->numel = inputs[i]->numel;
         c->worst_index = -1;
         c->elements = calloc(c->numel > 0 ? (size_t)c->numel : 1, sizeof *c->elements);
-        if (!c->elements) {
+        if (!c->elements || !shape) {
             tg_gradcheck_report_free(r);
             tg__set_last_error(TG_ERR_NOMEM, "tg_gradcheck: out of memory for the report");
             return NULL;

@@ -1,5 +1,5 @@
 /* version.c -- the library's version at run time, fixed when the library is compiled. */
-#include "internal.h"
+#include "engine.h"
 
 /* The macro is expanded here, inside the library, so a program asking tg_version() learns which
  * library it is running against, not which header it was compiled with. */
