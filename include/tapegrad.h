@@ -311,6 +311,7 @@ TG_API tg_tensor *tg_log_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);     /**< y
 TG_API tg_tensor *tg_tanh_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);    /**< y = tanh x */
 TG_API tg_tensor *tg_sigmoid_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS); /**< y = 1 / (1 + e^-x) */
 TG_API tg_tensor *tg_relu_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);    /**< y = max(x, 0) */
+TG_API tg_tensor *tg_abs_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);     /**< y = |x| */
 /** y_i = e^(x_i - max) / sum_j e^(x_j - max) along the last axis. */
 TG_API tg_tensor *tg_softmax_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
 /** y_i = x_i - max - log sum_j e^(x_j - max) along the last axis. */
@@ -366,6 +367,8 @@ TG_API tg_tensor *tg_mse_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAM
 #define tg_sigmoid(t, x) tg_sigmoid_at((t), (x), __FILE__, __LINE__)
 /** y = max(x, 0); tg_relu_at with the caller's file and line. */
 #define tg_relu(t, x) tg_relu_at((t), (x), __FILE__, __LINE__)
+/** y = |x| (gradient sign(x), 0 at 0); tg_abs_at with the caller's file and line. */
+#define tg_abs(t, x) tg_abs_at((t), (x), __FILE__, __LINE__)
 /** Softmax along the last axis; tg_softmax_at with the caller's file and line. */
 #define tg_softmax(t, x) tg_softmax_at((t), (x), __FILE__, __LINE__)
 /** Log-softmax along the last axis; tg_log_softmax_at with the caller's file and line. */

@@ -204,6 +204,7 @@ BUILD(log, tg_log(t, in[0]))
 BUILD(tanh, tg_tanh(t, in[0]))
 BUILD(sigmoid, tg_sigmoid(t, in[0]))
 BUILD(relu, tg_relu(t, in[0]))
+BUILD(abs, tg_abs(t, in[0]))
 BUILD(softmax, tg_softmax(t, in[0]))
 BUILD(log_softmax, tg_log_softmax(t, in[0]))
 BUILD(softmax_cross_entropy, tg_softmax_cross_entropy(t, in[0], in[1]))
@@ -236,6 +237,7 @@ const cat_entry cat_entries[] = {
     ENTRY(tanh, tanh_cases),
     ENTRY(sigmoid, sigmoid_cases),
     ENTRY_KINK(relu, away0_cases), /* the kink itself is tested by value in test_ops_grad */
+    ENTRY_KINK(abs, away0_cases),
     ENTRY(softmax, rows_cases),
     ENTRY(log_softmax, rows_cases),
     ENTRY(softmax_cross_entropy, sce_cases),
