@@ -392,7 +392,9 @@ typedef struct tg_custom_op {
     /** Fills `out` (already shaped and allocated, zeros) from the inputs. Return TG_OK or an error. */
     tg_status (*forward)(tg_tensor *out, tg_tensor *const *inputs, int n_inputs, void *user);
     /** Accumulates (+=) into `input_grads[i]`, d loss / d input i, given `out_grad`. An entry is
-     *  NULL when that input needs no gradient. */
+     *  NULL exactly when the engine decided that input needs no gradient in this pass (data, an
+     *  integer tensor, a frozen leaf, or nothing upstream of it requires one). Called only when
+     *  the node is on the path from the output tg_backward started at. */
     void (*backward)(const tg_tensor *out, const tg_tensor *out_grad, tg_tensor *const *inputs,
                      tg_tensor *const *input_grads, int n_inputs, void *user);
 } tg_custom_op;
@@ -642,7 +644,8 @@ TG_API tg_optim_config tg_optim_defaults(tg_optim_kind kind, double lr);
 TG_API tg_optim *tg_optim_new(const tg_optim_config *config, tg_tensor *const *params,
                               int n_params);
 /** One update of every parameter from its current gradient. A parameter without a gradient yet
- *  (no tg_backward reached it) is skipped. Does not zero the gradients. Returns TG_OK, TG_ERR_NULL,
+ *  (no tg_backward reached it), or that does not require one now (frozen with
+ *  tg_tensor_set_requires_grad(p, 0)), is skipped: its values and its state stay as they are. Does not zero the gradients. Returns TG_OK, TG_ERR_NULL,
  *  or TG_ERR_NONFINITE if a gradient holds a NaN or Inf (then no parameter is changed). */
 TG_API tg_status tg_optim_step(tg_optim *optim);
 /** Zeros the gradient of every parameter (call it before each backward: leaves accumulate). */

@@ -352,7 +352,7 @@ tg_status tg_optim_step(tg_optim *o) {
     /* Check every gradient first, so a NaN leaves all parameters (and state) as they were. */
     for (int i = 0; i < o->n_params; i++) {
         const tg_tensor *P = o->params[i];
-        if (!P->grad)
+        if (!P->grad || !P->requires_grad)
             continue;
         const int64_t k = first_nonfinite(P->grad);
         if (k >= 0)
@@ -368,7 +368,9 @@ tg_status tg_optim_step(tg_optim *o) {
     j.adam_rsqrt_bc2 = 1 / sqrt(1 - pow(c->beta2, t));
     for (int i = 0; i < o->n_params; i++) {
         j.P = o->params[i];
-        if (!j.P->grad)
+        /* Frozen (tg_tensor_set_requires_grad(P, 0)) or not reached: left exactly as it is,
+         * state included, whatever its gradient holds from before it was frozen. */
+        if (!j.P->grad || !j.P->requires_grad)
             continue;
         j.m = o->m ? o->m[i] : NULL;
         j.v = o->v ? o->v[i] : NULL;
