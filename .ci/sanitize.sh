@@ -4,7 +4,7 @@
 # sanitizer report.
 set -uo pipefail
 dir=${1:-build-asan}
-cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DTG_SANITIZE=ON -DTG_BUILD_BENCH=OFF >/dev/null &&
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DTG_SANITIZE=ON -DTG_BUILD_BENCH=OFF -DTG_WERROR=ON >/dev/null &&
   cmake --build "$dir" -j"$(nproc)" >/dev/null || exit 1
 log="$dir/sanitizer-test.log"
 # -V puts every test's own output in the log, where the sanitizers write.

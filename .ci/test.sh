@@ -32,9 +32,9 @@ build_and_test() { # build_and_test DIR CMAKE-ARGS...
     (cd "$dir" && ctest --output-on-failure -j"$jobs")
 }
 
-stage "unit tests (release build)" build_and_test build -DCMAKE_BUILD_TYPE=Release
+stage "unit tests (release build)" build_and_test build -DCMAKE_BUILD_TYPE=Release -DTG_WERROR=ON
 stage "clang build, warnings as errors, unit tests" \
-  build_and_test build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Release -DTG_BUILD_BENCH=OFF
+  build_and_test build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Release -DTG_BUILD_BENCH=OFF -DTG_WERROR=ON
 stage "unit tests under AddressSanitizer + UBSan" bash .ci/sanitize.sh build-asan
 stage "unit tests under valgrind memcheck" bash .ci/valgrind.sh build
 stage "fuzzing the checkpoint and IDX loaders (libFuzzer, 60 s each)" bash tests/fuzz/run.sh 60

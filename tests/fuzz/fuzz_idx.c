@@ -18,7 +18,7 @@ static void check(const tg_idx *idx) {
     int64_t n = 1;
     for (int i = 0; i < tg_idx_rank(idx); i++)
         n *= tg_idx_dim(idx, i);
-    if (tg_idx_rank(idx) < 1 || tg_idx_rank(idx) > 4 || n != tg_idx_numel(idx))
+    if (tg_idx_rank(idx) < 1 || tg_idx_rank(idx) > TG_MAX_RANK || n != tg_idx_numel(idx))
         abort();
     /* Touch every byte, so ASan sees a short buffer. */
     volatile uint8_t sum = 0;
