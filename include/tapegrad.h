@@ -88,6 +88,8 @@ typedef struct tg_rng {
     uint64_t s[4]; /**< the generator's state; set only through tg_rng_seed */
 } tg_rng;
 
+/* A NULL rng is never dereferenced: tg_rng_seed does nothing, tg_rng_next and tg_rng_below return
+ * 0, tg_rng_uniform and tg_rng_normal return NaN, and each sets tg_last_errmsg(). */
 void tg_rng_seed(tg_rng *rng, uint64_t seed);   /**< any seed, 0 included */
 uint64_t tg_rng_next(tg_rng *rng);              /**< 64 random bits */
 double tg_rng_uniform(tg_rng *rng);             /**< uniform in [0, 1) */
@@ -103,18 +105,26 @@ tg_tensor *tg_tensor_new(tg_dtype dtype, int rank, const int64_t *shape);
 tg_tensor *tg_tensor_ones(tg_dtype dtype, int rank, const int64_t *shape);
 /** A new leaf holding a copy of `data` (numel elements of `dtype`, row-major). As tg_tensor_new. */
 tg_tensor *tg_tensor_from(tg_dtype dtype, int rank, const int64_t *shape, const void *data);
-/** A new leaf of values uniform in [lo, hi) drawn from `rng`. As tg_tensor_new. */
+/** A new leaf of values uniform in [lo, hi) drawn from `rng`. As tg_tensor_new; also NULL
+ *  (TG_ERR_VALUE) unless lo and hi are finite and lo <= hi. */
 tg_tensor *tg_tensor_rand(tg_dtype dtype, int rank, const int64_t *shape, double lo, double hi,
                           tg_rng *rng);
-/** A new leaf of values normal(mean, std) drawn from `rng`. As tg_tensor_new. */
+/** A new leaf of values normal(mean, std) drawn from `rng`. As tg_tensor_new; also NULL
+ *  (TG_ERR_VALUE) unless mean and std are finite and std >= 0. */
 tg_tensor *tg_tensor_randn(tg_dtype dtype, int rank, const int64_t *shape, double mean, double std,
                            tg_rng *rng);
-/** A new leaf with the shape and values of `src` (leaf or tape tensor), converted to `dtype`.
- *  Name and requires-grad are copied; the gradient is not. Caller frees with tg_tensor_free. */
+/** A new leaf with the shape and values of `src` (leaf or tape tensor), converted to `dtype`
+ *  (to TG_I32: truncated toward zero). Name and requires-grad are copied (requires-grad only to
+ *  an f32/f64 clone: an i32 tensor never requires a gradient); the gradient is not. NULL
+ *  (TG_ERR_VALUE) if an element does not fit an i32 (NaN, an infinity, beyond int32's range).
+ *  Caller frees with tg_tensor_free. */
 tg_tensor *tg_tensor_clone(const tg_tensor *src, tg_dtype dtype);
-/** Copies the values of `src` into `dst` (same shape; dtypes may differ). TG_OK or an error. */
+/** Copies the values of `src` into `dst` (same shape; dtypes may differ). TG_OK or an error;
+ *  TG_ERR_VALUE, with nothing written, if dst is TG_I32 and an element of src does not fit. */
 tg_status tg_tensor_copy(tg_tensor *dst, const tg_tensor *src);
-/** Frees a leaf and its gradient. NULL, and tensors owned by a tape, are ignored. */
+/** Frees a leaf and its gradient. NULL, and tensors owned by a tape, are ignored. A tensor that
+ *  is not the caller's -- a leaf's gradient (tg_tensor_grad), a tg_dataset's batch -- is not freed
+ *  (its owner frees it): the call does nothing but set tg_last_errmsg(). */
 void tg_tensor_free(tg_tensor *tensor);
 
 /** The element type (TG_F32 for a NULL tensor). */
@@ -134,13 +144,15 @@ void *tg_tensor_data(tg_tensor *tensor);
 const void *tg_tensor_cdata(const tg_tensor *tensor);
 /** Element `index` (flat, row-major) as a double. 0 if out of range. */
 double tg_tensor_get(const tg_tensor *tensor, int64_t index);
-/** Sets element `index` (flat, row-major). TG_ERR_VALUE if out of range. */
+/** Sets element `index` (flat, row-major). TG_ERR_VALUE if out of range, or if the tensor is
+ *  TG_I32 and `value` does not fit (NaN, an infinity, beyond int32's range; the element is kept). */
 tg_status tg_tensor_set(tg_tensor *tensor, int64_t index, double value);
 /** The single value of a one-element tensor (e.g. a loss), as a double; NaN otherwise. */
 double tg_tensor_item(const tg_tensor *tensor);
 
 /** The tensor's gradient, a tensor of the same shape and dtype, or NULL if it has none yet.
- *  Owned by `tensor`: a leaf's lives until tg_tensor_free; a tape tensor's until tg_tape_reset. */
+ *  Owned by `tensor`: a leaf's lives until tg_tensor_free; a tape tensor's until tg_tape_reset.
+ *  Never free it yourself (tg_tensor_free refuses it). */
 tg_tensor *tg_tensor_grad(const tg_tensor *tensor);
 /** Marks a leaf as a parameter: tg_backward will accumulate its gradient. Returns TG_ERR_STATE
  *  for a tape tensor (whether it needs a gradient follows from its inputs). */
@@ -593,9 +605,9 @@ tg_dataset *tg_dataset_new(const tg_tensor *inputs, const tg_tensor *targets, in
                            int shuffle, uint64_t seed);
 /** Copies the next batch into tensors the dataset owns and points *inputs and *targets at them:
  *  leaves of shape [B, ...] (B = batch_size, or the remainder for the last batch), valid until the
- *  next call or tg_dataset_free. Nothing is allocated per batch. Returns 1 when a batch was
- *  produced, 0 at the end of an epoch (the next call starts a new epoch, reshuffled), or a negative
- *  tg_status (see tg_last_errmsg). Loop: while (tg_dataset_next(ds, &x, &y) == 1) { ... } */
+ *  next call or tg_dataset_free (do not free them: tg_tensor_free refuses). Nothing is allocated
+ *  per batch. Returns 1 when a batch was produced, 0 at the end of an epoch (the next call starts
+ *  a new epoch, reshuffled), or a negative tg_status (see tg_last_errmsg). Loop: while (tg_dataset_next(ds, &x, &y) == 1) { ... } */
 int tg_dataset_next(tg_dataset *dataset, tg_tensor **inputs, tg_tensor **targets);
 /** Number of rows N. */
 int64_t tg_dataset_size(const tg_dataset *dataset);
