@@ -69,6 +69,9 @@ typedef struct tg_op_params {
 #define TG_MAX_INPUTS TG_CUSTOM_MAX_INPUTS
 #define TG_NAME_MAX 32
 
+/* Values of tg_tensor.owner. tg_tensor_free refuses all but TG__OWN_CALLER. */
+enum { TG__OWN_CALLER = 0, TG__OWN_GRAD = 1, TG__OWN_DATASET = 2 };
+
 struct tg_tensor {
     tg_dtype dtype;
     int rank;
@@ -80,7 +83,9 @@ struct tg_tensor {
      * tensor's lives in the tape's arena and is rebuilt by each backward. */
     struct tg_tensor *grad;
     bool requires_grad;
-    bool on_tape; /* owned by a tape: data, grad and this struct live in its arena */
+    bool on_tape;  /* owned by a tape: data, grad and this struct live in its arena */
+    uint8_t owner; /* who frees a leaf: TG__OWN_CALLER (tg_tensor_free), TG__OWN_GRAD (a leaf's
+                      gradient, freed with the leaf), TG__OWN_DATASET (a tg_dataset's batch) */
     char name[TG_NAME_MAX];
 
     /* Tape nodes only. */

@@ -403,10 +403,14 @@ struct tg_dataset {
 void tg_dataset_free(tg_dataset *ds) {
     if (!ds)
         return;
-    tg_tensor_free(ds->x_full);
-    tg_tensor_free(ds->y_full);
-    tg_tensor_free(ds->x_last);
-    tg_tensor_free(ds->y_last);
+    /* The batch tensors are marked as the dataset's, so tg_tensor_free refuses them: hand them
+     * back to the caller (here, the dataset itself) first. */
+    tg_tensor *batches[4] = {ds->x_full, ds->y_full, ds->x_last, ds->y_last};
+    for (int i = 0; i < 4; i++) {
+        if (batches[i])
+            batches[i]->owner = TG__OWN_CALLER;
+        tg_tensor_free(batches[i]);
+    }
     free(ds->order);
     free(ds);
 }
@@ -416,7 +420,10 @@ static tg_tensor *batch_like(const tg_tensor *src, int64_t rows) {
     int64_t shape[TG_MAX_RANK];
     memcpy(shape, src->shape, sizeof shape);
     shape[0] = rows;
-    return tg_tensor_new(src->dtype, src->rank, shape);
+    tg_tensor *t = tg_tensor_new(src->dtype, src->rank, shape);
+    if (t)
+        t->owner = TG__OWN_DATASET; /* tg_tensor_free refuses it; tg_dataset_free frees it */
+    return t;
 }
 
 /* Fisher-Yates with the dataset's own rng: the order depends on the seed and the epoch only. */
@@ -569,8 +576,21 @@ tg_linear *tg_linear_new(tg_dtype dtype, int64_t n_in, int64_t n_out, const char
     return l;
 }
 
+/* The base name of a __FILE__, as the tape prints it. */
+static const char *file_base(const char *file) {
+    const char *slash = file ? strrchr(file, '/') : NULL;
+    return slash ? slash + 1 : file ? file : "?";
+}
+
 tg_tensor *tg_linear_forward_at(tg_tape *t, const tg_linear *l, tg_tensor *x, const char *file,
                                 int line) {
+    /* Every failure leaves its own message: on the tape when there is one, else (no tape to
+     * hold it) in tg_last_errmsg. */
+    if (!t) {
+        tg__set_last_error(TG_ERR_NULL, "%s:%d: tg_linear_forward: tape is NULL%s", file_base(file),
+                           line, l ? "" : " (and layer is NULL)");
+        return NULL;
+    }
     if (!l) {
         tg__tape_fail(t, TG_ERR_NULL, file, line, "tg_linear_forward", "layer is NULL");
         return NULL;
