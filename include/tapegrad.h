@@ -659,7 +659,10 @@ typedef struct tg_idx tg_idx;
 
 /** Loads an IDX file of unsigned bytes (type 0x08), gzip'ed or plain (detected from the gzip magic).
  *  Checks the magic number, the element type, the number of dimensions (1..4), the sizes (without
- *  overflow) and the length: a truncated file or one with trailing data is rejected. Returns NULL
+ *  overflow) and the length: a truncated file or one with trailing data is rejected; so are a
+ *  broken gzip stream (CRC included) and bytes after it (other than further gzip members, which
+ *  continue the data as gzip -d does). Anything but a regular file (a FIFO, a device) is refused
+ *  before it is read, so the call never blocks. Returns NULL
  *  on any error (TG_ERR_IO, TG_ERR_FORMAT, TG_ERR_NOMEM) with a message naming the file, what was
  *  expected and what was found (see tg_last_errmsg). Caller frees with tg_idx_free. */
 tg_idx *tg_idx_load(const char *path);
