@@ -752,6 +752,64 @@ tg_status tg_checkpoint_load(const char *path, tg_tensor *const *params, int n,
 tg_status tg_checkpoint_load_mem(const void *bytes, size_t len, const char *name,
                                  tg_tensor *const *params, int n, const char *const *names);
 
+/* ---- Training state: exact resume after a crash (src/checkpoint.c) ---------------------------
+ * A training run can be stopped at any step (a crash, kill -9, a power cut) and continued from its
+ * last saved state so that it ends bit-identical to a run that was never interrupted: save the
+ * parameters, the optimizer's state, every random generator and the position in the data, all in
+ * one file, at the same step; load them all before the next step. */
+
+/** Where a run is in its data: the epoch, the generator that draws the epoch's permutation (its
+ *  state before that epoch's shuffle: the permutation's seed) and the position in it. A tg_dataset
+ *  fills and restores it (tg_dataset_get_position / tg_dataset_set_position); a loop that batches
+ *  its own data fills the fields with its own meaning (e.g. cursor = batches done). */
+typedef struct tg_data_position {
+    uint64_t seed;  /**< the dataset's seed (tg_dataset_set_position checks it) */
+    int64_t epoch;  /**< epochs finished before the current one (0 during the first) */
+    int64_t cursor; /**< rows (or batches) of the current epoch already delivered */
+    tg_rng rng;     /**< the shuffling generator before the current epoch's shuffle */
+} tg_data_position;
+
+/** The dataset's current position. TG_OK or TG_ERR_NULL. */
+tg_status tg_dataset_get_position(const tg_dataset *dataset, tg_data_position *pos);
+/** Puts the dataset at `pos` (from tg_dataset_get_position on a dataset made with the same
+ *  arguments): the next tg_dataset_next returns what it returned then. TG_OK, TG_ERR_NULL, or
+ *  TG_ERR_VALUE (another seed, a cursor beyond the rows); on error nothing changes. */
+tg_status tg_dataset_set_position(tg_dataset *dataset, const tg_data_position *pos);
+
+/** Everything a training state file holds; the same struct describes what to save and where to
+ *  load. Pointers are the caller's; nothing is kept after the call. */
+typedef struct tg_train_state {
+    tg_tensor *const *params;  /**< the model's parameters (f32/f64/i32 leaves) */
+    int n_params;              /**< how many */
+    const char *const *names;  /**< their names, or NULL for tg_tensor_name(params[i]) */
+    tg_optim *optim;           /**< its optimizer (each of its parameters is in params), or NULL */
+    tg_rng *const *rngs;       /**< every generator the run draws from (dropout, noise...) */
+    int n_rngs;                /**< how many (0: none) */
+    tg_data_position *data;    /**< the data position, or NULL */
+} tg_train_state;
+
+/** Saves a training state at `path` as one safetensors file, written atomically as
+ *  tg_checkpoint_save writes (a crash at any point leaves the previous file intact), readable by
+ *  any safetensors reader: the parameters under their names; the optimizer's state buffers as
+ *  tensors "__optim__.m.<name>" (momentum's velocity, Adam's first moment) and "__optim__.v.<name>"
+ *  (Adam's second moment), in the parameter's dtype and shape; every tensor with its XXH3-64 in
+ *  __metadata__. The scalars are strings in __metadata__: "tapegrad.train_state" ("1"),
+ *  "optim.kind" (sgd, momentum, nesterov, adam, or none), "optim.steps" (which fixes the
+ *  learning-rate schedule's position and Adam's bias correction), "rng.count" and "rng.<i>"
+ *  (the 4 state words in hex), "data.seed", "data.epoch", "data.cursor", "data.rng", and
+ *  "xxh3_64:__state__", the XXH3-64 of those values. Returns TG_OK or an error as
+ *  tg_checkpoint_save (TG_ERR_VALUE also for an optimizer parameter missing from params). */
+tg_status tg_train_state_save(const char *path, const tg_train_state *state);
+/** Loads a training state saved by tg_train_state_save into `state`, which must describe the same
+ *  run: the same parameter names, dtypes and shapes, an optimizer of the same kind over the same
+ *  parameters (or none in both), as many generators, a data position in both or neither. The whole
+ *  file is verified first -- its structure and checksums as by tg_checkpoint_load, the state values
+ *  against their checksum -- and only then are the parameters, the optimizer's buffers and step
+ *  count, the generators and *state->data written: on any error nothing is modified. Reads the
+ *  8-byte header length and the header before the data, so memory stays bounded by the model's
+ *  size. Returns TG_OK or an error as tg_checkpoint_load, with the message in tg_last_errmsg. */
+tg_status tg_train_state_load(const char *path, const tg_train_state *state);
+
 /** Anomaly mode (off by default; survives tg_tape_reset). When on, after every op's forward and
  *  after every node's backward the tape checks the values just produced; the first NaN or Inf puts
  *  the tape in error TG_ERR_NONFINITE with a message naming the op, the caller's file and line,
