@@ -779,13 +779,13 @@ tg_status tg_dataset_set_position(tg_dataset *dataset, const tg_data_position *p
 /** Everything a training state file holds; the same struct describes what to save and where to
  *  load. Pointers are the caller's; nothing is kept after the call. */
 typedef struct tg_train_state {
-    tg_tensor *const *params;  /**< the model's parameters (f32/f64/i32 leaves) */
-    int n_params;              /**< how many */
-    const char *const *names;  /**< their names, or NULL for tg_tensor_name(params[i]) */
-    tg_optim *optim;           /**< its optimizer (each of its parameters is in params), or NULL */
-    tg_rng *const *rngs;       /**< every generator the run draws from (dropout, noise...) */
-    int n_rngs;                /**< how many (0: none) */
-    tg_data_position *data;    /**< the data position, or NULL */
+    tg_tensor *const *params; /**< the model's parameters (f32/f64/i32 leaves) */
+    int n_params;             /**< how many */
+    const char *const *names; /**< their names, or NULL for tg_tensor_name(params[i]) */
+    tg_optim *optim;          /**< its optimizer (each of its parameters is in params), or NULL */
+    tg_rng *const *rngs;      /**< every generator the run draws from (dropout, noise...) */
+    int n_rngs;               /**< how many (0: none) */
+    tg_data_position *data;   /**< the data position, or NULL */
 } tg_train_state;
 
 /** Saves a training state at `path` as one safetensors file, written atomically as
@@ -797,7 +797,7 @@ typedef struct tg_train_state {
  *  "optim.kind" (sgd, momentum, nesterov, adam, or none), "optim.steps" (which fixes the
  *  learning-rate schedule's position and Adam's bias correction), "rng.count" and "rng.<i>"
  *  (the 4 state words in hex), "data.seed", "data.epoch", "data.cursor", "data.rng", and
- *  "xxh3_64:__state__", the XXH3-64 of those values. Returns TG_OK or an error as
+ *  "state.xxh3_64", the XXH3-64 of those values. Returns TG_OK or an error as
  *  tg_checkpoint_save (TG_ERR_VALUE also for an optimizer parameter missing from params). */
 tg_status tg_train_state_save(const char *path, const tg_train_state *state);
 /** Loads a training state saved by tg_train_state_save into `state`, which must describe the same
