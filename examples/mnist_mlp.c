@@ -10,7 +10,12 @@
  *
  * Data: Debian's dataset-fashion-mnist package (/usr/share/datasets/fashion-mnist) by default;
  * --data DIR reads any directory holding the four MNIST-style files (.gz or not).
- * Run `mnist_mlp --help` for the flags; `--bench N` times N steps and prints one JSON line. */
+ * Run `mnist_mlp --help` for the flags; `--bench N` times N steps and prints one JSON line.
+ *
+ * Exact resume: --state FILE saves the whole training state (weights, Adam's moments and step
+ * count, the shuffling generator and the position in the epoch) with tg_train_state_save;
+ * --resume FILE continues from it and ends bit-identical to a run that was never stopped.
+ * --eval FILE measures a model saved by --checkpoint on the test set, without training. */
 #define _POSIX_C_SOURCE 200809L /* isatty, fileno, clock_gettime */
 
 #include <tapegrad.h>
@@ -51,8 +56,12 @@ typedef struct options {
     int threads;
     int sgd; /* 0: Adam, 1: SGD with momentum 0.9 */
     const char *checkpoint;
-    long bench;    /* > 0: time this many steps and print JSON instead of training */
-    int log_every; /* plain-line mode: a line every this many batches (0: once per epoch) */
+    const char *state;  /* --state: the training state file */
+    const char *resume; /* --resume: continue from this state file */
+    const char *eval;   /* --eval: evaluate this model file, no training */
+    long state_every;   /* a state file every this many batches (0: at the end of each epoch) */
+    long bench;         /* > 0: time this many steps and print JSON instead of training */
+    int log_every;      /* plain-line mode: a line every this many batches (0: once per epoch) */
 } options;
 
 static const options defaults = {.data = TG_FASHION_MNIST_DIR,
@@ -83,6 +92,12 @@ static void usage(FILE *f, const char *prog) {
         "  --seed S          seed of the initial weights and the shuffling (default %llu)\n"
         "  --threads T       threads for the kernels (default %d)\n"
         "  --checkpoint PATH save the model with the best test accuracy there (safetensors)\n"
+        "  --state FILE      save the whole training state there (weights, optimizer, data\n"
+        "                    order) at the end of each epoch, for --resume\n"
+        "  --state-every N   ... and every N batches\n"
+        "  --resume FILE     continue the run saved in FILE exactly (same flags as that run);\n"
+        "                    goes on saving its state there unless --state says elsewhere\n"
+        "  --eval FILE       only measure the test accuracy of a model saved by --checkpoint\n"
         "  --log-every N     when the output is not a terminal: a line every N batches\n"
         "                    (default: one line per epoch)\n"
         "  --bench N         benchmark: time N training steps after %d warm-up steps and print\n"
@@ -114,6 +129,15 @@ static int parse_args(int argc, char **argv, options *o) {
         } else if (!strcmp(a, "--checkpoint")) {
             o->checkpoint = v;
             continue;
+        } else if (!strcmp(a, "--state")) {
+            o->state = v;
+            continue;
+        } else if (!strcmp(a, "--resume")) {
+            o->resume = v;
+            continue;
+        } else if (!strcmp(a, "--eval")) {
+            o->eval = v;
+            continue;
         } else if (!strcmp(a, "--optim")) {
             if (strcmp(v, "adam") && strcmp(v, "sgd")) {
                 fprintf(stderr, "%s: --optim takes adam or sgd, got '%s'\n", argv[0], v);
@@ -135,6 +159,8 @@ static int parse_args(int argc, char **argv, options *o) {
             o->threads = (int)strtol(v, &end, 10);
         else if (!strcmp(a, "--bench"))
             o->bench = strtol(v, &end, 10);
+        else if (!strcmp(a, "--state-every"))
+            o->state_every = strtol(v, &end, 10);
         else if (!strcmp(a, "--log-every"))
             o->log_every = (int)strtol(v, &end, 10);
         else {
@@ -151,15 +177,21 @@ static int parse_args(int argc, char **argv, options *o) {
         }
     }
     if (o->epochs < 1 || o->batch < 1 || o->threads < 1 || o->threads > 256 || o->bench < 0 ||
-        o->log_every < 0 || o->halve_every < 0) {
+        o->log_every < 0 || o->halve_every < 0 || o->state_every < 0) {
         fprintf(stderr,
                 "%s: need --epochs >= 1, --batch >= 1, --threads in 1..256, --bench >= 0, "
-                "--log-every >= 0, --halve-every >= 0\n",
+                "--log-every >= 0, --halve-every >= 0, --state-every >= 0\n",
                 argv[0]);
         return -1;
     }
     if (o->lr == 0)
         o->lr = o->sgd ? SGD_LR : ADAM_LR;
+    if (o->resume && !o->state)
+        o->state = o->resume;
+    if (o->state_every && !o->state) {
+        fprintf(stderr, "%s: --state-every needs --state FILE\n", argv[0]);
+        return -1;
+    }
     return 0;
 }
 
@@ -209,6 +241,8 @@ static int model_init(model *m, int64_t n_in, unsigned long long seed) {
     return 0;
 }
 
+static int model_stat_tensors(model *m);
+
 /* Mean and 1/std of all pixels of ds (scaled to [0,1]), from a histogram of the bytes; also
  * the tensors a checkpoint saves them in. */
 static int model_set_standardization(model *m, const tg_idx_dataset *ds) {
@@ -226,6 +260,12 @@ static int model_set_standardization(model *m, const tg_idx_dataset *ds) {
     const double mean = n ? sum / (double)n : 0, var = n ? sum2 / (double)n - mean * mean : 0;
     m->mean = (float)mean;
     m->inv_std = var > 1e-12 ? (float)(1 / sqrt(var)) : 1.0f;
+    return model_stat_tensors(m);
+}
+
+/* The checkpoint's view of the model: the parameters, and the standardization as the tensors
+ * "input.mean" and "input.std" (from m->mean and m->inv_std). */
+static int model_stat_tensors(model *m) {
     const float stats[2] = {m->mean, 1 / m->inv_std};
     memcpy(m->saved, m->params, sizeof m->params);
     for (int i = 0; i < 2; i++) {
@@ -319,6 +359,16 @@ static void split_shuffle(split *s, tg_rng *rng) {
         s->order[i] = s->order[j];
         s->order[j] = tmp;
     }
+}
+
+/* Puts s->order and *rng where they are after `epochs` epochs' shuffles from the seed: the order
+ * of each epoch is the previous one shuffled, so a position is replayed, not stored. */
+static void split_replay(split *s, tg_rng *rng, uint64_t seed, int64_t epochs) {
+    for (int64_t i = 0; i < s->n; i++)
+        s->order[i] = i;
+    tg_rng_seed(rng, seed);
+    for (int64_t e = 0; e < epochs; e++)
+        split_shuffle(s, rng);
 }
 
 /* Converts batch number b (of split_batches) into the split's tensors; allocates nothing. */
@@ -592,6 +642,68 @@ static int run_bench(const options *o, tg_tape *t, const model *m, tg_optim *opt
     return 0;
 }
 
+/* --eval: the test accuracy of a model saved by --checkpoint. */
+static int run_eval(const options *o) {
+    int rc = 1;
+    model m = {0};
+    evaluator ev = {0};
+    tg_tape *t = tg_tape_new();
+    tg_idx_dataset *test = tg_idx_dataset_load_dir(o->data, 0);
+    if (!test || !t) {
+        fprintf(stderr, "mnist_mlp: cannot load the test set: %s\n", tg_last_errmsg());
+        goto done;
+    }
+    const int64_t features = tg_idx_dataset_features(test), n = tg_idx_dataset_size(test);
+    m.mean = 0;
+    m.inv_std = 1;
+    if (model_init(&m, features, o->seed) || model_stat_tensors(&m) ||
+        evaluator_init(&ev, features, n))
+        goto done;
+    if (tg_checkpoint_load(o->eval, m.saved, 8, NULL) != TG_OK) {
+        fprintf(stderr, "mnist_mlp: --eval: %s\n", tg_last_errmsg());
+        goto done;
+    }
+    const float std = *(const float *)tg_tensor_cdata(m.saved[7]);
+    m.mean = *(const float *)tg_tensor_cdata(m.saved[6]);
+    m.inv_std = std > 0 ? 1 / std : 1.0f;
+    double acc;
+    if (evaluate(t, &m, test, &ev, &acc))
+        goto done;
+    printf("%s: test accuracy %.2f%% on the %lld test images of %s\n", o->eval, 100 * acc,
+           (long long)n, o->data);
+    rc = 0;
+done:
+    tg_tape_free(t);
+    model_free(&m);
+    tg_idx_dataset_free(test);
+    evaluator_free(&ev);
+    return rc;
+}
+
+/* What --state saves besides the model: the run's own counters, as one f64 tensor "run.stats":
+ * the best test accuracy so far, its epoch, the sum of the losses of the current epoch's batches
+ * done so far, and the training time (s). */
+enum { STAT_BEST, STAT_BEST_EPOCH, STAT_SUM_LOSS, STAT_TRAIN_TIME, N_STATS };
+
+/* Saves the training state: the model (m->saved and stats), the optimizer, the shuffling
+ * generator as it was before the current epoch's shuffle, `epochs_done` and `batches_done`. */
+static int save_state(const options *o, model *m, tg_tensor *stats, tg_optim *opt,
+                      const tg_rng *epoch_rng, int64_t epochs_done, int64_t batches_done) {
+    tg_tensor *params[9];
+    memcpy(params, m->saved, sizeof m->saved);
+    params[8] = stats;
+    tg_data_position pos = {.seed = o->seed + SHUFFLE_STREAM,
+                            .epoch = epochs_done,
+                            .cursor = batches_done,
+                            .rng = *epoch_rng};
+    tg_train_state ts = {.params = params, .n_params = 9, .optim = opt, .data = &pos};
+    if (tg_train_state_save(o->state, &ts) != TG_OK) {
+        fprintf(stderr, "mnist_mlp: --state: %s\n", tg_last_errmsg());
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     options o;
     int pr = parse_args(argc, argv, &o);
@@ -600,6 +712,8 @@ int main(int argc, char **argv) {
     if (data_missing(o.data))
         return 1;
     o.threads = set_threads(o.threads);
+    if (o.eval)
+        return run_eval(&o);
 
     int rc = 1;
     model m = {0};
@@ -608,6 +722,8 @@ int main(int argc, char **argv) {
     evaluator ev = {0};
     tg_tape *t = NULL;
     tg_optim *opt = NULL;
+    tg_tensor *stats = tg_tensor_new(TG_F64, 1, (const int64_t[]){N_STATS});
+    tg_tensor_set_name(stats, "run.stats");
     const int quiet = o.bench > 0; /* bench mode: stdout is the JSON line only */
     double start = now_seconds();
     if (split_init(&train, o.data, 1, o.batch))
@@ -661,8 +777,42 @@ int main(int argc, char **argv) {
         fprintf(stderr, "setup: %s\n", tg_last_errmsg());
         goto done;
     }
-    tg_rng shuffle;
+    tg_rng shuffle, epoch_rng;
     tg_rng_seed(&shuffle, o.seed + SHUFFLE_STREAM);
+    double *st = tg_tensor_data(stats);
+    int first_epoch = 1;
+    int64_t first_batch = 0;
+    if (o.resume && !quiet) {
+        tg_tensor *params[9];
+        memcpy(params, m.saved, sizeof m.saved);
+        params[8] = stats;
+        tg_data_position pos;
+        tg_train_state ts = {.params = params, .n_params = 9, .optim = opt, .data = &pos};
+        if (!stats || tg_train_state_load(o.resume, &ts) != TG_OK) {
+            fprintf(stderr, "mnist_mlp: --resume: %s\n", tg_last_errmsg());
+            goto done;
+        }
+        /* Replay the data order of the epochs done; it must arrive where the file says. */
+        split_replay(&train, &shuffle, o.seed + SHUFFLE_STREAM, pos.epoch);
+        if (pos.seed != o.seed + SHUFFLE_STREAM || pos.cursor > split_batches(&train) ||
+            memcmp(&shuffle, &pos.rng, sizeof shuffle) != 0) {
+            fprintf(stderr,
+                    "mnist_mlp: --resume: %s is the state of another run (other --seed or "
+                    "--batch?)\n",
+                    o.resume);
+            goto done;
+        }
+        first_epoch = (int)pos.epoch + 1;
+        first_batch = pos.cursor;
+        printf("resumed from %s: %lld epochs and %lld batches done, %lld steps\n", o.resume,
+               (long long)pos.epoch, (long long)pos.cursor, (long long)tg_optim_steps(opt));
+    } else if (stats) {
+        st[STAT_BEST] = -1;
+    }
+    if (!stats) {
+        fprintf(stderr, "setup: %s\n", tg_last_errmsg());
+        goto done;
+    }
     if (quiet) {
         rc = run_bench(&o, t, &m, opt, &train, &shuffle) ? 1 : 0;
         goto done;
@@ -673,15 +823,17 @@ int main(int argc, char **argv) {
                   .epochs = o.epochs,
                   .total = split_batches(&train),
                   .batch = train.batch};
-    double best = -1, train_time = 0;
-    int best_epoch = 0;
+    double best = st[STAT_BEST], train_time = st[STAT_TRAIN_TIME];
+    int best_epoch = (int)st[STAT_BEST_EPOCH];
     const double run_start = now_seconds();
-    for (int epoch = 1; epoch <= o.epochs; epoch++) {
+    for (int epoch = first_epoch; epoch <= o.epochs; epoch++) {
+        epoch_rng = shuffle; /* the epoch's permutation seed, for --state */
         split_shuffle(&train, &shuffle);
         p.epoch = epoch;
         p.t0 = p.last_draw = now_seconds();
-        double sum_loss = 0;
-        for (int64_t b = 0; b < p.total; b++) {
+        const int64_t b0 = epoch == first_epoch ? first_batch : 0;
+        double sum_loss = b0 ? st[STAT_SUM_LOSS] : 0;
+        for (int64_t b = b0; b < p.total; b++) {
             tg_tensor *x, *y;
             double loss;
             if (split_batch(&train, b, &x, &y) || train_step(t, &m, opt, x, y, &loss)) {
@@ -690,6 +842,16 @@ int main(int argc, char **argv) {
             }
             sum_loss += loss;
             progress_update(&p, b + 1, sum_loss / (double)(b + 1));
+            if (o.state_every > 0 && (b + 1) % o.state_every == 0 && b + 1 < p.total) {
+                st[STAT_BEST] = best;
+                st[STAT_BEST_EPOCH] = best_epoch;
+                st[STAT_SUM_LOSS] = sum_loss;
+                st[STAT_TRAIN_TIME] = train_time;
+                if (save_state(&o, &m, stats, opt, &epoch_rng, epoch - 1, b + 1)) {
+                    progress_abort(&p);
+                    goto done;
+                }
+            }
         }
         const double secs = now_seconds() - p.t0;
         train_time += secs;
@@ -721,6 +883,14 @@ int main(int argc, char **argv) {
         }
         printf("\n");
         fflush(stdout);
+        if (o.state) {
+            st[STAT_BEST] = best;
+            st[STAT_BEST_EPOCH] = best_epoch;
+            st[STAT_SUM_LOSS] = 0;
+            st[STAT_TRAIN_TIME] = train_time;
+            if (save_state(&o, &m, stats, opt, &shuffle, epoch, 0))
+                goto done;
+        }
     }
     char total[32], training[32];
     fmt_duration(total, sizeof total, now_seconds() - run_start);
@@ -739,6 +909,7 @@ int main(int argc, char **argv) {
 done:
     tg_tape_free(t);
     tg_optim_free(opt);
+    tg_tensor_free(stats);
     model_free(&m);
     split_free(&train);
     tg_idx_dataset_free(test);

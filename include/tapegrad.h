@@ -98,6 +98,8 @@ typedef struct tg_rng {
     uint64_t s[4]; /**< the generator's state; set only through tg_rng_seed */
 } tg_rng;
 
+/* A NULL rng is never dereferenced: tg_rng_seed does nothing, tg_rng_next and tg_rng_below return
+ * 0, tg_rng_uniform and tg_rng_normal return NaN, and each sets tg_last_errmsg(). */
 TG_API void tg_rng_seed(tg_rng *rng, uint64_t seed); /**< any seed, 0 included */
 TG_API uint64_t tg_rng_next(tg_rng *rng);            /**< 64 random bits */
 TG_API double tg_rng_uniform(tg_rng *rng);           /**< uniform in [0, 1) */
@@ -114,18 +116,26 @@ TG_API tg_tensor *tg_tensor_new(tg_dtype dtype, int rank, const int64_t *shape);
 TG_API tg_tensor *tg_tensor_ones(tg_dtype dtype, int rank, const int64_t *shape);
 /** A new leaf holding a copy of `data` (numel elements of `dtype`, row-major). As tg_tensor_new. */
 TG_API tg_tensor *tg_tensor_from(tg_dtype dtype, int rank, const int64_t *shape, const void *data);
-/** A new leaf of values uniform in [lo, hi) drawn from `rng`. As tg_tensor_new. */
+/** A new leaf of values uniform in [lo, hi) drawn from `rng`. As tg_tensor_new; also NULL
+ *  (TG_ERR_VALUE) unless lo and hi are finite and lo <= hi. */
 TG_API tg_tensor *tg_tensor_rand(tg_dtype dtype, int rank, const int64_t *shape, double lo,
                                  double hi, tg_rng *rng);
-/** A new leaf of values normal(mean, std) drawn from `rng`. As tg_tensor_new. */
+/** A new leaf of values normal(mean, std) drawn from `rng`. As tg_tensor_new; also NULL
+ *  (TG_ERR_VALUE) unless mean and std are finite and std >= 0. */
 TG_API tg_tensor *tg_tensor_randn(tg_dtype dtype, int rank, const int64_t *shape, double mean,
                                   double std, tg_rng *rng);
-/** A new leaf with the shape and values of `src` (leaf or tape tensor), converted to `dtype`.
- *  Name and requires-grad are copied; the gradient is not. Caller frees with tg_tensor_free. */
+/** A new leaf with the shape and values of `src` (leaf or tape tensor), converted to `dtype`
+ *  (to TG_I32: truncated toward zero). Name and requires-grad are copied (requires-grad only to
+ *  an f32/f64 clone: an i32 tensor never requires a gradient); the gradient is not. NULL
+ *  (TG_ERR_VALUE) if an element does not fit an i32 (NaN, an infinity, beyond int32's range).
+ *  Caller frees with tg_tensor_free. */
 TG_API tg_tensor *tg_tensor_clone(const tg_tensor *src, tg_dtype dtype);
-/** Copies the values of `src` into `dst` (same shape; dtypes may differ). TG_OK or an error. */
+/** Copies the values of `src` into `dst` (same shape; dtypes may differ). TG_OK or an error;
+ *  TG_ERR_VALUE, with nothing written, if dst is TG_I32 and an element of src does not fit. */
 TG_API tg_status tg_tensor_copy(tg_tensor *dst, const tg_tensor *src);
-/** Frees a leaf and its gradient. NULL, and tensors owned by a tape, are ignored. */
+/** Frees a leaf and its gradient. NULL, and tensors owned by a tape, are ignored. A tensor that
+ *  is not the caller's -- a leaf's gradient (tg_tensor_grad), a tg_dataset's batch -- is not freed
+ *  (its owner frees it): the call does nothing but set tg_last_errmsg(). */
 TG_API void tg_tensor_free(tg_tensor *tensor);
 
 /** The element type (TG_F32 for a NULL tensor). */
@@ -145,13 +155,15 @@ TG_API void *tg_tensor_data(tg_tensor *tensor);
 TG_API const void *tg_tensor_cdata(const tg_tensor *tensor);
 /** Element `index` (flat, row-major) as a double. 0 if out of range. */
 TG_API double tg_tensor_get(const tg_tensor *tensor, int64_t index);
-/** Sets element `index` (flat, row-major). TG_ERR_VALUE if out of range. */
+/** Sets element `index` (flat, row-major). TG_ERR_VALUE if out of range, or if the tensor is
+ *  TG_I32 and `value` does not fit (NaN, an infinity, beyond int32's range; the element is kept). */
 TG_API tg_status tg_tensor_set(tg_tensor *tensor, int64_t index, double value);
 /** The single value of a one-element tensor (e.g. a loss), as a double; NaN otherwise. */
 TG_API double tg_tensor_item(const tg_tensor *tensor);
 
 /** The tensor's gradient, a tensor of the same shape and dtype, or NULL if it has none yet.
- *  Owned by `tensor`: a leaf's lives until tg_tensor_free; a tape tensor's until tg_tape_reset. */
+ *  Owned by `tensor`: a leaf's lives until tg_tensor_free; a tape tensor's until tg_tape_reset.
+ *  Never free it yourself (tg_tensor_free refuses it). */
 TG_API tg_tensor *tg_tensor_grad(const tg_tensor *tensor);
 /** Marks a leaf as a parameter: tg_backward will accumulate its gradient. Returns TG_ERR_STATE
  *  for a tape tensor (whether it needs a gradient follows from its inputs). */
@@ -670,9 +682,9 @@ TG_API tg_dataset *tg_dataset_new(const tg_tensor *inputs, const tg_tensor *targ
                                   int64_t batch_size, int shuffle, uint64_t seed);
 /** Copies the next batch into tensors the dataset owns and points *inputs and *targets at them:
  *  leaves of shape [B, ...] (B = batch_size, or the remainder for the last batch), valid until the
- *  next call or tg_dataset_free. Nothing is allocated per batch. Returns 1 when a batch was
- *  produced, 0 at the end of an epoch (the next call starts a new epoch, reshuffled), or a negative
- *  tg_status (see tg_last_errmsg). Loop: while (tg_dataset_next(ds, &x, &y) == 1) { ... } */
+ *  next call or tg_dataset_free (do not free them: tg_tensor_free refuses). Nothing is allocated
+ *  per batch. Returns 1 when a batch was produced, 0 at the end of an epoch (the next call starts
+ *  a new epoch, reshuffled), or a negative tg_status (see tg_last_errmsg). Loop: while (tg_dataset_next(ds, &x, &y) == 1) { ... } */
 TG_API int tg_dataset_next(tg_dataset *dataset, tg_tensor **inputs, tg_tensor **targets);
 /** Number of rows N. */
 TG_API int64_t tg_dataset_size(const tg_dataset *dataset);
@@ -725,7 +737,10 @@ typedef struct tg_idx tg_idx;
 
 /** Loads an IDX file of unsigned bytes (type 0x08), gzip'ed or plain (detected from the gzip magic).
  *  Checks the magic number, the element type, the number of dimensions (1..TG_MAX_RANK), the sizes (without
- *  overflow) and the length: a truncated file or one with trailing data is rejected. Returns NULL
+ *  overflow) and the length: a truncated file or one with trailing data is rejected; so are a
+ *  broken gzip stream (CRC included) and bytes after it (other than further gzip members, which
+ *  continue the data as gzip -d does). Anything but a regular file (a FIFO, a device) is refused
+ *  before it is read, so the call never blocks. Returns NULL
  *  on any error (TG_ERR_IO, TG_ERR_FORMAT, TG_ERR_NOMEM) with a message naming the file, what was
  *  expected and what was found (see tg_last_errmsg). Caller frees with tg_idx_free. */
 TG_API tg_idx *tg_idx_load(const char *path);
@@ -814,6 +829,64 @@ TG_API tg_status tg_checkpoint_load(const char *path, tg_tensor *const *params, 
  *  messages. */
 TG_API tg_status tg_checkpoint_load_mem(const void *bytes, size_t len, const char *name,
                                         tg_tensor *const *params, int n, const char *const *names);
+
+/* ---- Training state: exact resume after a crash (src/checkpoint.c) ---------------------------
+ * A training run can be stopped at any step (a crash, kill -9, a power cut) and continued from its
+ * last saved state so that it ends bit-identical to a run that was never interrupted: save the
+ * parameters, the optimizer's state, every random generator and the position in the data, all in
+ * one file, at the same step; load them all before the next step. */
+
+/** Where a run is in its data: the epoch, the generator that draws the epoch's permutation (its
+ *  state before that epoch's shuffle: the permutation's seed) and the position in it. A tg_dataset
+ *  fills and restores it (tg_dataset_get_position / tg_dataset_set_position); a loop that batches
+ *  its own data fills the fields with its own meaning (e.g. cursor = batches done). */
+typedef struct tg_data_position {
+    uint64_t seed;  /**< the dataset's seed (tg_dataset_set_position checks it) */
+    int64_t epoch;  /**< epochs finished before the current one (0 during the first) */
+    int64_t cursor; /**< rows (or batches) of the current epoch already delivered */
+    tg_rng rng;     /**< the shuffling generator before the current epoch's shuffle */
+} tg_data_position;
+
+/** The dataset's current position. TG_OK or TG_ERR_NULL. */
+TG_API tg_status tg_dataset_get_position(const tg_dataset *dataset, tg_data_position *pos);
+/** Puts the dataset at `pos` (from tg_dataset_get_position on a dataset made with the same
+ *  arguments): the next tg_dataset_next returns what it returned then. TG_OK, TG_ERR_NULL, or
+ *  TG_ERR_VALUE (another seed, a cursor beyond the rows); on error nothing changes. */
+TG_API tg_status tg_dataset_set_position(tg_dataset *dataset, const tg_data_position *pos);
+
+/** Everything a training state file holds; the same struct describes what to save and where to
+ *  load. Pointers are the caller's; nothing is kept after the call. */
+typedef struct tg_train_state {
+    tg_tensor *const *params; /**< the model's parameters (f32/f64/i32 leaves) */
+    int n_params;             /**< how many */
+    const char *const *names; /**< their names, or NULL for tg_tensor_name(params[i]) */
+    tg_optim *optim;          /**< its optimizer (each of its parameters is in params), or NULL */
+    tg_rng *const *rngs;      /**< every generator the run draws from (dropout, noise...) */
+    int n_rngs;               /**< how many (0: none) */
+    tg_data_position *data;   /**< the data position, or NULL */
+} tg_train_state;
+
+/** Saves a training state at `path` as one safetensors file, written atomically as
+ *  tg_checkpoint_save writes (a crash at any point leaves the previous file intact), readable by
+ *  any safetensors reader: the parameters under their names; the optimizer's state buffers as
+ *  tensors "__optim__.m.<name>" (momentum's velocity, Adam's first moment) and "__optim__.v.<name>"
+ *  (Adam's second moment), in the parameter's dtype and shape; every tensor with its XXH3-64 in
+ *  __metadata__. The scalars are strings in __metadata__: "tapegrad.train_state" ("1"),
+ *  "optim.kind" (sgd, momentum, nesterov, adam, or none), "optim.steps" (which fixes the
+ *  learning-rate schedule's position and Adam's bias correction), "rng.count" and "rng.<i>"
+ *  (the 4 state words in hex), "data.seed", "data.epoch", "data.cursor", "data.rng", and
+ *  "state.xxh3_64", the XXH3-64 of those values. Returns TG_OK or an error as
+ *  tg_checkpoint_save (TG_ERR_VALUE also for an optimizer parameter missing from params). */
+TG_API tg_status tg_train_state_save(const char *path, const tg_train_state *state);
+/** Loads a training state saved by tg_train_state_save into `state`, which must describe the same
+ *  run: the same parameter names, dtypes and shapes, an optimizer of the same kind over the same
+ *  parameters (or none in both), as many generators, a data position in both or neither. The whole
+ *  file is verified first -- its structure and checksums as by tg_checkpoint_load, the state values
+ *  against their checksum -- and only then are the parameters, the optimizer's buffers and step
+ *  count, the generators and *state->data written: on any error nothing is modified. Reads the
+ *  8-byte header length and the header before the data, so memory stays bounded by the model's
+ *  size. Returns TG_OK or an error as tg_checkpoint_load, with the message in tg_last_errmsg. */
+TG_API tg_status tg_train_state_load(const char *path, const tg_train_state *state);
 
 /** Anomaly mode (off by default; survives tg_tape_reset). When on, after every op's forward and
  *  after every node's backward the tape checks the values just produced; the first NaN or Inf puts

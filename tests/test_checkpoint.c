@@ -9,10 +9,16 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static char dir[64];
@@ -660,4 +666,168 @@ Test(ckpt, train_save_load_round_trip) {
     }
     tg_tensor_free(X);
     tg_tensor_free(Y);
+}
+
+/* ---- Issue 12 ---- */
+
+/* Break 7: a name that is not UTF-8 went into the JSON header raw; Python's json rejects it. */
+Test(ckpt, save_refuses_names_that_are_not_utf8) {
+    model a = model_new(1);
+    const char *p = path_of("m.safetensors");
+    const char *bad[] = {"W\xff", "\xc3", "\xc0\xaf" /* overlong '/' */,
+                         "\xed\xa0\x80" /* surrogate */, "\xf4\x90\x80\x80" /* above U+10FFFF */};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        const char *names[3] = {"ok", "b", bad[k]};
+        cr_expect_eq(tg_checkpoint_save(p, a.p, 3, names), TG_ERR_VALUE, "name %zu", k);
+        char msg[512];
+        snprintf(msg, sizeof msg,
+                 "tg_checkpoint_save: %s: tensor 2: its name is not valid UTF-8, which a "
+                 "safetensors (JSON) header cannot hold",
+                 p);
+        cr_expect_str_eq(tg_last_errmsg(), msg);
+    }
+    cr_expect_eq(access(p, F_OK), -1, "nothing written");
+    /* e-acute, nabla (then b, as an octal escape: a hex one would swallow it), an emoji */
+    const char *good[3] = {"poids_\xc3\xa9", "\xe2\x88\x87\142", "\xf0\x9f\x98\x80"};
+    cr_expect_eq(tg_checkpoint_save(p, a.p, 3, good), TG_OK, "%s", tg_last_errmsg());
+    model_free(&a);
+}
+
+static long peak_rss_kib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+/* Break 8: a 256 MiB file whose first 8 bytes are wrong, or whose header does not fit the model,
+ * used to be read whole before its header was looked at. Sparse files: no disk space used. */
+Test(ckpt, load_reads_the_header_before_the_data) {
+    model a = model_new(1), b = model_new(2);
+    const char *p = path_of("big.safetensors");
+    const off_t big = (off_t)256 << 20;
+    FILE *f = fopen(p, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite("\xff\xff\xff\xff\xff\xff\xff\x7f", 1, 8, f), 8);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(truncate(p, big), 0);
+    const long before = peak_rss_kib();
+    cr_expect_eq(tg_checkpoint_load(p, b.p, 3, NULL), TG_ERR_FORMAT);
+    cr_expect(strstr(tg_last_errmsg(), "runs past the end of the file") != NULL, "%s",
+              tg_last_errmsg());
+    /* A real checkpoint of the model, then 256 MiB more: the header's offsets do not cover the
+     * data section, which is then never read. */
+    const char *q = path_of("long.safetensors");
+    cr_assert_eq(tg_checkpoint_save(q, a.p, 3, NULL), TG_OK, "%s", tg_last_errmsg());
+    cr_assert_eq(truncate(q, big), 0);
+    cr_expect_eq(tg_checkpoint_load(q, b.p, 3, NULL), TG_ERR_FORMAT);
+    cr_expect(strstr(tg_last_errmsg(), "after the last tensor belong to no tensor") != NULL, "%s",
+              tg_last_errmsg());
+    const long grown = peak_rss_kib() - before;
+    cr_expect_lt(grown, 32 * 1024, "loading grew the peak RSS by %ld KiB", grown);
+    model_free(&a);
+    model_free(&b);
+}
+
+/* Break 8: opening a FIFO blocked forever. */
+Test(ckpt, load_refuses_a_fifo_without_blocking, .timeout = 20) {
+    model b = model_new(2);
+    const char *p = path_of("fifo");
+    cr_assert_eq(mkfifo(p, 0600), 0);
+    cr_expect_eq(tg_checkpoint_load(p, b.p, 3, NULL), TG_ERR_IO);
+    char msg[256];
+    snprintf(msg, sizeof msg, "tg_checkpoint_load: %s: not a regular file", p);
+    cr_expect_str_eq(tg_last_errmsg(), msg);
+    cr_expect_eq(tg_checkpoint_load(dir, b.p, 3, NULL), TG_ERR_IO);
+    model_free(&b);
+}
+
+static int count_temps_of(const char *base) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    size_t bl = strlen(base);
+    for (struct dirent *e; (e = readdir(d));)
+        n += strncmp(e->d_name, base, bl) == 0 && strncmp(e->d_name + bl, ".tmp-", 5) == 0;
+    closedir(d);
+    return n;
+}
+
+/* Break 6: saves killed with SIGKILL leave their temporary files; the next save removes them. A
+ * 4 MiB tensor makes each save long enough to be killed in the middle of it. */
+Test(ckpt, a_save_removes_what_killed_saves_left, .timeout = 120) {
+    const char *p = path_of("m.safetensors");
+    tg_rng rng;
+    tg_rng_seed(&rng, 3);
+    tg_tensor *w = tg_tensor_rand(TG_F32, TG_SHAPE(1024, 1024), -1, 1, &rng);
+    tg_tensor_set_name(w, "w");
+    int kills = 0;
+    /* Each save removes what the previous kill left, so kill until one kill leaves a file. */
+    for (int round = 0; round < 500 && count_temps_of("m.safetensors") == 0; round++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+            for (;;)
+                tg_checkpoint_save(p, &w, 1, NULL);
+        }
+        nanosleep(&(struct timespec){0, 2000000 + 1000000 * (long)tg_rng_below(&rng, 20)}, NULL);
+        cr_assert_eq(kill(pid, SIGKILL), 0);
+        int status;
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        kills++;
+    }
+    cr_assert_gt(count_temps_of("m.safetensors"), 0, "%d kills left no temporary file", kills);
+    /* Two more, as a crashed writer leaves them: named with a pid that is no longer alive. */
+    fflush(NULL);
+    pid_t dead = fork();
+    if (dead == 0)
+        _exit(0);
+    cr_assert_eq(waitpid(dead, NULL, 0), dead);
+    for (int k = 0; k < 2; k++) {
+        char stale_name[256];
+        snprintf(stale_name, sizeof stale_name, "%s.tmp-%ld-zzzzz%d", p, (long)dead, k);
+        write_file(stale_name, "partial", 7);
+    }
+    const int stale = count_temps_of("m.safetensors");
+    cr_assert_geq(stale, 3);
+
+    /* A live writer's temporary (its process alive and holding the lock) and another target's
+     * must survive; the dead writers' go. */
+    char live[256], other[256];
+    int to_child[2];
+    cr_assert_eq(pipe(to_child), 0);
+    fflush(NULL);
+    pid_t writer = fork();
+    cr_assert(writer >= 0);
+    if (writer == 0) {
+        snprintf(live, sizeof live, "%s.tmp-%ld-abcdef", p, (long)getpid());
+        int fd = open(live, O_CREAT | O_WRONLY, 0600);
+        flock(fd, LOCK_EX);
+        char c = 1;
+        (void)!write(to_child[1], &c, 1);
+        pause(); /* until killed */
+        _exit(0);
+    }
+    char c;
+    cr_assert_eq(read(to_child[0], &c, 1), 1);
+    snprintf(live, sizeof live, "%s.tmp-%ld-abcdef", p, (long)writer);
+    snprintf(other, sizeof other, "%s/n.safetensors.tmp-999999999-abcdef", dir);
+    write_file(other, "x", 1);
+
+    cr_assert_eq(tg_checkpoint_save(p, &w, 1, NULL), TG_OK, "%s", tg_last_errmsg());
+    cr_expect_eq(count_temps_of("m.safetensors"), 1, "%d stale files were left", stale);
+    cr_expect_eq(access(live, F_OK), 0, "a live writer's temporary file was removed");
+    cr_expect_eq(access(other, F_OK), 0, "another file's temporary was removed");
+    kill(writer, SIGKILL);
+    waitpid(writer, NULL, 0);
+    cr_assert_eq(tg_checkpoint_save(p, &w, 1, NULL), TG_OK, "%s", tg_last_errmsg());
+    cr_expect_eq(count_temps_of("m.safetensors"), 0);
+    tg_tensor *back = tg_tensor_new(TG_F32, TG_SHAPE(1024, 1024));
+    tg_tensor_set_name(back, "w");
+    cr_expect_eq(tg_checkpoint_load(p, &back, 1, NULL), TG_OK, "%s", tg_last_errmsg());
+    cr_expect(same_bits(w, back));
+    tg_tensor_free(back);
+    tg_tensor_free(w);
+    close(to_child[0]);
+    close(to_child[1]);
 }

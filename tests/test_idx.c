@@ -4,6 +4,7 @@
 #include "tapegrad.h"
 
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,6 +289,60 @@ Test(idx, rejects_truncated_gzip_stream) {
     cr_expect(strncmp(tg_last_errmsg(), start, strlen(start)) == 0, "%s", tg_last_errmsg());
 }
 
+/* Issue 12, break 5: zlib's gzread stops at the end of a gzip member and ignores what follows. */
+Test(idx, rejects_bytes_after_the_gzip_stream) {
+    uint8_t buf[64];
+    size_t n = make_idx(buf, 3, img_dims, pixels, 12);
+    const char *p = write_gz("tail.gz", buf, n);
+    struct stat st;
+    cr_assert_eq(stat(p, &st), 0);
+    FILE *f = fopen(p, "ab");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite("junk", 1, 4, f), 4);
+    cr_assert_eq(fclose(f), 0);
+    cr_expect_null(tg_idx_load(p));
+    char msg[512];
+    snprintf(msg, sizeof msg,
+             "tg_idx_load: %s: trailing data: bytes that are not gzip after the end of the gzip "
+             "stream at offset %lld of the file",
+             p, (long long)st.st_size);
+    cr_expect_str_eq(tg_last_errmsg(), msg);
+    /* One stray byte too (e.g. a zero from a careless copy). */
+    cr_assert_eq(truncate(p, st.st_size + 1), 0);
+    cr_expect_null(tg_idx_load(p));
+    cr_expect(strstr(tg_last_errmsg(), "a byte that is not gzip") != NULL, "%s", tg_last_errmsg());
+}
+
+Test(idx, loads_concatenated_gzip_members) {
+    /* `cat a.gz b.gz` is one valid gzip file (gzip -d accepts it): the data continues. */
+    uint8_t buf[64];
+    size_t n = make_idx(buf, 3, img_dims, pixels, 12);
+    const char *p = path_of("two.gz");
+    for (int part = 0; part < 2; part++) {
+        gzFile g = gzopen(p, part ? "ab" : "wb");
+        cr_assert_not_null(g);
+        size_t from = part ? 10 : 0, len = part ? n - 10 : 10;
+        cr_assert_eq(gzwrite(g, buf + from, (unsigned)len), (int)len);
+        cr_assert_eq(gzclose(g), Z_OK);
+    }
+    tg_idx *idx = tg_idx_load(p);
+    check_images(idx);
+    tg_idx_free(idx);
+}
+
+/* Issue 12, break 8: opening a FIFO used to block forever (until a writer came). */
+Test(idx, refuses_a_fifo_without_blocking, .timeout = 20) {
+    const char *p = path_of("fifo");
+    cr_assert_eq(mkfifo(p, 0600), 0);
+    cr_expect_null(tg_idx_load(p));
+    char msg[512];
+    snprintf(msg, sizeof msg, "tg_idx_load: %s: not a regular file (a FIFO, device or directory?)",
+             p);
+    cr_expect_str_eq(tg_last_errmsg(), msg);
+    cr_expect_null(tg_idx_load(dir));
+    cr_expect_null(tg_idx_dataset_load(p, p));
+}
+
 Test(idx, rejects_missing_file) {
     const char *p = path_of("nope.gz");
     cr_expect_null(tg_idx_load(p));
@@ -407,6 +462,30 @@ Test(idx, dataset_rejects_a_bad_images_file) {
     const char *pi = write_plain("i", "junk", 4), *pl = write_plain("l", b, nb);
     cr_expect_null(tg_idx_dataset_load(pi, pl));
     cr_expect(strstr(tg_last_errmsg(), "not an IDX file") != NULL, "%s", tg_last_errmsg());
+}
+
+/* Issue 12, break 4: 0 images of (2^32-1) x (2^32-1) pixels: the loader's product is 0, and the
+ * values per image used to overflow int64 (UBSan aborted, a release build wrapped). */
+Test(idx, dataset_rejects_images_too_large_even_when_there_are_none) {
+    uint8_t a[64], b[64];
+    const uint32_t dims[3] = {0, 0xFFFFFFFFu, 0xFFFFFFFFu}, zero[1] = {0};
+    size_t na = make_idx(a, 3, dims, NULL, 0), nb = make_idx(b, 1, zero, NULL, 0);
+    const char *pi = write_plain("i", a, na), *pl = write_plain("l", b, nb);
+    cr_expect_null(tg_idx_dataset_load(pi, pl));
+    char msg[512];
+    snprintf(msg, sizeof msg,
+             "tg_idx_dataset_load: %s: sizes overflow: one image's dimensions (up to dimension 2, "
+             "size 4294967295 at offset 12) exceed 2^61 values",
+             pi);
+    cr_expect_str_eq(tg_last_errmsg(), msg);
+    /* A large but representable image size with 0 images still loads. */
+    const uint32_t ok[3] = {0, 0xFFFFFFFFu, 2};
+    na = make_idx(a, 3, ok, NULL, 0);
+    pi = write_plain("i", a, na);
+    tg_idx_dataset *ds = tg_idx_dataset_load(pi, pl);
+    cr_expect_not_null(ds, "%s", tg_last_errmsg());
+    cr_expect_eq(tg_idx_dataset_features(ds), 2 * (int64_t)0xFFFFFFFFu);
+    tg_idx_dataset_free(ds);
 }
 
 /* ---- Paths ---- */

@@ -30,7 +30,7 @@ typedef enum tg__owner {
     TG__OWN_CALLER = 0, /* a leaf made by tg_tensor_new and friends */
     TG__OWN_TAPE = 1,   /* a node, or a node's gradient: the tape's arena */
     TG__OWN_GRAD = 2,   /* a leaf's gradient: freed with the leaf */
-    TG__OWN_LIB = 3     /* held by another library object (a dataset's batch) */
+    TG__OWN_DATASET = 3 /* a tg_dataset's batch: freed with the dataset */
 } tg__owner;
 
 struct tg_tensor {

@@ -12,8 +12,10 @@ static uint64_t splitmix64(uint64_t *x) {
 }
 
 void tg_rng_seed(tg_rng *rng, uint64_t seed) {
-    if (!rng)
+    if (!rng) {
+        tg__set_last_error(TG_ERR_NULL, "tg_rng_seed: rng is NULL");
         return;
+    }
     for (int i = 0; i < 4; i++)
         rng->s[i] = splitmix64(&seed);
 }
@@ -21,6 +23,10 @@ void tg_rng_seed(tg_rng *rng, uint64_t seed) {
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 uint64_t tg_rng_next(tg_rng *rng) {
+    if (!rng) {
+        tg__set_last_error(TG_ERR_NULL, "tg_rng_next: rng is NULL; returned 0");
+        return 0;
+    }
     uint64_t *s = rng->s;
     const uint64_t result = rotl(s[1] * 5, 7) * 9;
     const uint64_t t = s[1] << 17;
@@ -34,10 +40,20 @@ uint64_t tg_rng_next(tg_rng *rng) {
 }
 
 /* The top 53 bits as a fraction of 2^53: exact, uniform in [0, 1). */
-double tg_rng_uniform(tg_rng *rng) { return (double)(tg_rng_next(rng) >> 11) * 0x1.0p-53; }
+double tg_rng_uniform(tg_rng *rng) {
+    if (!rng) {
+        tg__set_last_error(TG_ERR_NULL, "tg_rng_uniform: rng is NULL; returned NaN");
+        return NAN;
+    }
+    return (double)(tg_rng_next(rng) >> 11) * 0x1.0p-53;
+}
 
 /* Box-Muller: one normal per call; 1 - u keeps log's argument in (0, 1]. */
 double tg_rng_normal(tg_rng *rng) {
+    if (!rng) {
+        tg__set_last_error(TG_ERR_NULL, "tg_rng_normal: rng is NULL; returned NaN");
+        return NAN;
+    }
     double u1 = 1.0 - tg_rng_uniform(rng);
     double u2 = tg_rng_uniform(rng);
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586476925 * u2);
@@ -45,6 +61,10 @@ double tg_rng_normal(tg_rng *rng) {
 
 /* Lemire's multiply-and-reject: unbiased without a division in the common case. */
 uint64_t tg_rng_below(tg_rng *rng, uint64_t n) {
+    if (!rng) {
+        tg__set_last_error(TG_ERR_NULL, "tg_rng_below: rng is NULL; returned 0");
+        return 0;
+    }
     if (n == 0)
         return 0;
     unsigned __int128 m = (unsigned __int128)tg_rng_next(rng) * n;

@@ -156,6 +156,17 @@ static tg_tensor *random_leaf(const char *who, tg_dtype dtype, int rank, const i
         tg__set_last_error(TG_ERR_DTYPE, "%s: random values need f32 or f64, not i32", who);
         return NULL;
     }
+    /* The same rules as tg_init_uniform / tg_init_normal; the negated tests also reject NaN. */
+    if (!normal && !(a <= b && isfinite(a) && isfinite(b))) {
+        tg__set_last_error(TG_ERR_VALUE, "%s: lo %g and hi %g must be finite with lo <= hi", who, a,
+                           b);
+        return NULL;
+    }
+    if (normal && !(b >= 0 && isfinite(a) && isfinite(b))) {
+        tg__set_last_error(TG_ERR_VALUE, "%s: mean %g must be finite and std %g finite and >= 0",
+                           who, a, b);
+        return NULL;
+    }
     tg_tensor *t = leaf_new(who, dtype, rank, shape);
     if (!t)
         return NULL;
@@ -175,16 +186,44 @@ tg_tensor *tg_tensor_randn(tg_dtype dtype, int rank, const int64_t *shape, doubl
     return random_leaf("tg_tensor_randn", dtype, rank, shape, mean, std, rng, true);
 }
 
-/* Converts n elements between any two dtypes. */
+/* Element i of src (any dtype) as a double. */
+static double elem_as_double(const void *src, tg_dtype sd, int64_t i) {
+    return sd == TG_F32   ? ((const float *)src)[i]
+           : sd == TG_F64 ? ((const double *)src)[i]
+                          : ((const int32_t *)src)[i];
+}
+
+/* A value an int32 holds exactly after truncation toward zero: finite and within
+ * [INT32_MIN, INT32_MAX] once truncated. A plain C cast of anything else is undefined behaviour. */
+static bool fits_i32(double v) { return v > -2147483649.0 && v < 2147483648.0; }
+
+/* Before converting n elements of src (dtype sd) to dd: TG_OK, or TG_ERR_VALUE naming `who` and
+ * the first element an int32 cannot hold (NaN, an infinity, beyond int32's range). Checked for
+ * every element before any is written, so a refused conversion modifies nothing. */
+static tg_status check_convert(const char *who, tg_dtype dd, const void *src, tg_dtype sd,
+                               int64_t n) {
+    if (dd != TG_I32 || sd == TG_I32)
+        return TG_OK;
+    for (int64_t i = 0; i < n; i++) {
+        const double v = elem_as_double(src, sd, i);
+        if (!fits_i32(v))
+            return tg__set_last_error(TG_ERR_VALUE,
+                                      "%s: element %lld is %g, which an i32 cannot hold (NaN, "
+                                      "an infinity, or outside [-2147483648, 2147483647]); "
+                                      "nothing was written",
+                                      who, (long long)i, v);
+    }
+    return TG_OK;
+}
+
+/* Converts n elements between any two dtypes; check_convert has accepted them. */
 static void convert(void *dst, tg_dtype dd, const void *src, tg_dtype sd, int64_t n) {
     if (dd == sd) {
         memmove(dst, src, (size_t)n * tg__dtype_size(dd));
         return;
     }
     for (int64_t i = 0; i < n; i++) {
-        double v = sd == TG_F32   ? ((const float *)src)[i]
-                   : sd == TG_F64 ? ((const double *)src)[i]
-                                  : ((const int32_t *)src)[i];
+        double v = elem_as_double(src, sd, i);
         if (dd == TG_F32)
             ((float *)dst)[i] = (float)v;
         else if (dd == TG_F64)
@@ -199,34 +238,72 @@ tg_tensor *tg_tensor_clone(const tg_tensor *src, tg_dtype dtype) {
         tg__set_last_error(TG_ERR_NULL, "tg_tensor_clone: src is NULL");
         return NULL;
     }
+    if (check_convert("tg_tensor_clone", dtype, src->data, src->dtype, src->numel) != TG_OK)
+        return NULL;
     tg_tensor *t = leaf_new("tg_tensor_clone", dtype, src->rank, src->shape);
     if (!t)
         return NULL;
     convert(t->data, dtype, src->data, src->dtype, src->numel);
     memcpy(t->name, src->name, sizeof t->name);
-    t->requires_grad = src->requires_grad;
+    /* An integer tensor never requires a gradient (tg_tensor_set_requires_grad refuses it):
+     * gradcheck and the optimizers would treat its int32 data as floating point. */
+    t->requires_grad = src->requires_grad && dtype != TG_I32;
     return t;
+}
+
+/* A tape's values are read-only once recorded (the saved values its backward uses would no longer
+ * match them); only a custom op's forward fills its own output, while it is being recorded. */
+static bool writable(const tg_tensor *t) { return !t->on_tape || (t->op && t->tape_index < 0); }
+
+static tg_status refuse_write(const char *who, const tg_tensor *t) {
+    return tg__set_last_error(TG_ERR_STATE,
+                              "%s: '%s' belongs to a tape and is read-only once recorded (its "
+                              "gradients would no longer match its values)",
+                              who, t->name[0] ? t->name : tg_tensor_op_name(t));
 }
 
 tg_status tg_tensor_copy(tg_tensor *dst, const tg_tensor *src) {
     if (!dst || !src)
         return tg__set_last_error(TG_ERR_NULL, "tg_tensor_copy: %s is NULL", dst ? "src" : "dst");
+    if (!writable(dst))
+        return refuse_write("tg_tensor_copy", dst);
     char s1[TG_SHAPE_STR_LEN], s2[TG_SHAPE_STR_LEN];
     if (dst->rank != src->rank ||
         memcmp(dst->shape, src->shape, sizeof(int64_t) * (size_t)src->rank) != 0)
         return tg__set_last_error(TG_ERR_SHAPE, "tg_tensor_copy: shapes differ: dst %s, src %s",
                                   tg__shape_str(dst, s1, sizeof s1),
                                   tg__shape_str(src, s2, sizeof s2));
+    tg_status st = check_convert("tg_tensor_copy", dst->dtype, src->data, src->dtype, src->numel);
+    if (st != TG_OK)
+        return st;
     convert(dst->data, dst->dtype, src->data, src->dtype, src->numel);
     return TG_OK;
+}
+
+/* Frees a leaf and its gradient, whoever owns them. */
+static void free_leaf(tg_tensor *t) {
+    if (!t || t->on_tape)
+        return;
+    free_leaf(t->grad);
+    free(t->data);
+    free(t);
 }
 
 void tg_tensor_free(tg_tensor *t) {
     if (!t || t->on_tape)
         return;
-    tg_tensor_free(t->grad);
-    free(t->data);
-    free(t);
+    if (t->owner != TG__OWN_CALLER) {
+        /* Freeing it here would free it again when its owner goes. */
+        tg__set_last_error(TG_ERR_STATE,
+                           "tg_tensor_free: %s '%s' %s is not the caller's to free; it was "
+                           "ignored (%s)",
+                           t->owner == TG__OWN_GRAD ? "the gradient" : "the batch tensor", t->name,
+                           tg__dtype_name(t->dtype),
+                           t->owner == TG__OWN_GRAD ? "it is freed with its tensor"
+                                                    : "tg_dataset_free frees it");
+        return;
+    }
+    free_leaf(t);
 }
 
 /* ---- Accessors ---- */
@@ -237,7 +314,11 @@ const int64_t *tg_tensor_shape(const tg_tensor *t) { return t ? t->shape : NULL;
 int64_t tg_tensor_numel(const tg_tensor *t) { return t ? t->numel : 0; }
 void *tg_tensor_data(tg_tensor *t) { return t ? t->data : NULL; }
 const void *tg_tensor_cdata(const tg_tensor *t) { return t ? t->data : NULL; }
-tg_tensor *tg_tensor_grad(const tg_tensor *t) { return t ? t->grad : NULL; }
+tg_tensor *tg_tensor_grad(const tg_tensor *t) {
+    /* A leaf's gradient is made by tg_backward, marked TG__OWN_GRAD (tg_tensor_free refuses it)
+     * and freed with the leaf. */
+    return t ? t->grad : NULL;
+}
 int tg_tensor_requires_grad(const tg_tensor *t) { return t ? t->requires_grad : 0; }
 const char *tg_tensor_name(const tg_tensor *t) { return t ? t->name : ""; }
 
@@ -263,9 +344,17 @@ double tg_tensor_get(const tg_tensor *t, int64_t i) {
 tg_status tg_tensor_set(tg_tensor *t, int64_t i, double v) {
     if (!t)
         return tg__set_last_error(TG_ERR_NULL, "tg_tensor_set: tensor is NULL");
+    if (!writable(t))
+        return refuse_write("tg_tensor_set", t);
     if (i < 0 || i >= t->numel)
         return tg__set_last_error(TG_ERR_VALUE, "tg_tensor_set: index %lld is outside 0..%lld",
                                   (long long)i, (long long)t->numel - 1);
+    if (t->dtype == TG_I32 && !fits_i32(v))
+        return tg__set_last_error(TG_ERR_VALUE,
+                                  "tg_tensor_set: %g does not fit an i32 element (NaN, an "
+                                  "infinity, or outside [-2147483648, 2147483647]); element %lld "
+                                  "is unchanged",
+                                  v, (long long)i);
     convert((char *)t->data + (size_t)i * tg__dtype_size(t->dtype), t->dtype, &v, TG_F64, 1);
     return TG_OK;
 }

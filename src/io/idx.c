@@ -10,9 +10,11 @@
 #include "core/engine.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 struct tg_idx {
@@ -29,10 +31,25 @@ struct tg_idx_dataset {
     int classes; /* 1 + the largest label */
 };
 
-/* ---- A byte source: a gzFile (which also reads plain files) or a memory buffer ---- */
+/* ---- A byte source: a file (plain or gzip'ed) or a memory buffer ----
+ *
+ * Files are read with read(2) through a buffer and, when they start with the gzip magic, inflated
+ * with zlib's inflate() directly rather than gzread: gzread stops at the end of a gzip member and
+ * silently ignores whatever follows it, so a file with bytes after its gzip stream would load.
+ * Here the end of each member is seen, and what follows must be another gzip member (as `cat
+ * a.gz b.gz` makes, which gzip itself accepts) or nothing. */
+
+#define TG_IDX_INBUF (1u << 17)
 
 typedef struct reader {
-    gzFile gz;          /* file source, or NULL */
+    int fd;             /* file source, or -1 */
+    bool gz;            /* the file is gzip'ed */
+    bool z_ready;       /* inflateInit2 succeeded (inflateEnd needed) */
+    bool in_eof;        /* read(2) returned 0 */
+    bool z_done;        /* the last gzip member ended and nothing follows */
+    z_stream z;         /* gzip state; z.next_in / z.avail_in index `in` for plain files too */
+    uint8_t *in;        /* TG_IDX_INBUF bytes */
+    uint64_t file_pos;  /* bytes read from the file so far */
     const uint8_t *mem; /* memory source */
     size_t mem_len;
     size_t pos;       /* bytes delivered so far = offset in the (decompressed) IDX stream */
@@ -40,10 +57,57 @@ typedef struct reader {
     const char *who;  /* the public function, for messages */
 } reader;
 
-/* Reads up to n bytes into buf. Returns the count (short only at the end of the data), or -1 after
- * setting the error (an IO error, or a corrupt/truncated gzip stream). */
+/* Refills r->in (after moving what is left of it to the front). -1 after setting the error. */
+static int fill(reader *r) {
+    if (r->in_eof)
+        return 0;
+    size_t keep = r->z.avail_in;
+    if (keep && r->z.next_in != r->in)
+        memmove(r->in, r->z.next_in, keep);
+    ssize_t k;
+    do
+        k = read(r->fd, r->in + keep, TG_IDX_INBUF - keep);
+    while (k < 0 && errno == EINTR);
+    if (k < 0) {
+        tg__set_last_error(TG_ERR_IO, "%s: %s: read error at offset %llu of the file: %s", r->who,
+                           r->name, (unsigned long long)r->file_pos, strerror(errno));
+        return -1;
+    }
+    if (k == 0)
+        r->in_eof = true;
+    r->file_pos += (uint64_t)k;
+    r->z.next_in = r->in;
+    r->z.avail_in = (uInt)(keep + (size_t)k);
+    return 0;
+}
+
+/* The end of a gzip member: accepts nothing more, or another member (restarting inflate).
+ * -1 after setting the error for any other byte. */
+static int member_end(reader *r) {
+    while (r->z.avail_in < 2 && !r->in_eof)
+        if (fill(r) < 0)
+            return -1;
+    if (r->z.avail_in == 0) {
+        r->z_done = true;
+        return 0;
+    }
+    if (r->z.avail_in >= 2 && r->z.next_in[0] == 0x1f && r->z.next_in[1] == 0x8b)
+        return inflateReset(&r->z) == Z_OK ? 0 : -1;
+    const uint64_t at = r->file_pos - r->z.avail_in;
+    tg__set_last_error(TG_ERR_FORMAT,
+                       "%s: %s: trailing data: %s after the end of the gzip stream at offset %llu "
+                       "of the file",
+                       r->who, r->name,
+                       r->z.avail_in == 1 ? "a byte that is not gzip" : "bytes that are not gzip",
+                       (unsigned long long)at);
+    return -1;
+}
+
+/* Reads up to n bytes of the IDX stream into buf. Returns the count (short only at the end of the
+ * data), or -1 after setting the error (an IO error, a corrupt or truncated gzip stream, bytes
+ * after it). */
 static int64_t rd(reader *r, void *buf, size_t n) {
-    if (!r->gz) {
+    if (r->fd < 0) {
         size_t left = r->mem_len - r->pos;
         size_t k = n < left ? n : left;
         if (k)
@@ -51,29 +115,48 @@ static int64_t rd(reader *r, void *buf, size_t n) {
         r->pos += k;
         return (int64_t)k;
     }
+    uint8_t *out = buf;
     size_t got = 0;
     while (got < n) {
-        size_t want = n - got;
-        if (want > (1u << 30))
-            want = 1u << 30;
-        int k = gzread(r->gz, (uint8_t *)buf + got, (unsigned)want);
-        if (k > 0)
-            got += (size_t)k;
-        if (k < (int)want) { /* end of data, or an error: gzerror tells which */
-            int errnum = Z_OK;
-            const char *msg = gzerror(r->gz, &errnum);
-            if (errnum != Z_OK) {
+        if (r->z.avail_in == 0 && !r->in_eof && fill(r) < 0)
+            return -1;
+        if (!r->gz) {
+            if (r->z.avail_in == 0)
+                break; /* end of the file */
+            size_t k = n - got < r->z.avail_in ? n - got : r->z.avail_in;
+            memcpy(out + got, r->z.next_in, k);
+            r->z.next_in += k;
+            r->z.avail_in -= (uInt)k;
+            got += k;
+            continue;
+        }
+        if (r->z_done)
+            break;
+        const size_t want = n - got < (1u << 30) ? n - got : (1u << 30);
+        r->z.next_out = out + got;
+        r->z.avail_out = (uInt)want;
+        const int ret = inflate(&r->z, Z_NO_FLUSH);
+        got += want - r->z.avail_out;
+        if (ret == Z_STREAM_END) {
+            if (member_end(r) < 0) {
                 r->pos += got;
-                tg__set_last_error(TG_ERR_IO, "%s: %s: %s at offset %zu of the decompressed data",
-                                   r->who, r->name,
-                                   errnum == Z_ERRNO       ? strerror(errno)
-                                   : errnum == Z_BUF_ERROR ? "gzip stream is truncated"
-                                                           : msg,
-                                   r->pos);
                 return -1;
             }
-            break;
+            continue;
         }
+        if (ret == Z_OK)
+            continue;
+        if (ret == Z_BUF_ERROR && !(r->in_eof && r->z.avail_in == 0))
+            continue; /* needs more input, which the next round reads */
+        r->pos += got;
+        tg__set_last_error(TG_ERR_IO, "%s: %s: %s at offset %zu of the decompressed data", r->who,
+                           r->name,
+                           ret == Z_BUF_ERROR   ? "gzip stream is truncated"
+                           : ret == Z_MEM_ERROR ? "out of memory in zlib"
+                           : r->z.msg           ? r->z.msg
+                                                : "corrupt gzip stream",
+                           r->pos);
+        return -1;
     }
     r->pos += got;
     return (int64_t)got;
@@ -170,7 +253,7 @@ static tg_idx *parse(reader *r) {
      * declared size may be a lie (a truncated or hostile file), so grow the buffer as data actually
      * arrives instead of trusting it with one big allocation. */
     size_t want = (size_t)idx->numel;
-    if (!r->gz && r->mem_len - r->pos < want) {
+    if (r->fd < 0 && r->mem_len - r->pos < want) {
         tg__set_last_error(TG_ERR_FORMAT,
                            "%s: %s: truncated: expected %zu bytes of data after the %zu-byte "
                            "header (file length %zu), found %zu",
@@ -178,7 +261,7 @@ static tg_idx *parse(reader *r) {
         free(idx);
         return NULL;
     }
-    size_t cap = want < (1u << 20) || !r->gz ? want : (1u << 20), have = 0;
+    size_t cap = want < (1u << 20) || r->fd < 0 ? want : (1u << 20), have = 0;
     idx->data = malloc(cap ? cap : 1);
     while (idx->data) {
         k = rd(r, idx->data + have, cap - have);
@@ -218,7 +301,7 @@ static tg_idx *parse(reader *r) {
     k = rd(r, &extra, 1);
     if (k != 0) {
         if (k > 0) {
-            size_t total = r->gz ? 0 : r->mem_len;
+            size_t total = r->fd >= 0 ? 0 : r->mem_len;
             if (total)
                 tg__set_last_error(TG_ERR_FORMAT,
                                    "%s: %s: trailing data: the header declares %zu bytes in all, "
@@ -243,26 +326,56 @@ tg_idx *tg_idx_load_mem(const void *bytes, size_t len, const char *name) {
         tg__set_last_error(TG_ERR_NULL, "tg_idx_load_mem: %s: bytes is NULL", name);
         return NULL;
     }
-    reader r = {.mem = bytes, .mem_len = len, .name = name, .who = "tg_idx_load_mem"};
+    reader r = {.fd = -1, .mem = bytes, .mem_len = len, .name = name, .who = "tg_idx_load_mem"};
     return parse(&r);
 }
 
 tg_idx *tg_idx_load(const char *path) {
+    static const char who[] = "tg_idx_load";
     if (!path) {
         tg__set_last_error(TG_ERR_NULL, "tg_idx_load: path is NULL");
         return NULL;
     }
-    /* gzopen reads gzip'ed and plain files alike (it looks for the gzip magic 1f 8b). */
-    gzFile gz = gzopen(path, "rb");
-    if (!gz) {
-        tg__set_last_error(TG_ERR_IO, "tg_idx_load: %s: cannot open: %s", path,
-                           errno ? strerror(errno) : "out of memory");
+    /* O_NONBLOCK: opening a FIFO for reading would block until a writer comes; fstat first, and
+     * refuse anything but a regular file (a FIFO, a device, a directory) before any read. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        tg__set_last_error(TG_ERR_IO, "%s: %s: cannot open: %s", who, path, strerror(errno));
         return NULL;
     }
-    gzbuffer(gz, 1u << 17);
-    reader r = {.gz = gz, .name = path, .who = "tg_idx_load"};
-    tg_idx *idx = parse(&r);
-    gzclose_r(gz);
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        tg__set_last_error(TG_ERR_IO, "%s: %s: not a regular file (a FIFO, device or directory?)",
+                           who, path);
+        close(fd);
+        return NULL;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0)
+        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    reader r = {.fd = fd, .name = path, .who = who};
+    r.in = malloc(TG_IDX_INBUF);
+    tg_idx *idx = NULL;
+    if (!r.in) {
+        tg__set_last_error(TG_ERR_NOMEM, "%s: %s: out of memory", who, path);
+    } else if (fill(&r) == 0) {
+        while (r.z.avail_in < 2 && !r.in_eof && fill(&r) == 0)
+            ;
+        r.gz = r.z.avail_in >= 2 && r.in[0] == 0x1f && r.in[1] == 0x8b;
+        bool ok = true;
+        if (r.gz) {
+            /* 16 + MAX_WBITS: a gzip wrapper (header and CRC-32 trailer), checked by zlib. */
+            ok = r.z_ready = inflateInit2(&r.z, 16 + MAX_WBITS) == Z_OK;
+            if (!ok)
+                tg__set_last_error(TG_ERR_NOMEM, "%s: %s: out of memory in zlib", who, path);
+        }
+        if (ok)
+            idx = parse(&r);
+    }
+    if (r.z_ready)
+        inflateEnd(&r.z);
+    free(r.in);
+    close(fd);
     return idx;
 }
 
@@ -352,9 +465,20 @@ tg_idx_dataset *tg_idx_dataset_load(const char *images_path, const char *labels_
         goto fail;
     }
     ds->n = ds->images->shape[0];
-    ds->features = ds->n ? ds->images->numel / ds->n : 1;
-    for (int i = 1; ds->n == 0 && i < ds->images->rank; i++)
-        ds->features *= ds->images->shape[i];
+    /* The values per image, the product of the other sizes. With 0 images the loader's check of
+     * the whole product says nothing about it (0 x anything is 0), so check it here. */
+    ds->features = 1;
+    for (int i = 1; i < ds->images->rank; i++) {
+        const int64_t d = ds->images->shape[i];
+        if (d > 0 && ds->features > (INT64_MAX / 4) / d) {
+            tg__set_last_error(TG_ERR_FORMAT,
+                               "tg_idx_dataset_load: %s: sizes overflow: one image's dimensions "
+                               "(up to dimension %d, size %lld at offset %d) exceed 2^61 values",
+                               images_path, i, (long long)d, 4 + 4 * i);
+            goto fail;
+        }
+        ds->features *= d;
+    }
     for (int64_t i = 0; i < ds->n; i++)
         if (ds->labels->data[i] >= ds->classes)
             ds->classes = ds->labels->data[i] + 1;
@@ -398,7 +522,8 @@ tg_status tg_idx_dataset_batch(const tg_idx_dataset *ds, const int64_t *indices,
     if (x->dtype != TG_F32 && x->dtype != TG_F64)
         return tg__set_last_error(TG_ERR_DTYPE, "%s: x has dtype %s; expected f32 or f64", who,
                                   tg__dtype_name(x->dtype));
-    if (n < 0 || x->rank < 1 || x->shape[0] != n || x->numel != n * ds->features)
+    if (n < 0 || x->rank < 1 || x->shape[0] != n ||
+        (ds->features > 0 && n > INT64_MAX / ds->features) || x->numel != n * ds->features)
         return tg__set_last_error(TG_ERR_SHAPE,
                                   "%s: x has shape %s; expected %lld rows of %lld values "
                                   "(e.g. [%lld,%lld])",

@@ -96,6 +96,13 @@ static tg_status check_args(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_i
     for (int i = 0; i < n_inputs; i++) {
         if (!inputs[i])
             return tg__set_last_error(TG_ERR_NULL, "tg_gradcheck: input %d is NULL", i);
+        /* Only a float input can be perturbed; an integer one that claims a gradient (once made
+         * by tg_tensor_clone) would be written as doubles past the end of its int32 data. */
+        if (tg_tensor_requires_grad(inputs[i]) && inputs[i]->dtype == TG_I32)
+            return tg__set_last_error(TG_ERR_DTYPE,
+                                      "tg_gradcheck: input %d ('%s') is i32 but requires a "
+                                      "gradient; only f32/f64 inputs can be checked",
+                                      i, tg_tensor_name(inputs[i]));
         n_grad += tg_tensor_requires_grad(inputs[i]) ? 1 : 0;
         const tg_tensor *y = yours ? yours[i] : NULL;
         if (!y)

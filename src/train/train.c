@@ -4,6 +4,7 @@
  * by hand: the linear layer is three builder calls. */
 #include "core/engine.h"
 #include "kernels/parallel.h"
+#include "train/state.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -383,6 +384,17 @@ tg_status tg_optim_step(tg_optim *o) {
     return TG_OK;
 }
 
+/* ---- Optimizer state, for tg_train_state_save/load (src/checkpoint.c) ---- */
+
+int tg__optim_n_params(const tg_optim *o) { return o->n_params; }
+tg_tensor *tg__optim_param(const tg_optim *o, int i) { return o->params[i]; }
+tg_optim_kind tg__optim_kind(const tg_optim *o) { return o->cfg.kind; }
+int tg__optim_n_buffers(const tg_optim *o) { return o->v ? 2 : o->m ? 1 : 0; }
+void *tg__optim_buffer(const tg_optim *o, int i, int k) {
+    return k == 0 && o->m ? o->m[i] : k == 1 && o->v ? o->v[i] : NULL;
+}
+void tg__optim_set_steps(tg_optim *o, int64_t steps) { o->steps = steps; }
+
 void tg_optim_zero_grad(tg_optim *o) {
     if (!o)
         return;
@@ -396,7 +408,10 @@ struct tg_dataset {
     const tg_tensor *inputs, *targets; /* the caller's, not owned */
     int64_t n, batch_size, cursor;
     bool shuffle;
+    uint64_t seed;
+    int64_t epoch; /* reshuffles since tg_dataset_new: the current epoch, from 0 */
     tg_rng rng;
+    tg_rng epoch_rng;           /* rng as it was before this epoch's shuffle: the epoch's seed */
     int64_t *order;             /* the rows of this epoch, in visiting order */
     tg_tensor *x_full, *y_full; /* batches of batch_size rows */
     tg_tensor *x_last, *y_last; /* the smaller last batch, when batch_size does not divide n */
@@ -405,10 +420,14 @@ struct tg_dataset {
 void tg_dataset_free(tg_dataset *ds) {
     if (!ds)
         return;
-    tg_tensor_free(ds->x_full);
-    tg_tensor_free(ds->y_full);
-    tg_tensor_free(ds->x_last);
-    tg_tensor_free(ds->y_last);
+    /* The batch tensors are marked as the dataset's, so tg_tensor_free refuses them: hand them
+     * back to the caller (here, the dataset itself) first. */
+    tg_tensor *batches[4] = {ds->x_full, ds->y_full, ds->x_last, ds->y_last};
+    for (int i = 0; i < 4; i++) {
+        if (batches[i])
+            batches[i]->owner = TG__OWN_CALLER;
+        tg_tensor_free(batches[i]);
+    }
     free(ds->order);
     free(ds);
 }
@@ -418,11 +437,15 @@ static tg_tensor *batch_like(const tg_tensor *src, int64_t rows) {
     int64_t shape[TG_MAX_RANK];
     memcpy(shape, src->shape, sizeof shape);
     shape[0] = rows;
-    return tg_tensor_new(src->dtype, src->rank, shape);
+    tg_tensor *t = tg_tensor_new(src->dtype, src->rank, shape);
+    if (t)
+        t->owner = TG__OWN_DATASET; /* tg_tensor_free refuses it; tg_dataset_free frees it */
+    return t;
 }
 
 /* Fisher-Yates with the dataset's own rng: the order depends on the seed and the epoch only. */
 static void reshuffle(tg_dataset *ds) {
+    ds->epoch_rng = ds->rng;
     for (int64_t i = 0; i < ds->n; i++)
         ds->order[i] = i;
     if (!ds->shuffle)
@@ -466,6 +489,7 @@ tg_dataset *tg_dataset_new(const tg_tensor *inputs, const tg_tensor *targets, in
     ds->n = n;
     ds->batch_size = batch_size;
     ds->shuffle = shuffle != 0;
+    ds->seed = seed;
     tg_rng_seed(&ds->rng, seed);
     ds->order = malloc(sizeof *ds->order * (size_t)n);
     ds->x_full = batch_like(inputs, batch_size);
@@ -503,6 +527,7 @@ int tg_dataset_next(tg_dataset *ds, tg_tensor **x, tg_tensor **y) {
                                        : "targets");
     if (ds->cursor >= ds->n) {
         ds->cursor = 0;
+        ds->epoch++;
         reshuffle(ds);
         return 0;
     }
@@ -515,6 +540,39 @@ int tg_dataset_next(tg_dataset *ds, tg_tensor **x, tg_tensor **y) {
     *x = bx;
     *y = by;
     return 1;
+}
+
+tg_status tg_dataset_get_position(const tg_dataset *ds, tg_data_position *pos) {
+    if (!ds || !pos)
+        return tg__set_last_error(TG_ERR_NULL, "tg_dataset_get_position: %s is NULL",
+                                  ds ? "pos" : "dataset");
+    *pos = (tg_data_position){
+        .seed = ds->seed, .epoch = ds->epoch, .cursor = ds->cursor, .rng = ds->epoch_rng};
+    return TG_OK;
+}
+
+tg_status tg_dataset_set_position(tg_dataset *ds, const tg_data_position *pos) {
+    const char *who = "tg_dataset_set_position";
+    if (!ds || !pos)
+        return tg__set_last_error(TG_ERR_NULL, "%s: %s is NULL", who, ds ? "pos" : "dataset");
+    if (pos->seed != ds->seed)
+        return tg__set_last_error(TG_ERR_VALUE,
+                                  "%s: the position is of a dataset seeded with %llu, this one "
+                                  "was seeded with %llu",
+                                  who, (unsigned long long)pos->seed, (unsigned long long)ds->seed);
+    if (pos->epoch < 0 || pos->cursor < 0 || pos->cursor > ds->n)
+        return tg__set_last_error(TG_ERR_VALUE,
+                                  "%s: epoch %lld and cursor %lld must be >= 0, the cursor at "
+                                  "most the %lld rows",
+                                  who, (long long)pos->epoch, (long long)pos->cursor,
+                                  (long long)ds->n);
+    /* Replaying the epoch's shuffle from its starting generator rebuilds the order and leaves the
+     * generator where the uninterrupted run has it. */
+    ds->rng = pos->rng;
+    reshuffle(ds);
+    ds->epoch = pos->epoch;
+    ds->cursor = pos->cursor;
+    return TG_OK;
 }
 
 int64_t tg_dataset_size(const tg_dataset *ds) { return ds ? ds->n : 0; }
@@ -571,8 +629,21 @@ tg_linear *tg_linear_new(tg_dtype dtype, int64_t n_in, int64_t n_out, const char
     return l;
 }
 
+/* The base name of a __FILE__, as the tape prints it. */
+static const char *file_base(const char *file) {
+    const char *slash = file ? strrchr(file, '/') : NULL;
+    return slash ? slash + 1 : file ? file : "?";
+}
+
 tg_tensor *tg_linear_forward_at(tg_tape *t, const tg_linear *l, tg_tensor *x, const char *file,
                                 int line) {
+    /* Every failure leaves its own message: on the tape when there is one, else (no tape to
+     * hold it) in tg_last_errmsg. */
+    if (!t) {
+        tg__set_last_error(TG_ERR_NULL, "%s:%d: tg_linear_forward: tape is NULL%s", file_base(file),
+                           line, l ? "" : " (and layer is NULL)");
+        return NULL;
+    }
     if (!l) {
         tg__tape_fail(t, TG_ERR_NULL, file, line, "tg_linear_forward", "layer is NULL");
         return NULL;
