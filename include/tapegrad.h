@@ -517,7 +517,7 @@ tg_tensor *tg_probe_at(tg_probes *probes, tg_tape *t, tg_tensor *x, const char *
 
 /** Your gradient of the loss with respect to one named value. Both pointers are the caller's. */
 typedef struct tg_node_grad {
-    const char *name;     /**< a tg_probe name, a node's name (tg_tensor_set_name) or an input's */
+    const char *name;      /**< a tg_probe name, a node's name (tg_tensor_set_name) or an input's */
     const tg_tensor *grad; /**< d loss / d value: the value's shape, f32 or f64 */
 } tg_node_grad;
 
@@ -577,9 +577,8 @@ typedef struct tg_intermediates_report {
  *  (the message lists the names there are), a name on two nodes, a gradient of the wrong shape or
  *  dtype, bad options, f failing to build or returning more than one element, or no memory. */
 tg_intermediates_report *tg_check_intermediates(tg_probed_fn f, tg_tensor *const *inputs,
-                                                int n_inputs, void *user,
-                                                const tg_node_grad *yours, int n_yours,
-                                                const tg_gradcheck_opts *opts);
+                                                int n_inputs, void *user, const tg_node_grad *yours,
+                                                int n_yours, const tg_gradcheck_opts *opts);
 
 /** Writes the report to `out`: one table row per node (name, op, shape, verdict, largest
  *  |yours - autodiff|, what finite differences said), a line naming the first wrong node, then
@@ -595,8 +594,8 @@ typedef struct tg_hessian_opts {
     /** Relative step of the differences of the gradient: h = eps max(1, |x|_inf) / |v|_inf;
      *  default 1e-3 (with the Richardson step the error is O(h^4); rounding is O(1e-16 / h)). */
     double eps;
-    double atol;  /**< absolute tolerance of an entry; default 1e-6 */
-    double rtol;  /**< relative tolerance; default 1e-5: |yours - ref| <= atol + rtol |ref| */
+    double atol; /**< absolute tolerance of an entry; default 1e-6 */
+    double rtol; /**< relative tolerance; default 1e-5: |yours - ref| <= atol + rtol |ref| */
     /** Up to this many elements in the input, tg_hessian_check compares every entry (numel
      *  Hessian-vector products); above it, n_probes random directions. Default 64. */
     int64_t max_dense;
@@ -659,16 +658,16 @@ typedef struct tg_hessian_report {
     /** 1 if your matrix is symmetric within atol + rtol: every pair (i,j), (j,i) when dense; else
      *  u^T (Y v) against v^T (Y u) for consecutive probe directions u, v. */
     int symmetric;
-    double max_asym;   /**< largest |Y_ij - Y_ji| (dense) or |u^T Y v - v^T Y u| (probes) */
-    int64_t asym_row;  /**< where it is: i (dense) or the first probe of the pair; -1 if none */
-    int64_t asym_col;  /**< j, or the second probe */
-    int64_t n_asym;    /**< pairs outside tolerance */
-    double ref_asym;   /**< the same measure for tapegrad's reference: its own error, for scale */
-    double f0;         /**< f at the unperturbed inputs */
-    double eps;        /**< the relative step used */
-    double atol;       /**< the absolute tolerance used */
-    double rtol;       /**< the relative tolerance used */
-    int max_rows;      /**< rows tg_hessian_print shows per list */
+    double max_asym;  /**< largest |Y_ij - Y_ji| (dense) or |u^T Y v - v^T Y u| (probes) */
+    int64_t asym_row; /**< where it is: i (dense) or the first probe of the pair; -1 if none */
+    int64_t asym_col; /**< j, or the second probe */
+    int64_t n_asym;   /**< pairs outside tolerance */
+    double ref_asym;  /**< the same measure for tapegrad's reference: its own error, for scale */
+    double f0;        /**< f at the unperturbed inputs */
+    double eps;       /**< the relative step used */
+    double atol;      /**< the absolute tolerance used */
+    double rtol;      /**< the relative tolerance used */
+    int max_rows;     /**< rows tg_hessian_print shows per list */
 } tg_hessian_report;
 
 /** Checks your Hessian of f with respect to inputs[wrt] against tg_hvp's, given either as a dense
@@ -683,9 +682,8 @@ typedef struct tg_hessian_report {
  *  neither or both of yours and yours_fn, yours of the wrong shape or dtype, yours_fn failing)
  *  with tg_last_errmsg() naming it. */
 tg_hessian_report *tg_hessian_check(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_inputs,
-                                    void *user, int wrt, const tg_tensor *yours,
-                                    tg_hvp_fn yours_fn, void *yours_user,
-                                    const tg_hessian_opts *opts);
+                                    void *user, int wrt, const tg_tensor *yours, tg_hvp_fn yours_fn,
+                                    void *yours_user, const tg_hessian_opts *opts);
 
 /** Writes the report to `out`: the verdict and counts, the symmetry of your matrix, a map of the
  *  entries (one character each: . agrees, X wrong, k kink) when every entry was compared and n <=
