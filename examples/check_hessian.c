@@ -123,7 +123,7 @@ static tg_status logistic_hvp(const tg_tensor *x, const tg_tensor *v, tg_tensor 
     return TG_OK;
 }
 
-/* ---- 2. The 2-4-2 network as a function of W_y ------------------------------------------------ */
+/* ---- 2. The 2-4-2 network as a function of W_y ----------------------------------------------- */
 
 enum { NX = 2, NH = 4, NY = 2 };
 

@@ -3,7 +3,8 @@
  * dl/dy^, dl/dy~, dl/dh, dl/dh~, so that a mistake shows where it is made, not only where it ends.
  *
  * The network of the report, one sample: n_x = 2, n_h = 4, n_y = 2,
- *     h~ = W_h x + b_h,  h = tanh(h~),  y~ = W_y h + b_y,  y^ = softmax(y~),  l = -sum_k y_k log y^_k.
+ *     h~ = W_h x + b_h,  h = tanh(h~),  y~ = W_y h + b_y,  y^ = softmax(y~),
+ *     l = -sum_k y_k log y^_k.
  * The loss function passes each intermediate through tg_probe, which lets the check perturb that
  * value itself (finite differences referee autodiff at every node).
  *
@@ -32,7 +33,7 @@ static tg_tensor *net(tg_tape *t, tg_tensor *const *in, int n, tg_dtype dt, tg_p
     return tg_neg(t, tg_sum(t, tg_mul(t, in[1], tg_log(t, yh)))); /* l = -sum_k y_k log y^_k */
 }
 
-/* ---- The student's side: forward and backward in plain C -------------------------------------- */
+/* ---- The student's side: forward and backward in plain C ------------------------------------- */
 
 typedef struct net_values {
     double x[NX], y[NY], Wh[NH][NX], bh[NH], Wy[NY][NH], by[NY];
@@ -102,7 +103,7 @@ static void backward(const net_values *v, int mistake, derivation *d) {
     }
 }
 
-/* ---- Small helpers ---------------------------------------------------------------------------- */
+/* ---- Small helpers --------------------------------------------------------------------------- */
 
 static tg_tensor *leaf(tg_dtype dt, const char *name, int rank, const int64_t *shape,
                        const void *data) {

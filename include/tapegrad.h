@@ -78,7 +78,7 @@ const char *tg_last_errmsg(void);
 #define TG_SHAPE(...)                                                                              \
     (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (const int64_t[]) { __VA_ARGS__ }
 
-/* ---- Random numbers --------------------------------------------------------------------------- */
+/* ---- Random numbers -------------------------------------------------------------------------- */
 
 /** The project's PRNG: xoshiro256** (Blackman & Vigna), seeded through splitmix64. Integer output
  *  is identical on every platform; tg_rng_uniform is exact (53 bits / 2^53); tg_rng_normal uses the
@@ -94,7 +94,7 @@ double tg_rng_uniform(tg_rng *rng);             /**< uniform in [0, 1) */
 double tg_rng_normal(tg_rng *rng);              /**< standard normal */
 uint64_t tg_rng_below(tg_rng *rng, uint64_t n); /**< uniform in [0, n), unbiased; 0 if n == 0 */
 
-/* ---- Tensors ---------------------------------------------------------------------------------- */
+/* ---- Tensors --------------------------------------------------------------------------------- */
 
 /** A new leaf of zeros. rank 0..4; shape[i] >= 0 (shape may be NULL when rank is 0).
  *  Returns NULL on bad arguments or no memory (see tg_last_errmsg). Caller frees with tg_tensor_free. */
@@ -175,7 +175,7 @@ int tg_tensor_src_line(const tg_tensor *tensor);
 /** One sentence saying what the op keeps for backward ("its output y"). Static string. */
 const char *tg_tensor_op_saves(const tg_tensor *tensor);
 
-/* ---- The tape --------------------------------------------------------------------------------- */
+/* ---- The tape -------------------------------------------------------------------------------- */
 
 /** A new, empty tape. NULL if out of memory. Free with tg_tape_free. */
 tg_tape *tg_tape_new(void);
@@ -336,7 +336,7 @@ tg_tensor *tg_custom_at(tg_tape *t, const tg_custom_op *op, void *user, tg_tenso
 #define tg_custom(t, op, user, inputs, n_inputs, ...)                                              \
     tg_custom_at((t), (op), (user), (inputs), (n_inputs), __VA_ARGS__, __FILE__, __LINE__)
 
-/* ---- Gradient checking (src/gradcheck.c) ------------------------------------------------------ */
+/* ---- Gradient checking (src/gradcheck.c) ----------------------------------------------------- */
 
 /* Checks a gradient element by element: autodiff against central finite differences, or a
  * gradient you derived yourself (e.g. your C code for the report's dL/dW_y) against autodiff, with
@@ -470,7 +470,7 @@ void tg_gradcheck_print(const tg_gradcheck_report *report, FILE *out);
 /** Frees a report and everything it owns. NULL is ignored. */
 void tg_gradcheck_report_free(tg_gradcheck_report *report);
 
-/* ---- Checking intermediates and second derivatives (src/tools/intermediates.c, hessian.c) ----- */
+/* ---- Checking intermediates and second derivatives (src/tools/intermediates.c, hessian.c) ---- */
 
 /* Two checks for derivations done by hand, both run in float64 like tg_gradcheck.
  *
@@ -695,7 +695,7 @@ void tg_hessian_print(const tg_hessian_report *report, FILE *out);
 /** Frees a report and everything it owns. NULL is ignored. */
 void tg_hessian_report_free(tg_hessian_report *report);
 
-/* ---- Teaching: graph, listing, trace (src/teach.c) -------------------------------------------- */
+/* ---- Teaching: graph, listing, trace (src/teach.c) ------------------------------------------- */
 
 /** Writes the tape as a listing in forward order, for reading or teaching: first the leaves it uses
  *  (name, shape, parameter or data), then one line per node: index, name, op, inputs, output shape
@@ -730,7 +730,7 @@ tg_status tg_tape_render(const tg_tape *tape, const char *path);
  *  Returns TG_OK, or TG_ERR_NULL for a NULL tape. */
 tg_status tg_tape_set_trace(tg_tape *tape, FILE *out);
 
-/* ---- Training: initializers, optimizers, batches, layers (src/train.c) ------------------------ */
+/* ---- Training: initializers, optimizers, batches, layers (src/train.c) ----------------------- */
 
 /* Initializers fill an existing f32/f64 leaf in place, drawing from `rng` in row-major order, so a
  * seed fixes the weights on every platform. fan_in / fan_out are the number of inputs and outputs
@@ -862,7 +862,7 @@ tg_status tg_circles_make(tg_dtype dtype, int64_t n, tg_rng *rng, tg_tensor **in
  *  `labels` (TG_I32 [N]), in [0, 1]. -1 on bad arguments (see tg_last_errmsg). */
 double tg_accuracy(const tg_tensor *logits, const tg_tensor *labels);
 
-/* ---- Data: IDX files (src/idx.c) -------------------------------------------------------------- */
+/* ---- Data: IDX files (src/idx.c) ------------------------------------------------------------- */
 
 /** Where Debian's dataset-fashion-mnist package installs Fashion-MNIST; the default directory. */
 #define TG_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
@@ -933,7 +933,7 @@ const tg_idx *tg_idx_dataset_labels(const tg_idx_dataset *ds);
 tg_status tg_idx_dataset_batch(const tg_idx_dataset *ds, const int64_t *indices, int64_t n,
                                tg_tensor *x, tg_tensor *y);
 
-/* ---- Checkpoints: safetensors (src/checkpoint.c) ---------------------------------------------- */
+/* ---- Checkpoints: safetensors (src/checkpoint.c) --------------------------------------------- */
 
 /** Saves `n` parameters as a safetensors file at `path`: an 8-byte little-endian header length, a
  *  JSON header (per tensor: dtype F32/F64/I32, shape, data_offsets; "__metadata__" holds
@@ -974,7 +974,7 @@ tg_status tg_tape_set_anomaly(tg_tape *tape, int on);
 /** 1 if anomaly mode is on, else 0 (also for NULL). */
 int tg_tape_anomaly(const tg_tape *tape);
 
-/* ---- Threads and kernels (src/gemm.c) --------------------------------------------------------- */
+/* ---- Threads and kernels (src/gemm.c) -------------------------------------------------------- */
 
 /** Sets how many threads tapegrad's kernels use (matmul, and large elementwise ops), counting
  *  the calling thread: 1 (the default, or TG_NUM_THREADS from the environment) to 256. Results
@@ -989,7 +989,7 @@ int tg_get_num_threads(void);
  *  available. Static string; never NULL. */
 const char *tg_kernel_name(void);
 
-/* ---- Version ---------------------------------------------------------------------------------- */
+/* ---- Version --------------------------------------------------------------------------------- */
 
 /* The one version number lives in CMakeLists.txt (project(VERSION)); CMake refuses to configure
  * if these macros disagree with it, so a release bumps both in one commit. */

@@ -27,7 +27,7 @@ static tg_hessian_report *check(tg_gradcheck_fn f, tg_tensor *const *in, int n, 
     return r;
 }
 
-/* ---- x^T A x: H = A + A^T ------------------------------------------------------------------- */
+/* ---- x^T A x: H = A + A^T -------------------------------------------------------------------- */
 
 enum { NQ = 4 };
 static const double A[NQ * NQ] = {2.0, 1.0,  0.0, -1.0, 3.0,  4.0, 0.5, 0.0,
@@ -112,7 +112,7 @@ Test(hessian, hvp_of_a_quadratic_is_A_plus_A_transpose) {
     tg_tensor_free(mine), tg_tensor_free(bad), tg_tensor_free(in[0]), tg_tensor_free(in[1]);
 }
 
-/* ---- sum(exp(x)): H = diag(exp(x)) ------------------------------------------------------------ */
+/* ---- sum(exp(x)): H = diag(exp(x)) ----------------------------------------------------------- */
 
 static tg_tensor *sum_exp(tg_tape *t, tg_tensor *const *in, int n, tg_dtype dt, void *u) {
     (void)n, (void)dt, (void)u;
@@ -187,7 +187,7 @@ Test(hessian, hvp_is_accurate_beyond_plain_central_differences) {
     tg_tensor_free(vt), tg_tensor_free(hv), tg_tensor_free(hv64), tg_tensor_free(xt);
 }
 
-/* ---- Logistic regression: H = X^T diag(p (1 - p)) X / N ----------------------------------------- */
+/* ---- Logistic regression: H = X^T diag(p (1 - p)) X / N -------------------------------------- */
 
 /* inputs: X [N,d], y [N,1], w [d,1]. */
 static tg_tensor *logistic(tg_tape *t, tg_tensor *const *in, int n, tg_dtype dt, void *u) {
@@ -298,7 +298,7 @@ Test(hessian, logistic_regression_dense_and_by_probes) {
     free(lr.X), free(lr.s);
 }
 
-/* ---- Kinks: f = sum(relu(x)^2) / 2, whose gradient relu(x) has a kink at 0 ----------------------- */
+/* ---- Kinks: f = sum(relu(x)^2) / 2, whose gradient relu(x) has a kink at 0 ------------------- */
 
 static tg_tensor *half_relu_sq(tg_tape *t, tg_tensor *const *in, int n, tg_dtype dt, void *u) {
     (void)n, (void)dt, (void)u;

@@ -20,7 +20,8 @@ static tg_tensor *vec(const char *name, int64_t n, const double *v) {
     return t;
 }
 
-/* inputs: x [4], c [4].  t = tanh(x) (probed), L = sum(c * t). So dL/dt = c, dL/dx = c (1 - t^2). */
+/* inputs: x [4], c [4].  t = tanh(x) (probed), L = sum(c * t).
+ * So dL/dt = c and dL/dx = c (1 - t^2). */
 static tg_tensor *tanh_loss(tg_tape *t, tg_tensor *const *in, int n, tg_dtype dt, tg_probes *p,
                             void *u) {
     (void)n, (void)u;
@@ -251,7 +252,7 @@ Test(intermediates, probe_outside_a_check_names_and_records_nothing) {
     tg_tensor_free(x), tg_tensor_free(c);
 }
 
-/* ---- Usage errors: exact messages ---------------------------------------------------------- */
+/* ---- Usage errors: exact messages ------------------------------------------------------------ */
 
 static tg_tensor *twice_loss(tg_tape *t, tg_tensor *const *in, int n, tg_dtype dt, tg_probes *p,
                              void *u) {

@@ -260,7 +260,7 @@ tg_status tg_hvp(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_inputs, void
     return st;
 }
 
-/* ---- The check --------------------------------------------------------------------------------- */
+/* ---- The check ------------------------------------------------------------------------------- */
 
 void tg_hessian_report_free(tg_hessian_report *r) {
     if (!r)
@@ -520,7 +520,7 @@ tg_hessian_report *tg_hessian_check(tg_gradcheck_fn f, tg_tensor *const *inputs,
     return r;
 }
 
-/* ---- The printer ------------------------------------------------------------------------------- */
+/* ---- The printer ----------------------------------------------------------------------------- */
 
 /* "[0,1] [1,2]" (dense: d2f / dx_i dx_j) or "[0,1] of H v3" (probes). */
 static const char *entry_str(const tg_hessian_report *r, const tg_hessian_entry *e, char *buf,

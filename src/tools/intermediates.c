@@ -23,7 +23,7 @@
 
 static const char WHO[] = "tg_check_intermediates";
 
-/* ---- Probes ------------------------------------------------------------------------------------ */
+/* ---- Probes ---------------------------------------------------------------------------------- */
 
 typedef struct probe_slot {
     tg_probes *probes;
@@ -102,7 +102,7 @@ tg_tensor *tg_probe_at(tg_probes *probes, tg_tape *t, tg_tensor *x, const char *
     return y;
 }
 
-/* ---- The check --------------------------------------------------------------------------------- */
+/* ---- The check ------------------------------------------------------------------------------- */
 
 /* What one check needs while it runs. */
 typedef struct ic_run {
@@ -456,7 +456,7 @@ tg_intermediates_report *tg_check_intermediates(tg_probed_fn f, tg_tensor *const
     return r;
 }
 
-/* ---- The printer ------------------------------------------------------------------------------- */
+/* ---- The printer ----------------------------------------------------------------------------- */
 
 static const char *verdict_name(tg_node_verdict v) {
     return v == TG_NODE_EXACT ? "EXACT" : v == TG_NODE_CLOSE ? "CLOSE" : "WRONG";
