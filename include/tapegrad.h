@@ -88,7 +88,7 @@ TG_API const char *tg_last_errmsg(void);
 #define TG_SHAPE(...)                                                                              \
     (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (const int64_t[]) { __VA_ARGS__ }
 
-/* ---- Random numbers --------------------------------------------------------------------------- */
+/* ---- Random numbers -------------------------------------------------------------------------- */
 
 /** The project's PRNG: xoshiro256** (Blackman & Vigna), seeded through splitmix64. Integer output
  *  is identical on every platform; tg_rng_uniform is exact (53 bits / 2^53); tg_rng_normal uses the
@@ -107,7 +107,7 @@ TG_API double tg_rng_normal(tg_rng *rng);            /**< standard normal */
 TG_API uint64_t tg_rng_below(tg_rng *rng,
                              uint64_t n); /**< uniform in [0, n), unbiased; 0 if n == 0 */
 
-/* ---- Tensors ---------------------------------------------------------------------------------- */
+/* ---- Tensors --------------------------------------------------------------------------------- */
 
 /** A new leaf of zeros. rank 0..TG_MAX_RANK (8); shape[i] >= 0 (shape may be NULL when rank is 0).
  *  Returns NULL on bad arguments or no memory (see tg_last_errmsg). Caller frees with tg_tensor_free. */
@@ -198,7 +198,7 @@ TG_API int tg_tensor_src_line(const tg_tensor *tensor);
 /** One sentence saying what the op keeps for backward ("its output y"). Static string. */
 TG_API const char *tg_tensor_op_saves(const tg_tensor *tensor);
 
-/* ---- The tape --------------------------------------------------------------------------------- */
+/* ---- The tape -------------------------------------------------------------------------------- */
 
 /** A new, empty tape. NULL if out of memory. Free with tg_tape_free. */
 TG_API tg_tape *tg_tape_new(void);
@@ -421,7 +421,7 @@ TG_API tg_tensor *tg_custom_at(tg_tape *t, const tg_custom_op *op, void *user,
 #define tg_custom(t, op, user, inputs, n_inputs, ...)                                              \
     tg_custom_at((t), (op), (user), (inputs), (n_inputs), __VA_ARGS__, __FILE__, __LINE__)
 
-/* ---- Gradient checking (src/gradcheck.c) ------------------------------------------------------ */
+/* ---- Gradient checking (src/gradcheck.c) ----------------------------------------------------- */
 
 /* Checks a gradient element by element: autodiff against central finite differences, or a
  * gradient you derived yourself (e.g. your C code for the report's dL/dW_y) against autodiff, with
@@ -555,7 +555,234 @@ TG_API void tg_gradcheck_print(const tg_gradcheck_report *report, FILE *out);
 /** Frees a report and everything it owns. NULL is ignored. */
 TG_API void tg_gradcheck_report_free(tg_gradcheck_report *report);
 
-/* ---- Teaching: graph, listing, trace (src/teach.c) -------------------------------------------- */
+/* ---- Checking intermediates and second derivatives (src/tools/intermediates.c, hessian.c) ---- */
+
+/* Two checks for derivations done by hand, both run in float64 like tg_gradcheck.
+ *
+ * Intermediates: the gradient of the loss with respect to any value inside the network (dl/dy~,
+ * dl/dh, dl/dh~ ...), not only the parameters. Your loss function passes each value you derived a
+ * gradient for through tg_probe; tg_check_intermediates compares your gradients with tapegrad's
+ * gradient of that node and has finite differences referee autodiff by perturbing the node itself:
+ *
+ *     static tg_tensor *net(tg_tape *t, tg_tensor *const *in, int n, tg_dtype dt,
+ *                           tg_probes *p, void *u) {
+ *         tg_tensor *ht = tg_probe(p, t, tg_add(t, tg_matmul(t, in[0], in[1]), in[2]), "h~");
+ *         return tg_softmax_cross_entropy(t, tg_matmul(t, tg_tanh(t, ht), in[3]), in[4]);
+ *     }
+ *     tg_node_grad mine[] = {{"h~", my_dl_dhtilde}, {"W_y", my_dl_dWy}};
+ *     tg_intermediates_report *r = tg_check_intermediates(net, in, 5, NULL, mine, 2, NULL);
+ *
+ * Second derivatives: tg_hvp computes a Hessian-vector product of any scalar built on a tape from
+ * tapegrad's own exact gradient; tg_hessian_check compares your Hessian (a matrix, or a function
+ * returning H v) with it entry by entry, and reports whether your matrix is symmetric. */
+
+/** opaque: the points of a loss where a check may perturb it (see tg_probe). Created and owned by
+ *  tg_check_intermediates for the duration of the check; a loss function only passes it on. */
+typedef struct tg_probes tg_probes;
+
+/** Builds a loss like tg_gradcheck_fn, with `probes` to hand to tg_probe. Called once with
+ *  unperturbed values and then twice per checked element of each probed node (four times at a
+ *  suspected kink); it must compute the same function, with the same probes, every time. The
+ *  same function serves training: call it with probes NULL. */
+typedef tg_tensor *(*tg_probed_fn)(tg_tape *tape, tg_tensor *const *inputs, int n_inputs,
+                                   tg_dtype dtype, tg_probes *probes, void *user);
+
+/** Marks `x` (a tensor of `t`, or a leaf) as the intermediate called `name` and returns the tensor
+ *  to use in its place. With probes NULL (training, or outside a check) it names x
+ *  (tg_tensor_set_name) and returns x itself: nothing is recorded. Under tg_check_intermediates,
+ *  for a name whose gradient is being checked, it records an identity node named `name`,
+ *  y = x + delta, whose delta the check moves to perturb that value and nothing upstream of it;
+ *  d loss / d y is then the gradient of the node. Returns NULL without work if x is NULL or the
+ *  tape has failed; NULL too if the same name is probed twice in one build (the check then fails
+ *  with a message naming it). The returned tensor belongs to the tape (or is x). */
+TG_API tg_tensor *tg_probe_at(tg_probes *probes, tg_tape *t, tg_tensor *x, const char *name,
+                              TG_LOC_PARAMS);
+/** tg_probe_at with the caller's file and line. */
+#define tg_probe(probes, t, x, name) tg_probe_at((probes), (t), (x), (name), __FILE__, __LINE__)
+
+/** Your gradient of the loss with respect to one named value. Both pointers are the caller's. */
+typedef struct tg_node_grad {
+    const char *name;      /**< a tg_probe name, a node's name (tg_tensor_set_name) or an input's */
+    const tg_tensor *grad; /**< d loss / d value: the value's shape, f32 or f64 */
+} tg_node_grad;
+
+/** The verdict on your gradient of one node. */
+typedef enum tg_node_verdict {
+    /** Equal to autodiff up to float64 rounding: |yours - autodiff| <= 64 DBL_EPSILON max|autodiff|
+     *  for every judged element. */
+    TG_NODE_EXACT = 0,
+    TG_NODE_CLOSE = 1, /**< within atol + rtol |autodiff| everywhere, but not exact */
+    TG_NODE_WRONG = 2  /**< some element outside tolerance (tg_gradcheck_element.disagree) */
+} tg_node_verdict;
+
+/** One checked node: the per-element comparison of tg_gradcheck (yours, autodiff, finite
+ *  difference, status) plus where the node is and what to call the result. */
+typedef struct tg_node_check {
+    /** The elements and counts, as tg_gradcheck reports an input: name, shape, elements[] (owned
+     *  by the report), n_ok / n_mismatch / n_kink, max_abs_err (the largest |yours - autodiff|).
+     *  .input is the input's position for an input, -1 for a node. */
+    tg_gradcheck_tensor check;
+    tg_node_verdict verdict; /**< exact, close or wrong */
+    int64_t tape_index;      /**< the node's position on the tape; -1 for an input */
+    char op[32];             /**< the op that produced the value ("tanh"), "input" for an input */
+    /** 1 if finite differences refereed autodiff (a tg_probe node or an input); 0 for a node only
+     *  named with tg_tensor_set_name, which cannot be perturbed (yours vs autodiff only). */
+    int refereed;
+    int64_t n_wrong;       /**< elements where yours disagrees with autodiff */
+    int64_t n_fd_disagree; /**< elements where autodiff disagrees with finite differences */
+} tg_node_check;
+
+/** The whole verdict. Read its fields; free it with tg_intermediates_report_free. */
+typedef struct tg_intermediates_report {
+    /** 1 if every node is exact or close and autodiff agrees with finite differences wherever
+     *  they refereed it. */
+    int passed;
+    int n_nodes; /**< checked nodes */
+    /** n_nodes entries in the order the reverse pass finishes them (the loss's end first; an input
+     *  where its first use is reached), so the first wrong node is where a derivation went wrong
+     *  and the wrong nodes after it may only inherit the mistake. Owned by the report. */
+    tg_node_check *nodes;
+    int first_wrong; /**< index into nodes of the first wrong node, or -1 */
+    double loss;     /**< the loss at the unperturbed inputs */
+    double eps;      /**< the finite-difference step used */
+    double atol;     /**< the absolute tolerance used */
+    double rtol;     /**< the relative tolerance used */
+    int max_rows;    /**< rows tg_intermediates_print shows per list */
+} tg_intermediates_report;
+
+/** Checks your gradients of named values of the loss f (see tg_probe) against tapegrad's gradient
+ *  of each node, with central finite differences perturbing the node (or input) itself as the
+ *  referee. Names are looked up among f's tg_probe points, then the tape's nodes (tg_tensor_name;
+ *  such a node is compared with autodiff but not refereed), then the inputs. f runs on float64
+ *  copies of the inputs (each float copy requires a gradient, so every node has one; your tensors
+ *  are not modified). `opts` may be NULL (tg_gradcheck_defaults(): eps, atol, rtol, max_rows are
+ *  used). Returns a new report owned by the caller (tg_intermediates_report_free), whatever the
+ *  verdict; or NULL on a usage error, with tg_last_errmsg() naming it: NULL f, inputs or yours, a
+ *  NULL or empty name or a NULL gradient, a name given twice, a name on no probe, node or input
+ *  (the message lists the names there are), a name on two nodes, a gradient of the wrong shape or
+ *  dtype, bad options, f failing to build or returning more than one element, or no memory. */
+TG_API tg_intermediates_report *tg_check_intermediates(tg_probed_fn f, tg_tensor *const *inputs,
+                                                       int n_inputs, void *user,
+                                                       const tg_node_grad *yours, int n_yours,
+                                                       const tg_gradcheck_opts *opts);
+
+/** Writes the report to `out`: one table row per node (name, op, shape, verdict, largest
+ *  |yours - autodiff|, what finite differences said), a line naming the first wrong node, then
+ *  for each wrong node its wrong elements as tg_gradcheck_print shows them. NULL report or out:
+ *  nothing is written. */
+TG_API void tg_intermediates_print(const tg_intermediates_report *report, FILE *out);
+
+/** Frees a report and everything it owns. NULL is ignored. */
+TG_API void tg_intermediates_report_free(tg_intermediates_report *report);
+
+/** Settings of a second-derivative computation or check. Start from tg_hessian_defaults(). */
+typedef struct tg_hessian_opts {
+    /** Relative step of the differences of the gradient: h = eps max(1, |x|_inf) / |v|_inf;
+     *  default 1e-3 (with the Richardson step the error is O(h^4); rounding is O(1e-16 / h)). */
+    double eps;
+    double atol; /**< absolute tolerance of an entry; default 1e-6 */
+    double rtol; /**< relative tolerance; default 1e-5: |yours - ref| <= atol + rtol |ref| */
+    /** Up to this many elements in the input, tg_hessian_check compares every entry (numel
+     *  Hessian-vector products); above it, n_probes random directions. Default 64. */
+    int64_t max_dense;
+    int n_probes;  /**< random probe directions for large inputs; default 8 */
+    uint64_t seed; /**< seed of the probe directions (standard normal); default 1 */
+    int max_rows;  /**< rows tg_hessian_print shows per list; default 10 */
+} tg_hessian_opts;
+
+/** The defaults: eps 1e-3, atol 1e-6, rtol 1e-5, max_dense 64, n_probes 8, seed 1, max_rows 10. */
+TG_API tg_hessian_opts tg_hessian_defaults(void);
+
+/** Writes H v into `hv`, H the Hessian of the scalar f with respect to inputs[wrt], from central
+ *  differences of tapegrad's exact gradient along v, in float64, with one Richardson step:
+ *  D(h) = (g(x + h v) - g(x - h v)) / 2h, H v = (4 D(h/2) - D(h)) / 3 (four forward and backward
+ *  passes). f is a tg_gradcheck_fn and runs on float64 copies (the inputs are not modified; their
+ *  requires-grad flags do not matter). v and hv are leaves of inputs[wrt]'s shape, f32 or f64;
+ *  hv is the caller's and is overwritten. Near a kink of the gradient the result means nothing
+ *  (tg_hessian_check detects such entries). `opts` may be NULL (only eps is used). Returns TG_OK,
+ *  or an error with tg_last_errmsg set: NULL f, inputs, v or hv; wrt out of range or an i32
+ *  input; v or hv of the wrong shape or dtype, hv not a leaf; bad options; f failing. */
+TG_API tg_status tg_hvp(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_inputs, void *user,
+                        int wrt, const tg_tensor *v, tg_tensor *hv, const tg_hessian_opts *opts);
+
+/** Your Hessian as a function: writes H v into hv (zeros on entry, of x's shape, float64) for the
+ *  direction v at the point x (the float64 copy of the checked input). TG_OK or an error. */
+typedef tg_status (*tg_hvp_fn)(const tg_tensor *x, const tg_tensor *v, tg_tensor *hv, void *user);
+
+/** One compared entry: row `row` of H times direction `col` (a column of H when dense). */
+typedef struct tg_hessian_entry {
+    int64_t row;                /**< flat index i into the input: the entry is d2f / dx_i dx_j */
+    int64_t col;                /**< flat index j (dense), or the probe number (probes) */
+    tg_gradcheck_status status; /**< OK, MISMATCH, or KINK (the gradient jumps within h) */
+    double yours;               /**< your value */
+    double reference;           /**< tapegrad's: the Richardson difference of its gradient */
+    double fd_forward;          /**< (g(x + h v) - g(x)) / h, row `row` */
+    double fd_backward;         /**< (g(x) - g(x - h v)) / h, row `row` */
+    double abs_err;             /**< |yours - reference| */
+    double rel_err;             /**< abs_err / |reference| (0 if both 0, inf if only it is) */
+} tg_hessian_entry;
+
+/** The verdict of tg_hessian_check. Read its fields; free it with tg_hessian_report_free. */
+typedef struct tg_hessian_report {
+    int passed;                 /**< 1 if no entry mismatches (kinks do not count) */
+    char name[32];              /**< the input's name, or "input <wrt>" */
+    int input;                  /**< wrt */
+    int rank;                   /**< the input's rank */
+    int64_t shape[TG_MAX_RANK]; /**< the input's shape */
+    int64_t numel;              /**< n: H is n x n */
+    int by_probes;              /**< 0: every entry compared; 1: n_cols random directions */
+    int64_t n_cols;             /**< columns compared: n, or the number of probes */
+    /** n_cols * numel entries, column after column: entries[col * numel + row]. Owned by the
+     *  report. */
+    tg_hessian_entry *entries;
+    int64_t n_ok;       /**< entries that agree */
+    int64_t n_mismatch; /**< entries that do not */
+    int64_t n_kink;     /**< entries at a kink, not judged */
+    double max_abs_err; /**< largest abs_err over judged entries */
+    double max_rel_err; /**< largest rel_err over judged entries */
+    int64_t worst;      /**< index into entries of the entry furthest outside tolerance, or -1 */
+    /** 1 if your matrix is symmetric within atol + rtol: every pair (i,j), (j,i) when dense; else
+     *  u^T (Y v) against v^T (Y u) for consecutive probe directions u, v. */
+    int symmetric;
+    double max_asym;  /**< largest |Y_ij - Y_ji| (dense) or |u^T Y v - v^T Y u| (probes) */
+    int64_t asym_row; /**< where it is: i (dense) or the first probe of the pair; -1 if none */
+    int64_t asym_col; /**< j, or the second probe */
+    int64_t n_asym;   /**< pairs outside tolerance */
+    double ref_asym;  /**< the same measure for tapegrad's reference: its own error, for scale */
+    double f0;        /**< f at the unperturbed inputs */
+    double eps;       /**< the relative step used */
+    double atol;      /**< the absolute tolerance used */
+    double rtol;      /**< the relative tolerance used */
+    int max_rows;     /**< rows tg_hessian_print shows per list */
+} tg_hessian_report;
+
+/** Checks your Hessian of f with respect to inputs[wrt] against tg_hvp's, given either as a dense
+ *  matrix `yours` (f32 or f64, shape [n, n] or the input's shape twice, e.g. [2,4,2,4] for a
+ *  [2,4] input; row-major over the flattened input) or as a function `yours_fn` (with
+ *  `yours_user`) returning H v; exactly one of the two. With n <= opts.max_dense every entry is
+ *  compared (H e_j for each j); above it, opts.n_probes random directions v, entry i of H v.
+ *  Entries where the gradient jumps within the step (a kink of f's gradient, e.g. relu' at 0) are
+ *  reported as TG_GC_KINK and not judged. f runs on float64 copies; nothing of the caller's is
+ *  modified or kept. `opts` may be NULL. Returns a new report owned by the caller
+ *  (tg_hessian_report_free), whatever the verdict; or NULL on a usage error (as tg_hvp, plus:
+ *  neither or both of yours and yours_fn, yours of the wrong shape or dtype, yours_fn failing)
+ *  with tg_last_errmsg() naming it. */
+TG_API tg_hessian_report *tg_hessian_check(tg_gradcheck_fn f, tg_tensor *const *inputs,
+                                           int n_inputs, void *user, int wrt,
+                                           const tg_tensor *yours, tg_hvp_fn yours_fn,
+                                           void *yours_user, const tg_hessian_opts *opts);
+
+/** Writes the report to `out`: the verdict and counts, the symmetry of your matrix, a map of the
+ *  entries (one character each: . agrees, X wrong, k kink) when every entry was compared and n <=
+ *  32, then the mismatching entries as rows `entry | yours | reference | abs err | rel err` (the
+ *  entry d2f / dx_i dx_j as the two multi-d indices, [0,1] [1,2]) and the kink entries with both
+ *  one-sided differences. NULL report or out: nothing is written. */
+TG_API void tg_hessian_print(const tg_hessian_report *report, FILE *out);
+
+/** Frees a report and everything it owns. NULL is ignored. */
+TG_API void tg_hessian_report_free(tg_hessian_report *report);
+
+/* ---- Teaching: graph, listing, trace (src/teach.c) ------------------------------------------- */
 
 /** Writes the tape as a listing in forward order, for reading or teaching: first the leaves it uses
  *  (name, shape, parameter or data), then one line per node: index, name, op, inputs, output shape
@@ -590,7 +817,7 @@ TG_API tg_status tg_tape_render(const tg_tape *tape, const char *path);
  *  Returns TG_OK, or TG_ERR_NULL for a NULL tape. */
 TG_API tg_status tg_tape_set_trace(tg_tape *tape, FILE *out);
 
-/* ---- Training: initializers, optimizers, batches, layers (src/train.c) ------------------------ */
+/* ---- Training: initializers, optimizers, batches, layers (src/train.c) ----------------------- */
 
 /* Initializers fill an existing f32/f64 leaf in place, drawing from `rng` in row-major order, so a
  * seed fixes the weights on every platform. fan_in / fan_out are the number of inputs and outputs
@@ -727,7 +954,7 @@ TG_API tg_status tg_circles_make(tg_dtype dtype, int64_t n, tg_rng *rng, tg_tens
  *  `labels` (TG_I32 [N]), in [0, 1]. -1 on bad arguments (see tg_last_errmsg). */
 TG_API double tg_accuracy(const tg_tensor *logits, const tg_tensor *labels);
 
-/* ---- Data: IDX files (src/idx.c) -------------------------------------------------------------- */
+/* ---- Data: IDX files (src/idx.c) ------------------------------------------------------------- */
 
 /** Where Debian's dataset-fashion-mnist package installs Fashion-MNIST; the default directory. */
 #define TG_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
@@ -801,7 +1028,7 @@ TG_API const tg_idx *tg_idx_dataset_labels(const tg_idx_dataset *ds);
 TG_API tg_status tg_idx_dataset_batch(const tg_idx_dataset *ds, const int64_t *indices, int64_t n,
                                       tg_tensor *x, tg_tensor *y);
 
-/* ---- Checkpoints: safetensors (src/checkpoint.c) ---------------------------------------------- */
+/* ---- Checkpoints: safetensors (src/checkpoint.c) --------------------------------------------- */
 
 /** Saves `n` parameters as a safetensors file at `path`: an 8-byte little-endian header length, a
  *  JSON header (per tensor: dtype F32/F64/I32, shape, data_offsets; "__metadata__" holds
@@ -900,7 +1127,7 @@ TG_API tg_status tg_tape_set_anomaly(tg_tape *tape, int on);
 /** 1 if anomaly mode is on, else 0 (also for NULL). */
 TG_API int tg_tape_anomaly(const tg_tape *tape);
 
-/* ---- Threads and kernels (src/gemm.c) --------------------------------------------------------- */
+/* ---- Threads and kernels (src/gemm.c) -------------------------------------------------------- */
 
 /** Sets how many threads tapegrad's kernels use (matmul, and large elementwise ops), counting
  *  the calling thread: 1 (the default, or TG_NUM_THREADS from the environment) to 256. Results
@@ -915,7 +1142,7 @@ TG_API int tg_get_num_threads(void);
  *  available. Static string; never NULL. */
 TG_API const char *tg_kernel_name(void);
 
-/* ---- Version ---------------------------------------------------------------------------------- */
+/* ---- Version --------------------------------------------------------------------------------- */
 
 /* The one version number lives in CMakeLists.txt (project(VERSION)); CMake refuses to configure
  * if these macros disagree with it, so a release bumps both in one commit. */

@@ -303,3 +303,19 @@ Test(engine, rank_8_broadcast_matches_direct_indexing) {
     tg_tensor_free(a);
     tg_tensor_free(b);
 }
+
+/* A recorded node's values are read-only: its saved values would no longer match them. */
+Test(engine, recorded_values_are_read_only) {
+    tg_tensor *a = tg_tensor_ones(TG_F64, TG_SHAPE(2));
+    tg_tensor_set_requires_grad(a, 1);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *h = tg_tanh(t, a);
+    tg_tensor_set_name(h, "h");
+    cr_expect_eq(tg_tensor_set(h, 0, 5.0), TG_ERR_STATE);
+    cr_expect_str_eq(tg_last_errmsg(), "tg_tensor_set: 'h' belongs to a tape and is read-only once "
+                                       "recorded (its gradients would no longer match its values)");
+    cr_expect_eq(tg_tensor_copy(h, a), TG_ERR_STATE);
+    cr_expect_float_eq(tg_tensor_get(h, 0), tanh(1.0), 1e-15, "the value is unchanged");
+    tg_tape_free(t);
+    tg_tensor_free(a);
+}

@@ -251,9 +251,10 @@ tg_tensor *tg_tensor_clone(const tg_tensor *src, tg_dtype dtype) {
     return t;
 }
 
-/* A tape's values are read-only once recorded (the saved values its backward uses would no longer
- * match them); only a custom op's forward fills its own output, while it is being recorded. */
-static bool writable(const tg_tensor *t) { return !t->on_tape || (t->op && t->tape_index < 0); }
+/* A node's values are read-only once recorded (what its backward and its consumers' backwards use
+ * would no longer match them); a custom op's forward fills its own output while it is being
+ * recorded, and backwards write gradients. */
+static bool writable(const tg_tensor *t) { return !t->on_tape || !t->op || t->tape_index < 0; }
 
 static tg_status refuse_write(const char *who, const tg_tensor *t) {
     return tg__set_last_error(TG_ERR_STATE,

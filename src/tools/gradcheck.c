@@ -14,6 +14,7 @@
  * smooth curvature halves the gap, a kink does not. Kink elements are reported as such, never
  * judged. */
 #include "core/engine.h"
+#include "tools/check.h"
 
 #include <float.h>
 #include <math.h>
@@ -39,40 +40,52 @@ static tg_status eval_f(gc_run *run, tg_tape *tape, tg_tensor **loss_out, double
     *value = NAN;
     tg_tape_reset(tape);
     tg_tensor *loss = run->f(tape, run->copies, run->n_inputs, TG_F64, run->user);
-    if (!loss || tg_tape_status(tape) != TG_OK) {
-        tg_status st = tg_tape_status(tape) != TG_OK ? tg_tape_status(tape) : TG_ERR_STATE;
-        return tg__set_last_error(st, "tg_gradcheck: the function failed to build its loss: %s",
-                                  tg_tape_status(tape) != TG_OK
-                                      ? tg_tape_errmsg(tape)
-                                      : "it returned NULL without a tape error");
-    }
-    if (tg_tensor_numel(loss) != 1) {
-        char s[TG_SHAPE_STR_LEN];
-        return tg__set_last_error(TG_ERR_SHAPE,
-                                  "tg_gradcheck: the function returned a tensor of shape %s; it "
-                                  "must return one element (a loss)",
-                                  tg__shape_str(loss, s, sizeof s));
-    }
-    if (tg_tensor_dtype(loss) != TG_F64)
-        return tg__set_last_error(TG_ERR_DTYPE,
-                                  "tg_gradcheck: the function returned a %s loss from float64 "
-                                  "inputs; build it in the dtype it is given",
-                                  tg__dtype_name(tg_tensor_dtype(loss)));
+    const tg_status st = tg__check_loss(tape, loss, "tg_gradcheck");
+    if (st != TG_OK)
+        return st;
     if (loss_out)
         *loss_out = loss;
     *value = tg_tensor_item(loss);
     return TG_OK;
 }
 
-/* |value - reference| <= atol + rtol |reference|, NaN-safe (a NaN never agrees). */
-static bool agrees(double value, double reference, double atol, double rtol) {
+tg_status tg__check_loss(const tg_tape *tape, const tg_tensor *loss, const char *who) {
+    if (!loss || tg_tape_status(tape) != TG_OK) {
+        tg_status st = tg_tape_status(tape) != TG_OK ? tg_tape_status(tape) : TG_ERR_STATE;
+        return tg__set_last_error(st, "%s: the function failed to build its loss: %s", who,
+                                  tg_tape_status(tape) != TG_OK
+                                      ? tg_tape_errmsg(tape)
+                                      : "it returned NULL without a tape error");
+    }
+    if (tg_tensor_numel(loss) != 1) {
+        char s[96];
+        return tg__set_last_error(
+            TG_ERR_SHAPE,
+            "%s: the function returned a tensor of shape %s; it must return one element (a loss)",
+            who, tg__shape_text(tg_tensor_rank(loss), tg_tensor_shape(loss), s, sizeof s));
+    }
+    if (tg_tensor_dtype(loss) != TG_F64)
+        return tg__set_last_error(TG_ERR_DTYPE,
+                                  "%s: the function returned a %s loss from float64 inputs; build "
+                                  "it in the dtype it is given",
+                                  who, tg__dtype_name(tg_tensor_dtype(loss)));
+    return TG_OK;
+}
+
+bool tg__agrees(double value, double reference, double atol, double rtol) {
     return fabs(value - reference) <= atol + rtol * fabs(reference);
 }
 
-static double rel_err_of(double abs_err, double reference) {
+double tg__rel_err(double abs_err, double reference) {
     if (reference != 0)
         return abs_err / fabs(reference);
     return abs_err == 0 ? 0 : INFINITY;
+}
+
+bool tg__same_shape(const tg_tensor *a, const tg_tensor *b) {
+    const int rank = tg_tensor_rank(a);
+    return rank == tg_tensor_rank(b) && (rank == 0 || memcmp(tg_tensor_shape(a), tg_tensor_shape(b),
+                                                             sizeof(int64_t) * (size_t)rank) == 0);
 }
 
 static tg_status check_args(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_inputs,
@@ -136,19 +149,28 @@ static tg_status check_args(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_i
     return TG_OK;
 }
 
-/* Judges element j of checked tensor k: finite differences (and the kink test), then the
- * comparisons. x is the float64 copy being perturbed. */
-static tg_status judge_element(gc_run *run, const tg_gradcheck_report *r, tg_tensor *x, int64_t j,
-                               double f0, tg_gradcheck_element *e) {
-    double *px = tg_tensor_data(x);
-    const double saved = px[j], eps = r->eps, atol = r->atol, rtol = r->rtol;
+/* The element being judged: f with element j of a float64 copy moved by h. */
+typedef struct gc_element {
+    gc_run *run;
+    double *px;
+    int64_t j;
+} gc_element;
+
+static tg_status eval_moved(void *ctx, double h, double *value) {
+    gc_element *el = ctx;
+    const double saved = el->px[el->j];
+    el->px[el->j] = saved + h;
+    const tg_status st = eval_f(el->run, el->run->tape, NULL, value);
+    el->px[el->j] = saved;
+    return st;
+}
+
+tg_status tg__fd_judge(tg__fd_eval_fn eval, void *ctx, double f0, double eps, double atol,
+                       double rtol, tg_gradcheck_element *e) {
     double fp, fm;
-    px[j] = saved + eps;
-    tg_status st = eval_f(run, run->tape, NULL, &fp);
-    px[j] = saved - eps;
+    tg_status st = eval(ctx, eps, &fp);
     if (st == TG_OK)
-        st = eval_f(run, run->tape, NULL, &fm);
-    px[j] = saved;
+        st = eval(ctx, -eps, &fm);
     if (st != TG_OK)
         return st;
     e->fd = (fp - fm) / (2 * eps);
@@ -163,26 +185,23 @@ static tg_status judge_element(gc_run *run, const tg_gradcheck_report *r, tg_ten
     if (!(fabs(gap) <= slope_tol)) {
         /* Smooth f: the gap is f'' eps, so at eps/2 it is half as wide. A kink keeps its gap. */
         double fp2, fm2;
-        px[j] = saved + eps / 2;
-        st = eval_f(run, run->tape, NULL, &fp2);
-        px[j] = saved - eps / 2;
+        st = eval(ctx, eps / 2, &fp2);
         if (st == TG_OK)
-            st = eval_f(run, run->tape, NULL, &fm2);
-        px[j] = saved;
+            st = eval(ctx, -eps / 2, &fm2);
         if (st != TG_OK)
             return st;
         const double gap2 = (fp2 - f0) / (eps / 2) - (f0 - fm2) / (eps / 2);
         kink = !(fabs(gap - 2 * gap2) <= slope_tol + 2 * noise);
     }
 
-    const bool fd_ok = agrees(e->autodiff, e->fd, atol, rtol);
+    const bool fd_ok = tg__agrees(e->autodiff, e->fd, atol, rtol);
     const bool have_yours = !isnan(e->yours);
-    const bool yours_ok = !have_yours || agrees(e->yours, e->autodiff, atol, rtol);
+    const bool yours_ok = !have_yours || tg__agrees(e->yours, e->autodiff, atol, rtol);
     e->disagree = (fd_ok ? 0u : TG_GC_AUTODIFF_VS_FD) | (yours_ok ? 0u : TG_GC_YOURS_VS_AUTODIFF);
     const double value = have_yours ? e->yours : e->autodiff;
     const double reference = have_yours ? e->autodiff : e->fd;
     e->abs_err = fabs(value - reference);
-    e->rel_err = rel_err_of(e->abs_err, reference);
+    e->rel_err = tg__rel_err(e->abs_err, reference);
     if (isnan(e->abs_err))
         e->rel_err = NAN;
     e->status = kink ? TG_GC_KINK : e->disagree ? TG_GC_MISMATCH : TG_GC_OK;
@@ -254,6 +273,27 @@ static tg_gradcheck_report *report_new(tg_tensor *const *inputs, int n_inputs,
     return r;
 }
 
+void tg__gc_tally(tg_gradcheck_tensor *c, const tg_gradcheck_element *e, double atol, double rtol,
+                  double *worst) {
+    if (e->status == TG_GC_KINK) {
+        c->n_kink++;
+        return;
+    }
+    c->n_ok += e->status == TG_GC_OK;
+    c->n_mismatch += e->status == TG_GC_MISMATCH;
+    const double reference = c->has_yours ? e->autodiff : e->fd;
+    const double excess = e->abs_err / (atol + rtol * fabs(reference) + DBL_MIN);
+    if (!(excess <= *worst)) { /* NaN counts as the worst */
+        *worst = isnan(excess) ? INFINITY : excess;
+        c->worst_index = e->index;
+    }
+    c->max_abs_err = fmax(c->max_abs_err, e->abs_err);
+    c->max_rel_err = fmax(c->max_rel_err, e->rel_err);
+    c->max_fd_err = fmax(c->max_fd_err, fabs(e->autodiff - e->fd));
+    if (isnan(e->abs_err))
+        c->max_abs_err = c->max_rel_err = NAN;
+}
+
 /* Fills the report: one autodiff pass, then finite differences element by element. */
 static tg_status run_check(gc_run *run, tg_gradcheck_report *r, tg_tensor *const *yours) {
     tg_tape *ad = tg_tape_new();
@@ -282,26 +322,10 @@ static tg_status run_check(gc_run *run, tg_gradcheck_report *r, tg_tensor *const
             e->index = j;
             e->autodiff = g ? tg_tensor_get(g, j) : 0.0;
             e->yours = y ? tg_tensor_get(y, j) : NAN;
-            st = judge_element(run, r, x, j, f0, e);
-            if (st != TG_OK)
-                break;
-            if (e->status == TG_GC_KINK) {
-                c->n_kink++;
-                continue;
-            }
-            c->n_ok += e->status == TG_GC_OK;
-            c->n_mismatch += e->status == TG_GC_MISMATCH;
-            const double reference = c->has_yours ? e->autodiff : e->fd;
-            const double excess = e->abs_err / (r->atol + r->rtol * fabs(reference) + DBL_MIN);
-            if (!(excess <= worst)) { /* NaN counts as the worst */
-                worst = isnan(excess) ? INFINITY : excess;
-                c->worst_index = j;
-            }
-            c->max_abs_err = fmax(c->max_abs_err, e->abs_err);
-            c->max_rel_err = fmax(c->max_rel_err, e->rel_err);
-            c->max_fd_err = fmax(c->max_fd_err, fabs(e->autodiff - e->fd));
-            if (isnan(e->abs_err))
-                c->max_abs_err = c->max_rel_err = NAN;
+            gc_element el = {run, tg_tensor_data(x), j};
+            st = tg__fd_judge(eval_moved, &el, f0, r->eps, r->atol, r->rtol, e);
+            if (st == TG_OK)
+                tg__gc_tally(c, e, r->atol, r->rtol, &worst);
         }
         c->passed = c->n_mismatch == 0;
         r->passed &= c->passed;
@@ -351,21 +375,34 @@ tg_gradcheck_report *tg_gradcheck(tg_gradcheck_fn f, tg_tensor *const *inputs, i
 
 /* ---- The printer ---- */
 
-/* "[1,0]" from a flat row-major index. */
-static const char *index_str(const tg_gradcheck_tensor *c, int64_t flat, char *buf, size_t len) {
+const char *tg__index_str(int rank, const int64_t *shape, int64_t flat, char *buf, size_t len) {
     int64_t idx[TG_MAX_RANK] = {0};
-    for (int a = c->rank - 1; a >= 0; a--) {
-        if (c->shape[a] > 0) {
-            idx[a] = flat % c->shape[a];
-            flat /= c->shape[a];
+    for (int a = rank - 1; a >= 0; a--) {
+        if (shape[a] > 0) {
+            idx[a] = flat % shape[a];
+            flat /= shape[a];
         }
     }
     size_t n = (size_t)snprintf(buf, len, "[");
-    for (int a = 0; a < c->rank && n < len; a++)
+    for (int a = 0; a < rank && n < len; a++)
         n += (size_t)snprintf(buf + n, len - n, "%s%lld", a ? "," : "", (long long)idx[a]);
     if (n < len)
         snprintf(buf + n, len - n, "]");
     return buf;
+}
+
+const char *tg__shape_text(int rank, const int64_t *shape, char *buf, size_t len) {
+    size_t n = (size_t)snprintf(buf, len, "[");
+    for (int a = 0; a < rank && n < len; a++)
+        n += (size_t)snprintf(buf + n, len - n, "%s%lld", a ? "," : "", (long long)shape[a]);
+    if (n < len)
+        snprintf(buf + n, len - n, "]");
+    return buf;
+}
+
+/* "[1,0]" from a flat row-major index into a checked tensor. */
+static const char *index_str(const tg_gradcheck_tensor *c, int64_t flat, char *buf, size_t len) {
+    return tg__index_str(c->rank, c->shape, flat, buf, len);
 }
 
 /* The "yours" column: the user's value, or "-" when the check had no user gradient. */
@@ -377,19 +414,10 @@ static void yours_str(const tg_gradcheck_tensor *c, const tg_gradcheck_element *
         snprintf(buf, len, "-");
 }
 
-static const char *shape_text(const tg_gradcheck_tensor *c, char *buf, size_t len) {
-    size_t n = (size_t)snprintf(buf, len, "[");
-    for (int a = 0; a < c->rank && n < len; a++)
-        n += (size_t)snprintf(buf + n, len - n, "%s%lld", a ? "," : "", (long long)c->shape[a]);
-    if (n < len)
-        snprintf(buf + n, len - n, "]");
-    return buf;
-}
-
 static void print_tensor(const tg_gradcheck_report *r, const tg_gradcheck_tensor *c, FILE *out) {
     char sh[64], ib[64];
     fprintf(out, "  %-10s %-9s %s  %s: %lld of %lld elements agree", c->name,
-            shape_text(c, sh, sizeof sh), c->passed ? "PASS" : "FAIL",
+            tg__shape_text(c->rank, c->shape, sh, sizeof sh), c->passed ? "PASS" : "FAIL",
             c->has_yours ? "yours vs autodiff" : "autodiff vs finite differences",
             (long long)c->n_ok, (long long)c->numel);
     if (c->n_kink)
@@ -399,11 +427,17 @@ static void print_tensor(const tg_gradcheck_report *r, const tg_gradcheck_tensor
         fprintf(out, "             max abs err %.3e, max rel err %.3e, worst element %s\n",
                 c->max_abs_err, c->max_rel_err, index_str(c, c->worst_index, ib, sizeof ib));
 
+    tg__gc_print_rows(c, r->atol, r->rtol, r->max_rows, out);
+}
+
+void tg__gc_print_rows(const tg_gradcheck_tensor *c, double atol, double rtol, int max_rows,
+                       FILE *out) {
+    char ib[64];
     if (c->n_mismatch > 0) {
         fprintf(out, "    %-12s | %13s | %13s | %17s | %9s | %9s\n", "index", "yours", "autodiff",
                 "finite difference", "abs err", "rel err");
         int64_t shown = 0;
-        for (int64_t j = 0; j < c->numel && shown < r->max_rows; j++) {
+        for (int64_t j = 0; j < c->numel && shown < max_rows; j++) {
             const tg_gradcheck_element *e = &c->elements[j];
             if (e->status != TG_GC_MISMATCH)
                 continue;
@@ -426,14 +460,14 @@ static void print_tensor(const tg_gradcheck_report *r, const tg_gradcheck_tensor
         fprintf(out, "    %-12s | %13s | %13s | %19s | %19s\n", "index", "yours", "autodiff",
                 "(f(x)-f(x-eps))/eps", "(f(x+eps)-f(x))/eps");
         int64_t shown = 0;
-        for (int64_t j = 0; j < c->numel && shown < r->max_rows; j++) {
+        for (int64_t j = 0; j < c->numel && shown < max_rows; j++) {
             const tg_gradcheck_element *e = &c->elements[j];
             if (e->status != TG_GC_KINK)
                 continue;
             char yb[32];
             yours_str(c, e, yb, sizeof yb);
             /* A correct derivative at a single kink is one of the one-sided slopes (or between). */
-            const double tol = r->atol + r->rtol * fmax(fabs(e->fd_backward), fabs(e->fd_forward));
+            const double tol = atol + rtol * fmax(fabs(e->fd_backward), fabs(e->fd_forward));
             const bool between = e->autodiff >= fmin(e->fd_backward, e->fd_forward) - tol &&
                                  e->autodiff <= fmax(e->fd_backward, e->fd_forward) + tol;
             fprintf(out, "    %-12s | %13s | %+.6e | %+19.6e | %+19.6e%s\n",
