@@ -226,7 +226,7 @@ TG_API tg_status tg_tape_set_training(tg_tape *tape, int training);
 /** 1 in training mode, 0 in evaluation mode (and for NULL). */
 TG_API int tg_tape_training(const tg_tape *tape);
 
-/* ---- Observers of the tape ---------------------------------------------------------------------
+/* ---- Observers of the tape ----------------------------------------------------------------------
  * Tools watch the tape through observers instead of driving it: the chain-rule trace, anomaly
  * mode and the data-parallel gradient buckets are observers. tg_backward alone runs the ops'
  * backwards; an observer sees each step and may stop the pass. */
@@ -277,7 +277,7 @@ TG_API tg_status tg_backward(tg_tape *tape, tg_tensor *loss);
 /** As tg_backward from a tensor of any shape, seeded with `seed` (same shape and dtype). */
 TG_API tg_status tg_backward_seed(tg_tape *tape, tg_tensor *output, const tg_tensor *seed);
 
-/* ---- Builder calls ----------------------------------------------------------------------------
+/* ---- Builder calls ------------------------------------------------------------------------------
  * Each computes its output now and records it on the tape. Each is a macro passing the caller's
  * __FILE__ and __LINE__ to a function of the same name with an `_at` suffix, so an error message
  * names the line of the caller's model. Inputs must share a dtype (TG_F32 or TG_F64). Returned
@@ -391,7 +391,7 @@ TG_API tg_tensor *tg_mse_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAM
 /** Mean squared error; tg_mse_at with the caller's file and line. */
 #define tg_mse(t, a, b) tg_mse_at((t), (a), (b), __FILE__, __LINE__)
 
-/* ---- Custom ops: your own forward and backward, recorded like any other op --------------------
+/* ---- Custom ops: your own forward and backward, recorded like any other op ----------------------
  * For an op tapegrad lacks, or to check a hand-derived backward with tg_gradcheck. */
 
 /** The most inputs a custom op may take. */
@@ -421,7 +421,7 @@ TG_API tg_tensor *tg_custom_at(tg_tape *t, const tg_custom_op *op, void *user,
 #define tg_custom(t, op, user, inputs, n_inputs, ...)                                              \
     tg_custom_at((t), (op), (user), (inputs), (n_inputs), __VA_ARGS__, __FILE__, __LINE__)
 
-/* ---- Gradient checking (src/gradcheck.c) ----------------------------------------------------- */
+/* ---- Gradient checking (src/tools/gradcheck.c) ----------------------------------------------- */
 
 /* Checks a gradient element by element: autodiff against central finite differences, or a
  * gradient you derived yourself (e.g. your C code for the report's dL/dW_y) against autodiff, with
@@ -782,7 +782,7 @@ TG_API void tg_hessian_print(const tg_hessian_report *report, FILE *out);
 /** Frees a report and everything it owns. NULL is ignored. */
 TG_API void tg_hessian_report_free(tg_hessian_report *report);
 
-/* ---- Teaching: graph, listing, trace (src/teach.c) ------------------------------------------- */
+/* ---- Teaching: graph, listing, trace (src/tools/: listing.c, dot.c, trace.c) ----------------- */
 
 /** Writes the tape as a listing in forward order, for reading or teaching: first the leaves it uses
  *  (name, shape, parameter or data), then one line per node: index, name, op, inputs, output shape
@@ -817,7 +817,7 @@ TG_API tg_status tg_tape_render(const tg_tape *tape, const char *path);
  *  Returns TG_OK, or TG_ERR_NULL for a NULL tape. */
 TG_API tg_status tg_tape_set_trace(tg_tape *tape, FILE *out);
 
-/* ---- Training: initializers, optimizers, batches, layers (src/train.c) ----------------------- */
+/* ---- Training: initializers, optimizers, batches, layers (src/train/) ------------------------ */
 
 /* Initializers fill an existing f32/f64 leaf in place, drawing from `rng` in row-major order, so a
  * seed fixes the weights on every platform. fan_in / fan_out are the number of inputs and outputs
@@ -954,7 +954,7 @@ TG_API tg_status tg_circles_make(tg_dtype dtype, int64_t n, tg_rng *rng, tg_tens
  *  `labels` (TG_I32 [N]), in [0, 1]. -1 on bad arguments (see tg_last_errmsg). */
 TG_API double tg_accuracy(const tg_tensor *logits, const tg_tensor *labels);
 
-/* ---- Data: IDX files (src/idx.c) ------------------------------------------------------------- */
+/* ---- Data: IDX files (src/io/idx.c) ---------------------------------------------------------- */
 
 /** Where Debian's dataset-fashion-mnist package installs Fashion-MNIST; the default directory. */
 #define TG_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
@@ -1028,7 +1028,7 @@ TG_API const tg_idx *tg_idx_dataset_labels(const tg_idx_dataset *ds);
 TG_API tg_status tg_idx_dataset_batch(const tg_idx_dataset *ds, const int64_t *indices, int64_t n,
                                       tg_tensor *x, tg_tensor *y);
 
-/* ---- Checkpoints: safetensors (src/checkpoint.c) --------------------------------------------- */
+/* ---- Checkpoints: safetensors (src/io/checkpoint.c) ------------------------------------------ */
 
 /** Saves `n` parameters as a safetensors file at `path`: an 8-byte little-endian header length, a
  *  JSON header (per tensor: dtype F32/F64/I32, shape, data_offsets; "__metadata__" holds
@@ -1057,7 +1057,7 @@ TG_API tg_status tg_checkpoint_load(const char *path, tg_tensor *const *params, 
 TG_API tg_status tg_checkpoint_load_mem(const void *bytes, size_t len, const char *name,
                                         tg_tensor *const *params, int n, const char *const *names);
 
-/* ---- Training state: exact resume after a crash (src/checkpoint.c) ---------------------------
+/* ---- Training state: exact resume after a crash (src/io/checkpoint.c) ---------------------------
  * A training run can be stopped at any step (a crash, kill -9, a power cut) and continued from its
  * last saved state so that it ends bit-identical to a run that was never interrupted: save the
  * parameters, the optimizer's state, every random generator and the position in the data, all in
@@ -1127,7 +1127,7 @@ TG_API tg_status tg_tape_set_anomaly(tg_tape *tape, int on);
 /** 1 if anomaly mode is on, else 0 (also for NULL). */
 TG_API int tg_tape_anomaly(const tg_tape *tape);
 
-/* ---- Threads and kernels (src/gemm.c) -------------------------------------------------------- */
+/* ---- Threads and kernels (src/kernels/) ------------------------------------------------------ */
 
 /** Sets how many threads tapegrad's kernels use (matmul, and large elementwise ops), counting
  *  the calling thread: 1 (the default, or TG_NUM_THREADS from the environment) to 256. Results
