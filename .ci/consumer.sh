@@ -41,6 +41,15 @@ step "build tapegrad" cmake --build "$work/build" -j2
 step "install tapegrad into a temporary prefix" cmake --install "$work/build" --prefix "$prefix"
 [ "$failed" -eq 0 ] || finish
 
+# 1b. The core without the I/O part: builds, and the library links none of zlib, cJSON, xxHash.
+no_io() {
+    cmake -S "$root" -B "$work/build-noio" -DCMAKE_BUILD_TYPE=Release -DTG_WITH_IO=OFF \
+        -DTG_BUILD_TESTS=OFF -DTG_BUILD_EXAMPLES=OFF -DTG_BUILD_BENCH=OFF >/dev/null &&
+        cmake --build "$work/build-noio" -j2 >/dev/null &&
+        ! ldd "$work/build-noio/libtapegrad.so" | grep -E 'libz\.|libcjson|libxxhash'
+}
+step "core without the I/O part: builds, links no zlib/cJSON/xxHash" no_io
+
 # 2. CMake: find_package(tapegrad CONFIG REQUIRED), shared, static and C++ programs. The package
 #    registry is off so that nothing but the temporary prefix can satisfy find_package.
 step "cmake consumer: configure (find_package)" cmake -S "$src" -B "$work/consumer" \

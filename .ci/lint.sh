@@ -21,11 +21,29 @@ need clang-tidy clang-tidy
 mapfile -t sources < <(git ls-files 'src/*.c' 'ops/*.c')
 status=0
 
+# The layers: dependencies point one way (tools, train and io use the core; the core uses the
+# kernels); nothing in the core includes a tool, an op, train or io; an op includes the core and
+# the kernels only; and no src/ file outside the op table names an op.
+layers=$(
+    grep -Hn '#include "' src/core/* | grep -Ev '"(engine\.h|tg_op_list\.h|tapegrad\.h)"'
+    grep -Hn '#include "' src/kernels/* | grep -Ev '"(core/engine\.h|parallel\.h|tapegrad\.h)"'
+    grep -Hn '#include "' ops/* | grep -Ev '"(core/engine\.h|kernels/[a-z_]+\.h)"'
+    grep -Hn 'tg__op_[a-z]' src/*/*.c src/*/*.h | grep -v '^src/core/op_table\.c' |
+        grep -Ev 'tg__op_(desc|table|count|label)\b'
+)
+if [ -n "$layers" ]; then
+    echo "lint: FAIL: an include or a name crosses the layers:"
+    echo "$layers"
+    status=1
+else
+    echo "lint: PASS: layers (core <- kernels, ops; tools, train, io use the core)"
+fi
+
 # cppcheck: warnings (real bugs), performance and portability; not style, which is mostly noise
 # here (variable scope, const-ness of parameters).
 if cppcheck --quiet --std=c11 --enable=warning,performance,portability --library=posix \
     --inline-suppr --suppressions-list=.ci/cppcheck-suppressions.txt --error-exitcode=1 \
-    -D_POSIX_C_SOURCE=200809L -I include -I src "${sources[@]}"; then
+    -D_POSIX_C_SOURCE=200809L -I include -I src -I src/core "${sources[@]}"; then
     echo "lint: PASS: cppcheck $(cppcheck --version | cut -d' ' -f2), ${#sources[@]} files"
 else
     echo "lint: FAIL: cppcheck"

@@ -90,7 +90,11 @@ else()
   set(TG_PC_LIBDIR "\${prefix}/${CMAKE_INSTALL_LIBDIR}")
   set(TG_PC_INCLUDEDIR "\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}")
 endif()
-set(TG_PC_LIBS_PRIVATE "-pthread") # the matmul's worker pool
+set(TG_PC_LIBS_PRIVATE "-pthread") # the kernels' worker pool
+set(TG_PC_REQUIRES_PRIVATE "")      # the I/O part's libraries, when it is built in
+if(TG_WITH_IO)
+  set(TG_PC_REQUIRES_PRIVATE "zlib libxxhash libcjson")
+endif()
 if(TG_LIBM)
   string(APPEND TG_PC_LIBS_PRIVATE " -lm")
 endif()
