@@ -626,7 +626,7 @@ tg_status tg_backward_seed(tg_tape *t, tg_tensor *output, const tg_tensor *seed)
         return t->status;
 
     /* 4. The reverse walk: each node on the path, with the destinations the engine chose. */
-    tg_tensor *stack_grads[TG_STACK_GRADS];
+    tg_tensor *stack_grads[TG_STACK_GRADS] = {0};
     for (int64_t i = top; i >= 0 && output->needs; i--) {
         tg_tensor *n = t->nodes[i];
         if (!n->ready_after || !n->needs)
