@@ -24,7 +24,10 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #ifdef TG_HAVE_OPENBLAS
 #include <cblas.h>
 #endif
@@ -250,6 +253,86 @@ static const tg__ukernel *ukernel_for(tg__kernel_id id, tg_dtype dtype) {
     }
 }
 
+/* ---- Cache blocks, from the cache sizes this CPU reports ----
+ * The loops keep one kc x nr panel of op(B) in L1 while the mr x kc panels of op(A) stream past
+ * it, the mc x kc block of op(A) in L2, and the kc x nc block of op(B) in L3:
+ *   kc = 2/3 of L1d / (nr * size),  mc = 1/2 of L2 / (kc * size),  nc = 1/4 of L3 / (kc * size)
+ * (the rest of each level holds the other operand's panels and C), clamped to sane ranges. The
+ * sizes come from sysconf, else /sys/devices/system/cpu/cpu0/cache, else the kernel's own
+ * defaults. The blocks change speed only: each element is still summed over k in increasing
+ * order, and storing C between k blocks is exact, so the result does not depend on them. */
+
+static int64_t cache_sizes[3]; /* L1d, L2, L3 in bytes; 0 = unknown */
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+/* The size of the cache of `level` (1: data) from sysfs, or 0. */
+static int64_t sysfs_cache_size(int level) {
+    for (int idx = 0; idx < 8; idx++) {
+        char path[96], buf[32] = "";
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", idx);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            return 0;
+        const int lv = fgets(buf, sizeof buf, f) ? atoi(buf) : 0;
+        fclose(f);
+        if (lv != level)
+            continue;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/type", idx);
+        if ((f = fopen(path, "r")) != NULL) {
+            const bool instr = fgets(buf, sizeof buf, f) && strncmp(buf, "Instruction", 11) == 0;
+            fclose(f);
+            if (instr)
+                continue;
+        }
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", idx);
+        if (!(f = fopen(path, "r")))
+            continue;
+        char *end = NULL;
+        int64_t v = fgets(buf, sizeof buf, f) ? strtoll(buf, &end, 10) : 0;
+        fclose(f);
+        if (end && (*end == 'K' || *end == 'k'))
+            v <<= 10;
+        else if (end && *end == 'M')
+            v <<= 20;
+        return v > 0 ? v : 0;
+    }
+    return 0;
+}
+
+static void cache_read(void) {
+    long sc[3] = {-1, -1, -1};
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE) &&                           \
+    defined(_SC_LEVEL3_CACHE_SIZE)
+    sc[0] = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    sc[1] = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    sc[2] = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    for (int l = 0; l < 3; l++)
+        cache_sizes[l] = sc[l] > 0 ? sc[l] : sysfs_cache_size(l + 1);
+}
+
+void tg__gemm_cache_sizes(int64_t sizes[3]) {
+    pthread_once(&cache_once, cache_read);
+    memcpy(sizes, cache_sizes, sizeof cache_sizes);
+}
+
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+void tg__gemm_blocks(const tg__ukernel *uk, size_t esz, int64_t *mc, int64_t *kc, int64_t *nc) {
+    int64_t cs[3];
+    tg__gemm_cache_sizes(cs);
+    const int64_t e = (int64_t)esz;
+    int64_t k = uk->kc, m = uk->mc, n = uk->nc;
+    /* Sizes below these are not believable for a CPU with these kernels: keep the defaults. */
+    if (cs[0] >= 16384)
+        k = clamp64(cs[0] * 2 / 3 / (uk->nr * e) / 8 * 8, 64, 512);
+    if (cs[1] >= 131072)
+        m = clamp64(cs[1] / 2 / (k * e) / uk->mr * uk->mr, uk->mr, 960 / uk->mr * uk->mr);
+    if (cs[2] >= 1048576)
+        n = clamp64(cs[2] / 4 / (k * e) / uk->nr * uk->nr, 16 * uk->nr, 4096 / uk->nr * uk->nr);
+    *mc = m, *kc = k, *nc = n;
+}
+
 /* ---- Pack buffers: one per OS thread, grown once, kept (no allocation in steady state) ---- */
 
 typedef struct pack_buf {
@@ -309,15 +392,40 @@ __attribute__((destructor)) static void pack_buffer_release(void) {
         for (int r = 0; r < (MR); r++)                                                             \
             dst[k * (MR) + r] = src0[r * lda + k];
 
+/* Row k of op(B) into the full panels of NR columns: dst[p*kb + k*NR + c] = src[p + c]. */
+#define PACK_B_ROW(T, NR)                                                                          \
+    for (int64_t p = 0; p < full; p += (NR)) {                                                     \
+        T *restrict d = dst + p * kb + k * (NR);                                                   \
+        const T *restrict s = src + p;                                                             \
+        for (int c = 0; c < (NR); c++)                                                             \
+            d[c] = s[c];                                                                           \
+    }
+
+/* Row k of A (A transposed) into the full panels of MR rows: dst[p*kb + k*MR + r] = src[p + r]. */
+#define PACK_AT_ROW(T, MR)                                                                         \
+    for (int64_t p = 0; p < full; p += (MR)) {                                                     \
+        T *restrict d = dst + p * kb + k * (MR);                                                   \
+        const T *restrict s = src + p;                                                             \
+        for (int r = 0; r < (MR); r++)                                                             \
+            d[r] = s[r];                                                                           \
+    }
+
 #define PACK_FUNCS(T, sfx)                                                                         \
     static void pack_a_##sfx(bool ta, const T *A, int64_t lda, int64_t i0, int64_t mb, int64_t k0, \
                              int64_t kb, int mr, T *dst) {                                         \
         if (ta) { /* op(A)[i][k] = A[k][i]: read each row of A once, contiguously, and deal it  \
                      out to the panels (row by row keeps large strides out of the inner loop) */  \
+            const int64_t full = mb / mr * mr;                                                     \
             for (int64_t k = 0; k < kb; k++) {                                                     \
                 const T *src = A + (k0 + k) * lda + i0;                                            \
-                for (int64_t p = 0; p < mb; p += mr) {                                             \
-                    const int64_t rows = mb - p < mr ? mb - p : mr;                                \
+                switch (mr) {                                                                      \
+                case 4: PACK_AT_ROW(T, 4) break;                                                   \
+                case 6: PACK_AT_ROW(T, 6) break;                                                   \
+                case 12: PACK_AT_ROW(T, 12) break;                                                 \
+                default: PACK_AT_ROW(T, mr) break;                                                 \
+                }                                                                                  \
+                for (int64_t p = full; p < mb; p += mr) {                                          \
+                    const int64_t rows = mb - p;                                                   \
                     T *d = dst + p * kb + k * mr;                                                  \
                     int64_t r = 0;                                                                 \
                     for (; r < rows; r++)                                                          \
@@ -355,10 +463,17 @@ __attribute__((destructor)) static void pack_buffer_release(void) {
     static void pack_b_##sfx(bool tb, const T *B, int64_t ldb, int64_t k0, int64_t kb, int64_t j0, \
                              int64_t nb, int nr, T *dst) {                                         \
         if (!tb) { /* op(B)[k][j] = B[k][j]: read each row of B once and deal it out */            \
+            const int64_t full = nb / nr * nr; /* full panels: fixed-length copies */              \
             for (int64_t k = 0; k < kb; k++) {                                                     \
                 const T *src = B + (k0 + k) * ldb + j0;                                            \
-                for (int64_t p = 0; p < nb; p += nr) {                                             \
-                    const int64_t cols = nb - p < nr ? nb - p : nr;                                \
+                switch (nr) {                                                                      \
+                case 8: PACK_B_ROW(T, 8) break;                                                    \
+                case 16: PACK_B_ROW(T, 16) break;                                                  \
+                case 32: PACK_B_ROW(T, 32) break;                                                  \
+                default: PACK_B_ROW(T, nr) break;                                                  \
+                }                                                                                  \
+                for (int64_t p = full; p < nb; p += nr) {                                          \
+                    const int64_t cols = nb - p;                                                   \
                     T *d = dst + p * kb + k * nr;                                                  \
                     int64_t c = 0;                                                                 \
                     for (; c < cols; c++)                                                          \
@@ -467,7 +582,7 @@ static size_t block_bytes(int64_t elems, size_t esz) {
 /* C[m0:m1, n0:n1] on the calling thread, packing both operands itself. */
 static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const size_t esz = j->esz;
-    const int64_t kc = j->kc, mc = j->mc, nc = j->uk->nc;
+    const int64_t kc = j->kc, mc = j->mc, nc = j->nc;
     /* B's block first, rounded up to 64 bytes so A's block starts aligned too. */
     const size_t b_bytes = block_bytes(kc * nc, esz);
     const size_t a_bytes = block_bytes(kc * mc, esz);
@@ -664,15 +779,17 @@ void tg_gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, i
     }
 #endif
     const tg__ukernel *uk = j.uk;
+    int64_t uk_mc, uk_kc, uk_nc;
+    tg__gemm_blocks(uk, esz, &uk_mc, &uk_kc, &uk_nc);
     /* Near-equal blocks: K = 784 as 4 x 196 rather than 3 x 256 + 16 (a 16-deep block pays a
      * full load and store of C for little work). Each element is still summed over k in
      * increasing order by the same kernel, and storing C between blocks is exact, so the
      * blocking does not change the result. */
-    const int64_t nk = (K + uk->kc - 1) / uk->kc, nm = (M + uk->mc - 1) / uk->mc;
+    const int64_t nk = (K + uk_kc - 1) / uk_kc, nm = (M + uk_mc - 1) / uk_mc;
     j.kc = (K + nk - 1) / nk;
     j.mc = ((M + nm - 1) / nm + uk->mr - 1) / uk->mr * uk->mr;
     const int64_t n_round = (N + uk->nr - 1) / uk->nr * uk->nr;
-    j.nc = n_round < uk->nc ? n_round : uk->nc;
+    j.nc = n_round < uk_nc ? n_round : uk_nc;
     /* Split the longer side of C; each thread then packs only its part of that operand. */
     j.split_n = N >= M;
     int nth = 1;
@@ -693,7 +810,7 @@ void tg_gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, i
             j.priv_bytes = block_bytes(j.mc * j.kc, esz);
             j.slot_bytes = block_bytes(j.kc * j.nc, esz);
         }
-        if (!j.split_n || j.own_cap <= uk->nc) {
+        if (!j.split_n || j.own_cap <= uk_nc) {
             j.buf0 = pack_buffer(j.priv_bytes + 2 * j.slot_bytes);
             j.shared = j.buf0 ? j.buf0 + j.priv_bytes : NULL;
         }

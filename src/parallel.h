@@ -40,8 +40,9 @@ typedef void (*tg__ukernel_fn)(int64_t kc, const void *a, const void *b, void *c
                                int accumulate);
 
 typedef struct tg__ukernel {
-    int mr, nr;         /* tile */
-    int64_t mc, kc, nc; /* cache blocks: mc multiple of mr, nc multiple of nr */
+    int mr, nr; /* tile */
+    int64_t mc, kc,
+        nc; /* default cache blocks (mc multiple of mr, nc of nr), see tg__gemm_blocks */
     tg__ukernel_fn fn;
 } tg__ukernel;
 
@@ -61,6 +62,12 @@ int tg__kernel_available(tg__kernel_id id);
 tg_status tg__kernel_set(tg__kernel_id id);
 tg__kernel_id tg__kernel_get(void);
 const char *tg__kernel_id_name(tg__kernel_id id);
+
+/* The cache sizes the CPU reports (L1 data, L2, L3, bytes; 0 where unknown), read once. */
+void tg__gemm_cache_sizes(int64_t sizes[3]);
+/* The cache blocks tg_gemm uses with micro-kernel uk for elements of esz bytes: chosen from the
+ * cache sizes, or uk's own mc, kc, nc when those are unknown. */
+void tg__gemm_blocks(const tg__ukernel *uk, size_t esz, int64_t *mc, int64_t *kc, int64_t *nc);
 
 /* The SIMD micro-kernels, each in its own file compiled with target attributes. */
 extern const tg__ukernel tg__uk_avx2_f32, tg__uk_avx2_f64;
