@@ -28,8 +28,10 @@ void tg__split(int64_t n, int64_t align, int tid, int nth, int64_t *begin, int64
 typedef void (*tg__range_fn)(void *ctx, int64_t i0, int64_t i1);
 void tg__parallel_range(int64_t n, int64_t min_parallel, tg__range_fn body, void *ctx);
 
-/* Below this many elements an elementwise loop is not worth a wake-up of the workers. */
-#define TG_PAR_MIN_ELEMS ((int64_t)1 << 16)
+/* Below this many elements an elementwise loop is not worth handing to the workers. With the
+ * workers polling between jobs a hand-off costs about a microsecond, the time of some 10^4
+ * float adds; the MLP's [128,256] activations (32768 elements) are split. */
+#define TG_PAR_MIN_ELEMS ((int64_t)1 << 14)
 
 /* ---- Matrix-multiply kernels (src/gemm.c, src/gemm_avx2.c, src/gemm_avx512.c) ---- */
 
