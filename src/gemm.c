@@ -515,12 +515,10 @@ typedef struct gemm_job {
     int beta;
     int64_t kc, mc, nc; /* blocks for this product: K and M cut into near-equal blocks */
     /* Sharing the packed operand between threads (NULL shared: each thread packs its own). */
-    unsigned char *buf0;   /* the calling thread's pack buffer: its private block, then... */
-    unsigned char *shared; /* ...two slots of slot_bytes for the shared operand's block */
+    unsigned char *buf0;   /* the calling thread's pack buffer: one private block per part... */
+    unsigned char *shared; /* ...then two slots of slot_bytes for the shared operand's block */
     size_t priv_bytes, slot_bytes;
     int64_t own_cap; /* split_n: the most columns the private B block holds */
-    atomic_int bar_count;
-    atomic_uint bar_gen;
 } gemm_job;
 
 static void pack_a(const gemm_job *j, int64_t i0, int64_t mb, int64_t k0, int64_t kb, void *dst) {
@@ -611,95 +609,106 @@ static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, in
 /* ---- Threads sharing a packed operand ----
  * Split over columns of C, every thread needs all of op(A); split over rows, all of op(B).
  * Packing that shared operand on each thread costs as much as the product's own part for the
- * MLP's shapes, so the threads pack it once, together: each packs its share of the panels into a
- * buffer of the calling thread, waits at a barrier for the others, then computes its own tiles
- * from the whole block. Two such buffers alternate, so one barrier per block suffices: a thread
- * that passed barrier s knows every thread finished computing block s - 1 (which used the other
- * buffer) before arriving. Packing is copying: the result is that of gemm_block bit for bit. */
+ * MLP's shapes, so the threads pack it once, together, into a buffer of the calling thread.
+ * The product is a sequence of stages, one per block of the shared operand, and one pool job per
+ * stage: job s computes every part's tiles of stage s - 1 from the block packed in job s - 1, and
+ * packs each part's share of block s into the other of two slots. The job boundary is the only
+ * synchronization: no part waits for another inside a job, so if a worker is late (preempted on
+ * a busy machine) the caller runs its part too (tg__parallel_run) instead of waiting at a
+ * barrier. Each part's private block (its B columns or its A rows) lives in the caller's buffer
+ * as well, indexed by part, so whichever thread runs a part finds it. Packing is copying: the
+ * result is that of gemm_block bit for bit. */
 
-/* Waits until all nth threads of the job have arrived. The workers are already awake and the
- * wait lasts about one panel's packing, so spinning (yielding after a while, the cores are
- * shared) costs less than a condition variable's wake-up. */
-static void barrier_wait(gemm_job *j, int nth) {
-    const unsigned gen = atomic_load_explicit(&j->bar_gen, memory_order_acquire);
-    if (atomic_fetch_add_explicit(&j->bar_count, 1, memory_order_acq_rel) == nth - 1) {
-        atomic_store_explicit(&j->bar_count, 0, memory_order_relaxed);
-        atomic_fetch_add_explicit(&j->bar_gen, 1, memory_order_release);
+/* Stage s's blocks: split_n (shared A) walks (pc, ic), the other split walks (jc, pc). */
+typedef struct stage {
+    int64_t pc, kb, ic, mb, jc, nb;
+} stage;
+
+static stage stage_at(const gemm_job *j, int64_t s) {
+    stage st;
+    if (j->split_n) {
+        const int64_t n_ic = (j->M + j->mc - 1) / j->mc;
+        st.pc = s / n_ic * j->kc, st.ic = s % n_ic * j->mc;
+        st.jc = 0, st.nb = j->N;
+    } else {
+        const int64_t n_pc = (j->K + j->kc - 1) / j->kc;
+        st.jc = s / n_pc * j->nc, st.pc = s % n_pc * j->kc;
+        st.ic = 0, st.mb = j->M;
+        st.nb = j->N - st.jc < j->nc ? j->N - st.jc : j->nc;
+    }
+    st.kb = j->K - st.pc < j->kc ? j->K - st.pc : j->kc;
+    if (j->split_n)
+        st.mb = j->M - st.ic < j->mc ? j->M - st.ic : j->mc;
+    return st;
+}
+
+static int64_t stage_count(const gemm_job *j) {
+    const int64_t n_pc = (j->K + j->kc - 1) / j->kc;
+    return j->split_n ? n_pc * ((j->M + j->mc - 1) / j->mc) : n_pc * ((j->N + j->nc - 1) / j->nc);
+}
+
+static void stage_pack(const gemm_job *j, int part, int nth, int64_t s) {
+    const stage st = stage_at(j, s);
+    unsigned char *slot = j->shared + (size_t)(s & 1) * j->slot_bytes;
+    unsigned char *priv = j->buf0 + (size_t)part * j->priv_bytes;
+    int64_t a0, a1;
+    if (j->split_n) {
+        tg__split(st.mb, j->uk->mr, part, nth, &a0, &a1);
+        if (a0 < a1)
+            pack_a(j, st.ic + a0, a1 - a0, st.pc, st.kb, slot + (size_t)(a0 * st.kb) * j->esz);
+        int64_t n0, n1;
+        tg__split(j->N, j->uk->nr, part, nth, &n0, &n1);
+        if (st.ic == 0 && n0 < n1) /* a new k block: this part's columns of op(B) */
+            pack_b(j, st.pc, st.kb, n0, n1 - n0, priv);
+    } else {
+        tg__split(st.nb, j->uk->nr, part, nth, &a0, &a1);
+        if (a0 < a1)
+            pack_b(j, st.pc, st.kb, st.jc + a0, a1 - a0, slot + (size_t)(a0 * st.kb) * j->esz);
+    }
+}
+
+static void stage_compute(const gemm_job *j, int part, int nth, int64_t s) {
+    const stage st = stage_at(j, s);
+    const unsigned char *slot = j->shared + (size_t)(s & 1) * j->slot_bytes;
+    unsigned char *priv = j->buf0 + (size_t)part * j->priv_bytes;
+    const int acc = j->beta || st.pc > 0;
+    if (j->split_n) {
+        int64_t n0, n1;
+        tg__split(j->N, j->uk->nr, part, nth, &n0, &n1);
+        if (n0 < n1)
+            compute_block(j, slot, priv, st.ic, st.mb, n0, n1 - n0, st.kb, acc);
         return;
     }
-    for (unsigned spins = 0; atomic_load_explicit(&j->bar_gen, memory_order_acquire) == gen;
-         spins++) {
-        if (spins < 4096) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        } else {
-            sched_yield();
-        }
+    int64_t m0, m1;
+    tg__split(j->M, j->uk->mr, part, nth, &m0, &m1);
+    for (int64_t ic = m0; ic < m1; ic += j->mc) {
+        const int64_t mb = m1 - ic < j->mc ? m1 - ic : j->mc;
+        pack_a(j, ic, mb, st.pc, st.kb, priv);
+        compute_block(j, priv, slot, ic, mb, st.jc, st.nb, st.kb, acc);
     }
 }
 
-/* Thread tid's part when threads own columns [n0, n1) (at most nc of them) and share op(A). */
-static void gemm_shared_a(gemm_job *j, int tid, int nth, int64_t n0, int64_t n1) {
-    const size_t esz = j->esz;
-    const int mr = j->uk->mr;
-    const int64_t kc = j->kc, mc = j->mc;
-    unsigned char *bp = tid == 0 ? j->buf0 : pack_buffer(j->priv_bytes);
-    const bool own = n0 < n1 && bp; /* no buffer (out of memory): plain loop at the end */
-    unsigned stage = 0;
-    for (int64_t pc = 0; pc < j->K; pc += kc) {
-        const int64_t kb = j->K - pc < kc ? j->K - pc : kc;
-        const int acc = j->beta || pc > 0;
-        if (own)
-            pack_b(j, pc, kb, n0, n1 - n0, bp);
-        for (int64_t ic = 0; ic < j->M; ic += mc, stage++) {
-            const int64_t mb = j->M - ic < mc ? j->M - ic : mc;
-            unsigned char *ap = j->shared + (stage & 1) * j->slot_bytes;
-            int64_t r0, r1;
-            tg__split(mb, mr, tid, nth, &r0, &r1);
-            if (r0 < r1)
-                pack_a(j, ic + r0, r1 - r0, pc, kb, ap + (size_t)(r0 * kb) * esz);
-            barrier_wait(j, nth);
-            if (own)
-                compute_block(j, ap, bp, ic, mb, n0, n1 - n0, kb, acc);
-        }
+typedef struct stage_job {
+    const gemm_job *j;
+    int64_t s, n_stages; /* this job computes stage s - 1 (if s > 0) and packs stage s */
+    int nth;             /* the split: fixed for the whole product */
+} stage_job;
+
+static void stage_run(void *p, int part, int nth) {
+    const stage_job *sj = p;
+    (void)nth; /* the pool may run the job on fewer threads; the split stays sj->nth parts */
+    for (int q = part; q < sj->nth; q += nth) {
+        if (sj->s > 0)
+            stage_compute(sj->j, q, sj->nth, sj->s - 1);
+        if (sj->s < sj->n_stages)
+            stage_pack(sj->j, q, sj->nth, sj->s);
     }
-    if (n0 < n1 && !bp)
-        gemm_plain(j->dtype, j->ta, j->tb, 0, j->M, n0, n1, j->K, j->A, j->lda, j->B, j->ldb,
-                   j->beta, j->C, j->ldc);
 }
 
-/* Thread tid's part when threads own rows [m0, m1) and share op(B). */
-static void gemm_shared_b(gemm_job *j, int tid, int nth, int64_t m0, int64_t m1) {
-    const size_t esz = j->esz;
-    const int nr = j->uk->nr;
-    const int64_t kc = j->kc, mc = j->mc, nc = j->nc;
-    unsigned char *ap = tid == 0 ? j->buf0 : pack_buffer(j->priv_bytes);
-    const bool own = m0 < m1 && ap;
-    unsigned stage = 0;
-    for (int64_t jc = 0; jc < j->N; jc += nc) {
-        const int64_t nb = j->N - jc < nc ? j->N - jc : nc;
-        for (int64_t pc = 0; pc < j->K; pc += kc, stage++) {
-            const int64_t kb = j->K - pc < kc ? j->K - pc : kc;
-            const int acc = j->beta || pc > 0;
-            unsigned char *bp = j->shared + (stage & 1) * j->slot_bytes;
-            int64_t c0, c1;
-            tg__split(nb, nr, tid, nth, &c0, &c1);
-            if (c0 < c1)
-                pack_b(j, pc, kb, jc + c0, c1 - c0, bp + (size_t)(c0 * kb) * esz);
-            barrier_wait(j, nth);
-            if (!own)
-                continue;
-            for (int64_t ic = m0; ic < m1; ic += mc) {
-                const int64_t mb = m1 - ic < mc ? m1 - ic : mc;
-                pack_a(j, ic, mb, pc, kb, ap);
-                compute_block(j, ap, bp, ic, mb, jc, nb, kb, acc);
-            }
-        }
-    }
-    if (m0 < m1 && !ap)
-        gemm_plain(j->dtype, j->ta, j->tb, m0, m1, 0, j->N, j->K, j->A, j->lda, j->B, j->ldb,
-                   j->beta, j->C, j->ldc);
+static void gemm_shared(const gemm_job *j, int nth) {
+    stage_job sj = {.j = j, .n_stages = stage_count(j), .nth = nth};
+    for (sj.s = 0; sj.s <= sj.n_stages; sj.s++)
+        tg__parallel_run(nth, stage_run, &sj);
 }
 
 #ifdef TG_HAVE_OPENBLAS
@@ -729,13 +738,7 @@ static void gemm_job_run(void *p, int tid, int nth) {
         tg__split(j->N, j->uk->nr, tid, nth, &n0, &n1);
     else
         tg__split(j->M, j->uk->mr, tid, nth, &m0, &m1);
-    /* Every thread takes the same branch: it depends on nth and the job only. */
-    const int64_t units = (j->N + j->uk->nr - 1) / j->uk->nr;
-    if (nth > 1 && j->shared && j->split_n && (units + nth - 1) / nth * j->uk->nr <= j->own_cap)
-        gemm_shared_a(j, tid, nth, n0, n1);
-    else if (nth > 1 && j->shared && !j->split_n)
-        gemm_shared_b(j, tid, nth, m0, m1);
-    else if (m0 < m1 && n0 < n1)
+    if (m0 < m1 && n0 < n1)
         gemm_block(j, m0, m1, n0, n1);
 }
 
@@ -800,7 +803,7 @@ void tg_gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, i
     const int avail = tg_get_num_threads();
     if (nth > avail)
         nth = avail;
-    if (nth > 1) { /* the other operand's blocks are packed once, shared (gemm_shared_a/b) */
+    if (nth > 1) { /* the other operand's blocks are packed once, shared (gemm_shared) */
         if (j.split_n) {
             const int64_t units = (N + uk->nr - 1) / uk->nr;
             j.own_cap = (units + nth - 1) / nth * uk->nr;
@@ -811,8 +814,12 @@ void tg_gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, i
             j.slot_bytes = block_bytes(j.kc * j.nc, esz);
         }
         if (!j.split_n || j.own_cap <= uk_nc) {
-            j.buf0 = pack_buffer(j.priv_bytes + 2 * j.slot_bytes);
-            j.shared = j.buf0 ? j.buf0 + j.priv_bytes : NULL;
+            j.buf0 = pack_buffer((size_t)nth * j.priv_bytes + 2 * j.slot_bytes);
+            j.shared = j.buf0 ? j.buf0 + (size_t)nth * j.priv_bytes : NULL;
+        }
+        if (j.shared) {
+            gemm_shared(&j, nth);
+            return;
         }
     }
     tg__parallel_run(nth, gemm_job_run, &j);

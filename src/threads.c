@@ -9,6 +9,7 @@
  * Determinism: every job must compute the same result whatever the number of threads it gets (the
  * pool may run it on the caller alone). The matmul splits C into blocks of rows or columns, never
  * the inner dimension, so each element's sum runs in the same order on any thread count. */
+#define _GNU_SOURCE /* syscall(SYS_futex) */
 #include "parallel.h"
 
 #include <limits.h>
@@ -17,6 +18,11 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define TG_MAX_THREADS 256
 
@@ -32,16 +38,19 @@
 static pthread_mutex_t run_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* The job board. `job_word` holds the job's generation (bits 9 and up) and its thread count
- * (bits 0-8) in one atomic word, so a worker reads both consistently; job_fn and job_ctx are
- * written before the word is bumped and read only by the job's participants, which must all
- * finish (job_pending 0) before the next job may replace them. */
+ * (bits 0-8) in one atomic word, so a worker reads both consistently. Parts 1..nth-1 are claimed
+ * from `job_claim` (same generation bits, then the next part), so a worker that wakes late for an
+ * old job claims nothing. job_fn and job_ctx are written before the word is bumped and read only
+ * by threads holding a claimed, unfinished part, and all parts finish (job_pending 0) before the
+ * next job may replace them. */
 #define TG_NTH_BITS 9
 #define TG_NTH_MASK ((1ul << TG_NTH_BITS) - 1)
 static atomic_ulong job_word;
 static tg__job_fn job_fn;
 static void *job_ctx;
-static atomic_int job_pending; /* participants (other than the caller) still running */
-static atomic_int n_sleeping;  /* workers blocked on pool_wake */
+static atomic_ulong job_claim;  /* the job's generation and its next unclaimed part */
+static atomic_uint job_pending; /* parts other than the caller's part 0 not yet finished */
+static atomic_int n_sleeping;   /* workers blocked on pool_wake */
 static atomic_bool stopping;
 
 /* Sleeping workers wait here; pool_mu also guards the worker list. */
@@ -64,6 +73,50 @@ static int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- Waiting for a word to change: poll briefly, then sleep in the kernel (futex) ----
+ * Polling alone is fast on a quiet machine but, when the thread we wait for has been preempted
+ * by another job, burns our own time slice for nothing (sched_yield hardly helps under CFS): a
+ * 2-thread training step was then several times slower than 1 thread. So after TG_WAIT_SPIN_NS
+ * the waiter sleeps until the writer's tg__wake. The writer makes the syscall only when someone
+ * sleeps (n_futex_sleepers, checked after the write; the sleeper counts itself before its last
+ * look, and FUTEX_WAIT rechecks the word in the kernel, so no wake-up is lost). */
+#define TG_WAIT_SPIN_NS 50000
+static atomic_int n_futex_sleepers;
+
+static void wait_change(atomic_uint *word, unsigned old) {
+    int64_t t0 = 0;
+    for (unsigned spins = 0; atomic_load_explicit(word, memory_order_acquire) == old; spins++) {
+        if ((spins & 63) == 63) {
+            const int64_t t = now_ns();
+            if (!t0)
+                t0 = t;
+            else if (t - t0 > TG_WAIT_SPIN_NS)
+                break;
+        }
+        cpu_relax();
+    }
+    if (atomic_load_explicit(word, memory_order_acquire) != old)
+        return;
+    atomic_fetch_add(&n_futex_sleepers, 1);
+    while (atomic_load(word) == old) {
+#if defined(__linux__)
+        syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, old, NULL, NULL, 0);
+#else
+        sched_yield();
+#endif
+    }
+    atomic_fetch_sub(&n_futex_sleepers, 1);
+}
+
+static void wake(atomic_uint *word) {
+#if defined(__linux__)
+    if (atomic_load(&n_futex_sleepers) > 0)
+        syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#else
+    (void)word;
+#endif
 }
 
 /* Waits until job_word differs from `seen` (or the pool stops): polls for TG_POOL_SPIN_NS, then
@@ -95,6 +148,33 @@ static unsigned long wait_for_job(unsigned long seen) {
     return w;
 }
 
+/* Claims the next unstarted part of job `w` (its generation and thread count), or returns -1
+ * when all are taken or the job is no longer the current one. Parts are claimed, not assigned:
+ * if a worker is slow to come (preempted on a busy machine), the caller runs its part too. */
+static int claim_part(unsigned long w) {
+    const unsigned long gen = w >> TG_NTH_BITS, nth = w & TG_NTH_MASK;
+    unsigned long c = atomic_load_explicit(&job_claim, memory_order_acquire);
+    for (;;) {
+        if (c >> TG_NTH_BITS != gen || (c & TG_NTH_MASK) >= nth)
+            return -1;
+        if (atomic_compare_exchange_weak_explicit(&job_claim, &c, c + 1, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return (int)(c & TG_NTH_MASK);
+    }
+}
+
+/* Runs parts of job w until none is left. Each part is the same function call whichever thread
+ * makes it, so the result does not depend on who ran what. */
+static void run_parts(unsigned long w) {
+    for (int part; (part = claim_part(w)) >= 0;) {
+        in_job = true;
+        job_fn(job_ctx, part, (int)(w & TG_NTH_MASK));
+        in_job = false;
+        if (atomic_fetch_sub_explicit(&job_pending, 1, memory_order_acq_rel) == 1)
+            wake(&job_pending);
+    }
+}
+
 static void *worker_main(void *arg) {
     const int tid = (int)(intptr_t)arg;
     /* Not job_word: a job may have been posted between pthread_create and this line. */
@@ -104,12 +184,7 @@ static void *worker_main(void *arg) {
         if (atomic_load(&stopping))
             break;
         seen = w;
-        if (tid < (int)(w & TG_NTH_MASK)) {
-            in_job = true;
-            job_fn(job_ctx, tid, (int)(w & TG_NTH_MASK));
-            in_job = false;
-            atomic_fetch_sub_explicit(&job_pending, 1, memory_order_release);
-        }
+        run_parts(w);
     }
     return NULL;
 }
@@ -209,9 +284,12 @@ void tg__parallel_run(int nth, tg__job_fn fn, void *ctx) {
     }
     job_fn = fn;
     job_ctx = ctx;
-    atomic_store_explicit(&job_pending, nth - 1, memory_order_relaxed);
-    const unsigned long w = atomic_load_explicit(&job_word, memory_order_relaxed);
-    atomic_store(&job_word, ((w >> TG_NTH_BITS) + 1) << TG_NTH_BITS | (unsigned long)nth);
+    atomic_store_explicit(&job_pending, (unsigned)(nth - 1), memory_order_relaxed);
+    const unsigned long gen =
+        (atomic_load_explicit(&job_word, memory_order_relaxed) >> TG_NTH_BITS) + 1;
+    const unsigned long w = gen << TG_NTH_BITS | (unsigned long)nth;
+    atomic_store_explicit(&job_claim, gen << TG_NTH_BITS | 1ul, memory_order_relaxed);
+    atomic_store(&job_word, w);
     if (atomic_load(&n_sleeping) > 0) {
         pthread_mutex_lock(&pool_mu);
         pthread_cond_broadcast(&pool_wake);
@@ -221,16 +299,14 @@ void tg__parallel_run(int nth, tg__job_fn fn, void *ctx) {
     in_job = true;
     fn(ctx, 0, nth);
     in_job = false;
+    /* Parts no worker has started yet, the caller runs itself. A job whose parts wait for each
+     * other (the matmul's barrier) never gets here with parts unclaimed: part 0 returns only
+     * after every part reached the barrier. */
+    run_parts(w);
 
-    /* The workers are running a part of the same size as ours: poll, yielding the core after a
-     * while in case a worker was preempted (the machine is shared). */
-    for (unsigned spins = 0; atomic_load_explicit(&job_pending, memory_order_acquire) > 0;
-         spins++) {
-        if (spins < 20000)
-            cpu_relax();
-        else
-            sched_yield();
-    }
+    /* The workers are running parts of the same size as ours: poll, then sleep. */
+    for (unsigned p; (p = atomic_load_explicit(&job_pending, memory_order_acquire)) > 0;)
+        wait_change(&job_pending, p);
     pthread_mutex_unlock(&run_mu);
 }
 
