@@ -1,8 +1,13 @@
 /* bench.c -- tapegrad's benchmarks, one JSON line per result on stdout.
  *
- *   matmul      f32 C = A B, n x n, for n = 256..2048: tapegrad's own kernel (the best SIMD one
- *               this CPU runs), OpenBLAS (when found at build time; same process, same data),
- *               and a naive triple loop at small n. GFLOP/s = 2 n^3 / best time of a few runs.
+ *   matmul      the CPU's cache sizes and measured FMA peak (a register-only loop, per vector
+ *               width, 1 and 2 threads); then f32 and f64 C = op(A) op(B) for n x n, n = 256..2048,
+ *               and the Fashion-MNIST step's first-layer shapes (128x784x256 and its transposes):
+ *               tapegrad's own kernel (TG_KERNEL's if set, else the best SIMD one), OpenBLAS
+ *               (when found at build time; same process, same data, runs alternating), a naive
+ *               loop at small n. GFLOP/s = 2MNK / best time; of_fma_peak = that / the peak.
+ *               With OPENBLAS_CORETYPE set, the OpenBLAS lines are run again in a child process
+ *               with it unset (OpenBLAS reads it once, at load), i.e. with its own choice of kernel.
  *   circles     the course report's 2-4-2 tanh network on 200 points: one training step
  *               (tape reset, forward, softmax cross-entropy, backward, plain SGD on the four
  *               parameters through tg_tensor_data). Microseconds per step.
@@ -17,7 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 #ifdef TG_BENCH_OPENBLAS
 #include <cblas.h>
 #endif
@@ -36,6 +43,115 @@ static long peak_rss_kib(void) {
 
 static int quick;
 
+#define TG_BENCH_MAX_THREADS 256
+
+/* ---- FMA peak: a register-only loop of independent multiply-adds, per vector width ----
+ * 16 accumulators (more than latency x ports on current cores) and no memory access: the most
+ * multiply-adds this core retires per second at this width, the ceiling for any matmul kernel. */
+
+#define PEAK_ACC(X)                                                                                \
+    X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+#define PEAK_DECL(i) vt a##i = vset1((double)(i));
+#define PEAK_FMA(i) a##i = vfma(a##i, x, y);
+#define PEAK_ADD(i) s = vadd(s, a##i);
+/* The loop, for the vector type vt and its vset1, vfma, vadd defined by the caller. */
+#define PEAK_BODY                                                                                  \
+    const vt x = vset1(0.999999), y = vset1(1e-7);                                                 \
+    PEAK_ACC(PEAK_DECL)                                                                            \
+    for (int64_t i = 0; i < iters; i++) {                                                          \
+        PEAK_ACC(PEAK_FMA)                                                                         \
+        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3));                             \
+    }                                                                                              \
+    vt s = vset1(0);                                                                               \
+    PEAK_ACC(PEAK_ADD)                                                                             \
+    double out;                                                                                    \
+    memcpy(&out, &s, sizeof out);                                                                  \
+    return out;
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx512f"))) static double peak_avx512_f32(int64_t iters) {
+    typedef __m512 vt;
+#define vset1(v) _mm512_set1_ps((float)(v))
+#define vfma _mm512_fmadd_ps
+#define vadd _mm512_add_ps
+    PEAK_BODY
+#undef vset1
+#undef vfma
+#undef vadd
+}
+__attribute__((target("avx512f"))) static double peak_avx512_f64(int64_t iters) {
+    typedef __m512d vt;
+#define vset1(v) _mm512_set1_pd(v)
+#define vfma _mm512_fmadd_pd
+#define vadd _mm512_add_pd
+    PEAK_BODY
+#undef vset1
+#undef vfma
+#undef vadd
+}
+__attribute__((target("avx2,fma"))) static double peak_avx2_f32(int64_t iters) {
+    typedef __m256 vt;
+#define vset1(v) _mm256_set1_ps((float)(v))
+#define vfma _mm256_fmadd_ps
+#define vadd _mm256_add_ps
+    PEAK_BODY
+#undef vset1
+#undef vfma
+#undef vadd
+}
+__attribute__((target("avx2,fma"))) static double peak_avx2_f64(int64_t iters) {
+    typedef __m256d vt;
+#define vset1(v) _mm256_set1_pd(v)
+#define vfma _mm256_fmadd_pd
+#define vadd _mm256_add_pd
+    PEAK_BODY
+#undef vset1
+#undef vfma
+#undef vadd
+}
+#endif
+
+typedef struct peak_job {
+    double (*fn)(int64_t);
+    int64_t iters;
+    double sink[TG_BENCH_MAX_THREADS];
+} peak_job;
+
+static void peak_run(void *p, int tid, int nth) {
+    peak_job *j = p;
+    (void)nth;
+    j->sink[tid] = j->fn(j->iters);
+}
+
+/* GFLOP/s of the FMA loop on `threads` threads (each runs it), best of a few runs. */
+static double fma_peak(tg__kernel_id width, tg_dtype dt, int threads) {
+    peak_job j = {.iters = quick ? 2000000 : 10000000};
+    int lanes = 0;
+#if defined(__x86_64__)
+    if (width == TG_KERNEL_AVX512) {
+        j.fn = dt == TG_F32 ? peak_avx512_f32 : peak_avx512_f64;
+        lanes = dt == TG_F32 ? 16 : 8;
+    } else if (width == TG_KERNEL_AVX2) {
+        j.fn = dt == TG_F32 ? peak_avx2_f32 : peak_avx2_f64;
+        lanes = dt == TG_F32 ? 8 : 4;
+    }
+#endif
+    if (!j.fn || !tg__kernel_available(width))
+        return 0;
+    tg_set_num_threads(threads);
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        const double t0 = now();
+        tg__parallel_run(threads, peak_run, &j);
+        const double el = now() - t0;
+        if (r > 0 && el < best)
+            best = el;
+    }
+    tg_set_num_threads(1);
+    return (double)j.iters * 16 * lanes * 2 * threads / best * 1e-9;
+}
+
 /* ---- matmul ---- */
 
 static void naive_sgemm(int64_t n, const float *A, const float *B, float *C) {
@@ -50,15 +166,29 @@ static void naive_sgemm(int64_t n, const float *A, const float *B, float *C) {
 
 typedef enum { IMPL_OWN, IMPL_OPENBLAS, IMPL_NAIVE } impl;
 
-static double run_once(impl which, int64_t n, const float *A, const float *B, float *C) {
+/* One product C = op(A) op(B), op(A) [M,K], op(B) [K,N], all tightly packed. */
+typedef struct gemm_shape {
+    bool ta, tb;
+    int64_t M, N, K;
+} gemm_shape;
+
+static double run_once(impl which, tg_dtype dt, const gemm_shape *g, const void *A, const void *B,
+                       void *C) {
+    const int64_t lda = g->ta ? g->M : g->K, ldb = g->tb ? g->K : g->N;
     const double t0 = now();
     switch (which) {
-    case IMPL_OWN: tg__gemm(TG_F32, false, false, n, n, n, A, n, B, n, 0, C, n); break;
-    case IMPL_NAIVE: naive_sgemm(n, A, B, C); break;
+    case IMPL_OWN: tg__gemm(dt, g->ta, g->tb, g->M, g->N, g->K, A, lda, B, ldb, 0, C, g->N); break;
+    case IMPL_NAIVE: naive_sgemm(g->M, A, B, C); break;
     case IMPL_OPENBLAS:
 #ifdef TG_BENCH_OPENBLAS
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0f, A,
-                    (int)n, B, (int)n, 0.0f, C, (int)n);
+        if (dt == TG_F32)
+            cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans,
+                        g->tb ? CblasTrans : CblasNoTrans, (int)g->M, (int)g->N, (int)g->K, 1.0f, A,
+                        (int)lda, B, (int)ldb, 0.0f, C, (int)g->N);
+        else
+            cblas_dgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans,
+                        g->tb ? CblasTrans : CblasNoTrans, (int)g->M, (int)g->N, (int)g->K, 1.0, A,
+                        (int)lda, B, (int)ldb, 0.0, C, (int)g->N);
 #endif
         break;
     }
@@ -67,88 +197,192 @@ static double run_once(impl which, int64_t n, const float *A, const float *B, fl
 
 /* GFLOP/s of each of the `n_impls` implementations, from the best of a few runs. The runs
  * alternate between the implementations, so a burst of load on a shared machine hits both. */
-static void time_matmul(const impl *which, int n_impls, int64_t n, const float *A, const float *B,
-                        float *C, double *gflops) {
-    const double flop = 2.0 * (double)n * (double)n * (double)n;
-    const int reps = which[0] == IMPL_NAIVE ? 2 : flop > 4e9 ? 4 : flop > 2e8 ? 6 : 12;
+static void time_gemm(const impl *which, int n_impls, tg_dtype dt, const gemm_shape *g,
+                      const void *A, const void *B, void *C, double *gflops) {
+    const double flop = 2.0 * (double)g->M * (double)g->N * (double)g->K;
+    int reps = which[0] == IMPL_NAIVE ? 2 : flop > 4e9 ? 5 : flop > 2e8 ? 9 : 30;
+    if (quick)
+        reps = reps > 3 ? 3 : reps;
+    const int inner = flop < 1e8 ? 20 : 1; /* small products: time a batch of calls */
     double best[4] = {1e30, 1e30, 1e30, 1e30};
     for (int r = 0; r < reps + 1; r++) /* run 0 warms caches and pack buffers */
         for (int i = 0; i < n_impls; i++) {
-            const double dt = run_once(which[i], n, A, B, C);
-            if (r > 0 && dt < best[i])
-                best[i] = dt;
+            double dtime = 0;
+            for (int k = 0; k < inner; k++)
+                dtime += run_once(which[i], dt, g, A, B, C);
+            if (r > 0 && dtime / inner < best[i])
+                best[i] = dtime / inner;
         }
     for (int i = 0; i < n_impls; i++)
         gflops[i] = flop / best[i] * 1e-9;
 }
 
+static int openblas_child; /* this process is the re-run with OPENBLAS_CORETYPE unset */
+
 static void bench_matmul(void) {
-    /* The own kernel: the best SIMD one available, even if the library defaults to OpenBLAS. */
+    /* The own kernel: TG_KERNEL's if it names an own kernel this CPU runs, else the best SIMD
+     * one available (even if the library defaults to OpenBLAS). */
     tg__kernel_id own = TG_KERNEL_PORTABLE;
     for (int id = TG_KERNEL_AVX512; id >= TG_KERNEL_PORTABLE; id--)
         if (tg__kernel_available((tg__kernel_id)id)) {
             own = (tg__kernel_id)id;
             break;
         }
+    const char *want = getenv("TG_KERNEL");
+    for (int id = TG_KERNEL_PORTABLE; want && id <= TG_KERNEL_AVX512; id++)
+        if (strcmp(want, tg__kernel_id_name((tg__kernel_id)id)) == 0 &&
+            tg__kernel_available((tg__kernel_id)id))
+            own = (tg__kernel_id)id;
     tg__kernel_set(own);
-    const int64_t sizes[] = {256, 512, 1024, 2048};
-    const int n_sizes = quick ? 2 : 4;
-    const int64_t nmax = sizes[n_sizes - 1];
-    float *A = aligned_alloc(64, sizeof(float) * (size_t)(nmax * nmax));
-    float *B = aligned_alloc(64, sizeof(float) * (size_t)(nmax * nmax));
-    float *C = aligned_alloc(64, sizeof(float) * (size_t)(nmax * nmax));
+
+    /* The machine: cache sizes (which set the blocks) and the FMA peak per width and thread. */
+    int64_t cs[3];
+    tg__gemm_cache_sizes(cs);
+    double load = -1; /* the 1-minute load average: other jobs on a shared machine */
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &load) != 1)
+            load = -1;
+        fclose(f);
+    }
+    if (!openblas_child)
+        printf("{\"bench\":\"cpu\",\"l1d_bytes\":%lld,\"l2_bytes\":%lld,\"l3_bytes\":%lld,"
+               "\"loadavg_1min\":%.2f}\n",
+               (long long)cs[0], (long long)cs[1], (long long)cs[2], load);
+    double peak[2][3] = {{0}}; /* [dtype][threads] for the own kernel's width */
+    const tg__kernel_id widths[2] = {TG_KERNEL_AVX512, TG_KERNEL_AVX2};
+    for (int w = 0; w < 2; w++)
+        for (int d = 0; d < 2; d++)
+            for (int threads = 1; threads <= 2; threads++) {
+                const double gf = fma_peak(widths[w], d ? TG_F64 : TG_F32, threads);
+                if (gf <= 0)
+                    continue;
+                if (widths[w] == own)
+                    peak[d][threads] = gf;
+                if (!openblas_child)
+                    printf(
+                        "{\"bench\":\"fma_peak\",\"width\":\"%s\",\"dtype\":\"%s\",\"threads\":%d,"
+                        "\"gflops\":%.1f}\n",
+                        tg__kernel_id_name(widths[w]), d ? "f64" : "f32", threads, gf);
+                fflush(stdout);
+            }
+
+    const gemm_shape shapes[] = {
+        {false, false, 256, 256, 256},
+        {false, false, 512, 512, 512},
+        {false, false, 1024, 1024, 1024},
+        {false, false, 2048, 2048, 2048},
+        /* the Fashion-MNIST step's first layer: forward X W1, dX = dY W1^T, dW1 = X^T dY */
+        {false, false, 128, 256, 784},
+        {false, true, 128, 784, 256},
+        {true, false, 784, 256, 128},
+    };
+    const int n_shapes = sizeof shapes / sizeof shapes[0];
+    const int64_t nmax = quick ? 512 : 2048;
+    double *A = aligned_alloc(64, sizeof(double) * (size_t)(nmax * nmax));
+    double *B = aligned_alloc(64, sizeof(double) * (size_t)(nmax * nmax));
+    double *C = aligned_alloc(64, sizeof(double) * (size_t)(nmax * nmax));
     if (!A || !B || !C) {
         fprintf(stderr, "tg_bench: out of memory\n");
         exit(1);
-    }
-    tg_rng rng;
-    tg_rng_seed(&rng, 1);
-    for (int64_t i = 0; i < nmax * nmax; i++) {
-        A[i] = (float)(tg_rng_uniform(&rng) - 0.5);
-        B[i] = (float)(tg_rng_uniform(&rng) - 0.5);
     }
     const char *corename = "";
 #ifdef TG_BENCH_OPENBLAS
     corename = openblas_get_corename();
 #endif
     const char *coretype = getenv("OPENBLAS_CORETYPE");
-    for (int s = 0; s < n_sizes; s++) {
-        const int64_t n = sizes[s];
-        for (int threads = 1; threads <= 2; threads++) {
-            tg_set_num_threads(threads);
-            impl which[2] = {IMPL_OWN, IMPL_OPENBLAS};
-            double gf[2];
-#ifdef TG_BENCH_OPENBLAS
-            openblas_set_num_threads(threads);
-            time_matmul(which, 2, n, A, B, C, gf);
-#else
-            time_matmul(which, 1, n, A, B, C, gf);
-#endif
-            printf("{\"bench\":\"matmul\",\"impl\":\"tapegrad-%s\",\"dtype\":\"f32\",\"n\":%lld,"
-                   "\"threads\":%d,\"gflops\":%.2f}\n",
-                   tg__kernel_id_name(own), (long long)n, threads, gf[0]);
-#ifdef TG_BENCH_OPENBLAS
-            printf("{\"bench\":\"matmul\",\"impl\":\"openblas\",\"core\":\"%s\","
-                   "\"OPENBLAS_CORETYPE\":\"%s\",\"dtype\":\"f32\",\"n\":%lld,\"threads\":%d,"
-                   "\"gflops\":%.2f,\"tapegrad_over_openblas\":%.2f}\n",
-                   corename, coretype ? coretype : "", (long long)n, threads, gf[1], gf[0] / gf[1]);
-#else
-            (void)corename, (void)coretype;
-#endif
-            fflush(stdout);
+    for (int d = 0; d < 2; d++) {
+        const tg_dtype dt = d ? TG_F64 : TG_F32;
+        tg_rng rng;
+        tg_rng_seed(&rng, 1);
+        for (int64_t i = 0; i < nmax * nmax; i++) {
+            const double a = tg_rng_uniform(&rng) - 0.5, b = tg_rng_uniform(&rng) - 0.5;
+            if (d)
+                A[i] = a, B[i] = b;
+            else
+                ((float *)A)[i] = (float)a, ((float *)B)[i] = (float)b;
         }
-        if (n <= 512) {
-            impl naive = IMPL_NAIVE;
-            double gf;
-            time_matmul(&naive, 1, n, A, B, C, &gf);
-            printf("{\"bench\":\"matmul\",\"impl\":\"naive\",\"dtype\":\"f32\",\"n\":%lld,"
-                   "\"threads\":1,\"gflops\":%.2f}\n",
-                   (long long)n, gf);
-            fflush(stdout);
+        for (int s = 0; s < n_shapes; s++) {
+            const gemm_shape *g = &shapes[s];
+            if (g->M > nmax || g->N > nmax || g->K > nmax)
+                continue;
+            int64_t mc, kc, nc;
+            tg__gemm_blocks(d ? (own == TG_KERNEL_AVX512 ? &tg__uk_avx512_f64 : &tg__uk_avx2_f64)
+                              : (own == TG_KERNEL_AVX512 ? &tg__uk_avx512_f32 : &tg__uk_avx2_f32),
+                            d ? 8 : 4, &mc, &kc, &nc);
+            for (int threads = 1; threads <= 2; threads++) {
+                tg_set_num_threads(threads);
+                impl which[2] = {IMPL_OWN, IMPL_OPENBLAS};
+                double gf[2];
+#ifdef TG_BENCH_OPENBLAS
+                openblas_set_num_threads(threads);
+                time_gemm(which, 2, dt, g, A, B, C, gf);
+#else
+                time_gemm(which, 1, dt, g, A, B, C, gf);
+#endif
+                char shape[96];
+                snprintf(shape, sizeof shape,
+                         "\"ta\":%d,\"tb\":%d,\"M\":%lld,\"N\":%lld,\"K\":%lld", g->ta, g->tb,
+                         (long long)g->M, (long long)g->N, (long long)g->K);
+                if (!openblas_child) {
+                    printf("{\"bench\":\"matmul\",\"impl\":\"tapegrad-%s\",\"dtype\":\"%s\",%s,"
+                           "\"threads\":%d,\"gflops\":%.2f,\"of_fma_peak\":%.3f,"
+                           "\"blocks\":[%lld,%lld,%lld]}\n",
+                           tg__kernel_id_name(own), d ? "f64" : "f32", shape, threads, gf[0],
+                           peak[d][threads] > 0 ? gf[0] / peak[d][threads] : 0.0, (long long)mc,
+                           (long long)kc, (long long)nc);
+                }
+#ifdef TG_BENCH_OPENBLAS
+                printf("{\"bench\":\"matmul\",\"impl\":\"openblas\",\"core\":\"%s\","
+                       "\"OPENBLAS_CORETYPE\":\"%s\",\"dtype\":\"%s\",%s,\"threads\":%d,"
+                       "\"gflops\":%.2f,\"of_fma_peak\":%.3f,\"tapegrad_over_openblas\":%.2f}\n",
+                       corename, coretype ? coretype : "", d ? "f64" : "f32", shape, threads, gf[1],
+                       peak[d][threads] > 0 ? gf[1] / peak[d][threads] : 0.0, gf[0] / gf[1]);
+#else
+                (void)corename, (void)coretype;
+#endif
+                fflush(stdout);
+            }
+            if (!d && !g->ta && !g->tb && g->M == g->N && g->M == g->K && g->M <= 512 &&
+                !openblas_child) {
+                impl naive = IMPL_NAIVE;
+                double gf;
+                time_gemm(&naive, 1, dt, g, A, B, C, &gf);
+                printf("{\"bench\":\"matmul\",\"impl\":\"naive\",\"dtype\":\"f32\",\"M\":%lld,"
+                       "\"N\":%lld,\"K\":%lld,\"threads\":1,\"gflops\":%.2f}\n",
+                       (long long)g->M, (long long)g->N, (long long)g->K, gf);
+                fflush(stdout);
+            }
         }
     }
     tg_set_num_threads(1);
     free(A), free(B), free(C);
+}
+
+/* OPENBLAS_CORETYPE is read once, when OpenBLAS is loaded, so the lines for OpenBLAS's own
+ * choice of kernel (its AVX-512 one on such CPUs) come from a second run of this program with
+ * the variable removed; the tapegrad side runs in that child too, alternating, so each ratio is
+ * still from one process. */
+static void rerun_without_coretype(char **argv) {
+#ifdef TG_BENCH_OPENBLAS
+    const char *ct = getenv("OPENBLAS_CORETYPE");
+    if (!ct || !*ct || openblas_child)
+        return;
+    fflush(stdout);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        unsetenv("OPENBLAS_CORETYPE");
+        char *args[] = {argv[0], "--only", "matmul", "--openblas-child", quick ? "--quick" : NULL,
+                        NULL};
+        execv("/proc/self/exe", args);
+        _exit(127);
+    }
+    int status;
+    if (pid > 0)
+        waitpid(pid, &status, 0);
+#else
+    (void)argv;
+#endif
 }
 
 /* ---- plain SGD on leaves, inline ---- */
@@ -279,6 +513,8 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             quick = 1;
+        else if (strcmp(argv[i], "--openblas-child") == 0)
+            openblas_child = 1;
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
             only = argv[++i];
         else {
@@ -290,8 +526,12 @@ int main(int argc, char **argv) {
         bench_circles();
     if (!only || strcmp(only, "mlp") == 0)
         bench_mlp();
-    if (!only || strcmp(only, "matmul") == 0)
+    if (!only || strcmp(only, "matmul") == 0) {
         bench_matmul();
+        rerun_without_coretype(argv);
+    }
+    if (openblas_child)
+        return 0;
     printf("{\"bench\":\"process\",\"peak_rss_kib\":%ld}\n", peak_rss_kib());
     return 0;
 }

@@ -4,8 +4,10 @@
 Same workload: a 784-256-128-10 ReLU MLP, softmax cross-entropy (mean over the batch), mini-batches
 of 128 shuffled images converted from bytes to float32 at each step and standardized with the
 training set's mean and std ((pixel / 255 - mean) / std), Adam (lr 2e-3) or SGD with momentum 0.9
-(lr 0.05). WARMUP steps, then N timed steps. Prints one JSON line with the same
-fields as `mnist_mlp --bench N`:
+(lr 0.05). WARMUP steps, then N timed steps. torch's intra- and inter-op pools, OpenMP, OpenBLAS
+and MKL are all given --threads before torch is imported (torch_env.py), with OMP_WAIT_POLICY
+from --wait-policy. Prints one JSON line with the same fields as `mnist_mlp --bench N`, plus
+what the run used (threads, wait policy, the BLAS library and its kernel):
 
     {"bench":"torch_mnist","threads":T,"samples_per_s":...,"peak_rss_mib":...,"allocs_per_step":null}
 
@@ -22,7 +24,9 @@ import sys
 import time
 
 import numpy as np
-import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_env  # noqa: E402 -- sets the thread counts before torch is imported
 
 WARMUP = 20
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
@@ -59,11 +63,14 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--optim", choices=("adam", "sgd"), default="adam")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--wait-policy", choices=("passive", "active"), default="passive",
+                    help="OMP_WAIT_POLICY for the OpenMP runtime (default passive)")
     ap.add_argument("--tapegrad", default=None,
                     help="tapegrad's samples/s, or its JSON line, to print the ratio")
     args = ap.parse_args()
 
-    torch.set_num_threads(args.threads)
+    # torch, OpenMP, OpenBLAS and MKL all get --threads, set before torch is imported.
+    torch = torch_env.setup(args.threads, args.wait_policy)
     torch.manual_seed(args.seed)
     images = read_idx(find(args.data, "train-images-idx3-ubyte"))
     labels = read_idx(find(args.data, "train-labels-idx1-ubyte")).astype(np.int64)
@@ -119,8 +126,8 @@ def main():
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "allocs_per_step": None,
         "final_loss": round(loss.item(), 4),
-        "torch": torch.__version__,
     }
+    result.update(torch_env.describe(torch))
     if args.tapegrad:
         try:
             theirs = float(args.tapegrad)

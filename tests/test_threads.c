@@ -4,6 +4,7 @@
 #include "kernels/parallel.h"
 
 #include <criterion/criterion.h>
+#include <stdatomic.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -120,4 +121,68 @@ Test(threads, pool_works_after_fork) {
     cr_expect(got == 1 && verdict == 'y',
               "the child's parallel job did not run on 2 threads (verdict '%c')", verdict);
     tg_set_num_threads(1);
+}
+
+/* Every part of a job runs exactly once, whichever thread claims it (the caller takes the parts
+ * no worker has started), for jobs of several sizes back to back. */
+static void count_job(void *ctx, int tid, int nth) {
+    atomic_int *hits = ctx;
+    (void)nth;
+    atomic_fetch_add(&hits[tid], 1);
+}
+
+Test(threads, every_part_runs_once) {
+    cr_assert_eq(tg_set_num_threads(2), TG_OK);
+    for (int round = 0; round < 2000; round++) {
+        atomic_int hits[2] = {0, 0};
+        tg__parallel_run(2, count_job, hits);
+        cr_assert(atomic_load(&hits[0]) == 1 && atomic_load(&hits[1]) == 1,
+                  "round %d: parts ran %d and %d times", round, atomic_load(&hits[0]),
+                  atomic_load(&hits[1]));
+    }
+    tg_set_num_threads(1);
+}
+
+/* The optimizer's threaded passes (NaN check, update) give the same bits on 1 and 2 threads:
+ * three Adam and three momentum steps on parameters above and below TG_PAR_MIN_ELEMS. */
+static void optim_run(tg_optim_kind kind, int threads, tg_tensor *out[2]) {
+    tg_rng rng;
+    tg_rng_seed(&rng, 5);
+    tg_tensor *P[2] = {tg_tensor_rand(TG_F32, TG_SHAPE(300, 401), -1, 1, &rng),
+                       tg_tensor_rand(TG_F32, TG_SHAPE(1000), -1, 1, &rng)};
+    cr_assert_eq(tg_set_num_threads(threads), TG_OK);
+    for (int i = 0; i < 2; i++)
+        tg_tensor_set_requires_grad(P[i], 1);
+    const tg_optim_config cfg = tg_optim_defaults(kind, 0.01);
+    tg_optim *o = tg_optim_new(&cfg, P, 2);
+    cr_assert(o);
+    for (int step = 0; step < 3; step++) {
+        tg_tape *t = tg_tape_new();
+        tg_tensor *l = tg_add(t, tg_sum(t, tg_mul(t, tg_tanh(t, P[0]), P[0])),
+                              tg_sum(t, tg_mul(t, P[1], P[1])));
+        cr_assert_eq(tg_backward(t, l), TG_OK, "%s", tg_tape_errmsg(t));
+        cr_assert_eq(tg_optim_step(o), TG_OK, "%s", tg_last_errmsg());
+        tg_optim_zero_grad(o);
+        tg_tape_free(t);
+    }
+    out[0] = P[0], out[1] = P[1];
+    tg_optim_free(o);
+    tg_set_num_threads(1);
+}
+
+static void optim_check(tg_optim_kind kind, const char *name) {
+    tg_tensor *one[2], *two[2];
+    optim_run(kind, 1, one);
+    optim_run(kind, 2, two);
+    for (int i = 0; i < 2; i++) {
+        cr_expect(memcmp(tg_tensor_cdata(one[i]), tg_tensor_cdata(two[i]),
+                         sizeof(float) * (size_t)tg_tensor_numel(one[i])) == 0,
+                  "%s: parameter %d differs between 1 and 2 threads", name, i);
+        tg_tensor_free(one[i]), tg_tensor_free(two[i]);
+    }
+}
+
+Test(threads, optimizer_bit_identical) {
+    optim_check(TG_OPTIM_ADAM, "adam");
+    optim_check(TG_OPTIM_MOMENTUM, "momentum");
 }

@@ -24,7 +24,10 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #ifdef TG_HAVE_OPENBLAS
 #include <cblas.h>
 #endif
@@ -250,6 +253,86 @@ static const tg__ukernel *ukernel_for(tg__kernel_id id, tg_dtype dtype) {
     }
 }
 
+/* ---- Cache blocks, from the cache sizes this CPU reports ----
+ * The loops keep one kc x nr panel of op(B) in L1 while the mr x kc panels of op(A) stream past
+ * it, the mc x kc block of op(A) in L2, and the kc x nc block of op(B) in L3:
+ *   kc = 2/3 of L1d / (nr * size),  mc = 1/2 of L2 / (kc * size),  nc = 1/4 of L3 / (kc * size)
+ * (the rest of each level holds the other operand's panels and C), clamped to sane ranges. The
+ * sizes come from sysconf, else /sys/devices/system/cpu/cpu0/cache, else the kernel's own
+ * defaults. The blocks change speed only: each element is still summed over k in increasing
+ * order, and storing C between k blocks is exact, so the result does not depend on them. */
+
+static int64_t cache_sizes[3]; /* L1d, L2, L3 in bytes; 0 = unknown */
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+/* The size of the cache of `level` (1: data) from sysfs, or 0. */
+static int64_t sysfs_cache_size(int level) {
+    for (int idx = 0; idx < 8; idx++) {
+        char path[96], buf[32] = "";
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", idx);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            return 0;
+        const int lv = fgets(buf, sizeof buf, f) ? atoi(buf) : 0;
+        fclose(f);
+        if (lv != level)
+            continue;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/type", idx);
+        if ((f = fopen(path, "r")) != NULL) {
+            const bool instr = fgets(buf, sizeof buf, f) && strncmp(buf, "Instruction", 11) == 0;
+            fclose(f);
+            if (instr)
+                continue;
+        }
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", idx);
+        if (!(f = fopen(path, "r")))
+            continue;
+        char *end = NULL;
+        int64_t v = fgets(buf, sizeof buf, f) ? strtoll(buf, &end, 10) : 0;
+        fclose(f);
+        if (end && (*end == 'K' || *end == 'k'))
+            v <<= 10;
+        else if (end && *end == 'M')
+            v <<= 20;
+        return v > 0 ? v : 0;
+    }
+    return 0;
+}
+
+static void cache_read(void) {
+    long sc[3] = {-1, -1, -1};
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE) &&                           \
+    defined(_SC_LEVEL3_CACHE_SIZE)
+    sc[0] = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    sc[1] = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    sc[2] = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    for (int l = 0; l < 3; l++)
+        cache_sizes[l] = sc[l] > 0 ? sc[l] : sysfs_cache_size(l + 1);
+}
+
+void tg__gemm_cache_sizes(int64_t sizes[3]) {
+    pthread_once(&cache_once, cache_read);
+    memcpy(sizes, cache_sizes, sizeof cache_sizes);
+}
+
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+void tg__gemm_blocks(const tg__ukernel *uk, size_t esz, int64_t *mc, int64_t *kc, int64_t *nc) {
+    int64_t cs[3];
+    tg__gemm_cache_sizes(cs);
+    const int64_t e = (int64_t)esz;
+    int64_t k = uk->kc, m = uk->mc, n = uk->nc;
+    /* Sizes below these are not believable for a CPU with these kernels: keep the defaults. */
+    if (cs[0] >= 16384)
+        k = clamp64(cs[0] * 2 / 3 / (uk->nr * e) / 8 * 8, 64, 512);
+    if (cs[1] >= 131072)
+        m = clamp64(cs[1] / 2 / (k * e) / uk->mr * uk->mr, uk->mr, 960 / uk->mr * uk->mr);
+    if (cs[2] >= 1048576)
+        n = clamp64(cs[2] / 4 / (k * e) / uk->nr * uk->nr, 16 * uk->nr, 4096 / uk->nr * uk->nr);
+    *mc = m, *kc = k, *nc = n;
+}
+
 /* ---- Pack buffers: one per OS thread, grown once, kept (no allocation in steady state) ---- */
 
 typedef struct pack_buf {
@@ -309,15 +392,40 @@ __attribute__((destructor)) static void pack_buffer_release(void) {
         for (int r = 0; r < (MR); r++)                                                             \
             dst[k * (MR) + r] = src0[r * lda + k];
 
+/* Row k of op(B) into the full panels of NR columns: dst[p*kb + k*NR + c] = src[p + c]. */
+#define PACK_B_ROW(T, NR)                                                                          \
+    for (int64_t p = 0; p < full; p += (NR)) {                                                     \
+        T *restrict d = dst + p * kb + k * (NR);                                                   \
+        const T *restrict s = src + p;                                                             \
+        for (int c = 0; c < (NR); c++)                                                             \
+            d[c] = s[c];                                                                           \
+    }
+
+/* Row k of A (A transposed) into the full panels of MR rows: dst[p*kb + k*MR + r] = src[p + r]. */
+#define PACK_AT_ROW(T, MR)                                                                         \
+    for (int64_t p = 0; p < full; p += (MR)) {                                                     \
+        T *restrict d = dst + p * kb + k * (MR);                                                   \
+        const T *restrict s = src + p;                                                             \
+        for (int r = 0; r < (MR); r++)                                                             \
+            d[r] = s[r];                                                                           \
+    }
+
 #define PACK_FUNCS(T, sfx)                                                                         \
     static void pack_a_##sfx(bool ta, const T *A, int64_t lda, int64_t i0, int64_t mb, int64_t k0, \
                              int64_t kb, int mr, T *dst) {                                         \
         if (ta) { /* op(A)[i][k] = A[k][i]: read each row of A once, contiguously, and deal it  \
                      out to the panels (row by row keeps large strides out of the inner loop) */  \
+            const int64_t full = mb / mr * mr;                                                     \
             for (int64_t k = 0; k < kb; k++) {                                                     \
                 const T *src = A + (k0 + k) * lda + i0;                                            \
-                for (int64_t p = 0; p < mb; p += mr) {                                             \
-                    const int64_t rows = mb - p < mr ? mb - p : mr;                                \
+                switch (mr) {                                                                      \
+                case 4: PACK_AT_ROW(T, 4) break;                                                   \
+                case 6: PACK_AT_ROW(T, 6) break;                                                   \
+                case 12: PACK_AT_ROW(T, 12) break;                                                 \
+                default: PACK_AT_ROW(T, mr) break;                                                 \
+                }                                                                                  \
+                for (int64_t p = full; p < mb; p += mr) {                                          \
+                    const int64_t rows = mb - p;                                                   \
                     T *d = dst + p * kb + k * mr;                                                  \
                     int64_t r = 0;                                                                 \
                     for (; r < rows; r++)                                                          \
@@ -355,10 +463,17 @@ __attribute__((destructor)) static void pack_buffer_release(void) {
     static void pack_b_##sfx(bool tb, const T *B, int64_t ldb, int64_t k0, int64_t kb, int64_t j0, \
                              int64_t nb, int nr, T *dst) {                                         \
         if (!tb) { /* op(B)[k][j] = B[k][j]: read each row of B once and deal it out */            \
+            const int64_t full = nb / nr * nr; /* full panels: fixed-length copies */              \
             for (int64_t k = 0; k < kb; k++) {                                                     \
                 const T *src = B + (k0 + k) * ldb + j0;                                            \
-                for (int64_t p = 0; p < nb; p += nr) {                                             \
-                    const int64_t cols = nb - p < nr ? nb - p : nr;                                \
+                switch (nr) {                                                                      \
+                case 8: PACK_B_ROW(T, 8) break;                                                    \
+                case 16: PACK_B_ROW(T, 16) break;                                                  \
+                case 32: PACK_B_ROW(T, 32) break;                                                  \
+                default: PACK_B_ROW(T, nr) break;                                                  \
+                }                                                                                  \
+                for (int64_t p = full; p < nb; p += nr) {                                          \
+                    const int64_t cols = nb - p;                                                   \
                     T *d = dst + p * kb + k * nr;                                                  \
                     int64_t c = 0;                                                                 \
                     for (; c < cols; c++)                                                          \
@@ -400,12 +515,10 @@ typedef struct gemm_job {
     int beta;
     int64_t kc, mc, nc; /* blocks for this product: K and M cut into near-equal blocks */
     /* Sharing the packed operand between threads (NULL shared: each thread packs its own). */
-    unsigned char *buf0;   /* the calling thread's pack buffer: its private block, then... */
-    unsigned char *shared; /* ...two slots of slot_bytes for the shared operand's block */
+    unsigned char *buf0;   /* the calling thread's pack buffer: one private block per part... */
+    unsigned char *shared; /* ...then two slots of slot_bytes for the shared operand's block */
     size_t priv_bytes, slot_bytes;
     int64_t own_cap; /* split_n: the most columns the private B block holds */
-    atomic_int bar_count;
-    atomic_uint bar_gen;
 } gemm_job;
 
 static void pack_a(const gemm_job *j, int64_t i0, int64_t mb, int64_t k0, int64_t kb, void *dst) {
@@ -467,7 +580,7 @@ static size_t block_bytes(int64_t elems, size_t esz) {
 /* C[m0:m1, n0:n1] on the calling thread, packing both operands itself. */
 static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const size_t esz = j->esz;
-    const int64_t kc = j->kc, mc = j->mc, nc = j->uk->nc;
+    const int64_t kc = j->kc, mc = j->mc, nc = j->nc;
     /* B's block first, rounded up to 64 bytes so A's block starts aligned too. */
     const size_t b_bytes = block_bytes(kc * nc, esz);
     const size_t a_bytes = block_bytes(kc * mc, esz);
@@ -496,95 +609,106 @@ static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, in
 /* ---- Threads sharing a packed operand ----
  * Split over columns of C, every thread needs all of op(A); split over rows, all of op(B).
  * Packing that shared operand on each thread costs as much as the product's own part for the
- * MLP's shapes, so the threads pack it once, together: each packs its share of the panels into a
- * buffer of the calling thread, waits at a barrier for the others, then computes its own tiles
- * from the whole block. Two such buffers alternate, so one barrier per block suffices: a thread
- * that passed barrier s knows every thread finished computing block s - 1 (which used the other
- * buffer) before arriving. Packing is copying: the result is that of gemm_block bit for bit. */
+ * MLP's shapes, so the threads pack it once, together, into a buffer of the calling thread.
+ * The product is a sequence of stages, one per block of the shared operand, and one pool job per
+ * stage: job s computes every part's tiles of stage s - 1 from the block packed in job s - 1, and
+ * packs each part's share of block s into the other of two slots. The job boundary is the only
+ * synchronization: no part waits for another inside a job, so if a worker is late (preempted on
+ * a busy machine) the caller runs its part too (tg__parallel_run) instead of waiting at a
+ * barrier. Each part's private block (its B columns or its A rows) lives in the caller's buffer
+ * as well, indexed by part, so whichever thread runs a part finds it. Packing is copying: the
+ * result is that of gemm_block bit for bit. */
 
-/* Waits until all nth threads of the job have arrived. The workers are already awake and the
- * wait lasts about one panel's packing, so spinning (yielding after a while, the cores are
- * shared) costs less than a condition variable's wake-up. */
-static void barrier_wait(gemm_job *j, int nth) {
-    const unsigned gen = atomic_load_explicit(&j->bar_gen, memory_order_acquire);
-    if (atomic_fetch_add_explicit(&j->bar_count, 1, memory_order_acq_rel) == nth - 1) {
-        atomic_store_explicit(&j->bar_count, 0, memory_order_relaxed);
-        atomic_fetch_add_explicit(&j->bar_gen, 1, memory_order_release);
+/* Stage s's blocks: split_n (shared A) walks (pc, ic), the other split walks (jc, pc). */
+typedef struct stage {
+    int64_t pc, kb, ic, mb, jc, nb;
+} stage;
+
+static stage stage_at(const gemm_job *j, int64_t s) {
+    stage st;
+    if (j->split_n) {
+        const int64_t n_ic = (j->M + j->mc - 1) / j->mc;
+        st.pc = s / n_ic * j->kc, st.ic = s % n_ic * j->mc;
+        st.jc = 0, st.nb = j->N;
+    } else {
+        const int64_t n_pc = (j->K + j->kc - 1) / j->kc;
+        st.jc = s / n_pc * j->nc, st.pc = s % n_pc * j->kc;
+        st.ic = 0, st.mb = j->M;
+        st.nb = j->N - st.jc < j->nc ? j->N - st.jc : j->nc;
+    }
+    st.kb = j->K - st.pc < j->kc ? j->K - st.pc : j->kc;
+    if (j->split_n)
+        st.mb = j->M - st.ic < j->mc ? j->M - st.ic : j->mc;
+    return st;
+}
+
+static int64_t stage_count(const gemm_job *j) {
+    const int64_t n_pc = (j->K + j->kc - 1) / j->kc;
+    return j->split_n ? n_pc * ((j->M + j->mc - 1) / j->mc) : n_pc * ((j->N + j->nc - 1) / j->nc);
+}
+
+static void stage_pack(const gemm_job *j, int part, int nth, int64_t s) {
+    const stage st = stage_at(j, s);
+    unsigned char *slot = j->shared + (size_t)(s & 1) * j->slot_bytes;
+    unsigned char *priv = j->buf0 + (size_t)part * j->priv_bytes;
+    int64_t a0, a1;
+    if (j->split_n) {
+        tg__split(st.mb, j->uk->mr, part, nth, &a0, &a1);
+        if (a0 < a1)
+            pack_a(j, st.ic + a0, a1 - a0, st.pc, st.kb, slot + (size_t)(a0 * st.kb) * j->esz);
+        int64_t n0, n1;
+        tg__split(j->N, j->uk->nr, part, nth, &n0, &n1);
+        if (st.ic == 0 && n0 < n1) /* a new k block: this part's columns of op(B) */
+            pack_b(j, st.pc, st.kb, n0, n1 - n0, priv);
+    } else {
+        tg__split(st.nb, j->uk->nr, part, nth, &a0, &a1);
+        if (a0 < a1)
+            pack_b(j, st.pc, st.kb, st.jc + a0, a1 - a0, slot + (size_t)(a0 * st.kb) * j->esz);
+    }
+}
+
+static void stage_compute(const gemm_job *j, int part, int nth, int64_t s) {
+    const stage st = stage_at(j, s);
+    const unsigned char *slot = j->shared + (size_t)(s & 1) * j->slot_bytes;
+    unsigned char *priv = j->buf0 + (size_t)part * j->priv_bytes;
+    const int acc = j->beta || st.pc > 0;
+    if (j->split_n) {
+        int64_t n0, n1;
+        tg__split(j->N, j->uk->nr, part, nth, &n0, &n1);
+        if (n0 < n1)
+            compute_block(j, slot, priv, st.ic, st.mb, n0, n1 - n0, st.kb, acc);
         return;
     }
-    for (unsigned spins = 0; atomic_load_explicit(&j->bar_gen, memory_order_acquire) == gen;
-         spins++) {
-        if (spins < 4096) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        } else {
-            sched_yield();
-        }
+    int64_t m0, m1;
+    tg__split(j->M, j->uk->mr, part, nth, &m0, &m1);
+    for (int64_t ic = m0; ic < m1; ic += j->mc) {
+        const int64_t mb = m1 - ic < j->mc ? m1 - ic : j->mc;
+        pack_a(j, ic, mb, st.pc, st.kb, priv);
+        compute_block(j, priv, slot, ic, mb, st.jc, st.nb, st.kb, acc);
     }
 }
 
-/* Thread tid's part when threads own columns [n0, n1) (at most nc of them) and share op(A). */
-static void gemm_shared_a(gemm_job *j, int tid, int nth, int64_t n0, int64_t n1) {
-    const size_t esz = j->esz;
-    const int mr = j->uk->mr;
-    const int64_t kc = j->kc, mc = j->mc;
-    unsigned char *bp = tid == 0 ? j->buf0 : pack_buffer(j->priv_bytes);
-    const bool own = n0 < n1 && bp; /* no buffer (out of memory): plain loop at the end */
-    unsigned stage = 0;
-    for (int64_t pc = 0; pc < j->K; pc += kc) {
-        const int64_t kb = j->K - pc < kc ? j->K - pc : kc;
-        const int acc = j->beta || pc > 0;
-        if (own)
-            pack_b(j, pc, kb, n0, n1 - n0, bp);
-        for (int64_t ic = 0; ic < j->M; ic += mc, stage++) {
-            const int64_t mb = j->M - ic < mc ? j->M - ic : mc;
-            unsigned char *ap = j->shared + (stage & 1) * j->slot_bytes;
-            int64_t r0, r1;
-            tg__split(mb, mr, tid, nth, &r0, &r1);
-            if (r0 < r1)
-                pack_a(j, ic + r0, r1 - r0, pc, kb, ap + (size_t)(r0 * kb) * esz);
-            barrier_wait(j, nth);
-            if (own)
-                compute_block(j, ap, bp, ic, mb, n0, n1 - n0, kb, acc);
-        }
+typedef struct stage_job {
+    const gemm_job *j;
+    int64_t s, n_stages; /* this job computes stage s - 1 (if s > 0) and packs stage s */
+    int nth;             /* the split: fixed for the whole product */
+} stage_job;
+
+static void stage_run(void *p, int part, int nth) {
+    const stage_job *sj = p;
+    (void)nth; /* the pool may run the job on fewer threads; the split stays sj->nth parts */
+    for (int q = part; q < sj->nth; q += nth) {
+        if (sj->s > 0)
+            stage_compute(sj->j, q, sj->nth, sj->s - 1);
+        if (sj->s < sj->n_stages)
+            stage_pack(sj->j, q, sj->nth, sj->s);
     }
-    if (n0 < n1 && !bp)
-        gemm_plain(j->dtype, j->ta, j->tb, 0, j->M, n0, n1, j->K, j->A, j->lda, j->B, j->ldb,
-                   j->beta, j->C, j->ldc);
 }
 
-/* Thread tid's part when threads own rows [m0, m1) and share op(B). */
-static void gemm_shared_b(gemm_job *j, int tid, int nth, int64_t m0, int64_t m1) {
-    const size_t esz = j->esz;
-    const int nr = j->uk->nr;
-    const int64_t kc = j->kc, mc = j->mc, nc = j->nc;
-    unsigned char *ap = tid == 0 ? j->buf0 : pack_buffer(j->priv_bytes);
-    const bool own = m0 < m1 && ap;
-    unsigned stage = 0;
-    for (int64_t jc = 0; jc < j->N; jc += nc) {
-        const int64_t nb = j->N - jc < nc ? j->N - jc : nc;
-        for (int64_t pc = 0; pc < j->K; pc += kc, stage++) {
-            const int64_t kb = j->K - pc < kc ? j->K - pc : kc;
-            const int acc = j->beta || pc > 0;
-            unsigned char *bp = j->shared + (stage & 1) * j->slot_bytes;
-            int64_t c0, c1;
-            tg__split(nb, nr, tid, nth, &c0, &c1);
-            if (c0 < c1)
-                pack_b(j, pc, kb, jc + c0, c1 - c0, bp + (size_t)(c0 * kb) * esz);
-            barrier_wait(j, nth);
-            if (!own)
-                continue;
-            for (int64_t ic = m0; ic < m1; ic += mc) {
-                const int64_t mb = m1 - ic < mc ? m1 - ic : mc;
-                pack_a(j, ic, mb, pc, kb, ap);
-                compute_block(j, ap, bp, ic, mb, jc, nb, kb, acc);
-            }
-        }
-    }
-    if (m0 < m1 && !ap)
-        gemm_plain(j->dtype, j->ta, j->tb, m0, m1, 0, j->N, j->K, j->A, j->lda, j->B, j->ldb,
-                   j->beta, j->C, j->ldc);
+static void gemm_shared(const gemm_job *j, int nth) {
+    stage_job sj = {.j = j, .n_stages = stage_count(j), .nth = nth};
+    for (sj.s = 0; sj.s <= sj.n_stages; sj.s++)
+        tg__parallel_run(nth, stage_run, &sj);
 }
 
 #ifdef TG_HAVE_OPENBLAS
@@ -614,13 +738,7 @@ static void gemm_job_run(void *p, int tid, int nth) {
         tg__split(j->N, j->uk->nr, tid, nth, &n0, &n1);
     else
         tg__split(j->M, j->uk->mr, tid, nth, &m0, &m1);
-    /* Every thread takes the same branch: it depends on nth and the job only. */
-    const int64_t units = (j->N + j->uk->nr - 1) / j->uk->nr;
-    if (nth > 1 && j->shared && j->split_n && (units + nth - 1) / nth * j->uk->nr <= j->own_cap)
-        gemm_shared_a(j, tid, nth, n0, n1);
-    else if (nth > 1 && j->shared && !j->split_n)
-        gemm_shared_b(j, tid, nth, m0, m1);
-    else if (m0 < m1 && n0 < n1)
+    if (m0 < m1 && n0 < n1)
         gemm_block(j, m0, m1, n0, n1);
 }
 
@@ -664,15 +782,17 @@ void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, 
     }
 #endif
     const tg__ukernel *uk = j.uk;
+    int64_t uk_mc, uk_kc, uk_nc;
+    tg__gemm_blocks(uk, esz, &uk_mc, &uk_kc, &uk_nc);
     /* Near-equal blocks: K = 784 as 4 x 196 rather than 3 x 256 + 16 (a 16-deep block pays a
      * full load and store of C for little work). Each element is still summed over k in
      * increasing order by the same kernel, and storing C between blocks is exact, so the
      * blocking does not change the result. */
-    const int64_t nk = (K + uk->kc - 1) / uk->kc, nm = (M + uk->mc - 1) / uk->mc;
+    const int64_t nk = (K + uk_kc - 1) / uk_kc, nm = (M + uk_mc - 1) / uk_mc;
     j.kc = (K + nk - 1) / nk;
     j.mc = ((M + nm - 1) / nm + uk->mr - 1) / uk->mr * uk->mr;
     const int64_t n_round = (N + uk->nr - 1) / uk->nr * uk->nr;
-    j.nc = n_round < uk->nc ? n_round : uk->nc;
+    j.nc = n_round < uk_nc ? n_round : uk_nc;
     /* Split the longer side of C; each thread then packs only its part of that operand. */
     j.split_n = N >= M;
     int nth = 1;
@@ -683,7 +803,7 @@ void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, 
     const int avail = tg_get_num_threads();
     if (nth > avail)
         nth = avail;
-    if (nth > 1) { /* the other operand's blocks are packed once, shared (gemm_shared_a/b) */
+    if (nth > 1) { /* the other operand's blocks are packed once, shared (gemm_shared) */
         if (j.split_n) {
             const int64_t units = (N + uk->nr - 1) / uk->nr;
             j.own_cap = (units + nth - 1) / nth * uk->nr;
@@ -693,9 +813,13 @@ void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, 
             j.priv_bytes = block_bytes(j.mc * j.kc, esz);
             j.slot_bytes = block_bytes(j.kc * j.nc, esz);
         }
-        if (!j.split_n || j.own_cap <= uk->nc) {
-            j.buf0 = pack_buffer(j.priv_bytes + 2 * j.slot_bytes);
-            j.shared = j.buf0 ? j.buf0 + j.priv_bytes : NULL;
+        if (!j.split_n || j.own_cap <= uk_nc) {
+            j.buf0 = pack_buffer((size_t)nth * j.priv_bytes + 2 * j.slot_bytes);
+            j.shared = j.buf0 ? j.buf0 + (size_t)nth * j.priv_bytes : NULL;
+        }
+        if (j.shared) {
+            gemm_shared(&j, nth);
+            return;
         }
     }
     tg__parallel_run(nth, gemm_job_run, &j);

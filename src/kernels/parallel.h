@@ -28,8 +28,10 @@ void tg__split(int64_t n, int64_t align, int tid, int nth, int64_t *begin, int64
 typedef void (*tg__range_fn)(void *ctx, int64_t i0, int64_t i1);
 void tg__parallel_range(int64_t n, int64_t min_parallel, tg__range_fn body, void *ctx);
 
-/* Below this many elements an elementwise loop is not worth a wake-up of the workers. */
-#define TG_PAR_MIN_ELEMS ((int64_t)1 << 16)
+/* Below this many elements an elementwise loop is not worth handing to the workers. With the
+ * workers polling between jobs a hand-off costs about a microsecond, the time of some 10^4
+ * float adds; the MLP's [128,256] activations (32768 elements) are split. */
+#define TG_PAR_MIN_ELEMS ((int64_t)1 << 14)
 
 /* ---- Matrix multiply (gemm.c) ----
  * C[M,N] = beta * C + op(A) op(B), op(X) = X or X^T, row-major with leading dimensions.
@@ -47,8 +49,9 @@ typedef void (*tg__ukernel_fn)(int64_t kc, const void *a, const void *b, void *c
                                int accumulate);
 
 typedef struct tg__ukernel {
-    int mr, nr;         /* tile */
-    int64_t mc, kc, nc; /* cache blocks: mc multiple of mr, nc multiple of nr */
+    int mr, nr; /* tile */
+    int64_t mc, kc,
+        nc; /* default cache blocks (mc multiple of mr, nc of nr), see tg__gemm_blocks */
     tg__ukernel_fn fn;
 } tg__ukernel;
 
@@ -68,6 +71,12 @@ int tg__kernel_available(tg__kernel_id id);
 tg_status tg__kernel_set(tg__kernel_id id);
 tg__kernel_id tg__kernel_get(void);
 const char *tg__kernel_id_name(tg__kernel_id id);
+
+/* The cache sizes the CPU reports (L1 data, L2, L3, bytes; 0 where unknown), read once. */
+void tg__gemm_cache_sizes(int64_t sizes[3]);
+/* The cache blocks tg_gemm uses with micro-kernel uk for elements of esz bytes: chosen from the
+ * cache sizes, or uk's own mc, kc, nc when those are unknown. */
+void tg__gemm_blocks(const tg__ukernel *uk, size_t esz, int64_t *mc, int64_t *kc, int64_t *nc);
 
 /* The SIMD micro-kernels, each in its own file compiled with target attributes. */
 extern const tg__ukernel tg__uk_avx2_f32, tg__uk_avx2_f64;

@@ -9,75 +9,196 @@
  * Determinism: every job must compute the same result whatever the number of threads it gets (the
  * pool may run it on the caller alone). The matmul splits C into blocks of rows or columns, never
  * the inner dimension, so each element's sum runs in the same order on any thread count. */
+#define _GNU_SOURCE /* syscall(SYS_futex) */
 #include "parallel.h"
 
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define TG_MAX_THREADS 256
+
+/* How long a worker that finished a job keeps polling for the next one before it sleeps, and how
+ * long the caller polls for the workers to finish before it yields. A training step posts a job
+ * every few tens of microseconds; a sleeping worker costs a futex wake-up, which on a virtual
+ * machine (an inter-processor interrupt through the hypervisor) takes 20-50 us -- as long as a
+ * whole 128 x 256 x 128 product. Polling for at most this long and then sleeping keeps the step
+ * fast and leaves an idle program idle. */
+#define TG_POOL_SPIN_NS 300000
 
 /* One job at a time uses the pool; a caller that finds it busy runs its job alone. */
 static pthread_mutex_t run_mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* The job board, protected by pool_mu. */
-static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
-static pthread_cond_t pool_done = PTHREAD_COND_INITIALIZER;
-static pthread_t workers[TG_MAX_THREADS];
-static unsigned long start_generation[TG_MAX_THREADS + 1]; /* per tid: the last job before it */
-static int n_workers;                                      /* running workers, tids 1..n_workers */
-static unsigned long generation;                           /* bumped for each job */
+/* The job board. `job_word` holds the job's generation (bits 9 and up) and its thread count
+ * (bits 0-8) in one atomic word, so a worker reads both consistently. Parts 1..nth-1 are claimed
+ * from `job_claim` (same generation bits, then the next part), so a worker that wakes late for an
+ * old job claims nothing. job_fn and job_ctx are written before the word is bumped and read only
+ * by threads holding a claimed, unfinished part, and all parts finish (job_pending 0) before the
+ * next job may replace them. */
+#define TG_NTH_BITS 9
+#define TG_NTH_MASK ((1ul << TG_NTH_BITS) - 1)
+static atomic_ulong job_word;
 static tg__job_fn job_fn;
 static void *job_ctx;
-static int job_nth;
-static int pending; /* workers still running the current job */
-static bool stopping;
+static atomic_ulong job_claim;  /* the job's generation and its next unclaimed part */
+static atomic_uint job_pending; /* parts other than the caller's part 0 not yet finished */
+static atomic_int n_sleeping;   /* workers blocked on pool_wake */
+static atomic_bool stopping;
+
+/* Sleeping workers wait here; pool_mu also guards the worker list. */
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
+static pthread_t workers[TG_MAX_THREADS];
+static unsigned long start_word[TG_MAX_THREADS + 1]; /* per tid: the last job before it */
+static int n_workers;                                /* running workers, tids 1..n_workers */
 
 static atomic_int num_threads; /* 0 until read from TG_NUM_THREADS */
 static _Thread_local bool in_job;
 
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- Waiting for a word to change: poll briefly, then sleep in the kernel (futex) ----
+ * Polling alone is fast on a quiet machine but, when the thread we wait for has been preempted
+ * by another job, burns our own time slice for nothing (sched_yield hardly helps under CFS): a
+ * 2-thread training step was then several times slower than 1 thread. So after TG_WAIT_SPIN_NS
+ * the waiter sleeps until the writer's tg__wake. The writer makes the syscall only when someone
+ * sleeps (n_futex_sleepers, checked after the write; the sleeper counts itself before its last
+ * look, and FUTEX_WAIT rechecks the word in the kernel, so no wake-up is lost). */
+#define TG_WAIT_SPIN_NS 50000
+static atomic_int n_futex_sleepers;
+
+static void wait_change(atomic_uint *word, unsigned old) {
+    int64_t t0 = 0;
+    for (unsigned spins = 0; atomic_load_explicit(word, memory_order_acquire) == old; spins++) {
+        if ((spins & 63) == 63) {
+            const int64_t t = now_ns();
+            if (!t0)
+                t0 = t;
+            else if (t - t0 > TG_WAIT_SPIN_NS)
+                break;
+        }
+        cpu_relax();
+    }
+    if (atomic_load_explicit(word, memory_order_acquire) != old)
+        return;
+    atomic_fetch_add(&n_futex_sleepers, 1);
+    while (atomic_load(word) == old) {
+#if defined(__linux__)
+        syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, old, NULL, NULL, 0);
+#else
+        sched_yield();
+#endif
+    }
+    atomic_fetch_sub(&n_futex_sleepers, 1);
+}
+
+static void wake(atomic_uint *word) {
+#if defined(__linux__)
+    if (atomic_load(&n_futex_sleepers) > 0)
+        syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#else
+    (void)word;
+#endif
+}
+
+/* Waits until job_word differs from `seen` (or the pool stops): polls for TG_POOL_SPIN_NS, then
+ * sleeps on pool_wake. The sleeper announces itself in n_sleeping before its last look at
+ * job_word, and the poster bumps job_word before it looks at n_sleeping (both sequentially
+ * consistent), so one of the two always sees the other: no wake-up is lost. */
+static unsigned long wait_for_job(unsigned long seen) {
+    unsigned long w;
+    int64_t t0 = 0;
+    for (unsigned spins = 0;; spins++) {
+        w = atomic_load_explicit(&job_word, memory_order_acquire);
+        if (w != seen || atomic_load_explicit(&stopping, memory_order_relaxed))
+            return w;
+        if ((spins & 63) == 63) {
+            const int64_t t = now_ns();
+            if (!t0)
+                t0 = t;
+            else if (t - t0 > TG_POOL_SPIN_NS)
+                break;
+        }
+        cpu_relax();
+    }
+    pthread_mutex_lock(&pool_mu);
+    atomic_fetch_add(&n_sleeping, 1);
+    while ((w = atomic_load(&job_word)) == seen && !atomic_load(&stopping))
+        pthread_cond_wait(&pool_wake, &pool_mu);
+    atomic_fetch_sub(&n_sleeping, 1);
+    pthread_mutex_unlock(&pool_mu);
+    return w;
+}
+
+/* Claims the next unstarted part of job `w` (its generation and thread count), or returns -1
+ * when all are taken or the job is no longer the current one. Parts are claimed, not assigned:
+ * if a worker is slow to come (preempted on a busy machine), the caller runs its part too. */
+static int claim_part(unsigned long w) {
+    const unsigned long gen = w >> TG_NTH_BITS, nth = w & TG_NTH_MASK;
+    unsigned long c = atomic_load_explicit(&job_claim, memory_order_acquire);
+    for (;;) {
+        if (c >> TG_NTH_BITS != gen || (c & TG_NTH_MASK) >= nth)
+            return -1;
+        if (atomic_compare_exchange_weak_explicit(&job_claim, &c, c + 1, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return (int)(c & TG_NTH_MASK);
+    }
+}
+
+/* Runs parts of job w until none is left. Each part is the same function call whichever thread
+ * makes it, so the result does not depend on who ran what. */
+static void run_parts(unsigned long w) {
+    for (int part; (part = claim_part(w)) >= 0;) {
+        in_job = true;
+        job_fn(job_ctx, part, (int)(w & TG_NTH_MASK));
+        in_job = false;
+        if (atomic_fetch_sub_explicit(&job_pending, 1, memory_order_acq_rel) == 1)
+            wake(&job_pending);
+    }
+}
+
 static void *worker_main(void *arg) {
     const int tid = (int)(intptr_t)arg;
-    pthread_mutex_lock(&pool_mu);
-    /* Not `generation`: a job may have been posted between pthread_create and this line. */
-    unsigned long seen = start_generation[tid];
+    /* Not job_word: a job may have been posted between pthread_create and this line. */
+    unsigned long seen = start_word[tid];
     for (;;) {
-        while (generation == seen && !stopping)
-            pthread_cond_wait(&pool_wake, &pool_mu);
-        if (stopping)
+        const unsigned long w = wait_for_job(seen);
+        if (atomic_load(&stopping))
             break;
-        seen = generation;
-        if (tid < job_nth) {
-            tg__job_fn fn = job_fn;
-            void *ctx = job_ctx;
-            int nth = job_nth;
-            pthread_mutex_unlock(&pool_mu);
-            in_job = true;
-            fn(ctx, tid, nth);
-            in_job = false;
-            pthread_mutex_lock(&pool_mu);
-            if (--pending == 0)
-                pthread_cond_signal(&pool_done);
-        }
+        seen = w;
+        run_parts(w);
     }
-    pthread_mutex_unlock(&pool_mu);
     return NULL;
 }
 
 /* Joins every worker. Caller holds run_mu (no job is running). */
 static void stop_workers(void) {
+    atomic_store(&stopping, true);
     pthread_mutex_lock(&pool_mu);
-    stopping = true;
     pthread_cond_broadcast(&pool_wake);
     pthread_mutex_unlock(&pool_mu);
     for (int i = 0; i < n_workers; i++)
         pthread_join(workers[i], NULL);
-    pthread_mutex_lock(&pool_mu);
-    stopping = false;
+    atomic_store(&stopping, false);
     n_workers = 0;
-    pthread_mutex_unlock(&pool_mu);
 }
 
 /* A forked child has none of the parent's workers: forget them, so that the child's first
@@ -88,29 +209,25 @@ static void after_fork_in_child(void) {
     run_mu = fresh;
     pool_mu = fresh;
     pool_wake = fresh_cond;
-    pool_done = fresh_cond;
     n_workers = 0;
-    pending = 0;
-    stopping = false;
+    atomic_store(&job_pending, 0);
+    atomic_store(&n_sleeping, 0);
+    atomic_store(&stopping, false);
     in_job = false;
 }
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void atfork_register(void) { (void)pthread_atfork(NULL, NULL, after_fork_in_child); }
 
-/* Starts workers up to `want` of them. Caller holds run_mu. Returns how many run. */
+/* Starts workers up to `want` of them. Caller holds run_mu (no job runs now, so a new worker
+ * waits for the next job). Returns how many run. */
 static int start_workers(int want) {
     pthread_once(&atfork_once, atfork_register);
     while (n_workers < want) {
         pthread_t th;
-        /* No job runs now (we hold run_mu): the new worker must wait for the next one. */
-        pthread_mutex_lock(&pool_mu);
-        start_generation[n_workers + 1] = generation;
-        pthread_mutex_unlock(&pool_mu);
+        start_word[n_workers + 1] = atomic_load(&job_word);
         if (pthread_create(&th, NULL, worker_main, (void *)(intptr_t)(n_workers + 1)) != 0)
             break;
-        pthread_mutex_lock(&pool_mu);
         workers[n_workers++] = th;
-        pthread_mutex_unlock(&pool_mu);
     }
     return n_workers;
 }
@@ -165,23 +282,31 @@ void tg__parallel_run(int nth, tg__job_fn fn, void *ctx) {
         fn(ctx, 0, 1);
         return;
     }
-    pthread_mutex_lock(&pool_mu);
     job_fn = fn;
     job_ctx = ctx;
-    job_nth = nth;
-    pending = nth - 1;
-    generation++;
-    pthread_cond_broadcast(&pool_wake);
-    pthread_mutex_unlock(&pool_mu);
+    atomic_store_explicit(&job_pending, (unsigned)(nth - 1), memory_order_relaxed);
+    const unsigned long gen =
+        (atomic_load_explicit(&job_word, memory_order_relaxed) >> TG_NTH_BITS) + 1;
+    const unsigned long w = gen << TG_NTH_BITS | (unsigned long)nth;
+    atomic_store_explicit(&job_claim, gen << TG_NTH_BITS | 1ul, memory_order_relaxed);
+    atomic_store(&job_word, w);
+    if (atomic_load(&n_sleeping) > 0) {
+        pthread_mutex_lock(&pool_mu);
+        pthread_cond_broadcast(&pool_wake);
+        pthread_mutex_unlock(&pool_mu);
+    }
 
     in_job = true;
     fn(ctx, 0, nth);
     in_job = false;
+    /* Parts no worker has started yet, the caller runs itself. A job whose parts wait for each
+     * other (the matmul's barrier) never gets here with parts unclaimed: part 0 returns only
+     * after every part reached the barrier. */
+    run_parts(w);
 
-    pthread_mutex_lock(&pool_mu);
-    while (pending > 0)
-        pthread_cond_wait(&pool_done, &pool_mu);
-    pthread_mutex_unlock(&pool_mu);
+    /* The workers are running parts of the same size as ours: poll, then sleep. */
+    for (unsigned p; (p = atomic_load_explicit(&job_pending, memory_order_acquire)) > 0;)
+        wait_change(&job_pending, p);
     pthread_mutex_unlock(&run_mu);
 }
 

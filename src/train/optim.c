@@ -6,6 +6,7 @@
 #include "train/state.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <tgmath.h>
 
@@ -242,39 +243,97 @@ static int64_t first_nonfinite(const tg_tensor *g) {
     return -1;
 }
 
+/* Whether a step updates P: it has a gradient (a tg_backward reached it) and requires one now.
+ * A frozen parameter (tg_tensor_set_requires_grad(P, 0)) is left exactly as it is, state
+ * included, whatever its gradient holds from before it was frozen. */
+static bool updated(const tg_tensor *P) { return P->grad && P->requires_grad; }
+
+/* One pass over all the parameters' elements as one range, split over the threads: the check
+ * for NaN and Inf (check set), or the update. One job per pass, not one per parameter: a job
+ * costs a hand-off to the workers, and the MLP's four small parameters would each run alone.
+ * The update of each element depends on that element only, so the split changes no bit. */
+typedef struct optim_pass {
+    const tg_optim *o;
+    optim_job j; /* the step's constants; P, m, v are set per parameter */
+    int64_t total;
+    bool check;
+    atomic_int bad; /* check: some thread saw a NaN or Inf */
+} optim_pass;
+
+static bool nonfinite_in(const tg_tensor *g, int64_t k0, int64_t k1) {
+    unsigned bad = 0;
+    if (g->dtype == TG_F32) {
+        const uint32_t *u = g->data;
+        for (int64_t k = k0; k < k1; k++)
+            bad |= (u[k] & 0x7f800000u) == 0x7f800000u;
+    } else {
+        const uint64_t *u = g->data;
+        for (int64_t k = k0; k < k1; k++)
+            bad |= (u[k] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+    }
+    return bad != 0;
+}
+
+static void optim_pass_run(void *ctx, int tid, int nth) {
+    optim_pass *ps = ctx;
+    int64_t b, e, base = 0;
+    tg__split(ps->total, 64, tid, nth, &b, &e);
+    for (int i = 0; i < ps->o->n_params && base < e; i++) {
+        tg_tensor *P = ps->o->params[i];
+        if (!updated(P))
+            continue;
+        const int64_t n = P->numel;
+        const int64_t k0 = b > base ? b - base : 0, k1 = e - base < n ? e - base : n;
+        base += n;
+        if (k0 >= k1)
+            continue;
+        if (ps->check) {
+            if (nonfinite_in(P->grad, k0, k1))
+                atomic_store_explicit(&ps->bad, 1, memory_order_relaxed);
+            continue;
+        }
+        optim_job j = ps->j;
+        j.P = P;
+        j.m = ps->o->m ? ps->o->m[i] : NULL;
+        j.v = ps->o->v ? ps->o->v[i] : NULL;
+        /* tg_optim_new allocated the state this kind uses, and the kind never changes. */
+        TG_CHECK(j.m || j.c->kind == TG_OPTIM_SGD);
+        TG_CHECK(j.v || j.c->kind != TG_OPTIM_ADAM);
+        optim_update_range(&j, k0, k1);
+    }
+}
+
 tg_status tg_optim_step(tg_optim *o) {
     if (!o)
         return tg__set_last_error(TG_ERR_NULL, "tg_optim_step: optimizer is NULL");
-    /* Check every gradient first, so a NaN leaves all parameters (and state) as they were. */
-    for (int i = 0; i < o->n_params; i++) {
-        const tg_tensor *P = o->params[i];
-        if (!P->grad || !P->requires_grad)
-            continue;
-        const int64_t k = first_nonfinite(P->grad);
-        if (k >= 0)
-            return tg__set_last_error(TG_ERR_NONFINITE,
-                                      "tg_optim_step: the gradient of params[%d] ('%s') holds "
-                                      "%g at element %lld; no parameter was changed",
-                                      i, P->name, tg_tensor_get(P->grad, k), (long long)k);
-    }
     const tg_optim_config *c = &o->cfg;
     const double t = (double)(o->steps + 1);
-    optim_job j = {.c = c, .lr = tg_optim_lr(o)};
-    j.adam_step = j.lr / (1 - pow(c->beta1, t));
-    j.adam_rsqrt_bc2 = 1 / sqrt(1 - pow(c->beta2, t));
-    for (int i = 0; i < o->n_params; i++) {
-        j.P = o->params[i];
-        /* Frozen (tg_tensor_set_requires_grad(P, 0)) or not reached: left exactly as it is,
-         * state included, whatever its gradient holds from before it was frozen. */
-        if (!j.P->grad || !j.P->requires_grad)
-            continue;
-        j.m = o->m ? o->m[i] : NULL;
-        j.v = o->v ? o->v[i] : NULL;
-        /* tg_optim_new allocated the state this kind uses, and the kind never changes. */
-        TG_CHECK(j.m || c->kind == TG_OPTIM_SGD);
-        TG_CHECK(j.v || c->kind != TG_OPTIM_ADAM);
-        tg__parallel_range(j.P->numel, TG_PAR_MIN_ELEMS, optim_update_range, &j);
-    }
+    optim_pass ps = {.o = o, .j = {.c = c, .lr = tg_optim_lr(o)}, .check = true};
+    ps.j.adam_step = ps.j.lr / (1 - pow(c->beta1, t));
+    ps.j.adam_rsqrt_bc2 = 1 / sqrt(1 - pow(c->beta2, t));
+    for (int i = 0; i < o->n_params; i++)
+        if (updated(o->params[i]))
+            ps.total += o->params[i]->numel;
+    const int64_t per = TG_PAR_MIN_ELEMS / 2;
+    const int nth =
+        ps.total < TG_PAR_MIN_ELEMS ? 1 : (int)(ps.total / per < 256 ? ps.total / per : 256);
+    atomic_init(&ps.bad, 0);
+    /* Check every gradient first, so a NaN leaves all parameters (and state) as they were. */
+    tg__parallel_run(nth, optim_pass_run, &ps);
+    if (atomic_load(&ps.bad))
+        for (int i = 0; i < o->n_params; i++) { /* find the first, for the message */
+            const tg_tensor *P = o->params[i];
+            if (!updated(P))
+                continue;
+            const int64_t k = first_nonfinite(P->grad);
+            if (k >= 0)
+                return tg__set_last_error(TG_ERR_NONFINITE,
+                                          "tg_optim_step: the gradient of params[%d] ('%s') holds "
+                                          "%g at element %lld; no parameter was changed",
+                                          i, P->name, tg_tensor_get(P->grad, k), (long long)k);
+        }
+    ps.check = false;
+    tg__parallel_run(nth, optim_pass_run, &ps);
     o->steps++;
     return TG_OK;
 }
