@@ -36,7 +36,11 @@ static void elu_backward_range(void *ctx, int64_t i0, int64_t i1) {
     TG_FOR_DTYPE(y->dtype, T, const T a = (T)alpha_of(y); const T *px = y->inputs[0]->data;
                  const T *py = y->data; const T *dy = g->dout->data; T *dx = g->din[0]->data;
                  for (int64_t i = i0; i < i1; i++)
-                     dx[i] += px[i] > 0 ? dy[i] : dy[i] * (py[i] + a););
+                     {
+                     /* selects of a value or 0, then arithmetic for all: vectorizes */
+                     const T up = dy[i], p = px[i] > 0 ? up : 0, q = px[i] > 0 ? 0 : up;
+                     dx[i] += p + q * (py[i] + a);
+                 });
 }
 
 static void elu_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {

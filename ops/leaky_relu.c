@@ -19,8 +19,13 @@ static void leaky_relu_forward_range(void *ctx, int64_t i0, int64_t i1) {
     tg_tensor *y = ctx;
     const tg_tensor *x = y->inputs[0];
     TG_FOR_DTYPE(y->dtype, T, const T s = (T)slope_of(y); const T *px = x->data; T *py = y->data;
-                 /* a NaN takes the second branch and stays NaN */
-                 for (int64_t i = i0; i < i1; i++) py[i] = px[i] > 0 ? px[i] : s * px[i];);
+                 /* two selects of a value or 0, then arithmetic for all: gcc vectorizes this (a
+                    multiply under a condition it does not, as it may trap). A NaN goes to q; x = -0
+                    gives +0 where PyTorch gives -0. */
+                 for (int64_t i = i0; i < i1; i++) {
+        const T v = px[i], p = v > 0 ? v : 0, q = v > 0 ? 0 : v;
+        py[i] = p + s * q;
+                 });
 }
 
 static tg_status leaky_relu_forward(tg_tape *tape, tg_tensor *y) {
@@ -34,7 +39,10 @@ static void leaky_relu_backward_range(void *ctx, int64_t i0, int64_t i1) {
     const tg_tensor *y = g->y;
     TG_FOR_DTYPE(y->dtype, T, const T s = (T)slope_of(y); const T *px = y->inputs[0]->data;
                  const T *dy = g->dout->data; T *dx = g->din[0]->data;
-                 for (int64_t i = i0; i < i1; i++) dx[i] += px[i] > 0 ? dy[i] : s * dy[i];);
+                 for (int64_t i = i0; i < i1; i++) {
+                     const T up = dy[i], p = px[i] > 0 ? up : 0, q = px[i] > 0 ? 0 : up;
+                     dx[i] += p + s * q; /* as in forward: vectorizes */
+                 });
 }
 
 static void leaky_relu_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
