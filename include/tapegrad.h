@@ -391,6 +391,99 @@ TG_API tg_tensor *tg_mse_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAM
 /** Mean squared error; tg_mse_at with the caller's file and line. */
 #define tg_mse(t, a, b) tg_mse_at((t), (a), (b), __FILE__, __LINE__)
 
+/* ---- Builder calls: activations, powers, extrema and axis reductions (issues 14, 15) ---------
+ * PyTorch's conventions, including at kinks and ties, so numbers port; each op's file in ops/
+ * states its derivative and its edge cases. */
+
+/** y = x where x > 0, negative_slope * x elsewhere (PyTorch's default slope: 0.01). */
+TG_API tg_tensor *tg_leaky_relu_at(tg_tape *t, tg_tensor *x, double negative_slope, TG_LOC_PARAMS);
+/** y = x Phi(x): approximate 0 is the exact erf form (PyTorch's approximate='none'), 1 the tanh
+ *  form 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (approximate='tanh'). */
+TG_API tg_tensor *tg_gelu_at(tg_tape *t, tg_tensor *x, int approximate, TG_LOC_PARAMS);
+/** y = x sigmoid(x) (also called swish). */
+TG_API tg_tensor *tg_silu_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
+/** y = log(1 + e^(beta x)) / beta, and y = x where beta x > threshold (PyTorch: 1 and 20). */
+TG_API tg_tensor *tg_softplus_at(tg_tape *t, tg_tensor *x, double beta, double threshold,
+                                 TG_LOC_PARAMS);
+/** y = x where x > 0, alpha (e^x - 1) elsewhere (PyTorch's default alpha: 1). */
+TG_API tg_tensor *tg_elu_at(tg_tape *t, tg_tensor *x, double alpha, TG_LOC_PARAMS);
+/** y = sqrt(x). */
+TG_API tg_tensor *tg_sqrt_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
+/** y = x^p for a scalar p. */
+TG_API tg_tensor *tg_pow_scalar_at(tg_tape *t, tg_tensor *x, double p, TG_LOC_PARAMS);
+/** y = a^b elementwise, broadcasting; gradients for both a and b (b's: a^b log a). */
+TG_API tg_tensor *tg_pow_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
+/** y = min(max(x, min), max); -INFINITY / INFINITY for no bound. Gradient 1 for min <= x <= max. */
+TG_API tg_tensor *tg_clamp_at(tg_tape *t, tg_tensor *x, double min, double max, TG_LOC_PARAMS);
+/** y = max(a, b) elementwise, broadcasting; a tie splits the gradient half and half. */
+TG_API tg_tensor *tg_maximum_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
+/** y = min(a, b) elementwise, broadcasting; a tie splits the gradient half and half. */
+TG_API tg_tensor *tg_minimum_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAMS);
+/** Axes start_dim..end_dim merged into one, as torch.flatten (negative axes count from the end). */
+TG_API tg_tensor *tg_flatten_at(tg_tape *t, tg_tensor *x, int start_dim, int end_dim,
+                                TG_LOC_PARAMS);
+/** y = max along `axis`; the gradient goes to the first maximum (PyTorch's max(dim) index). */
+TG_API tg_tensor *tg_max_axis_at(tg_tape *t, tg_tensor *x, int axis, int keepdims, TG_LOC_PARAMS);
+/** y = min along `axis`; the gradient goes to the first minimum. */
+TG_API tg_tensor *tg_min_axis_at(tg_tape *t, tg_tensor *x, int axis, int keepdims, TG_LOC_PARAMS);
+/** y = log sum e^x along `axis`, computed stably. */
+TG_API tg_tensor *tg_logsumexp_at(tg_tape *t, tg_tensor *x, int axis, int keepdims, TG_LOC_PARAMS);
+/** y = sum (x - mean)^2 / (n - correction) along `axis` (correction 0 biased, 1 unbiased). */
+TG_API tg_tensor *tg_var_at(tg_tape *t, tg_tensor *x, int axis, double correction, int keepdims,
+                            TG_LOC_PARAMS);
+/** y = sqrt(var(x)) along `axis`, as tg_var; the gradient is 0 where y = 0 (as PyTorch). */
+TG_API tg_tensor *tg_std_at(tg_tape *t, tg_tensor *x, int axis, double correction, int keepdims,
+                            TG_LOC_PARAMS);
+/** y = the index (TG_I32) of the first maximum along `axis`; no gradient. */
+TG_API tg_tensor *tg_argmax_at(tg_tape *t, tg_tensor *x, int axis, int keepdims, TG_LOC_PARAMS);
+
+/** Leaky ReLU; tg_leaky_relu_at with the caller's file and line. */
+#define tg_leaky_relu(t, x, negative_slope)                                                        \
+    tg_leaky_relu_at((t), (x), (negative_slope), __FILE__, __LINE__)
+/** GELU (approximate 0: erf, 1: tanh); tg_gelu_at with the caller's file and line. */
+#define tg_gelu(t, x, approximate) tg_gelu_at((t), (x), (approximate), __FILE__, __LINE__)
+/** y = x sigmoid(x); tg_silu_at with the caller's file and line. */
+#define tg_silu(t, x) tg_silu_at((t), (x), __FILE__, __LINE__)
+/** Softplus; tg_softplus_at with the caller's file and line. */
+#define tg_softplus(t, x, beta, threshold)                                                         \
+    tg_softplus_at((t), (x), (beta), (threshold), __FILE__, __LINE__)
+/** ELU; tg_elu_at with the caller's file and line. */
+#define tg_elu(t, x, alpha) tg_elu_at((t), (x), (alpha), __FILE__, __LINE__)
+/** y = sqrt(x); tg_sqrt_at with the caller's file and line. */
+#define tg_sqrt(t, x) tg_sqrt_at((t), (x), __FILE__, __LINE__)
+/** y = x^p; tg_pow_scalar_at with the caller's file and line. */
+#define tg_pow_scalar(t, x, p) tg_pow_scalar_at((t), (x), (p), __FILE__, __LINE__)
+/** y = a^b, broadcasting; tg_pow_at with the caller's file and line. */
+#define tg_pow(t, a, b) tg_pow_at((t), (a), (b), __FILE__, __LINE__)
+/** y = min(max(x, min), max); tg_clamp_at with the caller's file and line. */
+#define tg_clamp(t, x, min, max) tg_clamp_at((t), (x), (min), (max), __FILE__, __LINE__)
+/** y = max(a, b), broadcasting; tg_maximum_at with the caller's file and line. */
+#define tg_maximum(t, a, b) tg_maximum_at((t), (a), (b), __FILE__, __LINE__)
+/** y = min(a, b), broadcasting; tg_minimum_at with the caller's file and line. */
+#define tg_minimum(t, a, b) tg_minimum_at((t), (a), (b), __FILE__, __LINE__)
+/** torch.flatten; tg_flatten_at with the caller's file and line. */
+#define tg_flatten(t, x, start_dim, end_dim)                                                       \
+    tg_flatten_at((t), (x), (start_dim), (end_dim), __FILE__, __LINE__)
+/** Max along an axis; tg_max_axis_at with the caller's file and line. */
+#define tg_max_axis(t, x, axis, keepdims)                                                          \
+    tg_max_axis_at((t), (x), (axis), (keepdims), __FILE__, __LINE__)
+/** Min along an axis; tg_min_axis_at with the caller's file and line. */
+#define tg_min_axis(t, x, axis, keepdims)                                                          \
+    tg_min_axis_at((t), (x), (axis), (keepdims), __FILE__, __LINE__)
+/** Log-sum-exp along an axis; tg_logsumexp_at with the caller's file and line. */
+#define tg_logsumexp(t, x, axis, keepdims)                                                         \
+    tg_logsumexp_at((t), (x), (axis), (keepdims), __FILE__, __LINE__)
+/** Variance along an axis; tg_var_at with the caller's file and line. */
+#define tg_var(t, x, axis, correction, keepdims)                                                   \
+    tg_var_at((t), (x), (axis), (correction), (keepdims), __FILE__, __LINE__)
+/** Standard deviation along an axis; tg_std_at with the caller's file and line. */
+#define tg_std(t, x, axis, correction, keepdims)                                                   \
+    tg_std_at((t), (x), (axis), (correction), (keepdims), __FILE__, __LINE__)
+/** Index of the maximum along an axis (TG_I32); tg_argmax_at with the caller's file and line. */
+#define tg_argmax(t, x, axis, keepdims)                                                            \
+    tg_argmax_at((t), (x), (axis), (keepdims), __FILE__, __LINE__)
+/* ---- end of the activations, powers, extrema and axis reductions ---- */
+
 /* ---- Custom ops: your own forward and backward, recorded like any other op ----------------------
  * For an op tapegrad lacks, or to check a hand-derived backward with tg_gradcheck. */
 

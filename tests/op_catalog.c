@@ -2,6 +2,7 @@
  * (which inputs), a row of cat_entries. */
 #include "op_catalog.h"
 
+#include <math.h>
 #include <string.h>
 
 /* ---- Inputs ---- */
@@ -209,12 +210,152 @@ BUILD(softmax, tg_softmax(t, in[0]))
 BUILD(log_softmax, tg_log_softmax(t, in[0]))
 BUILD(softmax_cross_entropy, tg_softmax_cross_entropy(t, in[0], in[1]))
 BUILD(mse, tg_mse(t, in[0], in[1]))
+/* ---- seqops (issues 14, 15): activations, powers, extrema, axis reductions ---------------- */
+
+/* One input, the shapes of UNARY_CASES, with the builder's arguments: iarg[0] = i0, darg = d0, d1 */
+#define SEQ_SHAPES(K, lo, hi, i0, d0, d1)                                                          \
+    {"[5]", 1, {IN(K, lo, hi, 1, 5)}, {i0}, {d0, d1}},                                             \
+        {"[3,4]", 1, {IN(K, lo, hi, 2, 3, 4)}, {i0}, {d0, d1}},                                    \
+        {"[1]", 1, {IN(K, lo, hi, 1, 1)}, {i0}, {d0, d1}},                                         \
+        {"[]", 1, {IN(K, lo, hi, 0, 0)}, {i0}, {d0, d1}},                                          \
+        {"[2,3,1,2]", 1, {IN(K, lo, hi, 4, 2, 3, 1, 2)}, {i0}, {d0, d1}}, {                        \
+        "[1,2,1,2,1,2,1,2]", 1, {IN(K, lo, hi, 8, 1, 2, 1, 2, 1, 2, 1, 2)}, {i0}, { d0, d1 }       \
+    }
+/* Broadcast pairs with fixed ranges per role (a positive base for pow), both orders of shapes. */
+#define SEQ_PAIR(alo, ahi, blo, bhi, ra, sa, rb, sb)                                               \
+    {"a " #sa " b " #sb, 2, {R(alo, ahi, ra, ESC sa), R(blo, bhi, rb, ESC sb)}, {0}, {0}}, {       \
+        "a " #sb " b " #sa, 2, {R(alo, ahi, rb, ESC sb), R(blo, bhi, ra, ESC sa)}, {0}, { 0 }      \
+    }
+
+/* leaky_relu, elu: away from the kink at 0 (tested by value in test_seqops) */
+static const cat_case seq_leaky_relu_cases[] = {
+    SEQ_SHAPES(CAT_AWAY0, 0.1, 2, 0, 0.2, 0),
+    {"[3,4] slope 0.01", 1, {IN(CAT_AWAY0, 0.1, 2, 2, 3, 4)}, {0}, {0.01}},
+    {"[3,4] slope -0.5", 1, {IN(CAT_AWAY0, 0.1, 2, 2, 3, 4)}, {0}, {-0.5}},
+};
+static const cat_case seq_elu_cases[] = {
+    SEQ_SHAPES(CAT_AWAY0, 0.1, 3, 0, 1.5, 0),
+    {"[3,4] alpha 1", 1, {IN(CAT_AWAY0, 0.1, 3, 2, 3, 4)}, {0}, {1}},
+    {"[3,4] alpha 0.3", 1, {IN(CAT_AWAY0, 0.1, 3, 2, 3, 4)}, {0}, {0.3}},
+};
+/* iarg[0]: approximate (0 erf, 1 tanh) */
+static const cat_case seq_gelu_cases[] = {SEQ_SHAPES(CAT_REAL, -3, 3, 0, 0, 0),
+                                          SEQ_SHAPES(CAT_REAL, -3, 3, 1, 0, 0)};
+static const cat_case seq_silu_cases[] = {SEQ_SHAPES(CAT_REAL, -4, 4, 0, 0, 0)};
+/* darg: beta, threshold; the ranges reach past the threshold (the linear part) */
+static const cat_case seq_softplus_cases[] = {
+    SEQ_SHAPES(CAT_REAL, -30, 30, 0, 1, 20),
+    {"[3,4] beta 2 threshold 5", 1, {R(-5, 5, 2, 3, 4)}, {0}, {2, 5}},
+    {"[2,5] beta 0.5 threshold 3", 1, {R(-12, 12, 2, 2, 5)}, {0}, {0.5, 3}},
+};
+static const cat_case seq_sqrt_cases[] = {SEQ_SHAPES(CAT_REAL, 0.2, 4, 0, 0, 0)};
+/* darg[0]: p; negative bases only for integer p */
+static const cat_case seq_pow_scalar_cases[] = {
+    {"[3,4] p 2", 1, {R(-2, 2, 2, 3, 4)}, {0}, {2}},
+    {"[5] p 3", 1, {R(-2, 2, 1, 5)}, {0}, {3}},
+    {"[] p 0.5", 1, {R0(0.2, 3)}, {0}, {0.5}},
+    {"[1] p -1.5", 1, {R(0.2, 3, 1, 1)}, {0}, {-1.5}},
+    {"[2,3,1,2] p 2.7", 1, {R(0.2, 3, 4, 2, 3, 1, 2)}, {0}, {2.7}},
+    {"[1,2,1,2,1,2,1,2] p -2", 1, {IN(CAT_AWAY0, 0.3, 2, 8, 1, 2, 1, 2, 1, 2, 1, 2)}, {0}, {-2}},
+    {"[2,2] p -1", 1, {IN(CAT_AWAY0, 0.3, 2, 2, 2, 2)}, {0}, {-1}},
+    {"[2,2] p -0.5", 1, {R(0.2, 3, 2, 2, 2)}, {0}, {-0.5}},
+    {"[2,2] p 1", 1, {R(-2, 2, 2, 2, 2)}, {0}, {1}},
+    {"[2,2] p 0", 1, {R(-2, 2, 2, 2, 2)}, {0}, {0}},
+};
+/* a^b: a in [0.3, 2) (log a), b in [-2, 2) */
+static const cat_case seq_pow_cases[] = {
+    SEQ_PAIR(0.3, 2, -2, 2, 2, (3, 4), 2, (3, 4)),
+    SEQ_PAIR(0.3, 2, -2, 2, 2, (3, 4), 1, (4)),
+    SEQ_PAIR(0.3, 2, -2, 2, 2, (1, 4), 2, (3, 1)),
+    SEQ_PAIR(0.3, 2, -2, 2, 0, (0), 2, (2, 3)),
+    SEQ_PAIR(0.3, 2, -2, 2, 1, (1), 1, (1)),
+    SEQ_PAIR(0.3, 2, -2, 2, 4, (2, 1, 3, 1), 3, (4, 1, 5)),
+    SEQ_PAIR(0.3, 2, -2, 2, 6, (2, 1, 2, 1, 3, 1), 3, (2, 1, 2)),
+};
+/* darg: min, max (random inputs land on a bound with probability 0; bounds by value) */
+static const cat_case seq_clamp_cases[] = {
+    SEQ_SHAPES(CAT_REAL, -2, 2, 0, -0.5, 0.7),
+    {"[3,4] no min", 1, {R(-2, 2, 2, 3, 4)}, {0}, {-INFINITY, 0.3}},
+    {"[3,4] no max", 1, {R(-2, 2, 2, 3, 4)}, {0}, {-0.2, INFINITY}},
+    {"[3,4] min > max", 1, {R(-2, 2, 2, 3, 4)}, {0}, {0.5, -0.5}},
+};
+/* iarg: start_dim, end_dim */
+static const cat_case seq_flatten_cases[] = {
+    {"[2,3,4] 0..-1", 1, {R(-1, 1, 3, 2, 3, 4)}, {0, -1}, {0}},
+    {"[2,3,4] 1..2", 1, {R(-1, 1, 3, 2, 3, 4)}, {1, 2}, {0}},
+    {"[2,3,4] 0..1", 1, {R(-1, 1, 3, 2, 3, 4)}, {0, 1}, {0}},
+    {"[2,3,4] -2..-1", 1, {R(-1, 1, 3, 2, 3, 4)}, {-2, -1}, {0}},
+    {"[2,3,4] 1..1", 1, {R(-1, 1, 3, 2, 3, 4)}, {1, 1}, {0}},
+    {"[] 0..-1", 1, {R0(-1, 1)}, {0, -1}, {0}},
+    {"[5] 0..0", 1, {R(-1, 1, 1, 5)}, {0, 0}, {0}},
+    {"[3,1,4] 1..2", 1, {R(-1, 1, 3, 3, 1, 4)}, {1, 2}, {0}},
+    {"[1,2,1,2,1,2,1,2] 2..5", 1, {R(-1, 1, 8, 1, 2, 1, 2, 1, 2, 1, 2)}, {2, 5}, {0}},
+};
+/* iarg: axis, keepdims (the shapes of axis_cases, plus rank 0 and rank 6) */
+#define SEQ_AXIS_CASES(lo, hi)                                                                     \
+    {"[2,3,4] axis -1", 1, {R(lo, hi, 3, 2, 3, 4)}, {-1, 0}, {0}},                                 \
+        {"[2,3,4] axis 0 keepdims", 1, {R(lo, hi, 3, 2, 3, 4)}, {0, 1}, {0}},                      \
+        {"[2,3,4] axis 1", 1, {R(lo, hi, 3, 2, 3, 4)}, {1, 0}, {0}},                               \
+        {"[2,3,4] axis 2 keepdims", 1, {R(lo, hi, 3, 2, 3, 4)}, {2, 1}, {0}},                      \
+        {"[5] axis 0", 1, {R(lo, hi, 1, 5)}, {0, 0}, {0}},                                         \
+        {"[5] axis -1 keepdims", 1, {R(lo, hi, 1, 5)}, {-1, 1}, {0}},                              \
+        {"[3,1] axis 1", 1, {R(lo, hi, 2, 3, 1)}, {1, 0}, {0}},                                    \
+        {"[3,1] axis 0 keepdims", 1, {R(lo, hi, 2, 3, 1)}, {0, 1}, {0}},                           \
+        {"[2,1,2,3] axis -2 keepdims", 1, {R(lo, hi, 4, 2, 1, 2, 3)}, {-2, 1}, {0}},               \
+        {"[] axis 0", 1, {R0(lo, hi)}, {0, 0}, {0}},                                               \
+        {"[] axis -1 keepdims", 1, {R0(lo, hi)}, {-1, 1}, {0}}, {                                  \
+        "[2,1,2,1,3,2] axis 4", 1, {R(lo, hi, 6, 2, 1, 2, 1, 3, 2)}, {4, 0}, { 0 }                 \
+    }
+/* max/min/argmax: random values, so no ties (ties by value in test_seqops) */
+static const cat_case seq_axis_cases[] = {SEQ_AXIS_CASES(-1, 1)};
+/* (stability for large x, where float64 finite differences lose digits: by value in test_seqops) */
+static const cat_case seq_logsumexp_cases[] = {SEQ_AXIS_CASES(-3, 3)};
+/* iarg: axis, keepdims; darg[0]: correction. n = 1 only with correction 0 (else NaN by design) */
+static const cat_case seq_var_cases[] = {
+    {"[2,3,4] axis -1 c 1", 1, {R(-1, 1, 3, 2, 3, 4)}, {-1, 0}, {1}},
+    {"[2,3,4] axis 0 keepdims c 0", 1, {R(-1, 1, 3, 2, 3, 4)}, {0, 1}, {0}},
+    {"[2,3,4] axis 1 c 1", 1, {R(-1, 1, 3, 2, 3, 4)}, {1, 0}, {1}},
+    {"[2,3,4] axis 2 keepdims c 2", 1, {R(-1, 1, 3, 2, 3, 4)}, {2, 1}, {2}},
+    {"[5] axis 0 c 0", 1, {R(-1, 1, 1, 5)}, {0, 0}, {0}},
+    {"[5] axis -1 keepdims c 1", 1, {R(-1, 1, 1, 5)}, {-1, 1}, {1}},
+    {"[3,1] axis 1 c 0", 1, {R(-1, 1, 2, 3, 1)}, {1, 0}, {0}},
+    {"[3,1] axis 0 keepdims c 1", 1, {R(-1, 1, 2, 3, 1)}, {0, 1}, {1}},
+    {"[2,1,2,3] axis -2 keepdims c 0.5", 1, {R(-1, 1, 4, 2, 1, 2, 3)}, {-2, 1}, {0.5}},
+    {"[] axis 0 c 0", 1, {R0(-1, 1)}, {0, 0}, {0}},
+    {"[2,1,2,1,3,2] axis 4 c 1", 1, {R(-1, 1, 6, 2, 1, 2, 1, 3, 2)}, {4, 0}, {1}},
+};
+
+BUILD(leaky_relu, tg_leaky_relu(t, in[0], c->darg[0]))
+BUILD(gelu, tg_gelu(t, in[0], c->iarg[0]))
+BUILD(silu, tg_silu(t, in[0]))
+BUILD(softplus, tg_softplus(t, in[0], c->darg[0], c->darg[1]))
+BUILD(elu, tg_elu(t, in[0], c->darg[0]))
+BUILD(sqrt, tg_sqrt(t, in[0]))
+BUILD(pow_scalar, tg_pow_scalar(t, in[0], c->darg[0]))
+BUILD(pow, tg_pow(t, in[0], in[1]))
+BUILD(clamp, tg_clamp(t, in[0], c->darg[0], c->darg[1]))
+BUILD(maximum, tg_maximum(t, in[0], in[1]))
+BUILD(minimum, tg_minimum(t, in[0], in[1]))
+BUILD(flatten, tg_flatten(t, in[0], c->iarg[0], c->iarg[1]))
+BUILD(max_axis, tg_max_axis(t, in[0], c->iarg[0], c->iarg[1]))
+BUILD(min_axis, tg_min_axis(t, in[0], c->iarg[0], c->iarg[1]))
+BUILD(logsumexp, tg_logsumexp(t, in[0], c->iarg[0], c->iarg[1]))
+BUILD(var, tg_var(t, in[0], c->iarg[0], c->darg[0], c->iarg[1]))
+BUILD(std, tg_std(t, in[0], c->iarg[0], c->darg[0], c->iarg[1]))
+BUILD(argmax, tg_argmax(t, in[0], c->iarg[0], c->iarg[1]))
+
+/* An op whose output is an integer (TG_I32): no gradient to check; test_table requires such an
+ * entry's output to be an integer, test_seqops checks its values by hand. */
+#define ENTRY_NO_GRAD(name, cases)                                                                 \
+    { #name, build_##name, cases, N_CASES(cases), false, true }
+/* ---- end of seqops ---- */
+
 BUILD(custom, tg_custom(t, &square_op, NULL, in, 1, tg_tensor_rank(in[0]), tg_tensor_shape(in[0])))
 
 #define ENTRY(name, cases)                                                                         \
-    { #name, build_##name, cases, N_CASES(cases), false }
+    { #name, build_##name, cases, N_CASES(cases), false, false }
 #define ENTRY_KINK(name, cases)                                                                    \
-    { #name, build_##name, cases, N_CASES(cases), true }
+    { #name, build_##name, cases, N_CASES(cases), true, false }
 
 const cat_entry cat_entries[] = {
     ENTRY(add, bcast_cases),
@@ -242,6 +383,26 @@ const cat_entry cat_entries[] = {
     ENTRY(log_softmax, rows_cases),
     ENTRY(softmax_cross_entropy, sce_cases),
     ENTRY(mse, mse_cases),
+    /* ---- seqops (issues 14, 15) ---- */
+    ENTRY_KINK(leaky_relu, seq_leaky_relu_cases),
+    ENTRY(gelu, seq_gelu_cases),
+    ENTRY(silu, seq_silu_cases),
+    ENTRY(softplus, seq_softplus_cases),
+    ENTRY_KINK(elu, seq_elu_cases),
+    ENTRY(sqrt, seq_sqrt_cases),
+    ENTRY(pow_scalar, seq_pow_scalar_cases),
+    ENTRY(pow, seq_pow_cases),
+    ENTRY_KINK(clamp, seq_clamp_cases),
+    ENTRY_KINK(maximum, bcast_cases),
+    ENTRY_KINK(minimum, bcast_cases),
+    ENTRY(flatten, seq_flatten_cases),
+    ENTRY_KINK(max_axis, seq_axis_cases),
+    ENTRY_KINK(min_axis, seq_axis_cases),
+    ENTRY(logsumexp, seq_logsumexp_cases),
+    ENTRY(var, seq_var_cases),
+    ENTRY(std, seq_var_cases),
+    ENTRY_NO_GRAD(argmax, seq_axis_cases),
+    /* ---- end of seqops ---- */
     ENTRY(custom, unary_cases),
 };
 const int cat_n_entries = N_CASES(cat_entries);

@@ -48,6 +48,9 @@ typedef struct cat_entry {
     int n_cases;
     /* the op has a kink where finite differences cannot judge; its cases keep away from it */
     bool has_kink;
+    /* the op's output is an integer (argmax): no gradient to check, its values are checked by
+     * hand (test_seqops.c); test_table requires the output to be an integer */
+    bool no_grad;
 } cat_entry;
 
 extern const cat_entry cat_entries[];

@@ -45,3 +45,34 @@ Test(op_table, every_op_has_a_gradient_test) {
                   cat_entries[i].op);
     }
 }
+
+/* An entry marked no_grad skips the gradient tests, so it must be what the mark says: an op whose
+ * output is an integer (which the engine gives no gradient), on every case; every other entry's
+ * output is a float. */
+Test(op_table, no_grad_entries_are_integer_outputs) {
+    tg_rng rng;
+    tg_rng_seed(&rng, 7);
+    for (int i = 0; i < cat_n_entries; i++) {
+        const cat_entry *e = &cat_entries[i];
+        for (int k = 0; k < e->n_cases; k++) {
+            tg_tensor *in[CAT_MAX_INPUTS] = {0};
+            cat_make_inputs(&e->cases[k], &rng, in);
+            tg_tape *t = tg_tape_new();
+            tg_tensor *y = e->build(t, in, &e->cases[k]);
+            cr_assert_not_null(y, "%s case %d: %s", e->op, k, tg_tape_errmsg(t));
+            if (e->no_grad) {
+                cr_expect_eq(tg_tensor_dtype(y), TG_I32,
+                             "%s is marked no_grad but its output is %s", e->op,
+                             tg__dtype_name(tg_tensor_dtype(y)));
+                cr_expect_not(tg_tensor_requires_grad(y), "%s: an integer output needs no gradient",
+                              e->op);
+            } else {
+                cr_expect_neq(tg_tensor_dtype(y), TG_I32,
+                              "%s has an integer output: mark its catalog entry no_grad", e->op);
+            }
+            tg_tape_free(t);
+            for (int j = 0; j < e->cases[k].n_inputs; j++)
+                tg_tensor_free(in[j]);
+        }
+    }
+}

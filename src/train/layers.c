@@ -55,8 +55,8 @@ tg_tensor *tg_linear_forward_at(tg_tape *t, const tg_linear *l, tg_tensor *x, co
     /* Every failure leaves its own message: on the tape when there is one, else (no tape to
      * hold it) in tg_last_errmsg. */
     if (!t) {
-        tg__set_last_error(TG_ERR_NULL, "%s:%d: tg_linear_forward: tape is NULL%s", tg__base_name(file),
-                           line, l ? "" : " (and layer is NULL)");
+        tg__set_last_error(TG_ERR_NULL, "%s:%d: tg_linear_forward: tape is NULL%s",
+                           tg__base_name(file), line, l ? "" : " (and layer is NULL)");
         return NULL;
     }
     if (!l) {

@@ -1,0 +1,136 @@
+/* gelu: y = x Phi(x), Phi the standard normal CDF          x [..], y same shape
+ * approximate = 0 (PyTorch's approximate='none'): Phi(x) = (1 + erf(x / sqrt 2)) / 2, and
+ *   dy/dx = Phi(x) + x phi(x),  phi(x) = e^(-x^2/2) / sqrt(2 pi)
+ * approximate = 1 (PyTorch's approximate='tanh'): y = x (1 + t) / 2, t = tanh(u),
+ *   u = sqrt(2/pi) (x + 0.044715 x^3), and
+ *   dy/dx = (1 + t) / 2 + (x / 2) (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+ * so  dx += dy * dy/dx  -- forward saves Phi(x) (erf form) or t (tanh form); PyTorch's formulas,
+ * term for term. */
+#include "kernels/parallel.h"
+
+#include <tgmath.h>
+
+#define GELU_SQRT1_2 0.70710678118654752440      /* 1/sqrt(2) */
+#define GELU_INV_SQRT_2PI 0.39894228040143267794 /* 1/sqrt(2 pi) */
+#define GELU_SQRT_2_PI 0.79788456080286535588    /* sqrt(2/pi) */
+#define GELU_KAPPA 0.044715
+
+typedef struct gelu_params {
+    int approximate; /* 0: erf, 1: tanh */
+} gelu_params;
+
+static int approx_of(const tg_tensor *y) { return ((const gelu_params *)y->params)->approximate; }
+
+static tg_status gelu_shape(tg_tensor *y, char *msg, size_t len) {
+    const int a = approx_of(y);
+    if (a != 0 && a != 1) {
+        snprintf(msg, len, "approximate is %d; use 0 (the exact erf form) or 1 (the tanh form)", a);
+        return TG_ERR_VALUE;
+    }
+    return tg__shape_same(y, msg, len);
+}
+
+static int gelu_print(const tg_tensor *y, char *buf, size_t len) {
+    return snprintf(buf, len, "approximate=%s", approx_of(y) ? "tanh" : "none");
+}
+
+/* Elements are independent: above TG_PAR_MIN_ELEMS the range is split over the threads. */
+static void gelu_forward_range(void *ctx, int64_t i0, int64_t i1) {
+    tg_tensor *y = ctx;
+    const tg_tensor *x = y->inputs[0];
+    if (approx_of(y) == 0) {
+        TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *py = y->data; T *phi = y->saved;
+                     for (int64_t i = i0; i < i1; i++) {
+                         phi[i] = (T)0.5 * (1 + erf(px[i] * (T)GELU_SQRT1_2));
+                         py[i] = px[i] * phi[i];
+                     });
+        return;
+    }
+    TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *t = y->saved;
+                 for (int64_t i = i0; i < i1; i++) /* u first, tanh'ed in place below */
+                 t[i] = (T)GELU_SQRT_2_PI * (px[i] + (T)GELU_KAPPA * px[i] * px[i] * px[i]););
+    if (y->dtype == TG_F32) /* 8 lanes at a time (src/kernels/vmath.c) */
+        tg__tanh_f32((float *)y->saved + i0, (float *)y->saved + i0, i1 - i0);
+    else
+        for (int64_t i = i0; i < i1; i++)
+            ((double *)y->saved)[i] = tanh(((double *)y->saved)[i]);
+    TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *py = y->data; const T *t = y->saved;
+                 for (int64_t i = i0; i < i1; i++) py[i] = (T)0.5 * px[i] * (1 + t[i]););
+}
+
+static tg_status gelu_forward(tg_tape *tape, tg_tensor *y) {
+    y->saved = tg__tape_alloc_raw(tape, (size_t)y->numel * tg__dtype_size(y->dtype));
+    if (!y->saved)
+        return TG_ERR_NOMEM;
+    tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, gelu_forward_range, y);
+    return TG_OK;
+}
+
+static void gelu_backward_range(void *ctx, int64_t i0, int64_t i1) {
+    const tg__backward_args *g = ctx;
+    const tg_tensor *y = g->y;
+    if (approx_of(y) == 0) {
+        TG_FOR_DTYPE(y->dtype, T, const T *px = y->inputs[0]->data; const T *phi = y->saved;
+                     const T *dy = g->dout->data; T *dx = g->din[0]->data;
+                     for (int64_t i = i0; i < i1; i++) {
+                         const T pdf = exp((T)-0.5 * px[i] * px[i]) * (T)GELU_INV_SQRT_2PI;
+                         dx[i] += dy[i] * (phi[i] + px[i] * pdf);
+                     });
+        return;
+    }
+    TG_FOR_DTYPE(y->dtype, T, const T *px = y->inputs[0]->data; const T *t = y->saved;
+                 const T *dy = g->dout->data; T *dx = g->din[0]->data;
+                 for (int64_t i = i0; i < i1; i++) {
+                     const T x = px[i];
+                     const T left = (T)0.5 * (1 + t[i]);
+                     const T right = (T)0.5 * x * (1 - t[i] * t[i]) * (T)GELU_SQRT_2_PI *
+                                     (1 + 3 * (T)GELU_KAPPA * x * x);
+                     dx[i] += dy[i] * (left + right);
+                 });
+}
+
+static void gelu_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
+    if (!din[0])
+        return; /* the engine decided x needs no gradient */
+    tg__backward_args g = {y, dout, din};
+    tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, gelu_backward_range, &g);
+}
+
+static int gelu_saved_views(const tg_tensor *y, tg__saved_view *views, int max) {
+    if (max < 1 || !y->saved)
+        return 0;
+    const bool tanh_form = approx_of(y) == 1;
+    views[0] = (tg__saved_view){.name = tanh_form ? "t" : "Phi",
+                                .what = tanh_form ? "tanh(sqrt(2/pi) (x + 0.044715 x^3))"
+                                                  : "the normal CDF of x"};
+    views[0].tensor = (tg_tensor){.dtype = y->dtype,
+                                  .rank = y->rank,
+                                  .numel = y->numel,
+                                  .data = y->saved,
+                                  .owner = TG__OWN_TAPE,
+                                  .on_tape = true,
+                                  .tape_index = -1};
+    memcpy(views[0].tensor.shape, y->shape, sizeof y->shape);
+    return 1;
+}
+
+const tg__op_desc tg__op_gelu = {
+    .name = "gelu",
+    .saves = "its input x (by reference) and Phi(x) (erf form) or t = tanh(u) (tanh form)",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .flags = TG__OP_ELEMENTWISE,
+    .params_size = sizeof(gelu_params),
+    .local = "Phi(x) + x phi(x)  (tanh form: (1 + t)/2 + x/2 (1 - t^2) u')",
+    .shape = gelu_shape,
+    .print_params = gelu_print,
+    .saved_views = gelu_saved_views,
+    .forward = gelu_forward,
+    .backward = gelu_backward,
+    .rule = "dx += dy * (Phi(x) + x phi(x)), or the tanh form's derivative",
+};
+
+tg_tensor *tg_gelu_at(tg_tape *t, tg_tensor *x, int approximate, const char *file, int line) {
+    gelu_params p = {approximate};
+    return tg__record(t, &tg__op_gelu, &x, 1, &p, file, line);
+}
