@@ -33,8 +33,16 @@ static void add_forward_rows(void *ctx, int64_t r0, int64_t r1) {
     const add_rows *ar = ctx;
     const tg_tensor *y = ar->y, *a = y->inputs[0], *b = y->inputs[1];
     const int64_t row = ar->row;
+    /* A short row (a layer's bias of 2..16) is repeated into a buffer of whole rows of about 64
+     * elements, so the inner loop is long enough to vectorize; each output is still one add. */
     TG_FOR_DTYPE(y->dtype, T, const T *pa = a->data; const T *pb = b->data; T *py = y->data;
-                 for (int64_t o = r0 * row; o < r1 * row; o += row) {
+                 int64_t o = r0 * row; const int64_t end = r1 * row; if (row < 16) {
+                     T rep[64];
+                     const int64_t len = (64 / row) * row;
+                     for (int64_t c = 0; c < len; c++) rep[c] = pb[c % row];
+                     for (; o + len <= end; o += len)
+                         for (int64_t c = 0; c < len; c++) py[o + c] = pa[o + c] + rep[c];
+                 } for (; o < end; o += row) {
                      for (int64_t c = 0; c < row; c++) py[o + c] = pa[o + c] + pb[c];
                  });
 }

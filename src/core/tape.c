@@ -602,9 +602,10 @@ tg_status tg_backward_seed(tg_tape *t, tg_tensor *output, const tg_tensor *seed)
     for (int64_t i = 0; i < top; i++) {
         tg_tensor *n = t->nodes[i];
         if (n->ready_after && n->needs) {
-            if (ensure_grad(t, n) != TG_OK)
+            if (n->grad) /* from an earlier pass over this recording */
+                memset(n->grad->data, 0, (size_t)n->numel * tg__dtype_size(n->dtype));
+            else if (ensure_grad(t, n) != TG_OK) /* fresh arena memory: zeroed already */
                 return t->status;
-            memset(n->grad->data, 0, (size_t)n->numel * tg__dtype_size(n->dtype));
         }
     }
     if (ensure_grad(t, output) != TG_OK)
