@@ -164,6 +164,8 @@
       const to = +e.to.slice(1);
       e.g.classList.toggle('active', e.to === s.svg);
       e.g.classList.toggle('future', fwd && to > s.step.index);
+      /* backward: where an input also feeds other ops, its gradient is a sum over those edges */
+      e.g.classList.toggle('fanout', !fwd && e.to !== s.svg && s.inputs.includes(e.from));
     }
     const g = boxes[s.svg], pane = document.getElementById('graph');
     if (g && pane) { /* scroll the pane, not the page, so the box is in view */
@@ -200,11 +202,11 @@
     el('div', { id: 'slider-wrap' }, slider,
       el('div', { id: 'slider-scale' },
         el('span', { class: 'f', style: 'width:' + fwdShare + '%' }, 'forward \u2192'),
+        el('span', { class: 'keys' }, el('kbd', {}, '\u2190'), ' ', el('kbd', {}, '\u2192'), ' to step'),
         el('span', { class: 'b', style: 'flex:1' }, '\u2190 backward'))),
     where,
     el('label', { class: 'switch', title: 'hide the gradients and work them out yourself' },
-      exBox, 'Exercise mode'),
-    el('span', { class: 'keys' }, el('kbd', {}, '\u2190'), ' ', el('kbd', {}, '\u2192'), ' to step')));
+      exBox, 'Exercise mode')));
   slider.style.background = '';
   const panel = el('section', { id: 'panel' });
   document.getElementById('app').append(panel);
