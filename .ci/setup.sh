@@ -8,6 +8,10 @@ packages=(build-essential cmake pkg-config libcriterion-dev libxxhash-dev zlib1g
           gnuplot-nox graphviz valgrind clang libclang-rt-14-dev clang-tidy doxygen cppcheck
           python3-numpy libopenblas-dev
           dataset-fashion-mnist)
+# The browser test of the step-through page (tests/browser): Debian's chromium, and Node.js with
+# npm from Debian unless the machine has them already.
+packages+=(chromium)
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +22,13 @@ if ((${#missing[@]})); then
   echo "== installing: ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# puppeteer-core for the browser test, pinned by tests/browser/package-lock.json (it downloads no
+# browser: the test drives /usr/bin/chromium). Reinstalled only when the lock file changed.
+if [ ! tests/browser/node_modules/.package-lock.json -nt tests/browser/package-lock.json ]; then
+  echo "== installing the browser test's npm packages (tests/browser)"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
 echo "== building (build/)"

@@ -32,11 +32,20 @@ build_and_test() { # build_and_test DIR CMAKE-ARGS...
     (cd "$dir" && ctest --output-on-failure -j"$jobs")
 }
 
+browser_test() { # the step-through page, from build/examples/trace, in headless chromium
+  if [ ! -d tests/browser/node_modules/puppeteer-core ]; then
+    echo "browser: puppeteer-core is not installed: run bash .ci/setup.sh (npm ci in tests/browser)"
+    return 1
+  fi
+  (cd tests/browser && TG_BUILD=build node page.test.js)
+}
+
 stage "unit tests (release build)" build_and_test build -DCMAKE_BUILD_TYPE=Release -DTG_WERROR=ON
 stage "clang build, warnings as errors, unit tests" \
   build_and_test build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Release -DTG_BUILD_BENCH=OFF -DTG_WERROR=ON
 stage "unit tests under AddressSanitizer + UBSan" bash .ci/sanitize.sh build-asan
 stage "unit tests under valgrind memcheck" bash .ci/valgrind.sh build
+stage "browser: the step-through page in headless chromium" browser_test
 stage "fuzzing the checkpoint and IDX loaders (libFuzzer, 60 s each)" bash tests/fuzz/run.sh 60
 stage "installed package: consumers via CMake and pkg-config, C and C++" bash .ci/consumer.sh
 stage "API reference (Doxygen, undocumented symbols are errors)" bash .ci/docs.sh

@@ -10,7 +10,11 @@
  * Prints the tape as a listing, the forward values, the backward pass as the chain rule with
  * numbers, and the loss; writes the graph as DOT and, when Graphviz is installed, as a picture.
  *
- *     build/examples/trace [--decay] [picture.png|.svg]   (default: trace.png in the current dir)
+ *     build/examples/trace [--decay] [--html page.html] [picture.png|.svg]
+ *                                                          (default picture: trace.png here)
+ *
+ * --html also writes the step-through page of the same pass (tg_tape_write_html runs the backward
+ * pass in place of tg_backward, with the trace on: the text above and the page are one pass).
  *
  * --decay adds weight decay on W_y, loss = cross-entropy + 0.1 mean(W_y^2), so that W_y feeds two
  * ops and the trace shows its gradient as the sum of two contributions.
@@ -62,13 +66,20 @@ static void rule(const char *title) {
 }
 
 int main(int argc, char **argv) {
-    const char *picture = "trace.png";
+    const char *picture = "trace.png", *html = NULL;
     int decay = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--decay") == 0)
+        if (strcmp(argv[i], "--decay") == 0) {
             decay = 1;
-        else
+        } else if (strcmp(argv[i], "--html") == 0) {
+            if (i + 1 == argc) {
+                fprintf(stderr, "trace: --html needs a file name (e.g. --html page.html)\n");
+                return 2;
+            }
+            html = argv[++i];
+        } else {
             picture = argv[i];
+        }
     }
 
     /* Small round numbers, so a student can redo the forward pass by hand. */
@@ -136,14 +147,17 @@ int main(int argc, char **argv) {
 
     rule("backward: the chain rule, node by node");
     tg_tape_set_trace(t, stdout);
-    if (tg_backward(t, loss) != TG_OK) {
-        fprintf(stderr, "trace: %s\n", tg_tape_errmsg(t));
+    /* The page's pass is the backward pass: the trace prints it as it runs. */
+    if (html ? tg_tape_write_html(t, loss, html) != TG_OK : tg_backward(t, loss) != TG_OK) {
+        fprintf(stderr, "trace: %s\n", html ? tg_last_errmsg() : tg_tape_errmsg(t));
         return 1;
     }
     tg_tape_set_trace(t, NULL);
 
     rule("result");
     printf("loss = %.6f\n", tg_tensor_item(loss));
+    if (html)
+        printf("step-through page: %s\n", html);
 
     /* The picture: the DOT text always, the image when Graphviz is installed. */
     char dot_path[512];

@@ -910,7 +910,30 @@ TG_API tg_status tg_tape_render(const tg_tape *tape, const char *path);
  *  Returns TG_OK, or TG_ERR_NULL for a NULL tape. */
 TG_API tg_status tg_tape_set_trace(tg_tape *tape, FILE *out);
 
-/* ---- Training: initializers, optimizers, batches, layers (src/train/) ------------------------ */
+/* ---- Teaching: the step-through page (src/tools/html.c) -------------------------------------- */
+
+/** Runs the backward pass from `loss`, as tg_backward(tape, loss) does, and writes the page of
+ *  that pass to `path`: one self-contained HTML file (the graph drawn by Graphviz as inline SVG,
+ *  the script and the styles inline; it fetches nothing) in which a student steps, with buttons,
+ *  the arrow keys or a slider, through the forward pass node by node and then through the reverse
+ *  pass, the current node highlighted in the graph. Each step shows what the chain-rule trace
+ *  (tg_tape_set_trace) prints for that node, made from the same description: the value (a table,
+ *  or a heat map for a matrix), what was saved, the rule with the tensors' names, the upstream
+ *  gradient, the local derivative and the gradient passed to each input, with the sum where a
+ *  value feeds several ops. An exercise mode hides the gradients, lets the student type
+ *  dl/d(node) and marks each element against the recorded values.
+ *
+ *  Call it in place of tg_backward for the pass to be shown: it is that pass (there is no second
+ *  one), so the gradients are bitwise those of tg_backward, accumulated in the same way, and every
+ *  observer on the tape (a trace, anomaly mode) sees the pass once. Without Graphviz's `dot` on
+ *  the PATH the page is written without the graph and says why. Needs one free observer slot.
+ *  Returns TG_OK; TG_ERR_NULL; TG_ERR_IO when `path` cannot be written (then no pass has run);
+ *  the status of tg_backward when the pass fails (the tape's error says why); TG_ERR_NOMEM when
+ *  the steps do not fit in memory (the pass has run, the gradients are complete). On an error no
+ *  file is left at `path`. Messages in tg_last_errmsg. `path` is the caller's (not kept). */
+TG_API tg_status tg_tape_write_html(tg_tape *tape, tg_tensor *loss, const char *path);
+
+/* ---- Training: initializers, optimizers, batches, layers (src/train/) ------------------------- */
 
 /* Initializers fill an existing f32/f64 leaf in place, drawing from `rng` in row-major order, so a
  * seed fixes the weights on every platform. fan_in / fan_out are the number of inputs and outputs

@@ -64,7 +64,7 @@ static void dot_values(FILE *f, const char *label, const tg_tensor *t, const cha
 }
 
 static void dot_node(FILE *f, const tg_tape *tape, const tg_tensor *t, const char *id,
-                     bool is_output) {
+                     bool is_output, bool values) {
     char nb[48], sb[TG_SHAPE_STR_LEN], eb[256];
     const char *style;
     if (t->on_tape)
@@ -85,6 +85,10 @@ static void dot_node(FILE *f, const tg_tape *tape, const tg_tensor *t, const cha
     else
         fputs(t->requires_grad ? "parameter" : "data", f);
     fprintf(f, "</FONT></TD></TR>");
+    if (!values) { /* the step-through page shows the numbers beside the graph */
+        fprintf(f, "</TABLE>>];\n");
+        return;
+    }
     dot_values(f, "value", t, "black");
     /* What the node keeps for backward, where the op shows it (the probabilities of the fused
      * cross-entropy: the prediction y^ of the notes). */
@@ -103,23 +107,23 @@ static void dot_node(FILE *f, const tg_tape *tape, const tg_tensor *t, const cha
     fprintf(f, "</TABLE>>];\n");
 }
 
-tg_status tg_tape_write_dot(const tg_tape *tape, FILE *out) {
-    if (!tape || !out)
-        return tg__set_last_error(TG_ERR_NULL, "tg_tape_write_dot: %s is NULL",
-                                  !tape ? "tape" : "out");
+/* The graph as DOT; with `values`, each box shows its values, what it saved and its gradient. */
+static tg_status write_dot(const tg_tape *tape, FILE *out, bool values) {
     const int64_t n = tg_tape_size(tape);
     int64_t n_leaves = 0;
     const tg_tensor **leaves = tg__collect_leaves(tape, &n_leaves);
     fprintf(out, "digraph tape {\n");
-    fprintf(out, "  graph [rankdir=TB, ordering=in, nodesep=0.25, ranksep=0.35, fontsize=12,\n"
-                 "         labelloc=b, label=\"yellow: parameters   grey, dashed: data   white: "
-                 "computed on the tape   blue: output   red: gradient dl/d(this)\"];\n");
+    fprintf(out,
+            "  graph [rankdir=TB, ordering=in, nodesep=0.25, ranksep=0.35, fontsize=12,\n"
+            "         labelloc=b, label=\"yellow: parameters   grey, dashed: data   white: "
+            "computed on the tape   blue: output%s\"];\n",
+            values ? "   red: gradient dl/d(this)" : "");
     fprintf(out, "  node [fontname=\"Helvetica\", fontsize=12, margin=\"0.08,0.04\"];\n");
     fprintf(out, "  edge [arrowsize=0.7];\n");
     for (int64_t j = 0; j < n_leaves; j++) {
         char id[32];
         tg__textf(id, sizeof id, "leaf%lld", (long long)j);
-        dot_node(out, tape, leaves[j], id, false);
+        dot_node(out, tape, leaves[j], id, false, values);
     }
     for (int64_t i = 0; i < n; i++) {
         const tg_tensor *t = tg_tape_node(tape, i);
@@ -129,7 +133,7 @@ tg_status tg_tape_write_dot(const tg_tape *tape, FILE *out) {
                 used |= tg_tape_node(tape, m)->inputs[k] == t;
         char id[32];
         tg__textf(id, sizeof id, "n%lld", (long long)i);
-        dot_node(out, tape, t, id, !used);
+        dot_node(out, tape, t, id, !used, values);
     }
     /* Edges in data-flow order: node by node as recorded, each from its inputs in order. */
     for (int64_t i = 0; i < n; i++) {
@@ -149,6 +153,13 @@ tg_status tg_tape_write_dot(const tg_tape *tape, FILE *out) {
     fprintf(out, "}\n");
     free(leaves);
     return ferror(out) ? tg__set_last_error(TG_ERR_IO, "tg_tape_write_dot: writing failed") : TG_OK;
+}
+
+tg_status tg_tape_write_dot(const tg_tape *tape, FILE *out) {
+    if (!tape || !out)
+        return tg__set_last_error(TG_ERR_NULL, "tg_tape_write_dot: %s is NULL",
+                                  !tape ? "tape" : "out");
+    return write_dot(tape, out, true);
 }
 
 tg_status tg_tape_save_dot(const tg_tape *tape, const char *path) {
@@ -186,10 +197,7 @@ static bool shell_quote(char *buf, size_t len, const char *s) {
     return true;
 }
 
-tg_status tg_tape_render(const tg_tape *tape, const char *path) {
-    if (!tape || !path)
-        return tg__set_last_error(TG_ERR_NULL, "tg_tape_render: %s is NULL",
-                                  !tape ? "tape" : "path");
+static tg_status render(const tg_tape *tape, const char *path, bool values) {
     const char *ext = strrchr(path, '.');
     const char *fmt = NULL;
     if (ext && (strcmp(ext, ".png") == 0 || strcmp(ext, ".svg") == 0 || strcmp(ext, ".pdf") == 0))
@@ -216,7 +224,7 @@ tg_status tg_tape_render(const tg_tape *tape, const char *path) {
         return tg__set_last_error(TG_ERR_IO, "tg_tape_render: cannot create a temporary file %s",
                                   tmp);
     }
-    tg_status st = tg_tape_write_dot(tape, f);
+    tg_status st = write_dot(tape, f, values);
     if (fclose(f) != 0 && st == TG_OK)
         st = tg__set_last_error(TG_ERR_IO, "tg_tape_render: writing %s failed", tmp);
     if (st == TG_OK) {
@@ -238,4 +246,15 @@ tg_status tg_tape_render(const tg_tape *tape, const char *path) {
     }
     remove(tmp);
     return st;
+}
+
+tg_status tg_tape_render(const tg_tape *tape, const char *path) {
+    if (!tape || !path)
+        return tg__set_last_error(TG_ERR_NULL, "tg_tape_render: %s is NULL",
+                                  !tape ? "tape" : "path");
+    return render(tape, path, true);
+}
+
+tg_status tg__tape_render_plain(const tg_tape *tape, const char *path) {
+    return render(tape, path, false);
 }

@@ -562,3 +562,121 @@ void tg__step_clear(tg__step *s) {
     free(s->before);
     memset(s, 0, sizeof *s);
 }
+
+/* ---- The step as JSON (for the step-through page, html.c) ---- */
+
+void tg__json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\t': fputs("\\t", f); break;
+        case '<':
+        case '>':
+        case '&': fprintf(f, "\\u%04x", *p); break;
+        default:
+            if (*p < 0x20)
+                fprintf(f, "\\u%04x", *p);
+            else
+                fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}
+
+/* A number as JSON: the shortest exact form; null for NaN and infinities (JSON has none). */
+static void json_number(FILE *f, double v) {
+    if (isfinite(v))
+        fprintf(f, "%.17g", v);
+    else
+        fputs("null", f);
+}
+
+static void json_vals(FILE *f, const tg__vals *x, int64_t max_vals) {
+    char b[32];
+    fprintf(f, "{\"rank\":%d,\"shape\":[", x->rank);
+    for (int d = 0; d < x->rank; d++)
+        fprintf(f, "%s%lld", d ? "," : "", (long long)x->shape[d]);
+    fprintf(f, "],\"numel\":%lld,\"integer\":%s", (long long)x->numel,
+            x->integer ? "true" : "false");
+    if (x->numel > TG_TRACE_FULL) { /* the summary the text shows: a few entries and the norm */
+        double ss = 0;
+        for (int64_t i = 0; i < x->numel; i++)
+            ss += x->v[i] * x->v[i];
+        fputs(",\"head\":[", f);
+        for (int64_t i = 0; i < TG_SUMMARY_HEAD; i++) {
+            tg__fmt_num(b, sizeof b, x->v[i], x->integer);
+            fputs(i ? "," : "", f);
+            tg__json_string(f, b);
+        }
+        fputs("],\"last\":", f);
+        tg__fmt_num(b, sizeof b, x->v[x->numel - 1], x->integer);
+        tg__json_string(f, b);
+        fputs(",\"norm\":", f);
+        tg__fmt_num(b, sizeof b, sqrt(ss), false);
+        tg__json_string(f, b);
+    }
+    if (x->numel <= max_vals) {
+        fputs(",\"v\":[", f);
+        for (int64_t i = 0; i < x->numel; i++) {
+            fputs(i ? "," : "", f);
+            json_number(f, x->v[i]);
+        }
+        fputs("],\"s\":[", f);
+        for (int64_t i = 0; i < x->numel; i++) {
+            tg__fmt_num(b, sizeof b, x->v[i], x->integer);
+            fputs(i ? "," : "", f);
+            tg__json_string(f, b);
+        }
+        fputs("]", f);
+    }
+    fputs("}", f);
+}
+
+tg_status tg__step_write_json(const tg__step *s, FILE *f, int64_t max_vals) {
+    /* The text as the trace prints it, without the blank line that separates steps there. */
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *m = open_memstream(&text, &text_len);
+    if (!m)
+        return TG_ERR_NOMEM;
+    tg__step_print(s, m);
+    if (fclose(m) != 0 || !text) {
+        free(text);
+        return TG_ERR_NOMEM;
+    }
+    fprintf(f, "{\"kind\":\"%s\",\"index\":%lld,\"name\":",
+            s->kind == TG__STEP_FORWARD ? "forward" : "backward", (long long)s->index);
+    tg__json_string(f, s->name);
+    fputs(",\"expr\":", f);
+    tg__json_string(f, s->expr);
+    fputs(",\"shape\":", f);
+    tg__json_string(f, s->shape);
+    fprintf(f, ",\"lhs_width\":%d,\"rows\":[", s->lhs_width);
+    for (int i = 0; i < s->n_rows; i++) {
+        const tg__row *r = &s->rows[i];
+        fputs(i ? ",\n{\"label\":" : "\n{\"label\":", f);
+        tg__json_string(f, r->label);
+        fputs(",\"text\":", f);
+        tg__json_string(f, r->text);
+        fputs(",\"lhs\":", f);
+        tg__json_string(f, r->lhs);
+        fputs(",\"rel\":", f);
+        tg__json_string(f, r->rel);
+        fprintf(f, ",\"pad\":%s,\"note\":", r->pad ? "true" : "false");
+        tg__json_string(f, r->note);
+        fputs(",\"vals\":", f);
+        if (r->has_vals)
+            json_vals(f, &r->vals, max_vals);
+        else
+            fputs("null", f);
+        fputs("}", f);
+    }
+    fputs("],\n\"text\":", f);
+    tg__json_string(f, text[0] == '\n' ? text + 1 : text);
+    fputs("}", f);
+    free(text);
+    return TG_OK;
+}

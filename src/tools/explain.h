@@ -96,4 +96,22 @@ void tg__step_print(const tg__step *s, FILE *f);
 /* Frees what the step owns and empties it (it can be reused). */
 void tg__step_clear(tg__step *s);
 
+/* ---- The graph without its numbers (dot.c, for the step-through page) ---- */
+
+/* As tg_tape_render, each box with its name, shape and expression only (no values, saved
+ * tensors or gradients). */
+tg_status tg__tape_render_plain(const tg_tape *tape, const char *path);
+
+/* ---- The step as JSON (for the step-through page, html.c) ---- */
+
+/* Writes s as a JSON string: quotes, backslashes and control characters escaped, and '<', '>',
+ * '&' as \u escapes, so the text can sit inside an HTML <script> element. */
+void tg__json_string(FILE *f, const char *s);
+/* Writes the step as one JSON object: kind, index, name, expr, shape, lhs_width, its rows (label,
+ * text, lhs, rel, pad, note, and vals: rank, shape, integer, v (the numbers, null where not
+ * finite) and s (each as tg__fmt_num writes it); beyond TG_TRACE_FULL entries also head, last and
+ * norm, the summary the text shows; beyond `max_vals` entries only that summary), and "text":
+ * the step exactly as tg__step_print writes it. TG_OK or TG_ERR_NOMEM. */
+tg_status tg__step_write_json(const tg__step *s, FILE *f, int64_t max_vals);
+
 #endif /* TG_EXPLAIN_H */
