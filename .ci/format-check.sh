@@ -2,8 +2,8 @@
 # format-check.sh -- reports where the C/C++ sources differ from .clang-format, and where any tracked
 # text file breaks .editorconfig's basic rules (tabs for indentation, trailing whitespace, missing
 # final newline, CRLF).
-#   bash .ci/format-check.sh            report only; exit 0 (the tree is not formatted yet)
-#   bash .ci/format-check.sh --strict   exit 1 on any difference (for CI once formatting is applied)
+#   bash .ci/format-check.sh            report only; exit 0
+#   bash .ci/format-check.sh --strict   exit 1 on any difference (what CI runs)
 #   bash .ci/format-check.sh --fix      apply clang-format in place (the lead, after merging)
 set -uo pipefail
 

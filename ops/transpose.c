@@ -16,9 +16,10 @@ static tg_status transpose_shape(tg_tensor *y, char *msg, size_t len) {
 }
 
 /* Both directions walk TILE x TILE tiles: a plain double loop reads one matrix along rows and
- * the other down columns, one cache line per element for big matrices (tg_linear_forward
- * transposes every weight matrix of a network on every step). Each element is still moved, or
- * added, exactly once: the results are those of the plain loop, bit for bit. */
+ * the other down columns, one cache line per element for big matrices (the report's
+ * x W_h^T written with tg_transpose transposes a weight matrix on every step; tg_linear uses
+ * matmul_bt instead). Each element is still moved, or added, exactly once: the results are
+ * those of the plain loop, bit for bit. */
 #define TILE 32
 
 static tg_status transpose_forward(tg_tape *tape, tg_tensor *y) {

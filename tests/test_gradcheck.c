@@ -1,4 +1,4 @@
-/* Gradient checking (src/gradcheck.c): tg_gradcheck must pass every correct op, catch wrong
+/* Gradient checking (src/tools/gradcheck.c): tg_gradcheck must pass every correct op, catch wrong
  * backwards and wrong user gradients element by element, report kinks as kinks, get the 1/N of a
  * mean loss right, and run in float64 when float32 is asked for. */
 #define _POSIX_C_SOURCE 200809L /* open_memstream, to read the printer's output back */

@@ -1,4 +1,4 @@
-/* gemm_avx2.c -- AVX2+FMA micro-kernels for src/gemm.c, compiled through target attributes (the
+/* gemm_avx2.c -- AVX2+FMA micro-kernels for src/kernels/gemm.c, compiled through target attributes (the
  * rest of the library stays baseline x86-64) and only called when the CPU reports avx2 and fma.
  *
  * f32: a 6 x 16 tile in 12 ymm accumulators; f64: 6 x 8, also 12. Per k: two loads of the B

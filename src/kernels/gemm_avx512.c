@@ -1,4 +1,4 @@
-/* gemm_avx512.c -- AVX-512F micro-kernels for src/gemm.c, compiled through target attributes and
+/* gemm_avx512.c -- AVX-512F micro-kernels for src/kernels/gemm.c, compiled through target attributes and
  * only called when the CPU reports avx512f.
  *
  * f32: a 12 x 32 tile in 24 zmm accumulators; f64: 12 x 16, also 24. Per k: two loads of the B

@@ -5,7 +5,7 @@
 
 #include "core/engine.h"
 
-/* ---- Thread pool (src/threads.c) ----
+/* ---- Thread pool (threads.c) ----
  * A fixed set of tg_get_num_threads() - 1 sleeping workers plus the calling thread. Workers block
  * on a condition variable between jobs (the machine is shared: no spinning), so a job costs a
  * wake-up of some microseconds; callers only go parallel above a size threshold. */

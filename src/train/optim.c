@@ -338,7 +338,7 @@ tg_status tg_optim_step(tg_optim *o) {
     return TG_OK;
 }
 
-/* ---- Optimizer state, for tg_train_state_save/load (src/checkpoint.c) ---- */
+/* ---- Optimizer state, for tg_train_state_save/load (src/io/checkpoint.c) ---- */
 
 int tg__optim_n_params(const tg_optim *o) { return o->n_params; }
 tg_tensor *tg__optim_param(const tg_optim *o, int i) { return o->params[i]; }

@@ -1,4 +1,4 @@
-/* train/state.h -- what tg_train_state_save/load (src/checkpoint.c) need from the optimizer
+/* train/state.h -- what tg_train_state_save/load (src/io/checkpoint.c) need from the optimizer
  * (src/train/optim.c), which keeps its struct private. Private (not installed). */
 #ifndef TG_TRAIN_STATE_H
 #define TG_TRAIN_STATE_H
