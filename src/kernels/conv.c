@@ -142,7 +142,9 @@ tg_status tg__conv2d_geom_init(tg__conv2d_geom *g, int x_rank, const int64_t *x_
         if (ext < 0 || padded < 0 || padded > ((int64_t)1 << 56) - in[i])
             return fail(TG_ERR_VALUE, msg, msg_len, "conv2d: padding or dilation too large");
         span[i] = ext + 1;
-        const int64_t room = in[i] + padded - span[i];
+    }
+    for (int i = 0; i < 2; i++) {
+        const int64_t room = in[i] + 2 * pad[i] - span[i];
         if (room < 0)
             return fail(TG_ERR_SHAPE, msg, msg_len,
                         "conv2d: input %s with padding [%lld,%lld] is smaller than weight %s "
