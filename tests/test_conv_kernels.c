@@ -96,7 +96,7 @@ typedef struct conv_case {
 
 /* Odd sizes, size-1 dimensions, strides that do not divide the input, dilation, groups,
  * depthwise (groups = C), padding wider than the kernel, N = 1, the 1x1 no-copy path; the last
- * two are big enough to run threaded and (the last) to take dw's images in two chunks. */
+ * two are big enough to run threaded, over 4 and 6 partitions of the batch. */
 static const conv_case conv_cases[] = {
     {2, 3, 5, 5, 4, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1, true, true},
     {1, 2, 7, 6, 3, 2, 3, {2, 3}, {1, 0}, {1, 2}, 1, true, true},
@@ -440,7 +440,7 @@ Test(conv2d, geometry_errors_name_the_shapes) {
 }
 
 /* The same results bit for bit on 1 and 2 threads, in f32 and f64, for the two large cases
- * (threaded forward and dx; threaded, chunked dw). */
+ * (threaded forward, dx, dw and db). */
 Test(conv2d, thread_count_bit_identity) {
     for (size_t ci = N_CONV - 2; ci < N_CONV; ci++) {
         tg__conv2d_geom g;

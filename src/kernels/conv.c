@@ -10,14 +10,15 @@
  *   dw       dW_g^T       += col dY_g^T, over images (M = Cg*R*S, N = Kg,    K = OH*OW each)
  * A 1x1 convolution with stride 1, no padding (any dilation) has col = x: no copy.
  *
- * Threads and determinism. The forward and dx run image by image, the images split over threads,
- * each thread with its own col in the workspace and its GEMMs on that thread alone: every
- * output element is computed by the same calls whatever the split. dw sums over images, so it is
- * not split over them: the images are taken in chunks of a size fixed by the geometry alone;
- * the threads im2col a chunk together (copies), then one tg_gemm (threaded over its output, never
- * its sum) adds the chunk's col [C*R*S, L] dY^T [L, K] (L = chunk * OH*OW) into a [Cg*R*S, Kg]
- * sum per group, kept in the workspace and added (transposed) into dw at the end. Pooling and
- * batch norm split over planes or channels, each summed on one thread in a fixed order. */
+ * Threads and determinism. The passes run image by image, each thread with its own col in the
+ * workspace and its GEMMs on that thread alone (tg_gemm runs single-threaded inside a job), so
+ * every per-image product is the same call whatever the split. The forward and dx split the
+ * images over threads freely: no image's result depends on another's. dw and db sum over
+ * images, so the batch is cut into TG_CONV_PARTS partitions fixed by N alone; each partition's
+ * sums are taken image after image (tg_gemm with beta 1 adds to the stored sum, one multiply-add
+ * per term in increasing order) by whichever thread owns the partition, and the partial sums are
+ * added in partition order at the end. Pooling and batch norm split over planes or channels,
+ * each summed on one thread in a fixed order. */
 #include "conv.h"
 
 #include "parallel.h"
@@ -61,6 +62,27 @@ static int64_t mul_cap(int64_t a, int64_t b) {
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* out += the sum of `expr` for q in [0, n), in 8 interleaved partial sums (independent chains
+ * of adds, which the compiler vectorizes, instead of one chain at an add's latency) combined in
+ * a fixed order: the result depends on n only. */
+#define LANE_SUM(n, q, out, expr)                                                                  \
+    do {                                                                                           \
+        double acc_[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                 \
+        int64_t q = 0;                                                                             \
+        for (; q + 8 <= (n); q += 8) {                                                             \
+            const int64_t q0_ = q;                                                                 \
+            for (int l_ = 0; l_ < 8; l_++) {                                                       \
+                q = q0_ + l_;                                                                      \
+                acc_[l_] += (expr);                                                                \
+            }                                                                                      \
+            q = q0_;                                                                               \
+        }                                                                                          \
+        for (; q < (n); q++)                                                                       \
+            acc_[0] += (expr);                                                                     \
+        (out) += ((acc_[0] + acc_[1]) + (acc_[2] + acc_[3])) +                                     \
+                 ((acc_[4] + acc_[5]) + (acc_[6] + acc_[7]));                                      \
+    } while (0)
 
 /* Runs body(ctx, i0, i1) over [0, n) items, on several threads when `work` (elements touched)
  * is worth a wake-up. Items must be independent: the result cannot depend on the split. */
@@ -180,16 +202,19 @@ tg_status tg__conv2d_geom_init(tg__conv2d_geom *g, int x_rank, const int64_t *x_
 
 /* ---- conv2d: workspace ---- */
 
-/* dw takes the images in chunks of about this many output pixels (chunk * OH*OW): enough inner
- * dimension for the GEMM to run at full speed, a few MB of workspace. */
-#define TG_CONV_DW_COLS 4096
+/* Backward's sums over images (dw, db) are taken in this many partial sums, each over a fixed
+ * contiguous range of the batch, then added in order: threads take whole partitions, so the
+ * result depends on this constant, never on the thread count. */
+#define TG_CONV_PARTS 8
 
 static size_t round64(size_t b) { return (b + 63) & ~(size_t)63; }
 
 typedef struct conv_plan {
-    int64_t Cg, Kg, crs_g, ohow, chunk;
-    size_t slot_bytes;                              /* one thread's col for one image and group */
-    size_t dw_col_bytes, dw_dy_bytes, dw_sum_bytes; /* dw: col and dy of a chunk, the sums */
+    int64_t Cg, Kg, crs_g, ohow, parts;
+    size_t slot_bytes;  /* one thread's col for one image and group */
+    size_t sum_bytes;   /* one partition's dw sums [groups][Cg*R*S][Kg] */
+    size_t dbsum_bytes; /* one partition's db sums [K], in double */
+    size_t parts_bytes; /* all partitions' sums, at the start of the workspace */
 } conv_plan;
 
 static conv_plan conv_plan_of(const tg__conv2d_geom *g, size_t esz) {
@@ -198,24 +223,17 @@ static conv_plan conv_plan_of(const tg__conv2d_geom *g, size_t esz) {
     p.Kg = g->K / g->groups;
     p.crs_g = p.Cg * g->R * g->S;
     p.ohow = g->OH * g->OW;
-    p.chunk = min64(g->N, max64(1, (TG_CONV_DW_COLS + p.ohow - 1) / p.ohow));
+    p.parts = min64(g->N, TG_CONV_PARTS);
     p.slot_bytes = round64((size_t)(p.crs_g * p.ohow) * esz);
-    const size_t L = (size_t)(p.chunk * p.ohow);
-    p.dw_col_bytes = round64((size_t)(g->C * g->R * g->S) * L * esz);
-    p.dw_dy_bytes = round64((size_t)g->K * L * esz);
-    p.dw_sum_bytes = round64((size_t)(g->K * p.crs_g) * esz);
+    p.sum_bytes = round64((size_t)(g->K * p.crs_g) * esz);
+    p.dbsum_bytes = round64((size_t)g->K * sizeof(double));
+    p.parts_bytes = (size_t)p.parts * (p.sum_bytes + p.dbsum_bytes);
     return p;
-}
-
-static size_t dw_bytes(const conv_plan *p) {
-    return p->dw_col_bytes + p->dw_dy_bytes + p->dw_sum_bytes;
 }
 
 size_t tg__conv2d_workspace_bytes(const tg__conv2d_geom *g, tg_dtype dtype, int nthreads) {
     const conv_plan p = conv_plan_of(g, tg_dtype_size(dtype));
-    const size_t per_image = (size_t)(nthreads < 1 ? 1 : nthreads) * p.slot_bytes;
-    const size_t dw = dw_bytes(&p);
-    return per_image > dw ? per_image : dw;
+    return p.parts_bytes + (size_t)(nthreads < 1 ? 1 : nthreads) * p.slot_bytes;
 }
 
 /* ---- conv2d: im2col and col2im ----
@@ -319,9 +337,11 @@ typedef struct conv_job {
     bool pointwise; /* 1x1, stride 1, no padding: col is x itself */
     const unsigned char *x, *w, *b, *dy;
     unsigned char *y, *dx, *dw, *db;
-    unsigned char *ws;
-    int64_t n0, nb; /* dw: the chunk of images */
+    unsigned char *ws; /* the partitions' sums (backward), then one col slot per thread */
 } conv_job;
+
+/* Thread tid's col slot. */
+#define SLOT(j, tid) ((j)->ws + (j)->p.parts_bytes + (size_t)(tid) * (j)->p.slot_bytes)
 
 #define AT(ptr, elems) ((ptr) + (size_t)(elems)*j->esz)
 
@@ -343,7 +363,7 @@ static void forward_images(const conv_job *j, int64_t n0, int64_t n1, unsigned c
                     AT(j->w, gi * p->Kg * p->crs_g), p->crs_g, bmat, p->ohow, 0,
                     AT(yn, gi * p->Kg * p->ohow), p->ohow);
         }
-        if (j->b) {
+        if (j->b) /* while y[n] is in cache (a GEMM from y = b with beta 1 is slower at K = 9) */
             TG_FOR_DTYPE(j->dtype, T, {
                 const T *b = (const T *)j->b;
                 T *y = (T *)yn;
@@ -351,30 +371,6 @@ static void forward_images(const conv_job *j, int64_t n0, int64_t n1, unsigned c
                     for (int64_t q = 0; q < p->ohow; q++)
                         y[k * p->ohow + q] += b[k];
             });
-        }
-    }
-}
-
-static void dx_images(const conv_job *j, int64_t n0, int64_t n1, unsigned char *col) {
-    const tg__conv2d_geom *g = j->g;
-    const conv_plan *p = &j->p;
-    const int64_t chw = g->C * g->H * g->W, kohow = g->K * p->ohow;
-    for (int64_t n = n0; n < n1; n++) {
-        unsigned char *dxn = AT(j->dx, n * chw);
-        const unsigned char *dyn = AT(j->dy, n * kohow);
-        for (int64_t gi = 0; gi < g->groups; gi++) {
-            unsigned char *dxg = AT(dxn, gi * p->Cg * g->H * g->W);
-            const unsigned char *wg = AT(j->w, gi * p->Kg * p->crs_g);
-            const unsigned char *dyg = AT(dyn, gi * p->Kg * p->ohow);
-            if (j->pointwise) { /* dx_g += W_g^T dY_g straight into dx */
-                tg_gemm(j->dtype, true, false, p->Cg, p->ohow, p->Kg, wg, p->crs_g, dyg, p->ohow, 1,
-                        dxg, p->ohow);
-                continue;
-            }
-            tg_gemm(j->dtype, true, false, p->crs_g, p->ohow, p->Kg, wg, p->crs_g, dyg, p->ohow, 0,
-                    col, p->ohow);
-            col2im(j->dtype, g, col, 0, p->Cg * g->R, dxg);
-        }
     }
 }
 
@@ -383,24 +379,16 @@ static void forward_run(void *ctx, int tid, int nth) {
     int64_t n0, n1;
     tg__split(j->g->N, 1, tid, nth, &n0, &n1);
     if (n0 < n1)
-        forward_images(j, n0, n1, j->ws + (size_t)tid * j->p.slot_bytes);
-}
-
-static void dx_run(void *ctx, int tid, int nth) {
-    const conv_job *j = ctx;
-    int64_t n0, n1;
-    tg__split(j->g->N, 1, tid, nth, &n0, &n1);
-    if (n0 < n1)
-        dx_images(j, n0, n1, j->ws + (size_t)tid * j->p.slot_bytes);
+        forward_images(j, n0, n1, SLOT(j, tid));
 }
 
 /* Threads for the image-by-image passes: at most one per image and per col slot in ws, and one
  * alone for products too small to pay for a wake-up. */
-static int image_threads(const conv_job *j, size_t ws_bytes) {
+static int image_threads(const conv_job *j, size_t ws_bytes, int64_t units) {
     const tg__conv2d_geom *g = j->g;
     int64_t nth = tg_get_num_threads();
-    nth = min64(nth, g->N);
-    nth = min64(nth, (int64_t)(ws_bytes / j->p.slot_bytes));
+    nth = min64(nth, units);
+    nth = min64(nth, (int64_t)((ws_bytes - j->p.parts_bytes) / j->p.slot_bytes));
     const int64_t macs = g->N * g->K * j->p.ohow * j->p.crs_g;
     if (macs < ((int64_t)1 << 20))
         nth = 1;
@@ -439,79 +427,96 @@ tg_status tg__conv2d_forward(const tg__conv2d_geom *g, tg_dtype dtype, const voi
     j.w = w;
     j.b = b;
     j.y = y;
-    tg__parallel_run(image_threads(&j, ws_bytes), forward_run, &j);
+    tg__parallel_run(image_threads(&j, ws_bytes, g->N), forward_run, &j);
     return TG_OK;
 }
 
-/* ---- conv2d: dw, chunk by chunk ---- */
+/* ---- conv2d: backward, partition by partition ---- */
 
-/* Thread tid's share of a chunk: im2col of (image, channel, kernel row) units into the chunk's
- * col [C*R*S, L], then copying dy rows of (image, output channel) units into dY [K, L]. */
-static void dw_chunk_run(void *ctx, int tid, int nth) {
-    const conv_job *j = ctx;
+/* The images of partition `part`: for each, its dw and db terms are added to the partition's
+ * sums (in image order), and its dx computed. */
+static void backward_partition(const conv_job *j, int64_t part, unsigned char *col) {
     const tg__conv2d_geom *g = j->g;
     const conv_plan *p = &j->p;
-    const int64_t L = j->nb * p->ohow, cr = g->C * g->R;
-    unsigned char *col = j->ws, *dyc = j->ws + p->dw_col_bytes;
-    int64_t u0, u1;
-    tg__split(j->nb * cr, 1, tid, nth, &u0, &u1);
-    for (int64_t u = u0; u < u1;) { /* units of one image at a time */
-        const int64_t i = u / cr, end = min64(u1, (i + 1) * cr);
-        im2col(j->dtype, g, AT(j->x, (j->n0 + i) * g->C * g->H * g->W), u - i * cr, end - i * cr,
-               AT(col, i * p->ohow), L);
-        u = end;
-    }
-    tg__split(j->nb * g->K, 1, tid, nth, &u0, &u1);
-    for (int64_t u = u0; u < u1; u++) {
-        const int64_t i = u / g->K, k = u % g->K;
-        memcpy(AT(dyc, k * L + i * p->ohow), AT(j->dy, ((j->n0 + i) * g->K + k) * p->ohow),
-               (size_t)p->ohow * j->esz);
-    }
-}
-
-static void dw_all(conv_job *j) {
-    const tg__conv2d_geom *g = j->g;
-    const conv_plan *p = &j->p;
-    unsigned char *col = j->ws, *dyc = j->ws + p->dw_col_bytes;
-    unsigned char *sum = dyc + p->dw_dy_bytes; /* [groups][Cg*R*S][Kg] */
-    for (int64_t n0 = 0; n0 < g->N; n0 += p->chunk) {
-        j->n0 = n0;
-        j->nb = min64(p->chunk, g->N - n0);
-        const int64_t L = j->nb * p->ohow;
-        const int64_t work = j->nb * (g->C * g->R * g->S + g->K) * p->ohow;
-        tg__parallel_run(work < TG_PAR_MIN_ELEMS ? 1 : tg_get_num_threads(), dw_chunk_run, j);
-        for (int64_t gi = 0; gi < g->groups; gi++)
-            tg_gemm(j->dtype, false, true, p->crs_g, p->Kg, L, AT(col, gi * p->crs_g * L), L,
-                    AT(dyc, gi * p->Kg * L), L, n0 > 0, AT(sum, gi * p->crs_g * p->Kg), p->Kg);
-    }
-    /* dw[g*Kg + k][row] += sum[g][row][k] */
-    TG_FOR_DTYPE(j->dtype, T, {
-        T *dw = (T *)j->dw;
-        const T *s = (const T *)sum;
-        for (int64_t gi = 0; gi < g->groups; gi++)
-            for (int64_t k = 0; k < p->Kg; k++)
-                for (int64_t row = 0; row < p->crs_g; row++)
-                    dw[(gi * p->Kg + k) * p->crs_g + row] +=
-                        s[(gi * p->crs_g + row) * p->Kg + k];
-    });
-}
-
-/* db[k] += the sum of dy[n,k,:] over n, for channels [k0, k1). */
-static void db_range(void *ctx, int64_t k0, int64_t k1) {
-    const conv_job *j = ctx;
-    const tg__conv2d_geom *g = j->g;
-    const int64_t ohow = j->p.ohow;
-    TG_FOR_DTYPE(j->dtype, T, {
-        const T *dy = (const T *)j->dy;
-        T *db = (T *)j->db;
-        for (int64_t k = k0; k < k1; k++) {
-            double s = 0;
-            for (int64_t n = 0; n < g->N; n++) {
-                const T *row = dy + (n * g->K + k) * ohow;
-                for (int64_t q = 0; q < ohow; q++)
-                    s += row[q];
+    const int64_t chw = g->C * g->H * g->W, kohow = g->K * p->ohow;
+    unsigned char *sum = j->ws + (size_t)part * (p->sum_bytes + p->dbsum_bytes);
+    double *dbsum = (double *)(sum + p->sum_bytes);
+    int64_t n0, n1;
+    tg__split(g->N, 1, (int)part, (int)p->parts, &n0, &n1);
+    for (int64_t n = n0; n < n1; n++) {
+        const unsigned char *dyn = AT(j->dy, n * kohow);
+        if (j->db)
+            TG_FOR_DTYPE(j->dtype, T, {
+                const T *d = (const T *)dyn;
+                for (int64_t k = 0; k < g->K; k++) {
+                    const T *row = d + k * p->ohow;
+                    double s = 0;
+                    LANE_SUM(p->ohow, q, s, (double)row[q]);
+                    dbsum[k] = n > n0 ? dbsum[k] + s : s;
+                }
+            });
+        for (int64_t gi = 0; gi < g->groups; gi++) {
+            const unsigned char *dyg = AT(dyn, gi * p->Kg * p->ohow);
+            if (j->dw) { /* sum_g^T [Cg*R*S, Kg] (+)= col dY_g^T */
+                const unsigned char *xg = AT(j->x, n * chw + gi * p->Cg * g->H * g->W);
+                const void *amat = xg;
+                if (!j->pointwise) {
+                    im2col(j->dtype, g, xg, 0, p->Cg * g->R, col, p->ohow);
+                    amat = col;
+                }
+                tg_gemm(j->dtype, false, true, p->crs_g, p->Kg, p->ohow, amat, p->ohow, dyg,
+                        p->ohow, n > n0, AT(sum, gi * p->crs_g * p->Kg), p->Kg);
             }
-            db[k] += (T)s;
+            if (j->dx) { /* dcol = W_g^T dY_g, then col2im into dx (1x1: straight into dx) */
+                unsigned char *dxg = AT(j->dx, n * chw + gi * p->Cg * g->H * g->W);
+                const unsigned char *wg = AT(j->w, gi * p->Kg * p->crs_g);
+                if (j->pointwise) {
+                    tg_gemm(j->dtype, true, false, p->Cg, p->ohow, p->Kg, wg, p->crs_g, dyg,
+                            p->ohow, 1, dxg, p->ohow);
+                    continue;
+                }
+                tg_gemm(j->dtype, true, false, p->crs_g, p->ohow, p->Kg, wg, p->crs_g, dyg, p->ohow,
+                        0, col, p->ohow);
+                col2im(j->dtype, g, col, 0, p->Cg * g->R, dxg);
+            }
+        }
+    }
+}
+
+static void backward_run(void *ctx, int tid, int nth) {
+    const conv_job *j = ctx;
+    int64_t p0, p1;
+    tg__split(j->p.parts, 1, tid, nth, &p0, &p1);
+    for (int64_t part = p0; part < p1; part++)
+        backward_partition(j, part, SLOT(j, tid));
+}
+
+/* dw[g*Kg + k][row] += sum over partitions of sum_p[g][row][k]; db[k] += sum of dbsum_p[k]. */
+static void backward_reduce(const conv_job *j) {
+    const tg__conv2d_geom *g = j->g;
+    const conv_plan *p = &j->p;
+    const size_t stride = p->sum_bytes + p->dbsum_bytes;
+    TG_FOR_DTYPE(j->dtype, T, {
+        if (j->dw) {
+            T *dw = (T *)j->dw;
+            for (int64_t gi = 0; gi < g->groups; gi++)
+                for (int64_t row = 0; row < p->crs_g; row++)
+                    for (int64_t k = 0; k < p->Kg; k++) {
+                        const int64_t si = (gi * p->crs_g + row) * p->Kg + k;
+                        T s = ((const T *)j->ws)[si];
+                        for (int64_t part = 1; part < p->parts; part++)
+                            s += ((const T *)(j->ws + (size_t)part * stride))[si];
+                        dw[(gi * p->Kg + k) * p->crs_g + row] += s;
+                    }
+        }
+        if (j->db) {
+            T *db = (T *)j->db;
+            for (int64_t k = 0; k < g->K; k++) {
+                double s = 0;
+                for (int64_t part = 0; part < p->parts; part++)
+                    s += ((const double *)(j->ws + (size_t)part * stride + p->sum_bytes))[k];
+                db[k] += (T)s;
+            }
         }
     });
 }
@@ -528,18 +533,16 @@ tg_status tg__conv2d_backward(const tg__conv2d_geom *g, tg_dtype dtype, const vo
                                   !dy          ? "dy"
                                   : (dx && !w) ? "w (needed for dx)"
                                                : "x (needed for dw)");
+    if (!dx && !dw && !db)
+        return TG_OK;
     j.x = x;
     j.w = w;
     j.dy = dy;
     j.dx = dx;
     j.dw = dw;
     j.db = db;
-    if (db)
-        parallel_items(g->K, g->N * g->K * j.p.ohow, db_range, &j);
-    if (dx)
-        tg__parallel_run(image_threads(&j, ws_bytes), dx_run, &j);
-    if (dw)
-        dw_all(&j);
+    tg__parallel_run(image_threads(&j, ws_bytes, j.p.parts), backward_run, &j);
+    backward_reduce(&j);
     return TG_OK;
 }
 
@@ -615,11 +618,43 @@ static void maxpool_fwd_planes(void *ctx, int64_t p0, int64_t p1) {
     const pool_job *j = ctx;
     const tg__pool2d_geom *g = j->g;
     const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
+    const bool pool2x2 = g->kernel[0] == 2 && g->kernel[1] == 2 && g->stride[0] == 2 &&
+                         g->stride[1] == 2 && g->pad[0] == 0 && g->pad[1] == 0;
     TG_FOR_DTYPE(j->dtype, T, {
         for (int64_t pl = p0; pl < p1; pl++) {
             const T *x = (const T *)j->x + pl * hw;
             T *y = (T *)j->y + pl * ohow;
             int32_t *am = j->argmax + pl * ohow;
+            if (pool2x2) { /* the CNN's pool: whole windows, the same scan written as selects
+                              over a row of windows, which the compiler vectorizes */
+                const int64_t W = g->W, OW = g->OW;
+                const int32_t w32 = (int32_t)W;
+                for (int64_t oh = 0; oh < g->OH; oh++) {
+                    const T *r0 = x + 2 * oh * W, *r1 = r0 + W;
+                    T *yr = y + oh * OW;
+                    int32_t *ar = am + oh * OW;
+                    const int32_t base = (int32_t)(2 * oh * W);
+                    for (int64_t ow = 0; ow < OW; ow++) {
+                        const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow];
+                        const T d = r1[2 * ow + 1];
+                        /* starting from m = a is starting from -inf and taking a (or a = -inf) */
+                        T m = a;
+                        int32_t bi = 0;
+                        bool t = (b > m) | (b != b); /* b != b: NaN */
+                        m = t ? b : m;
+                        bi = t ? 1 : bi;
+                        t = (c > m) | (c != c);
+                        m = t ? c : m;
+                        bi = t ? w32 : bi;
+                        t = (d > m) | (d != d);
+                        m = t ? d : m;
+                        bi = t ? w32 + 1 : bi;
+                        yr[ow] = m;
+                        ar[ow] = base + 2 * (int32_t)ow + bi;
+                    }
+                }
+                continue;
+            }
             for (int64_t oh = 0; oh < g->OH; oh++)
                 for (int64_t ow = 0; ow < g->OW; ow++) {
                     POOL_WINDOW(g, oh, ow);
@@ -627,11 +662,11 @@ static void maxpool_fwd_planes(void *ctx, int64_t p0, int64_t p1) {
                     T m = -INFINITY;
                     for (int64_t ih = h0; ih < h1; ih++)
                         for (int64_t iw = w0; iw < w1; iw++) {
+                            /* as selects, not a branch: which value wins is data */
                             const T v = x[ih * g->W + iw];
-                            if (v > m || isnan(v)) {
-                                m = v;
-                                best = ih * g->W + iw;
-                            }
+                            const bool take = (v > m) | (v != v); /* v != v: NaN */
+                            m = take ? v : m;
+                            best = take ? ih * g->W + iw : best;
                         }
                     y[oh * g->OW + ow] = m;
                     am[oh * g->OW + ow] = (int32_t)best;
@@ -775,7 +810,13 @@ typedef struct bn_job {
     void *y, *save_mean, *save_rstd, *rm, *rv, *dx, *dgamma, *dbeta;
 } bn_job;
 
-/* Channel c's values are x[(n*C + c)*HW + q] for n < N, q < HW. */
+/* Channel c's values are x[(n*C + c)*HW + q] for n < N, q < HW. BN_SUM adds expr(i) over them
+ * into out, image by image, each image's run summed by LANE_SUM. */
+#define BN_SUM(g, c, i, out, expr)                                                                 \
+    for (int64_t n_ = 0; n_ < (g)->N; n_++) {                                                      \
+        const int64_t base_ = (n_ * (g)->C + (c)) * (g)->HW;                                       \
+        LANE_SUM((g)->HW, q_, out, ((void)0, i = base_ + q_, (expr)));                             \
+    }
 #define BN_FOR(g, c, i, ...)                                                                       \
     for (int64_t n_ = 0; n_ < (g)->N; n_++) {                                                      \
         const int64_t base_ = (n_ * (g)->C + (c)) * (g)->HW;                                       \
@@ -794,9 +835,10 @@ static void bn_train_channels(void *ctx, int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; c++) {
             /* two passes: the mean, then the biased variance about it */
             double s = 0, ss = 0;
-            BN_FOR(g, c, i, s += x[i];)
+            int64_t e;
+            BN_SUM(g, c, e, s, (double)x[e]);
             const double mean = s / m;
-            BN_FOR(g, c, i, const double d = x[i] - mean; ss += d * d;)
+            BN_SUM(g, c, e, ss, ((double)x[e] - mean) * ((double)x[e] - mean));
             const double var = ss / m, rstd = 1.0 / sqrt(var + j->eps);
             /* y = x * a + b with a = gamma rstd, b = beta - mean a */
             const double a = (gamma ? gamma[c] : 1.0) * rstd;
@@ -848,8 +890,11 @@ static void bn_backward_channels(void *ctx, int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; c++) {
             const double mu = mean[c], rs = rstd[c];
             double sdy = 0, sdyx = 0;
-            if (dgamma || dbeta || (dx && j->training))
-                BN_FOR(g, c, i, sdy += dy[i]; sdyx += dy[i] * ((x[i] - mu) * rs);)
+            if (dgamma || dbeta || (dx && j->training)) {
+                int64_t e;
+                BN_SUM(g, c, e, sdy, (double)dy[e]);
+                BN_SUM(g, c, e, sdyx, (double)dy[e] * (((double)x[e] - mu) * rs));
+            }
             if (dbeta)
                 dbeta[c] += (T)sdy;
             if (dgamma)
