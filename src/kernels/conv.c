@@ -153,7 +153,7 @@ tg_status tg__conv2d_geom_init(tg__conv2d_geom *g, int x_rank, const int64_t *x_
         return fail(TG_ERR_SHAPE, msg, msg_len,
                     "conv2d: input %s has %lld channels but weight %s with groups %lld expects "
                     "%lld",
-                    xs, (long long)C, wsb, (long long)groups, (long long)(Cg * groups));
+                    xs, (long long)C, wsb, (long long)groups, (long long)Cg * (long long)groups);
     if (b_shape && (b_rank != 1 || b_shape[0] != K))
         return fail(TG_ERR_SHAPE, msg, msg_len, "conv2d: bias %s must be [%lld] for weight %s",
                     shape_str(bs, sizeof bs, b_rank, b_shape), (long long)K, wsb);
@@ -335,32 +335,38 @@ typedef struct conv_job {
     tg_dtype dtype;
     size_t esz;
     bool pointwise; /* 1x1, stride 1, no padding: col is x itself */
-    const unsigned char *x, *w, *b, *dy;
-    unsigned char *y, *dx, *dw, *db;
-    unsigned char *ws; /* the partitions' sums (backward), then one col slot per thread */
+    const void *x, *w, *b, *dy;
+    void *y, *dx, *dw, *db;
+    void *ws; /* the partitions' sums (backward), then one col slot per thread */
 } conv_job;
 
 /* Thread tid's col slot. */
-#define SLOT(j, tid) ((j)->ws + (j)->p.parts_bytes + (size_t)(tid) * (j)->p.slot_bytes)
+#define SLOT(j, tid) byte_off((j)->ws, (j)->p.parts_bytes + (size_t)(tid) * (j)->p.slot_bytes)
 
-#define AT(ptr, elems) ((ptr) + (size_t)(elems)*j->esz)
+/* p + bytes, and p + elems elements of the job's dtype (CAT: for a const p). */
+static void *byte_off(void *p, size_t bytes) { return (unsigned char *)p + bytes; }
+static const void *cbyte_off(const void *p, size_t bytes) {
+    return (const unsigned char *)p + bytes;
+}
+#define AT(ptr, elems) byte_off((ptr), (size_t)(elems)*j->esz)
+#define CAT(ptr, elems) cbyte_off((ptr), (size_t)(elems)*j->esz)
 
-static void forward_images(const conv_job *j, int64_t n0, int64_t n1, unsigned char *col) {
+static void forward_images(const conv_job *j, int64_t n0, int64_t n1, void *col) {
     const tg__conv2d_geom *g = j->g;
     const conv_plan *p = &j->p;
     const int64_t chw = g->C * g->H * g->W, kohow = g->K * p->ohow;
     for (int64_t n = n0; n < n1; n++) {
-        const unsigned char *xn = AT(j->x, n * chw);
-        unsigned char *yn = AT(j->y, n * kohow);
+        const void *xn = CAT(j->x, n * chw);
+        void *yn = AT(j->y, n * kohow);
         for (int64_t gi = 0; gi < g->groups; gi++) {
-            const unsigned char *xg = AT(xn, gi * p->Cg * g->H * g->W);
+            const void *xg = CAT(xn, gi * p->Cg * g->H * g->W);
             const void *bmat = xg;
             if (!j->pointwise) {
                 im2col(j->dtype, g, xg, 0, p->Cg * g->R, col, p->ohow);
                 bmat = col;
             }
             tg_gemm(j->dtype, false, false, p->Kg, p->ohow, p->crs_g,
-                    AT(j->w, gi * p->Kg * p->crs_g), p->crs_g, bmat, p->ohow, 0,
+                    CAT(j->w, gi * p->Kg * p->crs_g), p->crs_g, bmat, p->ohow, 0,
                     AT(yn, gi * p->Kg * p->ohow), p->ohow);
         }
         if (j->b) /* while y[n] is in cache (a GEMM from y = b with beta 1 is slower at K = 9) */
@@ -397,10 +403,17 @@ static int image_threads(const conv_job *j, size_t ws_bytes, int64_t units) {
 
 static tg_status conv_job_init(conv_job *j, const char *fn, const tg__conv2d_geom *g,
                                tg_dtype dtype, void *ws, size_t ws_bytes) {
-    if (dtype != TG_F32 && dtype != TG_F64)
-        return tg__set_last_error(TG_ERR_DTYPE, "%s: dtype %s, expected f32 or f64", fn,
-                                  tg_dtype_name(dtype));
     memset(j, 0, sizeof *j);
+    /* (each error returns its code itself, not tg__set_last_error's: the analyzer can see it) */
+    if (!g) {
+        tg__set_last_error(TG_ERR_NULL, "%s: NULL geometry", fn);
+        return TG_ERR_NULL;
+    }
+    if (dtype != TG_F32 && dtype != TG_F64) {
+        tg__set_last_error(TG_ERR_DTYPE, "%s: dtype %s, expected f32 or f64", fn,
+                           tg_dtype_name(dtype));
+        return TG_ERR_DTYPE;
+    }
     j->g = g;
     j->dtype = dtype;
     j->esz = tg_dtype_size(dtype);
@@ -409,11 +422,13 @@ static tg_status conv_job_init(conv_job *j, const char *fn, const tg__conv2d_geo
                    g->pad[0] == 0 && g->pad[1] == 0;
     j->ws = ws;
     const size_t need = tg__conv2d_workspace_bytes(g, dtype, 1);
-    if (!ws || ws_bytes < need)
-        return tg__set_last_error(TG_ERR_VALUE,
-                                  "%s: workspace of %zu bytes, at least %zu needed "
-                                  "(tg__conv2d_workspace_bytes)",
-                                  fn, ws ? ws_bytes : 0, need);
+    if (!ws || ws_bytes < need) {
+        tg__set_last_error(TG_ERR_VALUE,
+                           "%s: workspace of %zu bytes, at least %zu needed "
+                           "(tg__conv2d_workspace_bytes)",
+                           fn, ws ? ws_bytes : 0, need);
+        return TG_ERR_VALUE;
+    }
     return TG_OK;
 }
 
@@ -435,16 +450,16 @@ tg_status tg__conv2d_forward(const tg__conv2d_geom *g, tg_dtype dtype, const voi
 
 /* The images of partition `part`: for each, its dw and db terms are added to the partition's
  * sums (in image order), and its dx computed. */
-static void backward_partition(const conv_job *j, int64_t part, unsigned char *col) {
+static void backward_partition(const conv_job *j, int64_t part, void *col) {
     const tg__conv2d_geom *g = j->g;
     const conv_plan *p = &j->p;
     const int64_t chw = g->C * g->H * g->W, kohow = g->K * p->ohow;
-    unsigned char *sum = j->ws + (size_t)part * (p->sum_bytes + p->dbsum_bytes);
-    double *dbsum = (double *)(sum + p->sum_bytes);
+    void *sum = byte_off(j->ws, (size_t)part * (p->sum_bytes + p->dbsum_bytes));
+    double *dbsum = byte_off(sum, p->sum_bytes);
     int64_t n0, n1;
     tg__split(g->N, 1, (int)part, (int)p->parts, &n0, &n1);
     for (int64_t n = n0; n < n1; n++) {
-        const unsigned char *dyn = AT(j->dy, n * kohow);
+        const void *dyn = CAT(j->dy, n * kohow);
         if (j->db)
             TG_FOR_DTYPE(j->dtype, T, {
                 const T *d = (const T *)dyn;
@@ -456,9 +471,9 @@ static void backward_partition(const conv_job *j, int64_t part, unsigned char *c
                 }
             });
         for (int64_t gi = 0; gi < g->groups; gi++) {
-            const unsigned char *dyg = AT(dyn, gi * p->Kg * p->ohow);
+            const void *dyg = CAT(dyn, gi * p->Kg * p->ohow);
             if (j->dw) { /* sum_g^T [Cg*R*S, Kg] (+)= col dY_g^T */
-                const unsigned char *xg = AT(j->x, n * chw + gi * p->Cg * g->H * g->W);
+                const void *xg = CAT(j->x, n * chw + gi * p->Cg * g->H * g->W);
                 const void *amat = xg;
                 if (!j->pointwise) {
                     im2col(j->dtype, g, xg, 0, p->Cg * g->R, col, p->ohow);
@@ -468,8 +483,8 @@ static void backward_partition(const conv_job *j, int64_t part, unsigned char *c
                         p->ohow, n > n0, AT(sum, gi * p->crs_g * p->Kg), p->Kg);
             }
             if (j->dx) { /* dcol = W_g^T dY_g, then col2im into dx (1x1: straight into dx) */
-                unsigned char *dxg = AT(j->dx, n * chw + gi * p->Cg * g->H * g->W);
-                const unsigned char *wg = AT(j->w, gi * p->Kg * p->crs_g);
+                void *dxg = AT(j->dx, n * chw + gi * p->Cg * g->H * g->W);
+                const void *wg = CAT(j->w, gi * p->Kg * p->crs_g);
                 if (j->pointwise) {
                     tg_gemm(j->dtype, true, false, p->Cg, p->ohow, p->Kg, wg, p->crs_g, dyg,
                             p->ohow, 1, dxg, p->ohow);
@@ -505,7 +520,7 @@ static void backward_reduce(const conv_job *j) {
                         const int64_t si = (gi * p->crs_g + row) * p->Kg + k;
                         T s = ((const T *)j->ws)[si];
                         for (int64_t part = 1; part < p->parts; part++)
-                            s += ((const T *)(j->ws + (size_t)part * stride))[si];
+                            s += ((const T *)byte_off(j->ws, (size_t)part * stride))[si];
                         dw[(gi * p->Kg + k) * p->crs_g + row] += s;
                     }
         }
@@ -514,7 +529,7 @@ static void backward_reduce(const conv_job *j) {
             for (int64_t k = 0; k < g->K; k++) {
                 double s = 0;
                 for (int64_t part = 0; part < p->parts; part++)
-                    s += ((const double *)(j->ws + (size_t)part * stride + p->sum_bytes))[k];
+                    s += ((const double *)byte_off(j->ws, (size_t)part * stride + p->sum_bytes))[k];
                 db[k] += (T)s;
             }
         }
