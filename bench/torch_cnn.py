@@ -1,0 +1,167 @@
+#!/usr/bin/python3
+"""The Fashion-MNIST CNN of issue 14 trained in Debian's PyTorch: samples/s per thread count.
+
+The model: conv 1->32 3x3 pad 1, batch norm, relu, max pool 2; conv 32->64 3x3 pad 1, batch norm,
+relu, max pool 2; dropout 0.25; linear 3136->128, relu; linear 128->10; cross-entropy (mean over
+the batch); Adam (lr 1e-3); mini-batches of 128 shuffled training images, bytes converted to
+float32 and standardized ((pixel / 255 - mean) / std) at each step, as bench/torch_mnist.py does.
+
+Fair settings. Each measurement runs in a fresh child process whose environment is set before
+torch is imported: OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS = T (and
+torch.set_num_threads(T), torch.set_num_interop_threads(1)), OMP_WAIT_POLICY = PASSIVE or ACTIVE,
+and GLIBC_TUNABLES either unset or
+    glibc.malloc.trim_threshold=4294967296:glibc.malloc.mmap_threshold=33554432
+(glibc otherwise returns the large activation buffers to the kernel after every step and faults
+them back in at the next: Debian's PyTorch CNN runs 2-3x faster with it). Each child warms up,
+then times --rounds rounds of --steps steps and keeps the best round.
+
+Prints one JSON line:
+  {"bench":"torch_cnn", "torch":..., "cpu":..., "batch":128, "steps":..., "rounds":...,
+   "samples_per_s": {"<policy>/<tunables on|off>": {"1": ..., "2": ...}, ...}}
+Usage: /usr/bin/python3 bench/torch_cnn.py [--threads 1,2] [--steps 30] [--rounds 3]
+       [--synthetic]   (random images instead of /usr/share/datasets/fashion-mnist)
+"""
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+
+DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
+TUNABLES = "glibc.malloc.trim_threshold=4294967296:glibc.malloc.mmap_threshold=33554432"
+WARMUP = 10
+
+
+def read_idx(path):
+    """An IDX file of unsigned bytes (.gz or plain) as a numpy array of its shape."""
+    import numpy as np
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        sys.exit(f"{path}: not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        sys.exit(f"{path}: {data.size} bytes of data for dimensions {dims}")
+    return data.reshape(dims)
+
+
+def worker(args):
+    """One measurement; the environment was set by the parent before this process started."""
+    import numpy as np
+    import torch
+    import torch.nn as nn
+
+    threads = int(os.environ["OMP_NUM_THREADS"])
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+
+    if args.synthetic:
+        images = rng.integers(0, 256, size=(60000, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=60000).astype(np.int64)
+    else:
+        images = read_idx(os.path.join(args.data, "train-images-idx3-ubyte.gz"))
+        labels = read_idx(os.path.join(args.data, "train-labels-idx1-ubyte.gz")).astype(np.int64)
+    mean = float(images.mean() / 255.0)
+    std = float((images / 255.0).std())
+
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Dropout(0.25), nn.Flatten(),
+        nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    batch = args.batch
+    order = rng.permutation(len(images))
+    pos = [0]
+
+    def step():
+        if pos[0] + batch > len(order):
+            pos[0] = 0
+        idx = order[pos[0]:pos[0] + batch]
+        pos[0] += batch
+        xb = torch.from_numpy(
+            ((images[idx].astype(np.float32) / 255.0 - mean) / std).reshape(batch, 1, 28, 28))
+        yb = torch.from_numpy(labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(WARMUP):
+        step()
+    best = 0.0
+    for _ in range(args.rounds):
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        dt = time.perf_counter() - t0
+        best = max(best, args.steps * batch / dt)
+    print(json.dumps({"samples_per_s": round(best, 1), "torch": torch.__version__,
+                      "threads_torch": torch.get_num_threads()}))
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--synthetic", action="store_true")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    threads = [int(t) for t in args.threads.split(",")]
+    results, version = {}, None
+    # Alternate the configurations inside each thread count so that load from other processes
+    # on the shared machine falls on all of them alike.
+    for t in threads:
+        for policy in ("PASSIVE", "ACTIVE"):
+            for tun in ("on", "off"):
+                env = dict(os.environ)
+                for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                    env[var] = str(t)
+                env["OMP_WAIT_POLICY"] = policy
+                if tun == "on":
+                    env["GLIBC_TUNABLES"] = TUNABLES
+                else:
+                    env.pop("GLIBC_TUNABLES", None)
+                cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--data", args.data,
+                       "--steps", str(args.steps), "--rounds", str(args.rounds),
+                       "--batch", str(args.batch)] + (["--synthetic"] if args.synthetic else [])
+                out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                version = r["torch"]
+                results.setdefault(f"{policy}/tunables_{tun}", {})[str(t)] = r["samples_per_s"]
+    print(json.dumps({"bench": "torch_cnn", "torch": version, "cpu": cpu_name(),
+                      "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
+                      "data": "synthetic" if args.synthetic else args.data,
+                      "tunables": TUNABLES, "samples_per_s": results}))
+
+
+if __name__ == "__main__":
+    main()

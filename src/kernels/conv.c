@@ -1,0 +1,982 @@
+/* conv.c -- kernels of the convolutional ops: conv2d (lowered onto tg_gemm), max/avg pooling and
+ * batch norm, float32 and float64, PyTorch's conventions (see conv.h for the contracts).
+ *
+ * conv2d as GEMMs. For one image n and one group g, im2col lays the input windows out as
+ *   col [Cg*R*S, OH*OW],  col[(c*R + r)*S + s][oh*OW + ow] = x[n, g*Cg + c, ih, iw] (0 if padded)
+ * with ih = oh*sh - ph + r*dh, iw = ow*sw - pw + s*dw. Then, with W_g = w[g*Kg.., :] as a
+ * [Kg, Cg*R*S] matrix and dY_g = dy[n, g*Kg.., :] as [Kg, OH*OW]:
+ *   forward  y[n, g*Kg..]  = W_g col                  (M = Kg,     N = OH*OW, K = Cg*R*S)
+ *   dx       dcol          = W_g^T dY_g, col2im'ed   (M = Cg*R*S, N = OH*OW, K = Kg)
+ *   dw       dW_g^T       += col dY_g^T, over images (M = Cg*R*S, N = Kg,    K = OH*OW each)
+ * A 1x1 convolution with stride 1, no padding (any dilation) has col = x: no copy.
+ *
+ * Threads and determinism. The passes run image by image, each thread with its own col in the
+ * workspace and its GEMMs on that thread alone (tg_gemm runs single-threaded inside a job), so
+ * every per-image product is the same call whatever the split. The forward and dx split the
+ * images over threads freely: no image's result depends on another's. dw and db sum over
+ * images, so the batch is cut into TG_CONV_PARTS partitions fixed by N alone; each partition's
+ * sums are taken image after image (tg_gemm with beta 1 adds to the stored sum, one multiply-add
+ * per term in increasing order) by whichever thread owns the partition, and the partial sums are
+ * added in partition order at the end. Pooling and batch norm split over planes or channels,
+ * each summed on one thread in a fixed order. */
+#include "conv.h"
+
+#include "parallel.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+/* ---- Small helpers ---- */
+
+static const char *shape_str(char *buf, size_t len, int rank, const int64_t *shape) {
+    size_t n = 0;
+    buf[0] = '\0';
+    n += (size_t)snprintf(buf + n, len - n, "[");
+    for (int i = 0; i < rank && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, i ? ",%lld" : "%lld", (long long)shape[i]);
+    if (n < len)
+        snprintf(buf + n, len - n, "]");
+    return buf;
+}
+
+static tg_status fail(tg_status st, char *msg, size_t msg_len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static tg_status fail(tg_status st, char *msg, size_t msg_len, const char *fmt, ...) {
+    if (msg && msg_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, msg_len, fmt, ap);
+        va_end(ap);
+    }
+    return st;
+}
+
+/* a * b, or -1 if it exceeds the bound we allow for element counts (2^56, far beyond memory). */
+static int64_t mul_cap(int64_t a, int64_t b) {
+    int64_t r;
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r) || r > ((int64_t)1 << 56))
+        return -1;
+    return r;
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* out += the sum of `expr` for q in [0, n), in 8 interleaved partial sums (independent chains
+ * of adds, which the compiler vectorizes, instead of one chain at an add's latency) combined in
+ * a fixed order: the result depends on n only. */
+#define LANE_SUM(n, q, out, expr)                                                                  \
+    do {                                                                                           \
+        double acc_[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                 \
+        int64_t q = 0;                                                                             \
+        for (; q + 8 <= (n); q += 8) {                                                             \
+            const int64_t q0_ = q;                                                                 \
+            for (int l_ = 0; l_ < 8; l_++) {                                                       \
+                q = q0_ + l_;                                                                      \
+                acc_[l_] += (expr);                                                                \
+            }                                                                                      \
+            q = q0_;                                                                               \
+        }                                                                                          \
+        for (; q < (n); q++)                                                                       \
+            acc_[0] += (expr);                                                                     \
+        (out) += ((acc_[0] + acc_[1]) + (acc_[2] + acc_[3])) +                                     \
+                 ((acc_[4] + acc_[5]) + (acc_[6] + acc_[7]));                                      \
+    } while (0)
+
+/* Runs body(ctx, i0, i1) over [0, n) items, on several threads when `work` (elements touched)
+ * is worth a wake-up. Items must be independent: the result cannot depend on the split. */
+typedef struct items_job {
+    int64_t n;
+    tg__range_fn body;
+    void *ctx;
+} items_job;
+
+static void items_run(void *p, int tid, int nth) {
+    const items_job *j = p;
+    int64_t b, e;
+    tg__split(j->n, 1, tid, nth, &b, &e);
+    if (b < e)
+        j->body(j->ctx, b, e);
+}
+
+static void parallel_items(int64_t n, int64_t work, tg__range_fn body, void *ctx) {
+    if (n <= 0)
+        return;
+    const int avail = tg_get_num_threads();
+    if (avail <= 1 || n == 1 || work < TG_PAR_MIN_ELEMS) {
+        body(ctx, 0, n);
+        return;
+    }
+    items_job j = {n, body, ctx};
+    tg__parallel_run(n < avail ? (int)n : avail, items_run, &j);
+}
+
+/* ---- conv2d: geometry ---- */
+
+tg_status tg__conv2d_geom_init(tg__conv2d_geom *g, int x_rank, const int64_t *x_shape, int w_rank,
+                               const int64_t *w_shape, int b_rank, const int64_t *b_shape,
+                               const int64_t stride[2], const int64_t pad[2], const int64_t dil[2],
+                               int64_t groups, char *msg, size_t msg_len) {
+    char xs[TG_SHAPE_STR_LEN], wsb[TG_SHAPE_STR_LEN], bs[TG_SHAPE_STR_LEN];
+    if (!g || !x_shape || !w_shape || !stride || !pad || !dil)
+        return fail(TG_ERR_NULL, msg, msg_len, "conv2d: NULL geometry argument");
+    memset(g, 0, sizeof *g);
+    if (x_rank != 4)
+        return fail(TG_ERR_SHAPE, msg, msg_len, "conv2d: input %s must be rank 4 [N,C,H,W]",
+                    shape_str(xs, sizeof xs, x_rank, x_shape));
+    if (w_rank != 4)
+        return fail(TG_ERR_SHAPE, msg, msg_len, "conv2d: weight %s must be rank 4 [K,C/groups,R,S]",
+                    shape_str(wsb, sizeof wsb, w_rank, w_shape));
+    shape_str(xs, sizeof xs, 4, x_shape);
+    shape_str(wsb, sizeof wsb, 4, w_shape);
+    for (int i = 0; i < 4; i++)
+        if (x_shape[i] < 1 || w_shape[i] < 1)
+            return fail(TG_ERR_SHAPE, msg, msg_len,
+                        "conv2d: input %s and weight %s must have no empty dimension", xs, wsb);
+    for (int i = 0; i < 2; i++) {
+        if (stride[i] < 1 || dil[i] < 1 || pad[i] < 0)
+            return fail(TG_ERR_VALUE, msg, msg_len,
+                        "conv2d: stride [%lld,%lld] and dilation [%lld,%lld] must be >= 1, "
+                        "padding [%lld,%lld] >= 0",
+                        (long long)stride[0], (long long)stride[1], (long long)dil[0],
+                        (long long)dil[1], (long long)pad[0], (long long)pad[1]);
+    }
+    const int64_t N = x_shape[0], C = x_shape[1], H = x_shape[2], W = x_shape[3];
+    const int64_t K = w_shape[0], Cg = w_shape[1], R = w_shape[2], S = w_shape[3];
+    if (groups < 1 || C % groups != 0 || K % groups != 0)
+        return fail(TG_ERR_VALUE, msg, msg_len,
+                    "conv2d: groups %lld must be >= 1 and divide the input channels (input %s) "
+                    "and the output channels (weight %s)",
+                    (long long)groups, xs, wsb);
+    if (Cg != C / groups)
+        return fail(TG_ERR_SHAPE, msg, msg_len,
+                    "conv2d: input %s has %lld channels but weight %s with groups %lld expects "
+                    "%lld",
+                    xs, (long long)C, wsb, (long long)groups, (long long)Cg * (long long)groups);
+    if (b_shape && (b_rank != 1 || b_shape[0] != K))
+        return fail(TG_ERR_SHAPE, msg, msg_len, "conv2d: bias %s must be [%lld] for weight %s",
+                    shape_str(bs, sizeof bs, b_rank, b_shape), (long long)K, wsb);
+    /* The extent of the dilated kernel, dil (R - 1) + 1, must fit in the padded input. */
+    int64_t span[2], in[2] = {H, W}, ks[2] = {R, S}, out[2];
+    for (int i = 0; i < 2; i++) {
+        const int64_t ext = mul_cap(dil[i], ks[i] - 1), padded = mul_cap(pad[i], 2);
+        if (ext < 0 || padded < 0 || padded > ((int64_t)1 << 56) - in[i])
+            return fail(TG_ERR_VALUE, msg, msg_len, "conv2d: padding or dilation too large");
+        span[i] = ext + 1;
+    }
+    for (int i = 0; i < 2; i++) {
+        const int64_t room = in[i] + 2 * pad[i] - span[i];
+        if (room < 0)
+            return fail(TG_ERR_SHAPE, msg, msg_len,
+                        "conv2d: input %s with padding [%lld,%lld] is smaller than weight %s "
+                        "dilated by [%lld,%lld] (%lld x %lld)",
+                        xs, (long long)pad[0], (long long)pad[1], wsb, (long long)dil[0],
+                        (long long)dil[1], (long long)span[0], (long long)span[1]);
+        out[i] = room / stride[i] + 1;
+    }
+    *g = (tg__conv2d_geom){.N = N,
+                           .C = C,
+                           .H = H,
+                           .W = W,
+                           .K = K,
+                           .R = R,
+                           .S = S,
+                           .stride = {stride[0], stride[1]},
+                           .pad = {pad[0], pad[1]},
+                           .dil = {dil[0], dil[1]},
+                           .groups = groups,
+                           .OH = out[0],
+                           .OW = out[1]};
+    /* Every count the kernels form must be representable (and a buffer that large absurd). */
+    const int64_t ohow = mul_cap(out[0], out[1]), crs = mul_cap(C, mul_cap(R, S));
+    if (ohow < 0 || crs < 0 || mul_cap(N, mul_cap(C, mul_cap(H, W))) < 0 ||
+        mul_cap(N, mul_cap(K, ohow)) < 0 || mul_cap(crs, ohow) < 0 ||
+        mul_cap(K, mul_cap(Cg, mul_cap(R, S))) < 0 || mul_cap(crs + K, mul_cap(N, ohow)) < 0) {
+        memset(g, 0, sizeof *g);
+        return fail(TG_ERR_VALUE, msg, msg_len, "conv2d: input %s and weight %s are too large", xs,
+                    wsb);
+    }
+    return TG_OK;
+}
+
+/* ---- conv2d: workspace ---- */
+
+/* Backward's sums over images (dw, db) are taken in this many partial sums, each over a fixed
+ * contiguous range of the batch, then added in order: threads take whole partitions, so the
+ * result depends on this constant, never on the thread count. */
+#define TG_CONV_PARTS 8
+
+static size_t round64(size_t b) { return (b + 63) & ~(size_t)63; }
+
+typedef struct conv_plan {
+    int64_t Cg, Kg, crs_g, ohow, parts;
+    size_t slot_bytes;  /* one thread's col for one image and group */
+    size_t sum_bytes;   /* one partition's dw sums [groups][Cg*R*S][Kg] */
+    size_t dbsum_bytes; /* one partition's db sums [K], in double */
+    size_t parts_bytes; /* all partitions' sums, at the start of the workspace */
+} conv_plan;
+
+static conv_plan conv_plan_of(const tg__conv2d_geom *g, size_t esz) {
+    conv_plan p;
+    p.Cg = g->C / g->groups;
+    p.Kg = g->K / g->groups;
+    p.crs_g = p.Cg * g->R * g->S;
+    p.ohow = g->OH * g->OW;
+    p.parts = min64(g->N, TG_CONV_PARTS);
+    p.slot_bytes = round64((size_t)(p.crs_g * p.ohow) * esz);
+    p.sum_bytes = round64((size_t)(g->K * p.crs_g) * esz);
+    p.dbsum_bytes = round64((size_t)g->K * sizeof(double));
+    p.parts_bytes = (size_t)p.parts * (p.sum_bytes + p.dbsum_bytes);
+    return p;
+}
+
+size_t tg__conv2d_workspace_bytes(const tg__conv2d_geom *g, tg_dtype dtype, int nthreads) {
+    const conv_plan p = conv_plan_of(g, tg__dtype_size(dtype));
+    return p.parts_bytes + (size_t)(nthreads < 1 ? 1 : nthreads) * p.slot_bytes;
+}
+
+/* ---- conv2d: im2col and col2im ----
+ * Rows cr*S + s for the (channel, kernel row) pairs cr = c*R + r in [cr0, cr1) of one image
+ * whose first channel is at x; `ld` is col's row stride. For each kernel column s the output
+ * columns [lo, hi) read inside the image: iw = ow*sw + off in [0, W). */
+
+static void ow_range(const tg__conv2d_geom *g, int64_t s, int64_t *off, int64_t *lo, int64_t *hi) {
+    const int64_t sw = g->stride[1], o = s * g->dil[1] - g->pad[1];
+    int64_t l = o >= 0 ? 0 : (-o + sw - 1) / sw;
+    int64_t h = g->W - 1 - o < 0 ? 0 : (g->W - 1 - o) / sw + 1;
+    l = min64(l, g->OW);
+    h = min64(h, g->OW);
+    *off = o;
+    *lo = l;
+    *hi = h < l ? l : h;
+}
+
+#define IM2COL_FUNCS(T, sfx)                                                                       \
+    static void im2col_##sfx(const tg__conv2d_geom *g, const T *x, int64_t cr0, int64_t cr1,       \
+                             T *col, int64_t ld) {                                                 \
+        const int64_t H = g->H, W = g->W, R = g->R, S = g->S, OH = g->OH, OW = g->OW;              \
+        const int64_t sh = g->stride[0], sw = g->stride[1];                                        \
+        for (int64_t cr = cr0; cr < cr1; cr++) {                                                   \
+            const T *xc = x + (cr / R) * H * W;                                                    \
+            const int64_t ih0 = (cr % R) * g->dil[0] - g->pad[0];                                  \
+            for (int64_t s = 0; s < S; s++) {                                                      \
+                T *dst = col + (cr * S + s) * ld;                                                  \
+                int64_t off, lo, hi;                                                               \
+                ow_range(g, s, &off, &lo, &hi);                                                    \
+                for (int64_t oh = 0; oh < OH; oh++, dst += OW) {                                   \
+                    const int64_t ih = oh * sh + ih0;                                              \
+                    if (ih < 0 || ih >= H || lo == hi) {                                           \
+                        memset(dst, 0, (size_t)OW * sizeof(T));                                    \
+                        continue;                                                                  \
+                    }                                                                              \
+                    const T *src = xc + ih * W + (lo * sw + off);                                  \
+                    for (int64_t ow = 0; ow < lo; ow++)                                            \
+                        dst[ow] = 0;                                                               \
+                    if (sw == 1)                                                                   \
+                        memcpy(dst + lo, src, (size_t)(hi - lo) * sizeof(T));                      \
+                    else                                                                           \
+                        for (int64_t j = 0; j < hi - lo; j++)                                      \
+                            dst[lo + j] = src[j * sw];                                             \
+                    for (int64_t ow = hi; ow < OW; ow++)                                           \
+                        dst[ow] = 0;                                                               \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    /* dx[c, ih, iw] += col[row][oh*OW + ow] for every window position: the transpose of        \
+     * im2col. Each dx element receives its terms in the fixed order of this loop. */  \
+    static void col2im_##sfx(const tg__conv2d_geom *g, const T *col, int64_t cr0, int64_t cr1,     \
+                             T *dx) {                                                              \
+        const int64_t H = g->H, W = g->W, R = g->R, S = g->S, OH = g->OH, OW = g->OW;              \
+        const int64_t sh = g->stride[0], sw = g->stride[1];                                        \
+        for (int64_t cr = cr0; cr < cr1; cr++) {                                                   \
+            T *dc = dx + (cr / R) * H * W;                                                         \
+            const int64_t ih0 = (cr % R) * g->dil[0] - g->pad[0];                                  \
+            for (int64_t s = 0; s < S; s++) {                                                      \
+                const T *src = col + (cr * S + s) * OH * OW;                                       \
+                int64_t off, lo, hi;                                                               \
+                ow_range(g, s, &off, &lo, &hi);                                                    \
+                for (int64_t oh = 0; oh < OH; oh++, src += OW) {                                   \
+                    const int64_t ih = oh * sh + ih0;                                              \
+                    if (ih < 0 || ih >= H)                                                         \
+                        continue;                                                                  \
+                    T *d = dc + ih * W + (lo * sw + off);                                          \
+                    for (int64_t j = 0; j < hi - lo; j++)                                          \
+                        d[j * sw] += src[lo + j];                                                  \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+IM2COL_FUNCS(float, f32)
+IM2COL_FUNCS(double, f64)
+
+static void im2col(tg_dtype dt, const tg__conv2d_geom *g, const void *x, int64_t cr0, int64_t cr1,
+                   void *col, int64_t ld) {
+    if (dt == TG_F32)
+        im2col_f32(g, x, cr0, cr1, col, ld);
+    else
+        im2col_f64(g, x, cr0, cr1, col, ld);
+}
+
+static void col2im(tg_dtype dt, const tg__conv2d_geom *g, const void *col, int64_t cr0, int64_t cr1,
+                   void *dx) {
+    if (dt == TG_F32)
+        col2im_f32(g, col, cr0, cr1, dx);
+    else
+        col2im_f64(g, col, cr0, cr1, dx);
+}
+
+/* ---- conv2d: forward and dx, image by image ---- */
+
+typedef struct conv_job {
+    const tg__conv2d_geom *g;
+    conv_plan p;
+    tg_dtype dtype;
+    size_t esz;
+    bool pointwise; /* 1x1, stride 1, no padding: col is x itself */
+    const void *x, *w, *b, *dy;
+    void *y, *dx, *dw, *db;
+    void *ws; /* the partitions' sums (backward), then one col slot per thread */
+} conv_job;
+
+/* Thread tid's col slot. */
+#define SLOT(j, tid) byte_off((j)->ws, (j)->p.parts_bytes + (size_t)(tid) * (j)->p.slot_bytes)
+
+/* p + bytes, and p + elems elements of the job's dtype (CAT: for a const p). */
+static void *byte_off(void *p, size_t bytes) { return (unsigned char *)p + bytes; }
+static const void *cbyte_off(const void *p, size_t bytes) {
+    return (const unsigned char *)p + bytes;
+}
+#define AT(ptr, elems) byte_off((ptr), (size_t)(elems)*j->esz)
+#define CAT(ptr, elems) cbyte_off((ptr), (size_t)(elems)*j->esz)
+
+static void forward_images(const conv_job *j, int64_t n0, int64_t n1, void *col) {
+    const tg__conv2d_geom *g = j->g;
+    const conv_plan *p = &j->p;
+    const int64_t chw = g->C * g->H * g->W, kohow = g->K * p->ohow;
+    for (int64_t n = n0; n < n1; n++) {
+        const void *xn = CAT(j->x, n * chw);
+        void *yn = AT(j->y, n * kohow);
+        for (int64_t gi = 0; gi < g->groups; gi++) {
+            const void *xg = CAT(xn, gi * p->Cg * g->H * g->W);
+            const void *bmat = xg;
+            if (!j->pointwise) {
+                im2col(j->dtype, g, xg, 0, p->Cg * g->R, col, p->ohow);
+                bmat = col;
+            }
+            tg__gemm(j->dtype, false, false, p->Kg, p->ohow, p->crs_g,
+                     CAT(j->w, gi * p->Kg * p->crs_g), p->crs_g, bmat, p->ohow, 0,
+                     AT(yn, gi * p->Kg * p->ohow), p->ohow);
+        }
+        if (j->b) /* while y[n] is in cache (a GEMM from y = b with beta 1 is slower at K = 9) */
+            TG_FOR_DTYPE(j->dtype, T, {
+                const T *b = (const T *)j->b;
+                T *y = (T *)yn;
+                for (int64_t k = 0; k < g->K; k++)
+                    for (int64_t q = 0; q < p->ohow; q++)
+                        y[k * p->ohow + q] += b[k];
+            });
+    }
+}
+
+static void forward_run(void *ctx, int tid, int nth) {
+    const conv_job *j = ctx;
+    int64_t n0, n1;
+    tg__split(j->g->N, 1, tid, nth, &n0, &n1);
+    if (n0 < n1)
+        forward_images(j, n0, n1, SLOT(j, tid));
+}
+
+/* Threads for the image-by-image passes: at most one per image and per col slot in ws, and one
+ * alone for products too small to pay for a wake-up. */
+static int image_threads(const conv_job *j, size_t ws_bytes, int64_t units) {
+    const tg__conv2d_geom *g = j->g;
+    int64_t nth = tg_get_num_threads();
+    nth = min64(nth, units);
+    nth = min64(nth, (int64_t)((ws_bytes - j->p.parts_bytes) / j->p.slot_bytes));
+    const int64_t macs = g->N * g->K * j->p.ohow * j->p.crs_g;
+    if (macs < ((int64_t)1 << 20))
+        nth = 1;
+    return nth < 1 ? 1 : (int)nth;
+}
+
+static tg_status conv_job_init(conv_job *j, const char *fn, const tg__conv2d_geom *g,
+                               tg_dtype dtype, void *ws, size_t ws_bytes) {
+    memset(j, 0, sizeof *j);
+    /* (each error returns its code itself, not tg__set_last_error's: the analyzer can see it) */
+    if (!g) {
+        tg__set_last_error(TG_ERR_NULL, "%s: NULL geometry", fn);
+        return TG_ERR_NULL;
+    }
+    if (dtype != TG_F32 && dtype != TG_F64) {
+        tg__set_last_error(TG_ERR_DTYPE, "%s: dtype %s, expected f32 or f64", fn,
+                           tg__dtype_name(dtype));
+        return TG_ERR_DTYPE;
+    }
+    j->g = g;
+    j->dtype = dtype;
+    j->esz = tg__dtype_size(dtype);
+    j->p = conv_plan_of(g, j->esz);
+    j->pointwise = g->R == 1 && g->S == 1 && g->stride[0] == 1 && g->stride[1] == 1 &&
+                   g->pad[0] == 0 && g->pad[1] == 0;
+    j->ws = ws;
+    const size_t need = tg__conv2d_workspace_bytes(g, dtype, 1);
+    if (!ws || ws_bytes < need) {
+        tg__set_last_error(TG_ERR_VALUE,
+                           "%s: workspace of %zu bytes, at least %zu needed "
+                           "(tg__conv2d_workspace_bytes)",
+                           fn, ws ? ws_bytes : 0, need);
+        return TG_ERR_VALUE;
+    }
+    return TG_OK;
+}
+
+tg_status tg__conv2d_forward(const tg__conv2d_geom *g, tg_dtype dtype, const void *x, const void *w,
+                             const void *b, void *y, void *ws, size_t ws_bytes) {
+    conv_job j;
+    tg_status st = conv_job_init(&j, "tg__conv2d_forward", g, dtype, ws, ws_bytes);
+    if (st != TG_OK)
+        return st;
+    j.x = x;
+    j.w = w;
+    j.b = b;
+    j.y = y;
+    tg__parallel_run(image_threads(&j, ws_bytes, g->N), forward_run, &j);
+    return TG_OK;
+}
+
+/* ---- conv2d: backward, partition by partition ---- */
+
+/* The images of partition `part`: for each, its dw and db terms are added to the partition's
+ * sums (in image order), and its dx computed. */
+static void backward_partition(const conv_job *j, int64_t part, void *col) {
+    const tg__conv2d_geom *g = j->g;
+    const conv_plan *p = &j->p;
+    const int64_t chw = g->C * g->H * g->W, kohow = g->K * p->ohow;
+    void *sum = byte_off(j->ws, (size_t)part * (p->sum_bytes + p->dbsum_bytes));
+    double *dbsum = byte_off(sum, p->sum_bytes);
+    int64_t n0, n1;
+    tg__split(g->N, 1, (int)part, (int)p->parts, &n0, &n1);
+    for (int64_t n = n0; n < n1; n++) {
+        const void *dyn = CAT(j->dy, n * kohow);
+        if (j->db)
+            TG_FOR_DTYPE(j->dtype, T, {
+                const T *d = (const T *)dyn;
+                for (int64_t k = 0; k < g->K; k++) {
+                    const T *row = d + k * p->ohow;
+                    double s = 0;
+                    LANE_SUM(p->ohow, q, s, (double)row[q]);
+                    dbsum[k] = n > n0 ? dbsum[k] + s : s;
+                }
+            });
+        for (int64_t gi = 0; gi < g->groups; gi++) {
+            const void *dyg = CAT(dyn, gi * p->Kg * p->ohow);
+            if (j->dw) { /* sum_g^T [Cg*R*S, Kg] (+)= col dY_g^T */
+                const void *xg = CAT(j->x, n * chw + gi * p->Cg * g->H * g->W);
+                const void *amat = xg;
+                if (!j->pointwise) {
+                    im2col(j->dtype, g, xg, 0, p->Cg * g->R, col, p->ohow);
+                    amat = col;
+                }
+                tg__gemm(j->dtype, false, true, p->crs_g, p->Kg, p->ohow, amat, p->ohow, dyg,
+                         p->ohow, n > n0, AT(sum, gi * p->crs_g * p->Kg), p->Kg);
+            }
+            if (j->dx) { /* dcol = W_g^T dY_g, then col2im into dx (1x1: straight into dx) */
+                void *dxg = AT(j->dx, n * chw + gi * p->Cg * g->H * g->W);
+                const void *wg = CAT(j->w, gi * p->Kg * p->crs_g);
+                if (j->pointwise) {
+                    tg__gemm(j->dtype, true, false, p->Cg, p->ohow, p->Kg, wg, p->crs_g, dyg,
+                             p->ohow, 1, dxg, p->ohow);
+                    continue;
+                }
+                tg__gemm(j->dtype, true, false, p->crs_g, p->ohow, p->Kg, wg, p->crs_g, dyg,
+                         p->ohow, 0, col, p->ohow);
+                col2im(j->dtype, g, col, 0, p->Cg * g->R, dxg);
+            }
+        }
+    }
+}
+
+static void backward_run(void *ctx, int tid, int nth) {
+    const conv_job *j = ctx;
+    int64_t p0, p1;
+    tg__split(j->p.parts, 1, tid, nth, &p0, &p1);
+    for (int64_t part = p0; part < p1; part++)
+        backward_partition(j, part, SLOT(j, tid));
+}
+
+/* dw[g*Kg + k][row] += sum over partitions of sum_p[g][row][k]; db[k] += sum of dbsum_p[k]. */
+static void backward_reduce(const conv_job *j) {
+    const tg__conv2d_geom *g = j->g;
+    const conv_plan *p = &j->p;
+    const size_t stride = p->sum_bytes + p->dbsum_bytes;
+    TG_FOR_DTYPE(j->dtype, T, {
+        if (j->dw) {
+            T *dw = (T *)j->dw;
+            for (int64_t gi = 0; gi < g->groups; gi++)
+                for (int64_t row = 0; row < p->crs_g; row++)
+                    for (int64_t k = 0; k < p->Kg; k++) {
+                        const int64_t si = (gi * p->crs_g + row) * p->Kg + k;
+                        T s = ((const T *)j->ws)[si];
+                        for (int64_t part = 1; part < p->parts; part++)
+                            s += ((const T *)byte_off(j->ws, (size_t)part * stride))[si];
+                        dw[(gi * p->Kg + k) * p->crs_g + row] += s;
+                    }
+        }
+        if (j->db) {
+            T *db = (T *)j->db;
+            for (int64_t k = 0; k < g->K; k++) {
+                double s = 0;
+                for (int64_t part = 0; part < p->parts; part++)
+                    s += ((const double *)byte_off(j->ws, (size_t)part * stride + p->sum_bytes))[k];
+                db[k] += (T)s;
+            }
+        }
+    });
+}
+
+tg_status tg__conv2d_backward(const tg__conv2d_geom *g, tg_dtype dtype, const void *x,
+                              const void *w, const void *dy, void *dx, void *dw, void *db, void *ws,
+                              size_t ws_bytes) {
+    conv_job j;
+    tg_status st = conv_job_init(&j, "tg__conv2d_backward", g, dtype, ws, ws_bytes);
+    if (st != TG_OK)
+        return st;
+    if (!dy || (dx && !w) || (dw && !x))
+        return tg__set_last_error(TG_ERR_NULL, "tg__conv2d_backward: %s is NULL",
+                                  !dy          ? "dy"
+                                  : (dx && !w) ? "w (needed for dx)"
+                                               : "x (needed for dw)");
+    if (!dx && !dw && !db)
+        return TG_OK;
+    j.x = x;
+    j.w = w;
+    j.dy = dy;
+    j.dx = dx;
+    j.dw = dw;
+    j.db = db;
+    tg__parallel_run(image_threads(&j, ws_bytes, j.p.parts), backward_run, &j);
+    backward_reduce(&j);
+    return TG_OK;
+}
+
+/* ---- Pooling ---- */
+
+tg_status tg__pool2d_geom_init(tg__pool2d_geom *g, const char *op, int x_rank,
+                               const int64_t *x_shape, const int64_t kernel[2],
+                               const int64_t stride[2], const int64_t pad[2], char *msg,
+                               size_t msg_len) {
+    char xs[TG_SHAPE_STR_LEN];
+    if (!g || !op || !x_shape || !kernel || !stride || !pad)
+        return fail(TG_ERR_NULL, msg, msg_len, "pool2d: NULL geometry argument");
+    memset(g, 0, sizeof *g);
+    shape_str(xs, sizeof xs, x_rank, x_shape);
+    if (x_rank != 4)
+        return fail(TG_ERR_SHAPE, msg, msg_len, "%s: input %s must be rank 4 [N,C,H,W]", op, xs);
+    for (int i = 0; i < 4; i++)
+        if (x_shape[i] < 1)
+            return fail(TG_ERR_SHAPE, msg, msg_len, "%s: input %s has an empty dimension", op, xs);
+    const int64_t in[2] = {x_shape[2], x_shape[3]};
+    int64_t out[2];
+    for (int i = 0; i < 2; i++) {
+        if (kernel[i] < 1 || stride[i] < 1 || pad[i] < 0 || pad[i] > kernel[i] / 2 ||
+            kernel[i] > ((int64_t)1 << 30) || stride[i] > ((int64_t)1 << 30))
+            return fail(TG_ERR_VALUE, msg, msg_len,
+                        "%s: kernel [%lld,%lld] and stride [%lld,%lld] must be >= 1, padding "
+                        "[%lld,%lld] between 0 and half the kernel",
+                        op, (long long)kernel[0], (long long)kernel[1], (long long)stride[0],
+                        (long long)stride[1], (long long)pad[0], (long long)pad[1]);
+        const int64_t room = in[i] + 2 * pad[i] - kernel[i];
+        if (room < 0)
+            return fail(TG_ERR_SHAPE, msg, msg_len,
+                        "%s: input %s with padding [%lld,%lld] is smaller than the kernel "
+                        "[%lld,%lld]",
+                        op, xs, (long long)pad[0], (long long)pad[1], (long long)kernel[0],
+                        (long long)kernel[1]);
+        out[i] = room / stride[i] + 1;
+    }
+    const int64_t numel = mul_cap(x_shape[0], mul_cap(x_shape[1], mul_cap(in[0], in[1])));
+    if (mul_cap(in[0], in[1]) < 0 || mul_cap(in[0], in[1]) > INT32_MAX || numel < 0)
+        return fail(TG_ERR_VALUE, msg, msg_len,
+                    "%s: input %s is too large (H*W must be below 2^31)", op, xs);
+    *g = (tg__pool2d_geom){.N = x_shape[0],
+                           .C = x_shape[1],
+                           .H = in[0],
+                           .W = in[1],
+                           .kernel = {kernel[0], kernel[1]},
+                           .stride = {stride[0], stride[1]},
+                           .pad = {pad[0], pad[1]},
+                           .OH = out[0],
+                           .OW = out[1]};
+    return TG_OK;
+}
+
+typedef struct pool_job {
+    const tg__pool2d_geom *g;
+    tg_dtype dtype;
+    int count_include_pad;
+    const void *x, *dy;
+    const int32_t *argmax_in;
+    void *y, *dx;
+    int32_t *argmax;
+} pool_job;
+
+/* The window of output (oh, ow), clipped to the image: rows [h0, h1), columns [w0, w1). */
+#define POOL_WINDOW(g, oh, ow)                                                                     \
+    const int64_t hs_ = (oh) * (g)->stride[0] - (g)->pad[0];                                       \
+    const int64_t ws_ = (ow) * (g)->stride[1] - (g)->pad[1];                                       \
+    const int64_t h0 = max64(hs_, 0), h1 = min64(hs_ + (g)->kernel[0], (g)->H);                    \
+    const int64_t w0 = max64(ws_, 0), w1 = min64(ws_ + (g)->kernel[1], (g)->W)
+
+static void maxpool_fwd_planes(void *ctx, int64_t p0, int64_t p1) {
+    const pool_job *j = ctx;
+    const tg__pool2d_geom *g = j->g;
+    const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
+    const bool pool2x2 = g->kernel[0] == 2 && g->kernel[1] == 2 && g->stride[0] == 2 &&
+                         g->stride[1] == 2 && g->pad[0] == 0 && g->pad[1] == 0;
+    TG_FOR_DTYPE(j->dtype, T, {
+        for (int64_t pl = p0; pl < p1; pl++) {
+            const T *x = (const T *)j->x + pl * hw;
+            T *y = (T *)j->y + pl * ohow;
+            int32_t *am = j->argmax + pl * ohow;
+            if (pool2x2) { /* the CNN's pool: whole windows, the same scan written as selects
+                              over a row of windows, which the compiler vectorizes */
+                const int64_t W = g->W, OW = g->OW;
+                const int32_t w32 = (int32_t)W;
+                for (int64_t oh = 0; oh < g->OH; oh++) {
+                    const T *r0 = x + 2 * oh * W, *r1 = r0 + W;
+                    T *yr = y + oh * OW;
+                    int32_t *ar = am + oh * OW;
+                    const int32_t base = (int32_t)(2 * oh * W);
+                    for (int64_t ow = 0; ow < OW; ow++) {
+                        const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow];
+                        const T d = r1[2 * ow + 1];
+                        /* starting from m = a is starting from -inf and taking a (or a = -inf) */
+                        T m = a;
+                        int32_t bi = 0;
+                        bool t = (b > m) | (b != b); /* b != b: NaN */
+                        m = t ? b : m;
+                        bi = t ? 1 : bi;
+                        t = (c > m) | (c != c);
+                        m = t ? c : m;
+                        bi = t ? w32 : bi;
+                        t = (d > m) | (d != d);
+                        m = t ? d : m;
+                        bi = t ? w32 + 1 : bi;
+                        yr[ow] = m;
+                        ar[ow] = base + 2 * (int32_t)ow + bi;
+                    }
+                }
+                continue;
+            }
+            for (int64_t oh = 0; oh < g->OH; oh++)
+                for (int64_t ow = 0; ow < g->OW; ow++) {
+                    POOL_WINDOW(g, oh, ow);
+                    int64_t best = h0 * g->W + w0;
+                    T m = -INFINITY;
+                    for (int64_t ih = h0; ih < h1; ih++)
+                        for (int64_t iw = w0; iw < w1; iw++) {
+                            /* as selects, not a branch: which value wins is data */
+                            const T v = x[ih * g->W + iw];
+                            const bool take = (v > m) | (v != v); /* v != v: NaN */
+                            m = take ? v : m;
+                            best = take ? ih * g->W + iw : best;
+                        }
+                    y[oh * g->OW + ow] = m;
+                    am[oh * g->OW + ow] = (int32_t)best;
+                }
+        }
+    });
+}
+
+static void maxpool_bwd_planes(void *ctx, int64_t p0, int64_t p1) {
+    const pool_job *j = ctx;
+    const tg__pool2d_geom *g = j->g;
+    const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
+    TG_FOR_DTYPE(j->dtype, T, {
+        for (int64_t pl = p0; pl < p1; pl++) {
+            const T *dy = (const T *)j->dy + pl * ohow;
+            const int32_t *am = j->argmax_in + pl * ohow;
+            T *dx = (T *)j->dx + pl * hw;
+            for (int64_t q = 0; q < ohow; q++)
+                dx[am[q]] += dy[q];
+        }
+    });
+}
+
+/* The divisor of window (oh, ow): PyTorch's pool_size (the window clipped to the padded image,
+ * which with ceil_mode false is the whole kernel) or the count of image pixels in it. */
+static int64_t avg_divisor(const tg__pool2d_geom *g, int cip, int64_t h0, int64_t h1, int64_t w0,
+                           int64_t w1) {
+    return cip ? g->kernel[0] * g->kernel[1] : (h1 - h0) * (w1 - w0);
+}
+
+static void avgpool_fwd_planes(void *ctx, int64_t p0, int64_t p1) {
+    const pool_job *j = ctx;
+    const tg__pool2d_geom *g = j->g;
+    const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
+    TG_FOR_DTYPE(j->dtype, T, {
+        for (int64_t pl = p0; pl < p1; pl++) {
+            const T *x = (const T *)j->x + pl * hw;
+            T *y = (T *)j->y + pl * ohow;
+            for (int64_t oh = 0; oh < g->OH; oh++)
+                for (int64_t ow = 0; ow < g->OW; ow++) {
+                    POOL_WINDOW(g, oh, ow);
+                    double s = 0;
+                    for (int64_t ih = h0; ih < h1; ih++)
+                        for (int64_t iw = w0; iw < w1; iw++)
+                            s += x[ih * g->W + iw];
+                    y[oh * g->OW + ow] =
+                        (T)(s / (double)avg_divisor(g, j->count_include_pad, h0, h1, w0, w1));
+                }
+        }
+    });
+}
+
+static void avgpool_bwd_planes(void *ctx, int64_t p0, int64_t p1) {
+    const pool_job *j = ctx;
+    const tg__pool2d_geom *g = j->g;
+    const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
+    TG_FOR_DTYPE(j->dtype, T, {
+        for (int64_t pl = p0; pl < p1; pl++) {
+            const T *dy = (const T *)j->dy + pl * ohow;
+            T *dx = (T *)j->dx + pl * hw;
+            for (int64_t oh = 0; oh < g->OH; oh++)
+                for (int64_t ow = 0; ow < g->OW; ow++) {
+                    POOL_WINDOW(g, oh, ow);
+                    const T d =
+                        dy[oh * g->OW + ow] /
+                        (T)avg_divisor(g, j->count_include_pad, h0, h1, w0, w1);
+                    for (int64_t ih = h0; ih < h1; ih++)
+                        for (int64_t iw = w0; iw < w1; iw++)
+                            dx[ih * g->W + iw] += d;
+                }
+        }
+    });
+}
+
+static int64_t pool_work(const tg__pool2d_geom *g) {
+    return g->N * g->C * (g->H * g->W + g->OH * g->OW * g->kernel[0] * g->kernel[1]);
+}
+
+void tg__max_pool2d_forward(const tg__pool2d_geom *g, tg_dtype dtype, const void *x, void *y,
+                            int32_t *argmax) {
+    pool_job j = {.g = g, .dtype = dtype, .x = x, .y = y, .argmax = argmax};
+    parallel_items(g->N * g->C, pool_work(g), maxpool_fwd_planes, &j);
+}
+
+void tg__max_pool2d_backward(const tg__pool2d_geom *g, tg_dtype dtype, const int32_t *argmax,
+                             const void *dy, void *dx) {
+    if (!dx)
+        return;
+    pool_job j = {.g = g, .dtype = dtype, .argmax_in = argmax, .dy = dy, .dx = dx};
+    parallel_items(g->N * g->C, g->N * g->C * (g->H * g->W + g->OH * g->OW), maxpool_bwd_planes,
+                   &j);
+}
+
+void tg__avg_pool2d_forward(const tg__pool2d_geom *g, tg_dtype dtype, int count_include_pad,
+                            const void *x, void *y) {
+    pool_job j = {.g = g, .dtype = dtype, .count_include_pad = count_include_pad, .x = x, .y = y};
+    parallel_items(g->N * g->C, pool_work(g), avgpool_fwd_planes, &j);
+}
+
+void tg__avg_pool2d_backward(const tg__pool2d_geom *g, tg_dtype dtype, int count_include_pad,
+                             const void *dy, void *dx) {
+    if (!dx)
+        return;
+    pool_job j = {
+        .g = g, .dtype = dtype, .count_include_pad = count_include_pad, .dy = dy, .dx = dx};
+    parallel_items(g->N * g->C, pool_work(g), avgpool_bwd_planes, &j);
+}
+
+/* ---- Batch norm ---- */
+
+tg_status tg__bn_geom_init(tg__bn_geom *g, const char *op, int x_rank, const int64_t *x_shape,
+                           int training, char *msg, size_t msg_len) {
+    char xs[TG_SHAPE_STR_LEN];
+    if (!g || !op || !x_shape)
+        return fail(TG_ERR_NULL, msg, msg_len, "batch_norm: NULL geometry argument");
+    memset(g, 0, sizeof *g);
+    shape_str(xs, sizeof xs, x_rank, x_shape);
+    if (x_rank != 2 && x_rank != 4)
+        return fail(TG_ERR_SHAPE, msg, msg_len,
+                    "%s: input %s must be rank 2 [N,F] or rank 4 [N,C,H,W]", op, xs);
+    for (int i = 0; i < x_rank; i++)
+        if (x_shape[i] < 1)
+            return fail(TG_ERR_SHAPE, msg, msg_len, "%s: input %s has an empty dimension", op, xs);
+    const int64_t hw = x_rank == 4 ? mul_cap(x_shape[2], x_shape[3]) : 1;
+    const int64_t m = mul_cap(x_shape[0], hw);
+    if (hw < 0 || m < 0 || mul_cap(m, x_shape[1]) < 0)
+        return fail(TG_ERR_VALUE, msg, msg_len, "%s: input %s is too large", op, xs);
+    if (training && m < 2)
+        return fail(TG_ERR_SHAPE, msg, msg_len,
+                    "%s: input %s has 1 value per channel; training needs more than 1", op, xs);
+    *g = (tg__bn_geom){.N = x_shape[0], .C = x_shape[1], .HW = hw};
+    return TG_OK;
+}
+
+typedef struct bn_job {
+    const tg__bn_geom *g;
+    tg_dtype dtype;
+    int training;
+    double eps, momentum;
+    const void *x, *gamma, *beta, *mean, *rstd, *dy, *rm_in, *rv_in;
+    void *y, *save_mean, *save_rstd, *rm, *rv, *dx, *dgamma, *dbeta;
+} bn_job;
+
+/* Channel c's values are x[(n*C + c)*HW + q] for n < N, q < HW. BN_SUM adds expr(i) over them
+ * into out, image by image, each image's run summed by LANE_SUM. */
+#define BN_SUM(g, c, i, out, expr)                                                                 \
+    for (int64_t n_ = 0; n_ < (g)->N; n_++) {                                                      \
+        const int64_t base_ = (n_ * (g)->C + (c)) * (g)->HW;                                       \
+        LANE_SUM((g)->HW, q_, out, ((void)0, i = base_ + q_, (expr)));                             \
+    }
+#define BN_FOR(g, c, i, ...)                                                                       \
+    for (int64_t n_ = 0; n_ < (g)->N; n_++) {                                                      \
+        const int64_t base_ = (n_ * (g)->C + (c)) * (g)->HW;                                       \
+        for (int64_t i = base_; i < base_ + (g)->HW; i++) {                                        \
+            __VA_ARGS__                                                                            \
+        }                                                                                          \
+    }
+
+static void bn_train_channels(void *ctx, int64_t c0, int64_t c1) {
+    const bn_job *j = ctx;
+    const tg__bn_geom *g = j->g;
+    const double m = (double)(g->N * g->HW);
+    TG_FOR_DTYPE(j->dtype, T, {
+        const T *x = j->x, *gamma = j->gamma, *beta = j->beta;
+        T *y = j->y, *rm = j->rm, *rv = j->rv;
+        for (int64_t c = c0; c < c1; c++) {
+            /* two passes: the mean, then the biased variance about it */
+            double s = 0, ss = 0;
+            int64_t e;
+            BN_SUM(g, c, e, s, (double)x[e]);
+            const double mean = s / m;
+            BN_SUM(g, c, e, ss, ((double)x[e] - mean) * ((double)x[e] - mean));
+            const double var = ss / m, rstd = 1.0 / sqrt(var + j->eps);
+            /* y = x * a + b with a = gamma rstd, b = beta - mean a */
+            const double a = (gamma ? gamma[c] : 1.0) * rstd;
+            const T ta = (T)a, tb = (T)((beta ? beta[c] : 0.0) - mean * a);
+            BN_FOR(g, c, i, y[i] = x[i] * ta + tb;)
+            ((T *)j->save_mean)[c] = (T)mean;
+            ((T *)j->save_rstd)[c] = (T)rstd;
+            if (rm)
+                rm[c] = (T)((1.0 - j->momentum) * rm[c] + j->momentum * mean);
+            if (rv)
+                rv[c] = (T)((1.0 - j->momentum) * rv[c] + j->momentum * (ss / (m - 1.0)));
+        }
+    });
+}
+
+static void bn_eval_channels(void *ctx, int64_t c0, int64_t c1) {
+    const bn_job *j = ctx;
+    const tg__bn_geom *g = j->g;
+    TG_FOR_DTYPE(j->dtype, T, {
+        const T *x = j->x, *gamma = j->gamma, *beta = j->beta, *rm = j->rm_in, *rv = j->rv_in;
+        T *y = j->y;
+        for (int64_t c = c0; c < c1; c++) {
+            const double rstd = 1.0 / sqrt((double)rv[c] + j->eps);
+            const double a = (gamma ? gamma[c] : 1.0) * rstd;
+            const T ta = (T)a, tb = (T)((beta ? beta[c] : 0.0) - rm[c] * a);
+            BN_FOR(g, c, i, y[i] = x[i] * ta + tb;)
+            if (j->save_mean)
+                ((T *)j->save_mean)[c] = rm[c];
+            if (j->save_rstd)
+                ((T *)j->save_rstd)[c] = (T)rstd;
+        }
+    });
+}
+
+/* Backward. With xhat = (x - mean) rstd and y = gamma xhat + beta, per channel over its M values:
+ *   dbeta = sum dy,  dgamma = sum dy xhat.
+ * In training mean and rstd depend on x (mean = sum x / M, rstd = (sum (x - mean)^2 / M + eps)^-1/2),
+ * and differentiating through them gives the fused form
+ *   dx = gamma rstd (dy - dbeta / M - xhat dgamma / M)
+ * (the two sums are the projections of dy on 1 and on xhat that normalization removes). In
+ * eval they are constants: dx = gamma rstd dy. */
+static void bn_backward_channels(void *ctx, int64_t c0, int64_t c1) {
+    const bn_job *j = ctx;
+    const tg__bn_geom *g = j->g;
+    const double m = (double)(g->N * g->HW);
+    TG_FOR_DTYPE(j->dtype, T, {
+        const T *x = j->x, *dy = j->dy, *gamma = j->gamma, *mean = j->mean, *rstd = j->rstd;
+        T *dx = j->dx, *dgamma = j->dgamma, *dbeta = j->dbeta;
+        for (int64_t c = c0; c < c1; c++) {
+            const double mu = mean[c], rs = rstd[c];
+            double sdy = 0, sdyx = 0;
+            if (dgamma || dbeta || (dx && j->training)) {
+                int64_t e;
+                BN_SUM(g, c, e, sdy, (double)dy[e]);
+                BN_SUM(g, c, e, sdyx, (double)dy[e] * (((double)x[e] - mu) * rs));
+            }
+            if (dbeta)
+                dbeta[c] += (T)sdy;
+            if (dgamma)
+                dgamma[c] += (T)sdyx;
+            if (!dx)
+                continue;
+            const double k = (gamma ? gamma[c] : 1.0) * rs;
+            if (j->training) {
+                const double mdy = sdy / m, mdyx = sdyx / m;
+                BN_FOR(g, c, i, dx[i] += (T)(k * (dy[i] - mdy - (x[i] - mu) * rs * mdyx));)
+            } else {
+                BN_FOR(g, c, i, dx[i] += (T)(k * dy[i]);)
+            }
+        }
+    });
+}
+
+static int64_t bn_work(const tg__bn_geom *g) { return g->N * g->C * g->HW; }
+
+void tg__bn_forward_train(const tg__bn_geom *g, tg_dtype dtype, const void *x, const void *gamma,
+                          const void *beta, double eps, double momentum, void *y, void *save_mean,
+                          void *save_rstd, void *running_mean, void *running_var) {
+    bn_job j = {.g = g,
+                .dtype = dtype,
+                .eps = eps,
+                .momentum = momentum,
+                .x = x,
+                .gamma = gamma,
+                .beta = beta,
+                .y = y,
+                .save_mean = save_mean,
+                .save_rstd = save_rstd,
+                .rm = running_mean,
+                .rv = running_var};
+    parallel_items(g->C, 3 * bn_work(g), bn_train_channels, &j);
+}
+
+void tg__bn_forward_eval(const tg__bn_geom *g, tg_dtype dtype, const void *x, const void *gamma,
+                         const void *beta, const void *running_mean, const void *running_var,
+                         double eps, void *y, void *save_mean, void *save_rstd) {
+    bn_job j = {.g = g,
+                .dtype = dtype,
+                .eps = eps,
+                .x = x,
+                .gamma = gamma,
+                .beta = beta,
+                .rm_in = running_mean,
+                .rv_in = running_var,
+                .y = y,
+                .save_mean = save_mean,
+                .save_rstd = save_rstd};
+    parallel_items(g->C, bn_work(g), bn_eval_channels, &j);
+}
+
+void tg__bn_backward(const tg__bn_geom *g, tg_dtype dtype, int training, const void *x,
+                     const void *gamma, const void *mean, const void *rstd, const void *dy,
+                     void *dx, void *dgamma, void *dbeta) {
+    bn_job j = {.g = g,
+                .dtype = dtype,
+                .training = training,
+                .x = x,
+                .gamma = gamma,
+                .mean = mean,
+                .rstd = rstd,
+                .dy = dy,
+                .dx = dx,
+                .dgamma = dgamma,
+                .dbeta = dbeta};
+    parallel_items(g->C, 2 * bn_work(g), bn_backward_channels, &j);
+}
