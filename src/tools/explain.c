@@ -512,13 +512,14 @@ tg_status tg__step_backward_end(tg__step *s, const tg_tape *tape, const tg_tenso
             st = add_vals(s, arrow, lhs, "=", true, after, bcast);
             continue;
         }
+        /* The gradient has x's shape; the loop runs over what tg__vals_of filled. */
         tg__vals part = after;
-        part.v = malloc(sizeof *part.v * (size_t)(x->numel ? x->numel : 1));
+        part.v = malloc(sizeof *part.v * (size_t)(after.numel ? after.numel : 1));
         if (!part.v) {
             free(after.v);
             return TG_ERR_NOMEM;
         }
-        for (int64_t i = 0; i < x->numel; i++)
+        for (int64_t i = 0; i < after.numel; i++)
             part.v[i] = after.v[i] - before[i];
         char note[160];
         if (count > 1)

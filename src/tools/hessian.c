@@ -246,8 +246,10 @@ tg_status tg_hvp(tg_gradcheck_fn f, tg_tensor *const *inputs, int n_inputs, void
     st = run_init(&run, f, inputs, n_inputs, user, wrt, &o, 0);
     const size_t bytes = sizeof(double) * (size_t)(run.n > 0 ? run.n : 1);
     double *dv = calloc(1, bytes), *res = malloc(bytes);
-    if (st == TG_OK && (!dv || !res))
-        st = tg__set_last_error(TG_ERR_NOMEM, "tg_hvp: out of memory");
+    if (st == TG_OK && (!dv || !res)) {
+        st = TG_ERR_NOMEM; /* set here, not from tg__set_last_error: the analyzer sees this one */
+        tg__set_last_error(st, "tg_hvp: out of memory");
+    }
     for (int64_t i = 0; st == TG_OK && i < run.n; i++)
         dv[i] = tg_tensor_get(v, i);
     if (st == TG_OK)
@@ -409,7 +411,8 @@ tg_hessian_report *tg_hessian_check(tg_gradcheck_fn f, tg_tensor *const *inputs,
         if (r && (n == 0 || (size_t)cols <= SIZE_MAX / sizeof *r->entries / (size_t)n))
             r->entries = calloc(n_entries > 0 ? n_entries : 1, sizeof *r->entries);
         v = malloc(bytes), ref = malloc(bytes), fwd = malloc(bytes), bwd = malloc(bytes);
-        yv = malloc(bytes), kink = malloc((size_t)(n > 0 ? n : 1));
+        /* kink zeroed: hvp_run fills run.n flags, which the analyzer cannot tie to n */
+        yv = malloc(bytes), kink = calloc((size_t)(n > 0 ? n : 1), 1);
         if (by_probes)
             dirs = malloc(bytes * (size_t)cols);
         if (yours_fn) {
@@ -417,9 +420,10 @@ tg_hessian_report *tg_hessian_check(tg_gradcheck_fn f, tg_tensor *const *inputs,
             out = tg_tensor_new(TG_F64, tg_tensor_rank(inputs[wrt]), tg_tensor_shape(inputs[wrt]));
         }
         if (!r || !r->entries || !v || !ref || !fwd || !bwd || !yv || !kink ||
-            (by_probes && !dirs) || (yours_fn && (!vt || !out)))
-            st = tg__set_last_error(TG_ERR_NOMEM, "%s: out of memory for %lld entries", WHO,
-                                    (long long)n_entries);
+            (by_probes && !dirs) || (yours_fn && (!vt || !out))) {
+            st = TG_ERR_NOMEM; /* set here, not from tg__set_last_error: the analyzer sees it */
+            tg__set_last_error(st, "%s: out of memory for %lld entries", WHO, (long long)n_entries);
+        }
     }
     if (st == TG_OK) {
         const char *nm = tg_tensor_name(inputs[wrt]);

@@ -176,8 +176,10 @@ static tg_status eval_moved(void *ctx, double h, double *value) {
 
 static tg_status check_args(tg_probed_fn f, tg_tensor *const *inputs, int n_inputs,
                             const tg_node_grad *yours, int n_yours, const tg_gradcheck_opts *o) {
-    if (!f)
-        return tg__set_last_error(TG_ERR_NULL, "%s: the function f is NULL", WHO);
+    if (!f) { /* the status spelled out: the analyzer cannot see tg__set_last_error return it */
+        tg__set_last_error(TG_ERR_NULL, "%s: the function f is NULL", WHO);
+        return TG_ERR_NULL;
+    }
     if (!inputs || n_inputs < 1)
         return tg__set_last_error(TG_ERR_NULL, "%s: no inputs (inputs %s, n_inputs %d)", WHO,
                                   inputs ? "given" : "NULL", n_inputs);
@@ -392,8 +394,10 @@ tg_intermediates_report *tg_check_intermediates(tg_probed_fn f, tg_tensor *const
     if (r)
         r->nodes = calloc((size_t)n_yours, sizeof *r->nodes);
     if (!r || !r->nodes || !run.copies || !run.probes.slots || !run.probes.hit || !targets ||
-        !keys || !ad || !run.tape)
-        st = tg__set_last_error(TG_ERR_NOMEM, "%s: out of memory", WHO);
+        !keys || !ad || !run.tape) {
+        st = TG_ERR_NOMEM; /* set here, not from tg__set_last_error: the analyzer sees this one */
+        tg__set_last_error(st, "%s: out of memory", WHO);
+    }
     for (int k = 0; st == TG_OK && k < n_yours; k++)
         run.probes.slots[k] = (probe_slot){&run.probes, k};
     for (int i = 0; st == TG_OK && i < n_inputs; i++) {
