@@ -1,7 +1,16 @@
 /* dp.c -- averaging the gradients over the ranks: buckets packed in one fixed order, each sent
- * (MPI_Iallgather or MPI_Iallreduce) as soon as the backward pass has made its gradients final
- * (the tape's TG_EVENT_GRAD_READY), so communication overlaps the rest of the backward pass; one
- * wait before the optimizer step, which is also every step's synchronisation point for errors. */
+ * as soon as the backward pass has made its gradients final (the tape's TG_EVENT_GRAD_READY), so
+ * communication overlaps the rest of the backward pass; one wait before the optimizer step, which
+ * is also every step's synchronisation point for errors.
+ *
+ * Fast mode: MPI_Iallreduce(MPI_SUM) of each bucket, in place.
+ * Deterministic mode: a reduce-scatter whose sums are done in rank order, then an allgather.
+ * A bucket is cut into `world` segments; MPI_Ialltoallv sends segment r of every rank's bucket to
+ * rank r, which sums the `world` contributions in rank order (tg__mpi_sum_ranks, the arithmetic of
+ * tg_mpi_accumulate); MPI_Iallgatherv then gives every rank every summed segment. Each rank sends
+ * 2 (world-1)/world of the bucket, as a ring allreduce does, and the result is bit-identical to
+ * one process summing the shards in rank order. The allgathers start in bucket order on a second
+ * communicator, so that the ranks start their collectives on each communicator in one order. */
 #include "mpi_internal.h"
 
 #include <limits.h>
@@ -16,15 +25,21 @@ typedef struct bucket {
     int first, count; /* entries [first, first + count) of dp->order */
     int64_t numel;    /* elements in all */
     int waiting;      /* gradients of this step not final yet */
-    int launched;
-    void *buf;      /* numel elements: this rank's scaled gradients (the sum, in fast mode) */
-    void *gathered; /* world * numel elements, deterministic mode: every rank's buf, in order */
+    int phase;        /* 0 not started; 1 alltoall (or fast allreduce) started; 2 allgather */
+    void *buf;        /* numel: this rank's scaled gradients (in fast mode, the sum in place) */
+    /* Deterministic mode: segment r is elements [displs[r], displs[r] + counts[r]). */
+    int *counts, *displs;
+    int *seg_counts, *seg_displs; /* what each rank sends me: counts[me] at r * counts[me] */
+    void *recv;   /* world * counts[me]: every rank's part of my segment, in rank order */
+    void *seg;    /* counts[me]: my segment, summed in rank order */
+    void *result; /* numel: every rank's summed segment: the bucket's sum */
     MPI_Request req;
 } bucket;
 
 struct tg_mpi_dp {
     tg_mpi_mode mode;
-    MPI_Comm comm;
+    MPI_Comm comm;  /* buckets' first collective, the status exchange */
+    MPI_Comm comm2; /* deterministic mode: the allgathers */
     int rank, world;
     int n;
     tg_tensor **params;
@@ -35,7 +50,7 @@ struct tg_mpi_dp {
     tg_tensor **keys; /* the parameters sorted by address, for the observer's lookup */
     int *key_index;
     bucket *buckets;
-    int n_buckets, next_launch;
+    int n_buckets, next_launch, next_gather;
     int in_step;
     double scale;
     tg_status failed; /* an error of the observer during this step (message in error) */
@@ -125,15 +140,40 @@ static tg_status make_buckets(tg_mpi_dp *dp, size_t bucket_bytes) {
         b->numel += numel;
         b->count++;
     }
+    const int P = dp->world, me = dp->rank;
     for (int j = 0; j < dp->n_buckets; j++) {
         b = &dp->buckets[j];
-        const size_t bytes = (size_t)b->numel * tg__mpi_dtype_size(b->dtype);
+        const size_t esize = tg__mpi_dtype_size(b->dtype);
+        const size_t bytes = (size_t)b->numel * esize;
         b->buf = malloc(bytes ? bytes : 1);
-        if (dp->mode == TG_MPI_DETERMINISTIC)
-            b->gathered = malloc(bytes ? bytes * (size_t)dp->world : 1);
-        if (!b->buf || (dp->mode == TG_MPI_DETERMINISTIC && !b->gathered))
+        if (!b->buf)
             return tg__mpi_fail(TG_ERR_NOMEM, "tg_mpi_dp_new: out of memory for the buckets");
+        /* Each rank sends its whole bucket once (fast: inside MPI's algorithm). */
         dp->stats.bytes_per_step += (double)bytes;
+        if (dp->mode != TG_MPI_DETERMINISTIC)
+            continue;
+        b->counts = malloc(sizeof(int) * 4 * (size_t)P);
+        if (!b->counts)
+            return tg__mpi_fail(TG_ERR_NOMEM, "tg_mpi_dp_new: out of memory for the buckets");
+        b->displs = b->counts + P;
+        b->seg_counts = b->counts + 2 * P;
+        b->seg_displs = b->counts + 3 * P;
+        const int64_t base = b->numel / P, extra = b->numel % P;
+        for (int r = 0, at = 0; r < P; r++) {
+            b->counts[r] = (int)(base + (r < extra ? 1 : 0));
+            b->displs[r] = at;
+            at += b->counts[r];
+        }
+        for (int r = 0; r < P; r++) {
+            b->seg_counts[r] = b->counts[me];
+            b->seg_displs[r] = r * b->counts[me];
+        }
+        const size_t seg = (size_t)b->counts[me] * esize;
+        b->recv = malloc(seg * (size_t)P + 1);
+        b->seg = malloc(seg + 1);
+        b->result = malloc(bytes + 1);
+        if (!b->recv || !b->seg || !b->result)
+            return tg__mpi_fail(TG_ERR_NOMEM, "tg_mpi_dp_new: out of memory for the buckets");
     }
     dp->stats.buckets = dp->n_buckets;
     return TG_OK;
@@ -144,7 +184,10 @@ static void dp_release(tg_mpi_dp *dp) {
         return;
     for (int j = 0; j < dp->n_buckets; j++) {
         free(dp->buckets[j].buf);
-        free(dp->buckets[j].gathered);
+        free(dp->buckets[j].counts);
+        free(dp->buckets[j].recv);
+        free(dp->buckets[j].seg);
+        free(dp->buckets[j].result);
     }
     free(dp->buckets);
     free(dp->params);
@@ -156,6 +199,8 @@ static void dp_release(tg_mpi_dp *dp) {
     free(dp->key_index);
     if (dp->comm != MPI_COMM_NULL)
         MPI_Comm_free(&dp->comm);
+    if (dp->comm2 != MPI_COMM_NULL)
+        MPI_Comm_free(&dp->comm2);
     free(dp);
 }
 
@@ -180,16 +225,21 @@ tg_mpi_dp *tg_mpi_dp_new(const tg_mpi_config *config, tg_tensor *const *params, 
         tg__mpi_fail(TG_ERR_NOMEM, "tg_mpi_dp_new: out of memory");
         return NULL;
     }
-    dp->comm = MPI_COMM_NULL;
-    /* The communicator is made first, by every rank, whatever happens after: collective. */
+    dp->comm = dp->comm2 = MPI_COMM_NULL;
+    /* The communicators are made first, by every rank, whatever happens after: collective. */
     int rc = MPI_Comm_dup(lib, &dp->comm);
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Comm_dup(lib, &dp->comm2);
     if (rc != MPI_SUCCESS) {
-        dp->comm = MPI_COMM_NULL;
+        if (dp->comm != MPI_COMM_NULL)
+            MPI_Comm_free(&dp->comm);
+        dp->comm = dp->comm2 = MPI_COMM_NULL;
         tg__mpi_error(rc, "tg_mpi_dp_new: MPI_Comm_dup");
         dp_release(dp);
         return NULL;
     }
     MPI_Comm_set_errhandler(dp->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(dp->comm2, MPI_ERRORS_RETURN);
     MPI_Comm_rank(dp->comm, &dp->rank);
     MPI_Comm_size(dp->comm, &dp->world);
     dp->mode = cfg.mode;
@@ -258,15 +308,44 @@ static tg_status launch(tg_mpi_dp *dp, int j, int zeros) {
         }
     }
     const MPI_Datatype t = mpi_type(b->dtype);
-    const int count = (int)b->numel;
-    int rc = dp->mode == TG_MPI_DETERMINISTIC
-                 ? MPI_Iallgather(b->buf, count, t, b->gathered, count, t, dp->comm, &b->req)
-                 : MPI_Iallreduce(MPI_IN_PLACE, b->buf, count, t, MPI_SUM, dp->comm, &b->req);
-    b->launched = 1;
+    int rc =
+        dp->mode == TG_MPI_DETERMINISTIC
+            ? MPI_Ialltoallv(b->buf, b->counts, b->displs, t, b->recv, b->seg_counts, b->seg_displs,
+                             t, dp->comm, &b->req)
+            : MPI_Iallreduce(MPI_IN_PLACE, b->buf, (int)b->numel, t, MPI_SUM, dp->comm, &b->req);
+    b->phase = 1;
     if (rc != MPI_SUCCESS) {
         b->req = MPI_REQUEST_NULL;
-        return tg__mpi_error(rc, dp->mode == TG_MPI_DETERMINISTIC ? "MPI_Iallgather of a bucket"
+        return tg__mpi_error(rc, dp->mode == TG_MPI_DETERMINISTIC ? "MPI_Ialltoallv of a bucket"
                                                                   : "MPI_Iallreduce of a bucket");
+    }
+    return TG_OK;
+}
+
+/* Deterministic mode, second half: for the started buckets in order, once a bucket's alltoall
+ * has arrived, sums my segment in rank order and starts its allgather. With `block`, waits for
+ * each; otherwise stops at the first bucket still in flight. */
+static tg_status advance(tg_mpi_dp *dp, int block) {
+    while (dp->next_gather < dp->next_launch) {
+        bucket *b = &dp->buckets[dp->next_gather];
+        int done = 1, rc;
+        rc = block ? MPI_Wait(&b->req, MPI_STATUS_IGNORE)
+                   : MPI_Test(&b->req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS)
+            return tg__mpi_error(rc, "MPI_Ialltoallv of a bucket");
+        if (!done)
+            return TG_OK;
+        const int me = dp->rank;
+        tg__mpi_sum_ranks(b->seg, b->recv, dp->world, b->counts[me], b->counts[me], b->dtype);
+        const MPI_Datatype t = mpi_type(b->dtype);
+        rc = MPI_Iallgatherv(b->seg, b->counts[me], t, b->result, b->counts, b->displs, t,
+                             dp->comm2, &b->req);
+        b->phase = 2;
+        dp->next_gather++;
+        if (rc != MPI_SUCCESS) {
+            b->req = MPI_REQUEST_NULL;
+            return tg__mpi_error(rc, "MPI_Iallgatherv of a bucket");
+        }
     }
     return TG_OK;
 }
@@ -284,34 +363,36 @@ static tg_status launch_ready(tg_mpi_dp *dp) {
 }
 
 /* Lets MPI progress the collectives in flight (Open MPI's non-blocking collectives advance only
- * inside MPI calls made by this thread). */
-static void poke(tg_mpi_dp *dp) {
+ * inside MPI calls made by this thread), and starts the allgathers that can start. */
+static tg_status poke(tg_mpi_dp *dp) {
+    if (dp->mode == TG_MPI_DETERMINISTIC)
+        return advance(dp, 0);
     for (int j = 0; j < dp->next_launch; j++) {
         if (dp->buckets[j].req != MPI_REQUEST_NULL) {
             int done = 0;
             MPI_Test(&dp->buckets[j].req, &done, MPI_STATUS_IGNORE);
-            return; /* one test drives the progress engine for all of them */
+            break; /* one test drives the progress engine for all of them */
         }
     }
+    return TG_OK;
 }
 
 static tg_status observe(const tg_event *ev, void *user) {
     tg_mpi_dp *dp = user;
     if (!dp->in_step || dp->failed != TG_OK)
         return TG_OK;
+    tg_status st = TG_OK;
+    const double t0 = MPI_Wtime();
     if (ev->kind == TG_EVENT_AFTER_BACKWARD) {
         if (dp->next_launch > 0)
-            poke(dp);
+            st = poke(dp);
+    } else if (ev->kind != TG_EVENT_GRAD_READY) {
         return TG_OK;
     }
-    if (ev->kind != TG_EVENT_GRAD_READY)
-        return TG_OK;
-    const int i = find(dp, ev->tensor);
-    if (i < 0)
-        return TG_OK;
-    const double t0 = MPI_Wtime();
-    tg_status st = TG_OK;
-    if (dp->ready[i]) {
+    const int i = ev->kind == TG_EVENT_GRAD_READY ? find(dp, ev->tensor) : -1;
+    if (i < 0) {
+        /* not a parameter of this list, or AFTER_BACKWARD */
+    } else if (dp->ready[i]) {
         st = tg__mpi_fail(TG_ERR_STATE,
                           "tg_mpi_dp: the gradient of '%s' was made final twice in one step (its "
                           "bucket may be sent already): run one backward pass between "
@@ -348,11 +429,11 @@ static void start_step(tg_mpi_dp *dp, double scale) {
     dp->scale = scale;
     dp->failed = TG_OK;
     dp->error[0] = '\0';
-    dp->next_launch = 0;
+    dp->next_launch = dp->next_gather = 0;
     memset(dp->ready, 0, (size_t)dp->n);
     for (int j = 0; j < dp->n_buckets; j++) {
         dp->buckets[j].waiting = dp->buckets[j].count;
-        dp->buckets[j].launched = 0;
+        dp->buckets[j].phase = 0;
     }
 }
 
@@ -399,6 +480,13 @@ tg_status tg_mpi_dp_wait(tg_mpi_dp *dp, tg_status status, const char *message, d
             snprintf(local_msg, sizeof local_msg, "%s", tg_mpi_errmsg());
         }
     }
+    if (dp->mode == TG_MPI_DETERMINISTIC) {
+        tg_status st = advance(dp, 1);
+        if (st != TG_OK && mpi_st == TG_OK) {
+            mpi_st = st;
+            snprintf(local_msg, sizeof local_msg, "%s", tg_mpi_errmsg());
+        }
+    }
     for (int j = 0; j < dp->n_buckets; j++) {
         int rc = MPI_Wait(&dp->buckets[j].req, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS && mpi_st == TG_OK) {
@@ -420,12 +508,8 @@ tg_status tg_mpi_dp_wait(tg_mpi_dp *dp, tg_status status, const char *message, d
                 const int i = dp->order[k];
                 void *g = tg_tensor_data(tg_tensor_grad(dp->params[i]));
                 const int64_t numel = tg_tensor_numel(dp->params[i]);
-                if (dp->mode == TG_MPI_DETERMINISTIC)
-                    tg__mpi_sum_ranks(g, (const char *)b->gathered + (size_t)dp->offset[i] * esize,
-                                      dp->world, numel, b->numel, b->dtype);
-                else
-                    memcpy(g, (const char *)b->buf + (size_t)dp->offset[i] * esize,
-                           (size_t)numel * esize);
+                const void *sum = dp->mode == TG_MPI_DETERMINISTIC ? b->result : b->buf;
+                memcpy(g, (const char *)sum + (size_t)dp->offset[i] * esize, (size_t)numel * esize);
             }
         }
         if (loss)

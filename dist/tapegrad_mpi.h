@@ -25,13 +25,17 @@
  * s_r = n_r / B (computed in double, rounded once to the parameter's dtype; the product rounded
  * to the dtype); the gradient every rank ends with is the sum over r of s_r * g_r, which is the
  * gradient of the mean loss over all B rows.
- *   - TG_MPI_DETERMINISTIC: the scaled gradients are gathered (MPI_Iallgather) and summed in rank
- *     order, ((s_0 g_0 + s_1 g_1) + s_2 g_2) + ..., in the dtype. The result is bit-identical to
- *     tg_mpi_accumulate (one process computing the same P shards one after the other), and so
- *     does not depend on MPI's reduction algorithm, the network or the timing.
- *   - TG_MPI_FAST: MPI_Iallreduce(MPI_SUM) of the scaled gradients: less memory and traffic
- *     (a ring allreduce sends 2 (P-1)/P of the bytes per rank instead of (P-1)), but MPI picks the
- *     order of the additions, so results agree with the deterministic mode only to rounding.
+ *   - TG_MPI_DETERMINISTIC: every sum is done in rank order, ((s_0 g_0 + s_1 g_1) + s_2 g_2) +
+ *     ..., in the dtype: each bucket is cut into P segments, rank r receives segment r of every
+ *     rank's bucket (MPI_Ialltoallv), sums them in rank order, and the summed segments are
+ *     gathered by every rank (MPI_Iallgatherv). The result is bit-identical to tg_mpi_accumulate
+ *     (one process computing the same P shards one after the other), whatever MPI's algorithms,
+ *     the network or the timing, and each rank sends 2 (P-1)/P of the gradients' bytes per step,
+ *     as a ring allreduce does.
+ *   - TG_MPI_FAST: MPI_Iallreduce(MPI_SUM) of the scaled gradients: MPI picks its algorithm and
+ *     the order of the additions, so results agree with the deterministic mode only to rounding
+ *     (for 2 ranks a + b = b + a: they agree bit for bit). One collective per bucket instead of
+ *     two, and no pass over the data between them.
  *
  * Only the thread that called tg_mpi_init calls MPI (MPI_THREAD_FUNNELED); tapegrad's kernel
  * threads (tg_set_num_threads) never do. Messages of failed calls are in tg_mpi_errmsg(). Calls
@@ -95,7 +99,7 @@ TG_API double tg_mpi_shard_scale(int64_t rows, int64_t global_rows);
 
 /** How the gradients are summed over the ranks (see the top of this header). */
 typedef enum tg_mpi_mode {
-    TG_MPI_DETERMINISTIC = 0, /**< gather, then a sum in rank order: bit-reproducible */
+    TG_MPI_DETERMINISTIC = 0, /**< sums in rank order (reduce-scatter, allgather): reproducible */
     TG_MPI_FAST = 1           /**< MPI's allreduce: less traffic, rounding depends on MPI */
 } tg_mpi_mode;
 

@@ -55,6 +55,9 @@ check "deterministic, 2 ranks: bit-identical to one process" 0 2 mpi_train det 2
 check "deterministic, 3 ranks (uneven shards), then resume from rank 0's checkpoint" 0 3 \
     mpi_train det 20 "$work/model.safetensors" -- \
     "PASS: det mode, 3 ranks, 20 steps: parameters bit-identical to" "PASS: resume on 3 ranks"
+# 100 rows in batches of 24: the last batch of an epoch has 4 rows, so rank 4 of 5 gets none.
+check "deterministic, 5 ranks (an empty shard in each epoch's last batch)" 0 5 mpi_train det 12 -- \
+    "PASS: det mode, 5 ranks, 12 steps: parameters bit-identical to" "PASS: det mode, 5 ranks:"
 check "fast (MPI_Iallreduce), 2 ranks: within tolerance" 0 2 mpi_train fast 20 -- \
     "PASS: fast mode, 2 ranks, 20 steps" "PASS: fast mode, 2 ranks:"
 check "fast (MPI_Iallreduce), 3 ranks: within tolerance" 0 3 mpi_train fast 20 -- \
