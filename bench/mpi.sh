@@ -5,7 +5,11 @@
 # and the best run counts (this machine is shared and noisy). Prints every run's JSON line, then:
 #   {"bench":"mpi_summary","samples_per_s_1p1t":...,"samples_per_s_1p2t":...,
 #    "samples_per_s_2p1t":...,"speedup_2p1t_over_1p1t":...,"speedup_2p1t_over_1p2t":...,
-#    "wait_ms_per_step_2p1t":...,"comm_share_2p1t":...,"fast_samples_per_s_2p1t":...}
+#    "wait_ms_per_step_2p1t":...,"wait_ms_per_step_min_rank_2p1t":...,"comm_share_2p1t":...,
+#    "fast_samples_per_s_2p1t":...}
+# wait_ms: time rank 0 is blocked in tg_mpi_dp_wait per step; the minimum over the ranks is the
+# transfer itself (the last rank to arrive), the maximum adds waiting for the slowest rank.
+# comm_share: rank 0's (wait + packing and starting buckets) / wall time.
 #
 #   bench/mpi.sh [BUILD_DIR] [STEPS] [ROUNDS]      (defaults: build, 300, 3)
 #
@@ -58,6 +62,8 @@ print(json.dumps({"bench": "mpi_summary", "rounds": int(sys.argv[1]), "steps": i
     "speedup_2p1t_over_1p1t": round(d["samples_per_s"] / a["samples_per_s"], 2),
     "speedup_2p1t_over_1p2t": round(d["samples_per_s"] / b["samples_per_s"], 2),
     "step_ms_2p1t": d["step_ms"], "wait_ms_per_step_2p1t": d["wait_ms_per_step"],
+    "wait_ms_per_step_min_rank_2p1t": d["wait_ms_per_step_min_rank"],
+    "wait_ms_per_step_max_rank_2p1t": d["wait_ms_per_step_max_rank"],
     "launch_ms_per_step_2p1t": d["launch_ms_per_step"], "comm_share_2p1t": d["comm_share"],
     "bytes_per_step": d["bytes_per_step"], "fast_samples_per_s_2p1t": f["samples_per_s"],
     "fast_comm_share_2p1t": f["comm_share"]}, separators=(",", ":")))

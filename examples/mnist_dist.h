@@ -210,15 +210,27 @@ static int dist_main(const options *o, int *argc, char ***argv) {
         const double secs = now_seconds() - t0;
         const tg_mpi_stats s = tg_mpi_dp_stats(dp);
         const double steps = (double)o->bench;
+        /* Each rank's time blocked in the wait: the last rank to arrive waits only for the
+         * transfer, the others also for it (the spread is imbalance, e.g. a descheduled rank). */
+        enum { MAX_RANKS = 256 };
+        double waits[MAX_RANKS] = {0};
+        if (rank < MAX_RANKS)
+            waits[rank] = 1e3 * (s.wait_seconds - s0.wait_seconds) / steps;
+        tg_mpi_sum(waits, MAX_RANKS);
+        double wmin = waits[0], wmax = waits[0];
+        for (int r = 1; r < world && r < MAX_RANKS; r++) {
+            wmin = waits[r] < wmin ? waits[r] : wmin;
+            wmax = waits[r] > wmax ? waits[r] : wmax;
+        }
         if (rank == 0)
             printf("{\"bench\":\"mnist_mlp_dist\",\"ranks\":%d,\"threads\":%d,\"batch\":%d,"
                    "\"mode\":\"%s\",\"steps\":%ld,\"samples_per_s\":%.1f,\"step_ms\":%.3f,"
-                   "\"wait_ms_per_step\":%.3f,\"launch_ms_per_step\":%.3f,"
+                   "\"wait_ms_per_step\":%.3f,\"wait_ms_per_step_min_rank\":%.3f,"
+                   "\"wait_ms_per_step_max_rank\":%.3f,\"launch_ms_per_step\":%.3f,"
                    "\"comm_share\":%.3f,\"buckets\":%lld,\"early_buckets_per_step\":%.2f,"
                    "\"bytes_per_step\":%.0f,\"final_loss\":%.4f}\n",
                    world, o->threads, o->batch, o->dist_fast ? "fast" : "deterministic", o->bench,
-                   steps * (double)train.batch / secs, 1e3 * secs / steps,
-                   1e3 * (s.wait_seconds - s0.wait_seconds) / steps,
+                   steps * (double)train.batch / secs, 1e3 * secs / steps, waits[0], wmin, wmax,
                    1e3 * (s.launch_seconds - s0.launch_seconds) / steps,
                    (s.wait_seconds - s0.wait_seconds + s.launch_seconds - s0.launch_seconds) / secs,
                    (long long)s.buckets, (double)(s.early_buckets - s0.early_buckets) / steps,
