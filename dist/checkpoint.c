@@ -21,9 +21,10 @@ tg_status tg_mpi_checkpoint_load(const char *path, tg_tensor *const *params, int
     tg_status st = TG_OK;
     if (!params || n < 1)
         st = tg__mpi_fail(TG_ERR_NULL, "tg_mpi_checkpoint_load: params is NULL or n < 1");
-    for (int i = 0; i < n && st == TG_OK; i++)
-        if (!params[i])
-            st = tg__mpi_fail(TG_ERR_NULL, "tg_mpi_checkpoint_load: tensor %d is NULL", i);
+    else
+        for (int i = 0; i < n && st == TG_OK; i++)
+            if (!params[i])
+                st = tg__mpi_fail(TG_ERR_NULL, "tg_mpi_checkpoint_load: tensor %d is NULL", i);
     /* The lists are compared before rank 0 reads anything: a broadcast over lists that differ
      * would hang or corrupt memory. */
     st = tg__mpi_compare_structure(comm, params, n, st, "tg_mpi_checkpoint_load");
