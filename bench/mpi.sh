@@ -6,7 +6,9 @@
 #   {"bench":"mpi_summary","samples_per_s_1p1t":...,"samples_per_s_1p2t":...,
 #    "samples_per_s_2p1t":...,"speedup_2p1t_over_1p1t":...,"speedup_2p1t_over_1p2t":...,
 #    "wait_ms_per_step_2p1t":...,"wait_ms_per_step_min_rank_2p1t":...,"comm_share_2p1t":...,
-#    "fast_samples_per_s_2p1t":...}
+#    "fast_samples_per_s_2p1t":...,"blocking_samples_per_s_2p1t":...}
+# (2p1t: deterministic, overlapped; -fast: MPI_Iallreduce; -blocking: deterministic, blocking
+# collectives after backward.)
 # wait_ms: time rank 0 is blocked in tg_mpi_dp_wait per step; the minimum over the ranks is the
 # transfer itself (the last rank to arrive), the maximum adds waiting for the slowest rank.
 # comm_share: rank 0's (wait + packing and starting buckets) / wall time.
@@ -30,7 +32,7 @@ mpirun_flags="$root --mca btl self,vader --bind-to core --map-by core"
 lines=""
 r=0
 while [ "$r" -lt "$rounds" ]; do
-  for config in 1p1t 1p2t 2p1t 2p1t-fast; do
+  for config in 1p1t 1p2t 2p1t 2p1t-fast 2p1t-blocking; do
     case $config in
       1p1t) line=$("$prog" --data "$data" --threads 1 --bench "$steps") ;;
       1p2t) line=$("$prog" --data "$data" --threads 2 --bench "$steps") ;;
@@ -38,6 +40,8 @@ while [ "$r" -lt "$rounds" ]; do
                    --dist --bench "$steps") ;;
       2p1t-fast) line=$(timeout 600 mpirun -np 2 $mpirun_flags "$prog" --data "$data" \
                    --threads 1 --dist-fast --bench "$steps") ;;
+      2p1t-blocking) line=$(timeout 600 mpirun -np 2 $mpirun_flags "$prog" --data "$data" \
+                   --threads 1 --dist-blocking --bench "$steps") ;;
     esac
     line=$(printf '%s' "$line" | sed "s/^{/{\"config\":\"$config\",/")
     echo "$line"
@@ -56,6 +60,7 @@ for l in sys.stdin:
         if c not in best or r["samples_per_s"] > best[c]["samples_per_s"]:
             best[c] = r
 a, b, d, f = best["1p1t"], best["1p2t"], best["2p1t"], best["2p1t-fast"]
+g = best["2p1t-blocking"]
 print(json.dumps({"bench": "mpi_summary", "rounds": int(sys.argv[1]), "steps": int(sys.argv[2]),
     "samples_per_s_1p1t": a["samples_per_s"], "samples_per_s_1p2t": b["samples_per_s"],
     "samples_per_s_2p1t": d["samples_per_s"],
@@ -66,5 +71,6 @@ print(json.dumps({"bench": "mpi_summary", "rounds": int(sys.argv[1]), "steps": i
     "wait_ms_per_step_max_rank_2p1t": d["wait_ms_per_step_max_rank"],
     "launch_ms_per_step_2p1t": d["launch_ms_per_step"], "comm_share_2p1t": d["comm_share"],
     "bytes_per_step": d["bytes_per_step"], "fast_samples_per_s_2p1t": f["samples_per_s"],
-    "fast_comm_share_2p1t": f["comm_share"]}, separators=(",", ":")))
+    "fast_comm_share_2p1t": f["comm_share"], "blocking_samples_per_s_2p1t": g["samples_per_s"],
+    "blocking_wait_ms_per_step_2p1t": g["wait_ms_per_step"]}, separators=(",", ":")))
 ' "$rounds" "$steps"

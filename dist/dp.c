@@ -38,6 +38,7 @@ typedef struct bucket {
 
 struct tg_mpi_dp {
     tg_mpi_mode mode;
+    int overlap;
     MPI_Comm comm;  /* buckets' first collective, the status exchange */
     MPI_Comm comm2; /* deterministic mode: the allgathers */
     int rank, world;
@@ -61,7 +62,8 @@ struct tg_mpi_dp {
 };
 
 tg_mpi_config tg_mpi_defaults(void) {
-    return (tg_mpi_config){.mode = TG_MPI_DETERMINISTIC, .bucket_bytes = (size_t)256 * 1024};
+    return (tg_mpi_config){
+        .mode = TG_MPI_DETERMINISTIC, .bucket_bytes = (size_t)256 * 1024, .overlap = 1};
 }
 
 static MPI_Datatype mpi_type(tg_dtype dtype) { return dtype == TG_F64 ? MPI_DOUBLE : MPI_FLOAT; }
@@ -243,6 +245,7 @@ tg_mpi_dp *tg_mpi_dp_new(const tg_mpi_config *config, tg_tensor *const *params, 
     MPI_Comm_rank(dp->comm, &dp->rank);
     MPI_Comm_size(dp->comm, &dp->world);
     dp->mode = cfg.mode;
+    dp->overlap = cfg.overlap != 0;
     dp->n = n;
     const size_t nn = (size_t)n;
     dp->params = malloc(sizeof *dp->params * nn);
@@ -307,6 +310,25 @@ static tg_status launch(tg_mpi_dp *dp, int j, int zeros) {
         }
     }
     const MPI_Datatype t = mpi_type(b->dtype);
+    if (!dp->overlap) { /* blocking collectives, from tg_mpi_dp_wait: the same sums */
+        int rc;
+        b->phase = 2;
+        if (dp->mode == TG_MPI_FAST)
+            rc = MPI_Allreduce(MPI_IN_PLACE, b->buf, (int)b->numel, t, MPI_SUM, dp->comm);
+        else {
+            rc = MPI_Alltoallv(b->buf, b->counts, b->displs, t, b->recv, b->seg_counts,
+                               b->seg_displs, t, dp->comm);
+            dp->next_gather++;
+            if (rc == MPI_SUCCESS) {
+                const int me = dp->rank;
+                tg__mpi_sum_ranks(b->seg, b->recv, dp->world, b->counts[me], b->counts[me],
+                                  b->dtype);
+                rc = MPI_Allgatherv(b->seg, b->counts[me], t, b->result, b->counts, b->displs, t,
+                                    dp->comm2);
+            }
+        }
+        return rc == MPI_SUCCESS ? TG_OK : tg__mpi_error(rc, "the blocking sum of a bucket");
+    }
     int rc =
         dp->mode == TG_MPI_DETERMINISTIC
             ? MPI_Ialltoallv(b->buf, b->counts, b->displs, t, b->recv, b->seg_counts, b->seg_displs,
@@ -354,6 +376,8 @@ static tg_status advance(tg_mpi_dp *dp, int block) {
 /* Starts the buckets whose gradients are all final, in bucket order: every rank starts its
  * collectives in the same order, whatever order the gradients became final in. */
 static tg_status launch_ready(tg_mpi_dp *dp) {
+    if (!dp->overlap)
+        return TG_OK; /* everything happens in tg_mpi_dp_wait */
     while (dp->next_launch < dp->n_buckets && dp->buckets[dp->next_launch].waiting == 0) {
         tg_status st = launch(dp, dp->next_launch++, 0);
         if (st != TG_OK)

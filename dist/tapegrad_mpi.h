@@ -111,9 +111,13 @@ typedef struct tg_mpi_config {
      *  as all its gradients are final. Default 256 KiB; a parameter larger than this gets a
      *  bucket of its own. */
     size_t bucket_bytes;
+    /** 1 (default): non-blocking collectives started during backward, overlapping it. 0:
+     *  blocking collectives, all in tg_mpi_dp_wait: the same sums, bit for bit, without overlap
+     *  (for an MPI whose non-blocking collectives are slow, or to measure what overlap gains). */
+    int overlap;
 } tg_mpi_config;
 
-/** The defaults: deterministic, 256 KiB buckets. */
+/** The defaults: deterministic, 256 KiB buckets, overlap on. */
 TG_API tg_mpi_config tg_mpi_defaults(void);
 
 /** opaque: the parameter list, its buckets and the step in progress */

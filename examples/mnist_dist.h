@@ -3,7 +3,7 @@
  * when the build found MPI (TG_HAVE_MPI); kept in its own file so that mnist_mlp.c changes by a
  * few lines only.
  *
- *     mpirun -np 2 build/examples/mnist_mlp --dist [--dist-fast] [other flags]
+ *     mpirun -np 2 build/examples/mnist_mlp --dist [--dist-fast] [--dist-blocking] [flags]
  *
  * Every rank loads the data and builds the model; rank 0's initial weights are broadcast. Each
  * epoch every rank draws the same permutation (--seed and the epoch number), cuts it into global
@@ -165,6 +165,7 @@ static int dist_main(const options *o, int *argc, char ***argv) {
     }
     tg_mpi_config cfg = tg_mpi_defaults();
     cfg.mode = o->dist_fast ? TG_MPI_FAST : TG_MPI_DETERMINISTIC;
+    cfg.overlap = !o->dist_blocking;
     dp = tg_mpi_dp_new(&cfg, m.params, 6);
     tg_optim_config ocfg = tg_optim_defaults(o->sgd ? TG_OPTIM_MOMENTUM : TG_OPTIM_ADAM, o->lr);
     if (o->halve_every > 0) {
@@ -224,13 +225,15 @@ static int dist_main(const options *o, int *argc, char ***argv) {
         }
         if (rank == 0)
             printf("{\"bench\":\"mnist_mlp_dist\",\"ranks\":%d,\"threads\":%d,\"batch\":%d,"
-                   "\"mode\":\"%s\",\"steps\":%ld,\"samples_per_s\":%.1f,\"step_ms\":%.3f,"
+                   "\"mode\":\"%s\",\"overlap\":%d,\"steps\":%ld,\"samples_per_s\":%.1f,"
+                   "\"step_ms\":%.3f,"
                    "\"wait_ms_per_step\":%.3f,\"wait_ms_per_step_min_rank\":%.3f,"
                    "\"wait_ms_per_step_max_rank\":%.3f,\"launch_ms_per_step\":%.3f,"
                    "\"comm_share\":%.3f,\"buckets\":%lld,\"early_buckets_per_step\":%.2f,"
                    "\"bytes_per_step\":%.0f,\"final_loss\":%.4f}\n",
-                   world, o->threads, o->batch, o->dist_fast ? "fast" : "deterministic", o->bench,
-                   steps * (double)train.batch / secs, 1e3 * secs / steps, waits[0], wmin, wmax,
+                   world, o->threads, o->batch, o->dist_fast ? "fast" : "deterministic",
+                   !o->dist_blocking, o->bench, steps * (double)train.batch / secs,
+                   1e3 * secs / steps, waits[0], wmin, wmax,
                    1e3 * (s.launch_seconds - s0.launch_seconds) / steps,
                    (s.wait_seconds - s0.wait_seconds + s.launch_seconds - s0.launch_seconds) / secs,
                    (long long)s.buckets, (double)(s.early_buckets - s0.early_buckets) / steps,

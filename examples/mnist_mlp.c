@@ -53,8 +53,8 @@ typedef struct options {
     const char *checkpoint;
     long bench;    /* > 0: time this many steps and print JSON instead of training */
     int log_every; /* plain-line mode: a line every this many batches (0: once per epoch) */
-    /* --dist / --dist-fast: data-parallel over MPI ranks (examples/mnist_dist.h) */
-    int dist, dist_fast;
+    /* --dist, --dist-fast, --dist-blocking: data-parallel over MPI ranks (examples/mnist_dist.h) */
+    int dist, dist_fast, dist_blocking;
 } options;
 
 static const options defaults = {.data = TG_FASHION_MNIST_DIR,
@@ -88,7 +88,8 @@ static void usage(FILE *f, const char *prog) {
         "  --log-every N     when the output is not a terminal: a line every N batches\n"
         "                    (default: one line per epoch)\n"
         "  --dist            data-parallel over MPI ranks: mpirun -np 2 %s --dist\n"
-        "                    (deterministic gradient sum; --dist-fast: MPI's allreduce)\n"
+        "                    (deterministic gradient sum; --dist-fast: MPI's allreduce;\n"
+        "                    --dist-blocking: blocking collectives after backward, no overlap)\n"
         "  --bench N         benchmark: time N training steps after %d warm-up steps and print\n"
         "                    one JSON line (samples/s, peak RSS, allocations per step)\n"
         "  --help            this text\n",
@@ -105,9 +106,10 @@ static int parse_args(int argc, char **argv, options *o) {
             usage(stdout, argv[0]);
             return 1;
         }
-        if (!strcmp(a, "--dist") || !strcmp(a, "--dist-fast")) {
+        if (!strcmp(a, "--dist") || !strcmp(a, "--dist-fast") || !strcmp(a, "--dist-blocking")) {
             o->dist = 1;
-            o->dist_fast = !strcmp(a, "--dist-fast");
+            o->dist_fast |= !strcmp(a, "--dist-fast");
+            o->dist_blocking |= !strcmp(a, "--dist-blocking");
             continue;
         }
         if (i + 1 >= argc) {

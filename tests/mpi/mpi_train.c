@@ -1,8 +1,9 @@
 /* mpi_train.c -- K training steps of a small MLP on P ranks, then rank 0 replays them in one
  * process and compares the parameters' bytes.
  *
- *     mpirun -np P mpi_train det|fast [STEPS] [CHECKPOINT]
+ *     mpirun -np P mpi_train det|fast|det-blocking|fast-blocking [STEPS] [CHECKPOINT]
  *
+ * (-blocking: tg_mpi_config.overlap = 0, blocking collectives in tg_mpi_dp_wait.)
  * det: the ranks' parameters must be bit-identical to tg_mpi_accumulate over the same P shards.
  * fast: MPI's allreduce sums in its own order, so they must agree within a tolerance (below).
  * Both: they must also agree within that tolerance with plain training on whole batches (one
@@ -20,13 +21,15 @@
 #define ATOL 1e-5
 #define RTOL 1e-4
 
-static int run_dist(mlp *m, tg_mpi_mode mode, int steps, int rank, int world, double *last_loss) {
+static int run_dist(mlp *m, tg_mpi_mode mode, int overlap, int steps, int rank, int world,
+                    double *last_loss) {
     data d;
     data_make(&d);
     context c = {.d = &d, .m = m};
     tg_mpi_config cfg = tg_mpi_defaults();
     cfg.mode = mode;
     cfg.bucket_bytes = 256; /* several buckets, even for this model */
+    cfg.overlap = overlap;
     tg_mpi_dp *dp = tg_mpi_dp_new(&cfg, m->params, 4);
     tg_tape *t = tg_tape_new();
     tg_optim *opt = make_optim(m);
@@ -130,13 +133,18 @@ int main(int argc, char **argv) {
         return 1;
     }
     const int rank = tg_mpi_rank(), world = tg_mpi_world_size();
-    if (argc < 2 || (strcmp(argv[1], "det") && strcmp(argv[1], "fast"))) {
+    const char *mode = argc > 1 ? argv[1] : "";
+    const int det = !strncmp(mode, "det", 3), overlap = !strstr(mode, "-blocking");
+    if (strcmp(mode, "det") && strcmp(mode, "fast") && strcmp(mode, "det-blocking") &&
+        strcmp(mode, "fast-blocking")) {
         if (rank == 0)
-            fprintf(stderr, "usage: mpirun -np P %s det|fast [STEPS] [CHECKPOINT]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: mpirun -np P %s det|fast|det-blocking|fast-blocking [STEPS] "
+                    "[CHECKPOINT]\n",
+                    argv[0]);
         tg_mpi_finalize();
         return 2;
     }
-    const int det = !strcmp(argv[1], "det");
     const int steps = argc > 2 ? atoi(argv[2]) : 20;
     const char *checkpoint = argc > 3 ? argv[3] : NULL;
     int failed = 0;
@@ -145,7 +153,8 @@ int main(int argc, char **argv) {
     mlp dist = {0};
     double dist_loss = 0;
     if (mlp_init(&dist, N_HIDDEN, 1 + (uint64_t)rank * 1000) ||
-        run_dist(&dist, det ? TG_MPI_DETERMINISTIC : TG_MPI_FAST, steps, rank, world, &dist_loss)) {
+        run_dist(&dist, det ? TG_MPI_DETERMINISTIC : TG_MPI_FAST, overlap, steps, rank, world,
+                 &dist_loss)) {
         mlp_free(&dist);
         tg_mpi_finalize();
         return 1;

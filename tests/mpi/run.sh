@@ -58,10 +58,14 @@ check "deterministic, 3 ranks (uneven shards), then resume from rank 0's checkpo
 # 100 rows in batches of 24: the last batch of an epoch has 4 rows, so rank 4 of 5 gets none.
 check "deterministic, 5 ranks (an empty shard in each epoch's last batch)" 0 5 mpi_train det 12 -- \
     "PASS: det mode, 5 ranks, 12 steps: parameters bit-identical to" "PASS: det mode, 5 ranks:"
+check "deterministic with blocking collectives (no overlap), 3 ranks: bit-identical" 0 3 \
+    mpi_train det-blocking 20 -- "PASS: det-blocking mode, 3 ranks, 20 steps: parameters bit-identical to"
 check "fast (MPI_Iallreduce), 2 ranks: within tolerance" 0 2 mpi_train fast 20 -- \
     "PASS: fast mode, 2 ranks, 20 steps" "PASS: fast mode, 2 ranks:"
 check "fast (MPI_Iallreduce), 3 ranks: within tolerance" 0 3 mpi_train fast 20 -- \
     "PASS: fast mode, 3 ranks, 20 steps" "PASS: fast mode, 3 ranks:"
+check "fast with a blocking MPI_Allreduce, 3 ranks: within tolerance" 0 3 mpi_train \
+    fast-blocking 20 -- "PASS: fast-blocking mode, 3 ranks, 20 steps" "PASS: fast-blocking mode, 3 ranks:"
 # Open MPI's ring algorithm adds the ranks' contributions in an order that depends on the element
 # (each rank reduces one segment, starting from a different rank): not rank order.
 MCA="coll_libnbc_iallreduce_algorithm 1" check \
