@@ -94,4 +94,21 @@ step "pkg-config: static program does not need libtapegrad.so" \
     bash -c "! objdump -p '$work/pc_c_static' | grep -q 'NEEDED.*libtapegrad'"
 step "pkg-config: run C program (static)" "$work/pc_c_static"
 
+# 4. The MPI part, when tapegrad was built with it (MPI found): find_package(tapegrad COMPONENTS
+#    mpi) and pkg-config tapegrad_mpi. The program runs as one MPI process (singleton, no mpirun).
+if [ -e "$libdir/pkgconfig/tapegrad_mpi.pc" ]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 # CI runs as root
+    step "cmake consumer (MPI): configure (COMPONENTS mpi)" cmake -S "$root/tests/mpi/consumer" \
+        -B "$work/consumer_mpi" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF
+    step "cmake consumer (MPI): build" cmake --build "$work/consumer_mpi"
+    step "cmake consumer (MPI): run" timeout 120 "$work/consumer_mpi/consumer_mpi"
+    # shellcheck disable=SC2046
+    step "pkg-config: build MPI program" $cc -std=c11 -Wall -Wextra -Werror \
+        "$root/tests/mpi/consumer/consumer_mpi.c" -o "$work/pc_mpi" \
+        $(pkg-config --cflags --libs tapegrad_mpi) -Wl,-rpath,"$libdir"
+    step "pkg-config: run MPI program" timeout 120 "$work/pc_mpi"
+else
+    echo "(tapegrad was built without MPI: no tapegrad_mpi.pc, the MPI consumer is skipped)"
+fi
+
 finish

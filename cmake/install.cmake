@@ -105,3 +105,36 @@ configure_file(${CMAKE_CURRENT_LIST_DIR}/tapegrad.pc.in ${PROJECT_BINARY_DIR}/ta
 install(FILES ${PROJECT_BINARY_DIR}/tapegrad.pc
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig
   COMPONENT devel)
+
+# ---- The MPI part (dist/), when it was built ------------------------------------------------------
+# tapegrad::tapegrad_mpi in its own export file, which tapegradConfig.cmake includes when present
+# (find_package(tapegrad COMPONENTS mpi) requires it); pkg-config module tapegrad_mpi.
+if(TARGET tapegrad_mpi)
+  install(TARGETS tapegrad_mpi
+    EXPORT tapegrad_mpiTargets
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime NAMELINK_COMPONENT devel
+    RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
+  install(FILES ${PROJECT_SOURCE_DIR}/dist/tapegrad_mpi.h
+    DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT devel)
+  install(EXPORT tapegrad_mpiTargets
+    NAMESPACE tapegrad::
+    DESTINATION ${TG_CMAKE_INSTALL_DIR}
+    COMPONENT devel)
+  # The MPI implementation's own module for `pkg-config --static` (Debian: mpi-c, ompi-c).
+  set(TG_PC_MPI "")
+  find_package(PkgConfig QUIET)
+  if(PKG_CONFIG_FOUND)
+    foreach(mod mpi-c ompi-c)
+      pkg_check_modules(TG_MPI_PC QUIET ${mod})
+      if(TG_MPI_PC_FOUND)
+        set(TG_PC_MPI " ${mod}")
+        break()
+      endif()
+    endforeach()
+  endif()
+  configure_file(${CMAKE_CURRENT_LIST_DIR}/tapegrad_mpi.pc.in ${PROJECT_BINARY_DIR}/tapegrad_mpi.pc
+    @ONLY)
+  install(FILES ${PROJECT_BINARY_DIR}/tapegrad_mpi.pc
+    DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig
+    COMPONENT devel)
+endif()

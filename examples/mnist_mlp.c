@@ -62,6 +62,8 @@ typedef struct options {
     long state_every;   /* a state file every this many batches (0: at the end of each epoch) */
     long bench;         /* > 0: time this many steps and print JSON instead of training */
     int log_every;      /* plain-line mode: a line every this many batches (0: once per epoch) */
+    /* --dist, --dist-fast, --dist-blocking: data-parallel over MPI ranks (examples/mnist_dist.h) */
+    int dist, dist_fast, dist_blocking;
 } options;
 
 static const options defaults = {.data = TG_FASHION_MNIST_DIR,
@@ -100,11 +102,14 @@ static void usage(FILE *f, const char *prog) {
         "  --eval FILE       only measure the test accuracy of a model saved by --checkpoint\n"
         "  --log-every N     when the output is not a terminal: a line every N batches\n"
         "                    (default: one line per epoch)\n"
+        "  --dist            data-parallel over MPI ranks: mpirun -np 2 %s --dist\n"
+        "                    (deterministic gradient sum; --dist-fast: MPI's allreduce;\n"
+        "                    --dist-blocking: blocking collectives after backward, no overlap)\n"
         "  --bench N         benchmark: time N training steps after %d warm-up steps and print\n"
         "                    one JSON line (samples/s, peak RSS, allocations per step)\n"
         "  --help            this text\n",
         prog, defaults.data, defaults.epochs, ADAM_LR, SGD_LR, defaults.halve_every, defaults.batch,
-        defaults.seed, defaults.threads, BENCH_WARMUP);
+        defaults.seed, defaults.threads, prog, BENCH_WARMUP);
 }
 
 /* Parses argv into o; returns 0, 1 after --help, or -1 on a bad flag (with a message). */
@@ -115,6 +120,12 @@ static int parse_args(int argc, char **argv, options *o) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout, argv[0]);
             return 1;
+        }
+        if (!strcmp(a, "--dist") || !strcmp(a, "--dist-fast") || !strcmp(a, "--dist-blocking")) {
+            o->dist = 1;
+            o->dist_fast |= !strcmp(a, "--dist-fast");
+            o->dist_blocking |= !strcmp(a, "--dist-blocking");
+            continue;
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "%s: unknown flag or missing value: %s (try --help)\n", argv[0], a);
@@ -703,6 +714,9 @@ static int save_state(const options *o, model *m, tg_tensor *stats, tg_optim *op
     }
     return 0;
 }
+#ifdef TG_HAVE_MPI
+#include "mnist_dist.h" /* --dist: dist_main, data-parallel over MPI ranks */
+#endif
 
 int main(int argc, char **argv) {
     options o;
@@ -714,6 +728,17 @@ int main(int argc, char **argv) {
     o.threads = set_threads(o.threads);
     if (o.eval)
         return run_eval(&o);
+    if (o.dist) {
+#ifdef TG_HAVE_MPI
+        return dist_main(&o, &argc, &argv);
+#else
+        fprintf(stderr,
+                "%s: --dist: built without MPI (apt-get install libopenmpi-dev, then "
+                "re-run cmake)\n",
+                argv[0]);
+        return 2;
+#endif
+    }
 
     int rc = 1;
     model m = {0};
