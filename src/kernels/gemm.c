@@ -273,7 +273,7 @@ static int64_t sysfs_cache_size(int level) {
         FILE *f = fopen(path, "r");
         if (!f)
             return 0;
-        const int lv = fgets(buf, sizeof buf, f) ? atoi(buf) : 0;
+        const int lv = fgets(buf, sizeof buf, f) ? (int)strtol(buf, NULL, 10) : 0;
         fclose(f);
         if (lv != level)
             continue;
@@ -325,11 +325,13 @@ void tg__gemm_blocks(const tg__ukernel *uk, size_t esz, int64_t *mc, int64_t *kc
     int64_t k = uk->kc, m = uk->mc, n = uk->nc;
     /* Sizes below these are not believable for a CPU with these kernels: keep the defaults. */
     if (cs[0] >= 16384)
-        k = clamp64(cs[0] * 2 / 3 / (uk->nr * e) / 8 * 8, 64, 512);
+        k = clamp64(cs[0] * 2 / 3 / ((int64_t)uk->nr * e) / 8 * 8, 64, 512);
     if (cs[1] >= 131072)
-        m = clamp64(cs[1] / 2 / (k * e) / uk->mr * uk->mr, uk->mr, 960 / uk->mr * uk->mr);
+        m = clamp64(cs[1] / 2 / (k * e) / uk->mr * uk->mr, uk->mr,
+                    (int64_t)(960 / uk->mr) * uk->mr);
     if (cs[2] >= 1048576)
-        n = clamp64(cs[2] / 4 / (k * e) / uk->nr * uk->nr, 16 * uk->nr, 4096 / uk->nr * uk->nr);
+        n = clamp64(cs[2] / 4 / (k * e) / uk->nr * uk->nr, (int64_t)16 * uk->nr,
+                    (int64_t)(4096 / uk->nr) * uk->nr);
     *mc = m, *kc = k, *nc = n;
 }
 

@@ -307,6 +307,7 @@ void tg__parallel_run(int nth, tg__job_fn fn, void *ctx) {
     /* The workers are running parts of the same size as ours: poll, then sleep. */
     for (unsigned p; (p = atomic_load_explicit(&job_pending, memory_order_acquire)) > 0;)
         wait_change(&job_pending, p);
+    job_ctx = NULL; /* every part is done: nothing reads it until the next job sets it */
     pthread_mutex_unlock(&run_mu);
 }
 
