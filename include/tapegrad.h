@@ -379,6 +379,73 @@ TG_API tg_tensor *tg_mse_at(tg_tape *t, tg_tensor *a, tg_tensor *b, TG_LOC_PARAM
 /** Mean squared error; tg_mse_at with the caller's file and line. */
 #define tg_mse(t, a, b) tg_mse_at((t), (a), (b), __FILE__, __LINE__)
 
+/* ---- Sequence models (issue 15): embeddings, batched matmul, shape ops, layer norm, masks ----- */
+
+/** y[p, :] = table[idx[p], :] for table [V,D] and TG_I32 indices idx of any shape S: y [S..., D]
+ *  (torch.nn.functional.embedding). An index outside 0..V-1 is an error naming it and its
+ *  position. Backward adds repeated indices in a fixed order (bit-identical for any threads). */
+TG_API tg_tensor *tg_embedding_at(tg_tape *t, tg_tensor *table, tg_tensor *idx, TG_LOC_PARAMS);
+/** y = op(a) op(b) per batch, op(x) = x^T when its flag is set: a [..,M,K] (trans_a: [..,K,M]),
+ *  b [..,K,N] (trans_b: [..,N,K]), batch dims broadcast as NumPy's (torch.matmul for rank >= 2),
+ *  y [..,M,N]. trans_b gives q k^T without materialising k^T. */
+TG_API tg_tensor *tg_matmul_batched_at(tg_tape *t, tg_tensor *a, tg_tensor *b, int trans_a,
+                                       int trans_b, TG_LOC_PARAMS);
+/** y = x with its axes reordered: y.shape[i] = x.shape[axes[i]]; n_axes = rank (torch.permute). */
+TG_API tg_tensor *tg_permute_at(tg_tape *t, tg_tensor *x, int n_axes, const int *axes,
+                                TG_LOC_PARAMS);
+/** y = x with axes axis0 and axis1 swapped (torch.transpose); recorded as a permute node. */
+TG_API tg_tensor *tg_transpose_axes_at(tg_tape *t, tg_tensor *x, int axis0, int axis1,
+                                       TG_LOC_PARAMS);
+/** y = inputs[0..n) joined along `axis`; shapes agree except along it (torch.cat), n 1..64. */
+TG_API tg_tensor *tg_concat_at(tg_tape *t, tg_tensor *const *inputs, int n, int axis,
+                               TG_LOC_PARAMS);
+/** y = inputs[0..n) (one shape) stacked along a new axis at `axis` in 0..rank (torch.stack). */
+TG_API tg_tensor *tg_stack_at(tg_tape *t, tg_tensor *const *inputs, int n, int axis, TG_LOC_PARAMS);
+/** y = x[.., start, start+step, .., start+(length-1)*step, ..] along `axis`; step >= 1, a
+ *  negative start counts from the end. */
+TG_API tg_tensor *tg_slice_at(tg_tape *t, tg_tensor *x, int axis, int64_t start, int64_t length,
+                              int64_t step, TG_LOC_PARAMS);
+/** y = (x - mean) / sqrt(var + eps) * weight + bias over the last normalized_ndim axes, biased
+ *  variance (torch.nn.functional.layer_norm); weight and bias (that shape) may each be NULL. */
+TG_API tg_tensor *tg_layer_norm_at(tg_tape *t, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                                   int normalized_ndim, double eps, TG_LOC_PARAMS);
+/** Softmax along the last axis of x [.., T, S] with position j > i of row i excluded: exactly 0
+ *  there, in value and gradient (causal self-attention). */
+TG_API tg_tensor *tg_softmax_causal_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
+/** y = mask != 0 ? value : x; mask (TG_I32 or x's dtype) broadcasts to x's shape; value may be
+ *  -INFINITY. No gradient flows to the filled positions (nor to the mask). */
+TG_API tg_tensor *tg_masked_fill_at(tg_tape *t, tg_tensor *x, tg_tensor *mask, double value,
+                                    TG_LOC_PARAMS);
+
+/** Embedding lookup; tg_embedding_at with the caller's file and line. */
+#define tg_embedding(t, table, idx) tg_embedding_at((t), (table), (idx), __FILE__, __LINE__)
+/** Batched matmul with optional transposes; tg_matmul_batched_at with the caller's location. */
+#define tg_matmul_batched(t, a, b, trans_a, trans_b)                                               \
+    tg_matmul_batched_at((t), (a), (b), (trans_a), (trans_b), __FILE__, __LINE__)
+/** Batched matmul without transposes (torch.matmul for rank >= 2). */
+#define tg_bmm(t, a, b) tg_matmul_batched_at((t), (a), (b), 0, 0, __FILE__, __LINE__)
+/** Axes reordered; tg_permute_at with the caller's file and line. */
+#define tg_permute(t, x, n_axes, axes) tg_permute_at((t), (x), (n_axes), (axes), __FILE__, __LINE__)
+/** Two axes swapped; tg_transpose_axes_at with the caller's file and line. */
+#define tg_transpose_axes(t, x, axis0, axis1)                                                      \
+    tg_transpose_axes_at((t), (x), (axis0), (axis1), __FILE__, __LINE__)
+/** Concatenation; tg_concat_at with the caller's file and line. */
+#define tg_concat(t, inputs, n, axis) tg_concat_at((t), (inputs), (n), (axis), __FILE__, __LINE__)
+/** Stacking; tg_stack_at with the caller's file and line. */
+#define tg_stack(t, inputs, n, axis) tg_stack_at((t), (inputs), (n), (axis), __FILE__, __LINE__)
+/** Strided slice; tg_slice_at with the caller's file and line. */
+#define tg_slice(t, x, axis, start, length, step)                                                  \
+    tg_slice_at((t), (x), (axis), (start), (length), (step), __FILE__, __LINE__)
+/** Layer normalization; tg_layer_norm_at with the caller's file and line. */
+#define tg_layer_norm(t, x, weight, bias, normalized_ndim, eps)                                    \
+    tg_layer_norm_at((t), (x), (weight), (bias), (normalized_ndim), (eps), __FILE__, __LINE__)
+/** Causal softmax; tg_softmax_causal_at with the caller's file and line. */
+#define tg_softmax_causal(t, x) tg_softmax_causal_at((t), (x), __FILE__, __LINE__)
+/** Masked fill; tg_masked_fill_at with the caller's file and line. */
+#define tg_masked_fill(t, x, mask, value)                                                          \
+    tg_masked_fill_at((t), (x), (mask), (value), __FILE__, __LINE__)
+/* ---- end of the sequence-model ops (issue 15) ---- */
+
 /* ---- Custom ops: your own forward and backward, recorded like any other op --------------------
  * For an op tapegrad lacks, or to check a hand-derived backward with tg_gradcheck. */
 
