@@ -676,12 +676,15 @@ TG_API tg_status tg_init_he_normal(tg_tensor *tensor, int64_t fan_in, tg_rng *rn
  *  - TG_OPTIM_MOMENTUM: v = mu v + g;  p -= lr v          (v starts at 0, as in PyTorch's SGD)
  *  - TG_OPTIM_NESTEROV: v = mu v + g;  p -= lr (g + mu v)
  *  - TG_OPTIM_ADAM:     m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2  (m, v start at 0);
- *                       p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)  (bias-corrected) */
+ *                       p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)  (bias-corrected)
+ *  - TG_OPTIM_ADAMW:    decoupled weight decay (torch.optim.AdamW): p -= lr wd p first, then the
+ *                       Adam step on the plain gradient g (weight_decay is not added to g) */
 typedef enum tg_optim_kind {
     TG_OPTIM_SGD = 0,      /**< plain gradient descent */
     TG_OPTIM_MOMENTUM = 1, /**< heavy-ball momentum */
     TG_OPTIM_NESTEROV = 2, /**< Nesterov momentum */
-    TG_OPTIM_ADAM = 3      /**< Adam (Kingma & Ba) */
+    TG_OPTIM_ADAM = 3,     /**< Adam (Kingma & Ba) */
+    TG_OPTIM_ADAMW = 4     /**< AdamW (Loshchilov & Hutter): Adam with decoupled weight decay */
 } tg_optim_kind;
 
 /** Settings of an optimizer. Start from tg_optim_defaults and change what you need. */
@@ -696,6 +699,11 @@ typedef struct tg_optim_config {
     int64_t decay_every; /**< step decay: lr is multiplied by decay_factor after every decay_every
                               steps; 0 (default) keeps lr constant */
     double decay_factor; /**< in (0, 1]; default 1 */
+    /* Warm-up + cosine schedule (issue 15), off when both counts are 0 (the default); see
+     * tg_lr_warmup_cosine. Cannot be combined with decay_every. */
+    int64_t warmup_steps; /**< linear warm-up over the first warmup_steps steps; default 0 */
+    int64_t total_steps;  /**< cosine decay from lr to min_lr ends at this step; default 0 */
+    double min_lr;        /**< the schedule's floor, in [0, lr]; default 0 */
 } tg_optim_config;
 
 typedef struct tg_optim tg_optim; /**< opaque: an optimizer over a fixed list of parameters */
@@ -720,6 +728,37 @@ TG_API double tg_optim_lr(const tg_optim *optim);
 TG_API int64_t tg_optim_steps(const tg_optim *optim);
 /** Frees the optimizer and its state (not the parameters). NULL is ignored. */
 TG_API void tg_optim_free(tg_optim *optim);
+
+/* ---- Sequence models (issue 15): schedule, clipping, sampling -------------------------------- */
+
+/** The learning rate of step `step` (0-based: the step about to run) under a linear warm-up and a
+ *  cosine decay, as nanoGPT's get_lr: step < warmup: lr (step + 1) / warmup; step >= total:
+ *  min_lr; between: min_lr + (lr - min_lr) (1 + cos(pi (step - warmup) / (total - warmup))) / 2.
+ *  total = 0 means no decay (lr after the warm-up). NaN on bad arguments (negative counts,
+ *  total < warmup when total > 0). tg_optim_lr uses it when the config has a schedule. */
+TG_API double tg_lr_warmup_cosine(int64_t step, double lr, int64_t warmup_steps,
+                                  int64_t total_steps, double min_lr);
+/** Clips gradients by their global norm, as torch.nn.utils.clip_grad_norm_: the norm
+ *  N = sqrt(sum of g^2 over every element of every parameter's gradient) (computed in double;
+ *  parameters without a gradient are skipped); when N > max_norm every gradient is multiplied by
+ *  max_norm / (N + 1e-6). Returns N (before clipping). A non-finite N leaves the gradients as they
+ *  are (tg_optim_step then refuses them). Returns -1 on bad arguments (NULL, n < 1, max_norm not
+ *  positive and finite, a parameter that is not an f32/f64 leaf), see tg_last_errmsg. */
+TG_API double tg_clip_grad_norm(tg_tensor *const *params, int n, double max_norm);
+/** Draws an index in [0, n) with probability proportional to probs[i]^(1/temperature) (the
+ *  weights need not sum to 1; temperature 1 samples the row as given, < 1 sharpens it, > 1
+ *  flattens it, 0 picks the first largest). One tg_rng_uniform draw per call (none for
+ *  temperature 0), so a seed fixes the sequence. Returns -1 on bad arguments (NULL, n < 1, a
+ *  negative or non-finite weight, all weights 0, temperature negative or NaN), see
+ *  tg_last_errmsg. */
+TG_API int64_t tg_sample(const double *probs, int64_t n, double temperature, tg_rng *rng);
+/** Draws an index from softmax(logits[row, :] / temperature) for logits [.., C] (f32 or f64; row
+ *  counts the rows of the flattened [rows, C] view; any leaf or tape tensor). Temperature 0 picks
+ *  the first largest logit. One tg_rng_uniform draw per call. Returns -1 on bad arguments (as
+ *  tg_sample, a row out of range, C > 4096), see tg_last_errmsg. */
+TG_API int64_t tg_sample_logits(const tg_tensor *logits, int64_t row, double temperature,
+                                tg_rng *rng);
+/* ---- end of issue 15's training additions ---- */
 
 typedef struct tg_dataset tg_dataset; /**< opaque: mini-batches over (inputs, targets) */
 
