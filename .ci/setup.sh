@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 # Everything tapegrad builds, tests and draws with, as Debian packages.
 packages=(build-essential cmake pkg-config libcriterion-dev libxxhash-dev zlib1g-dev libcjson-dev
           gnuplot-nox graphviz valgrind clang libclang-rt-14-dev clang-tidy doxygen cppcheck
-          python3-numpy
+          python3-numpy wamerican
           dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
