@@ -7,7 +7,7 @@
 
 /* The position of flat element p of idx as "[i,j,...]". */
 static void position_str(const tg_tensor *idx, int64_t p, char *buf, size_t len) {
-    int64_t sub[TG_MAX_RANK];
+    int64_t sub[TG_MAX_RANK] = {0};
     for (int k = idx->rank - 1; k >= 0; k--) {
         sub[k] = idx->shape[k] ? p % idx->shape[k] : 0;
         p = idx->shape[k] ? p / idx->shape[k] : 0;

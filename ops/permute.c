@@ -55,7 +55,7 @@ static int permute_print(const tg_tensor *y, char *buf, size_t len) {
     do {                                                                                           \
         const tg_tensor *x_ = (y)->inputs[0];                                                      \
         const int r_ = (y)->rank;                                                                  \
-        int64_t xs_[TG_MAX_RANK], st_[TG_MAX_RANK], idx_[TG_MAX_RANK] = {0};                       \
+        int64_t xs_[TG_MAX_RANK] = {0}, st_[TG_MAX_RANK] = {0}, idx_[TG_MAX_RANK] = {0};           \
         int64_t s_ = 1;                                                                            \
         for (int k_ = x_->rank - 1; k_ >= 0; k_--) {                                               \
             xs_[k_] = s_;                                                                          \
