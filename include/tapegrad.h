@@ -424,15 +424,17 @@ TG_API tg_tensor *tg_masked_fill_at(tg_tape *t, tg_tensor *x, tg_tensor *mask, d
     tg_matmul_batched_at((t), (a), (b), (trans_a), (trans_b), __FILE__, __LINE__)
 /** Batched matmul without transposes (torch.matmul for rank >= 2). */
 #define tg_bmm(t, a, b) tg_matmul_batched_at((t), (a), (b), 0, 0, __FILE__, __LINE__)
-/** Axes reordered; tg_permute_at with the caller's file and line. */
-#define tg_permute(t, x, n_axes, axes) tg_permute_at((t), (x), (n_axes), (axes), __FILE__, __LINE__)
+/** Axes reordered; tg_permute_at with the caller's file and line. The axes may be a compound
+ *  literal: tg_permute(t, x, 4, (int[]){0, 2, 1, 3}). */
+#define tg_permute(t, x, ...) tg_permute_at((t), (x), __VA_ARGS__, __FILE__, __LINE__)
 /** Two axes swapped; tg_transpose_axes_at with the caller's file and line. */
 #define tg_transpose_axes(t, x, axis0, axis1)                                                      \
     tg_transpose_axes_at((t), (x), (axis0), (axis1), __FILE__, __LINE__)
-/** Concatenation; tg_concat_at with the caller's file and line. */
-#define tg_concat(t, inputs, n, axis) tg_concat_at((t), (inputs), (n), (axis), __FILE__, __LINE__)
-/** Stacking; tg_stack_at with the caller's file and line. */
-#define tg_stack(t, inputs, n, axis) tg_stack_at((t), (inputs), (n), (axis), __FILE__, __LINE__)
+/** Concatenation; tg_concat_at with the caller's file and line. The inputs may be a compound
+ *  literal: tg_concat(t, (tg_tensor *[]){a, b}, 2, axis). */
+#define tg_concat(t, ...) tg_concat_at((t), __VA_ARGS__, __FILE__, __LINE__)
+/** Stacking; tg_stack_at with the caller's file and line (inputs as for tg_concat). */
+#define tg_stack(t, ...) tg_stack_at((t), __VA_ARGS__, __FILE__, __LINE__)
 /** Strided slice; tg_slice_at with the caller's file and line. */
 #define tg_slice(t, x, axis, start, length, step)                                                  \
     tg_slice_at((t), (x), (axis), (start), (length), (step), __FILE__, __LINE__)
