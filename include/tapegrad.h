@@ -724,7 +724,8 @@ TG_API tg_optim *tg_optim_new(const tg_optim_config *config, tg_tensor *const *p
 TG_API tg_status tg_optim_step(tg_optim *optim);
 /** Zeros the gradient of every parameter (call it before each backward: leaves accumulate). */
 TG_API void tg_optim_zero_grad(tg_optim *optim);
-/** The learning rate the next step will use (after step decay). 0 for NULL. */
+/** The learning rate the next step will use (after step decay, or from the warm-up + cosine
+ *  schedule when the config has one). 0 for NULL. */
 TG_API double tg_optim_lr(const tg_optim *optim);
 /** Number of steps taken. */
 TG_API int64_t tg_optim_steps(const tg_optim *optim);
@@ -742,8 +743,8 @@ TG_API double tg_lr_warmup_cosine(int64_t step, double lr, int64_t warmup_steps,
                                   int64_t total_steps, double min_lr);
 /** Clips gradients by their global norm, as torch.nn.utils.clip_grad_norm_: the norm
  *  N = sqrt(sum of g^2 over every element of every parameter's gradient) (computed in double;
- *  parameters without a gradient are skipped); when N > max_norm every gradient is multiplied by
- *  max_norm / (N + 1e-6). Returns N (before clipping). A non-finite N leaves the gradients as they
+ *  parameters without a gradient are skipped); every gradient is multiplied by
+ *  c = max_norm / (N + 1e-6) when c < 1. Returns N (before clipping). A non-finite N leaves the gradients as they
  *  are (tg_optim_step then refuses them). Returns -1 on bad arguments (NULL, n < 1, max_norm not
  *  positive and finite, a parameter that is not an f32/f64 leaf), see tg_last_errmsg. */
 TG_API double tg_clip_grad_norm(tg_tensor *const *params, int n, double max_norm);

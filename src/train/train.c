@@ -743,9 +743,9 @@ double tg_clip_grad_norm(tg_tensor *const *params, int n, double max_norm) {
                      for (int64_t k = 0; k < g->numel; k++) ss += (double)pg[k] * (double)pg[k];);
     }
     const double norm = sqrt(ss);
-    if (!isfinite(norm) || norm <= max_norm)
+    const double coef = max_norm / (norm + 1e-6); /* torch's clip_coef, applied when < 1 */
+    if (!isfinite(norm) || !(coef < 1))
         return norm;
-    const double coef = max_norm / (norm + 1e-6);
     for (int i = 0; i < n; i++) {
         tg_tensor *g = params[i]->grad;
         if (!g)
