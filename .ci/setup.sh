@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 # Everything tapegrad builds, tests and draws with, as Debian packages.
 packages=(build-essential cmake pkg-config libcriterion-dev libxxhash-dev zlib1g-dev libcjson-dev
           gnuplot-nox graphviz valgrind clang libclang-rt-14-dev clang-tidy doxygen cppcheck
-          python3-numpy libopenblas-dev libopenmpi-dev openmpi-bin
+          python3-numpy libopenblas-dev libopenmpi-dev openmpi-bin wamerican
           dataset-fashion-mnist)
 # The browser test of the step-through page (tests/browser): Debian's chromium, and Node.js with
 # npm from Debian unless the machine has them already.

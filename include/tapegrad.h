@@ -484,6 +484,75 @@ TG_API tg_tensor *tg_argmax_at(tg_tape *t, tg_tensor *x, int axis, int keepdims,
     tg_argmax_at((t), (x), (axis), (keepdims), __FILE__, __LINE__)
 /* ---- end of the activations, powers, extrema and axis reductions ---- */
 
+/* ---- Sequence models (issue 15): embeddings, batched matmul, shape ops, layer norm, masks ----- */
+
+/** y[p, :] = table[idx[p], :] for table [V,D] and TG_I32 indices idx of any shape S: y [S..., D]
+ *  (torch.nn.functional.embedding). An index outside 0..V-1 is an error naming it and its
+ *  position. Backward adds repeated indices in a fixed order (bit-identical for any threads). */
+TG_API tg_tensor *tg_embedding_at(tg_tape *t, tg_tensor *table, tg_tensor *idx, TG_LOC_PARAMS);
+/** y = op(a) op(b) per batch, op(x) = x^T when its flag is set: a [..,M,K] (trans_a: [..,K,M]),
+ *  b [..,K,N] (trans_b: [..,N,K]), batch dims broadcast as NumPy's (torch.matmul for rank >= 2),
+ *  y [..,M,N]. trans_b gives q k^T without materialising k^T. */
+TG_API tg_tensor *tg_matmul_batched_at(tg_tape *t, tg_tensor *a, tg_tensor *b, int trans_a,
+                                       int trans_b, TG_LOC_PARAMS);
+/** y = x with its axes reordered: y.shape[i] = x.shape[axes[i]]; n_axes = rank (torch.permute). */
+TG_API tg_tensor *tg_permute_at(tg_tape *t, tg_tensor *x, int n_axes, const int *axes,
+                                TG_LOC_PARAMS);
+/** y = x with axes axis0 and axis1 swapped (torch.transpose); recorded as a permute node. */
+TG_API tg_tensor *tg_transpose_axes_at(tg_tape *t, tg_tensor *x, int axis0, int axis1,
+                                       TG_LOC_PARAMS);
+/** y = inputs[0..n) joined along `axis`; shapes agree except along it (torch.cat), n 1..64. */
+TG_API tg_tensor *tg_concat_at(tg_tape *t, tg_tensor *const *inputs, int n, int axis,
+                               TG_LOC_PARAMS);
+/** y = inputs[0..n) (one shape) stacked along a new axis at `axis` in 0..rank (torch.stack). */
+TG_API tg_tensor *tg_stack_at(tg_tape *t, tg_tensor *const *inputs, int n, int axis, TG_LOC_PARAMS);
+/** y = x[.., start, start+step, .., start+(length-1)*step, ..] along `axis`; step >= 1, a
+ *  negative start counts from the end. */
+TG_API tg_tensor *tg_slice_at(tg_tape *t, tg_tensor *x, int axis, int64_t start, int64_t length,
+                              int64_t step, TG_LOC_PARAMS);
+/** y = (x - mean) / sqrt(var + eps) * weight + bias over the last normalized_ndim axes, biased
+ *  variance (torch.nn.functional.layer_norm); weight and bias (that shape) may each be NULL. */
+TG_API tg_tensor *tg_layer_norm_at(tg_tape *t, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                                   int normalized_ndim, double eps, TG_LOC_PARAMS);
+/** Softmax along the last axis of x [.., T, S] with position j > i of row i excluded: exactly 0
+ *  there, in value and gradient (causal self-attention). */
+TG_API tg_tensor *tg_softmax_causal_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
+/** y = mask != 0 ? value : x; mask (TG_I32 or x's dtype) broadcasts to x's shape; value may be
+ *  -INFINITY. No gradient flows to the filled positions (nor to the mask). */
+TG_API tg_tensor *tg_masked_fill_at(tg_tape *t, tg_tensor *x, tg_tensor *mask, double value,
+                                    TG_LOC_PARAMS);
+
+/** Embedding lookup; tg_embedding_at with the caller's file and line. */
+#define tg_embedding(t, table, idx) tg_embedding_at((t), (table), (idx), __FILE__, __LINE__)
+/** Batched matmul with optional transposes; tg_matmul_batched_at with the caller's location. */
+#define tg_matmul_batched(t, a, b, trans_a, trans_b)                                               \
+    tg_matmul_batched_at((t), (a), (b), (trans_a), (trans_b), __FILE__, __LINE__)
+/** Batched matmul without transposes (torch.matmul for rank >= 2). */
+#define tg_bmm(t, a, b) tg_matmul_batched_at((t), (a), (b), 0, 0, __FILE__, __LINE__)
+/** Axes reordered; tg_permute_at with the caller's file and line. The axes may be a compound
+ *  literal: tg_permute(t, x, 4, (int[]){0, 2, 1, 3}). */
+#define tg_permute(t, x, ...) tg_permute_at((t), (x), __VA_ARGS__, __FILE__, __LINE__)
+/** Two axes swapped; tg_transpose_axes_at with the caller's file and line. */
+#define tg_transpose_axes(t, x, axis0, axis1)                                                      \
+    tg_transpose_axes_at((t), (x), (axis0), (axis1), __FILE__, __LINE__)
+/** Concatenation; tg_concat_at with the caller's file and line. The inputs may be a compound
+ *  literal: tg_concat(t, (tg_tensor *[]){a, b}, 2, axis). */
+#define tg_concat(t, ...) tg_concat_at((t), __VA_ARGS__, __FILE__, __LINE__)
+/** Stacking; tg_stack_at with the caller's file and line (inputs as for tg_concat). */
+#define tg_stack(t, ...) tg_stack_at((t), __VA_ARGS__, __FILE__, __LINE__)
+/** Strided slice; tg_slice_at with the caller's file and line. */
+#define tg_slice(t, x, axis, start, length, step)                                                  \
+    tg_slice_at((t), (x), (axis), (start), (length), (step), __FILE__, __LINE__)
+/** Layer normalization; tg_layer_norm_at with the caller's file and line. */
+#define tg_layer_norm(t, x, weight, bias, normalized_ndim, eps)                                    \
+    tg_layer_norm_at((t), (x), (weight), (bias), (normalized_ndim), (eps), __FILE__, __LINE__)
+/** Causal softmax; tg_softmax_causal_at with the caller's file and line. */
+#define tg_softmax_causal(t, x) tg_softmax_causal_at((t), (x), __FILE__, __LINE__)
+/** Masked fill; tg_masked_fill_at with the caller's file and line. */
+#define tg_masked_fill(t, x, mask, value)                                                          \
+    tg_masked_fill_at((t), (x), (mask), (value), __FILE__, __LINE__)
+/* ---- end of the sequence-model ops (issue 15) ---- */
+
 /* ---- Custom ops: your own forward and backward, recorded like any other op ----------------------
  * For an op tapegrad lacks, or to check a hand-derived backward with tg_gradcheck. */
 
@@ -966,12 +1035,15 @@ TG_API tg_status tg_init_he_normal(tg_tensor *tensor, int64_t fan_in, tg_rng *rn
  *  - TG_OPTIM_MOMENTUM: v = mu v + g;  p -= lr v          (v starts at 0, as in PyTorch's SGD)
  *  - TG_OPTIM_NESTEROV: v = mu v + g;  p -= lr (g + mu v)
  *  - TG_OPTIM_ADAM:     m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2  (m, v start at 0);
- *                       p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)  (bias-corrected) */
+ *                       p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)  (bias-corrected)
+ *  - TG_OPTIM_ADAMW:    decoupled weight decay (torch.optim.AdamW): p -= lr wd p first, then the
+ *                       Adam step on the plain gradient g (weight_decay is not added to g) */
 typedef enum tg_optim_kind {
     TG_OPTIM_SGD = 0,      /**< plain gradient descent */
     TG_OPTIM_MOMENTUM = 1, /**< heavy-ball momentum */
     TG_OPTIM_NESTEROV = 2, /**< Nesterov momentum */
-    TG_OPTIM_ADAM = 3      /**< Adam (Kingma & Ba) */
+    TG_OPTIM_ADAM = 3,     /**< Adam (Kingma & Ba) */
+    TG_OPTIM_ADAMW = 4     /**< AdamW (Loshchilov & Hutter): Adam with decoupled weight decay */
 } tg_optim_kind;
 
 /** Settings of an optimizer. Start from tg_optim_defaults and change what you need. */
@@ -986,6 +1058,11 @@ typedef struct tg_optim_config {
     int64_t decay_every; /**< step decay: lr is multiplied by decay_factor after every decay_every
                               steps; 0 (default) keeps lr constant */
     double decay_factor; /**< in (0, 1]; default 1 */
+    /* Warm-up + cosine schedule (issue 15), off when both counts are 0 (the default); see
+     * tg_lr_warmup_cosine. Cannot be combined with decay_every. */
+    int64_t warmup_steps; /**< linear warm-up over the first warmup_steps steps; default 0 */
+    int64_t total_steps;  /**< cosine decay from lr to min_lr ends at this step; default 0 */
+    double min_lr;        /**< the schedule's floor, in [0, lr]; default 0 */
 } tg_optim_config;
 
 typedef struct tg_optim tg_optim; /**< opaque: an optimizer over a fixed list of parameters */
@@ -1005,12 +1082,44 @@ TG_API tg_optim *tg_optim_new(const tg_optim_config *config, tg_tensor *const *p
 TG_API tg_status tg_optim_step(tg_optim *optim);
 /** Zeros the gradient of every parameter (call it before each backward: leaves accumulate). */
 TG_API void tg_optim_zero_grad(tg_optim *optim);
-/** The learning rate the next step will use (after step decay). 0 for NULL. */
+/** The learning rate the next step will use (after step decay, or from the warm-up + cosine
+ *  schedule when the config has one). 0 for NULL. */
 TG_API double tg_optim_lr(const tg_optim *optim);
 /** Number of steps taken. */
 TG_API int64_t tg_optim_steps(const tg_optim *optim);
 /** Frees the optimizer and its state (not the parameters). NULL is ignored. */
 TG_API void tg_optim_free(tg_optim *optim);
+
+/* ---- Sequence models (issue 15): schedule, clipping, sampling -------------------------------- */
+
+/** The learning rate of step `step` (0-based: the step about to run) under a linear warm-up and a
+ *  cosine decay, as nanoGPT's get_lr: step < warmup: lr (step + 1) / warmup; step >= total:
+ *  min_lr; between: min_lr + (lr - min_lr) (1 + cos(pi (step - warmup) / (total - warmup))) / 2.
+ *  total = 0 means no decay (lr after the warm-up). NaN on bad arguments (negative counts,
+ *  total < warmup when total > 0). tg_optim_lr uses it when the config has a schedule. */
+TG_API double tg_lr_warmup_cosine(int64_t step, double lr, int64_t warmup_steps,
+                                  int64_t total_steps, double min_lr);
+/** Clips gradients by their global norm, as torch.nn.utils.clip_grad_norm_: the norm
+ *  N = sqrt(sum of g^2 over every element of every parameter's gradient) (computed in double;
+ *  parameters without a gradient are skipped); every gradient is multiplied by
+ *  c = max_norm / (N + 1e-6) when c < 1. Returns N (before clipping). A non-finite N leaves the gradients as they
+ *  are (tg_optim_step then refuses them). Returns -1 on bad arguments (NULL, n < 1, max_norm not
+ *  positive and finite, a parameter that is not an f32/f64 leaf), see tg_last_errmsg. */
+TG_API double tg_clip_grad_norm(tg_tensor *const *params, int n, double max_norm);
+/** Draws an index in [0, n) with probability proportional to probs[i]^(1/temperature) (the
+ *  weights need not sum to 1; temperature 1 samples the row as given, < 1 sharpens it, > 1
+ *  flattens it, 0 picks the first largest). One tg_rng_uniform draw per call (none for
+ *  temperature 0), so a seed fixes the sequence. Returns -1 on bad arguments (NULL, n < 1, a
+ *  negative or non-finite weight, all weights 0, temperature negative or NaN), see
+ *  tg_last_errmsg. */
+TG_API int64_t tg_sample(const double *probs, int64_t n, double temperature, tg_rng *rng);
+/** Draws an index from softmax(logits[row, :] / temperature) for logits [.., C] (f32 or f64; row
+ *  counts the rows of the flattened [rows, C] view; any leaf or tape tensor). Temperature 0 picks
+ *  the first largest logit. One tg_rng_uniform draw per call. Returns -1 on bad arguments (as
+ *  tg_sample, a row out of range, C > 4096), see tg_last_errmsg. */
+TG_API int64_t tg_sample_logits(const tg_tensor *logits, int64_t row, double temperature,
+                                tg_rng *rng);
+/* ---- end of issue 15's training additions ---- */
 
 typedef struct tg_dataset tg_dataset; /**< opaque: mini-batches over (inputs, targets) */
 

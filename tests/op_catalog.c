@@ -147,6 +147,105 @@ static const cat_case mse_cases[] = {
     {"[2,2,2]", 2, {R(-1, 1, 3, 2, 2, 2), R(-1, 1, 3, 2, 2, 2)}, {0}, {0}},
 };
 
+/* ---- Sequence models (issue 15) ---- */
+static const cat_case embedding_cases[] = {
+    {"table [5,3] idx [4]", 2, {R(-1, 1, 2, 5, 3), IN(CAT_INDEX, 0, 5, 1, 4)}, {0}, {0}},
+    /* three rows, six lookups: repeated indices add up */
+    {"table [3,2] idx [2,3]", 2, {R(-1, 1, 2, 3, 2), IN(CAT_INDEX, 0, 3, 2, 2, 3)}, {0}, {0}},
+    {"table [4,2] idx []", 2, {R(-1, 1, 2, 4, 2), IN(CAT_INDEX, 0, 4, 0, 0)}, {0}, {0}},
+    {"table [1,1] idx [1]", 2, {R(-1, 1, 2, 1, 1), IN(CAT_INDEX, 0, 1, 1, 1)}, {0}, {0}},
+    {"table [2,4] idx [2,1,3]", 2, {R(-1, 1, 2, 2, 4), IN(CAT_INDEX, 0, 2, 3, 2, 1, 3)}, {0}, {0}},
+};
+/* iarg: trans_a, trans_b */
+static const cat_case matmul_batched_cases[] = {
+    {"[2,3,4] x [4,5]", 2, {R(-1, 1, 3, 2, 3, 4), R(-1, 1, 2, 4, 5)}, {0, 0}, {0}},
+    {"[1,3,4] x [2,4,2]", 2, {R(-1, 1, 3, 1, 3, 4), R(-1, 1, 3, 2, 4, 2)}, {0, 0}, {0}},
+    {"[2,2,3,4] x [2,2,4,3]", 2, {R(-1, 1, 4, 2, 2, 3, 4), R(-1, 1, 4, 2, 2, 4, 3)}, {0, 0}, {0}},
+    {"[2,1,3,2] x [3,2,4]", 2, {R(-1, 1, 4, 2, 1, 3, 2), R(-1, 1, 3, 3, 2, 4)}, {0, 0}, {0}},
+    {"[2,3,4] x [2,5,4]^T", 2, {R(-1, 1, 3, 2, 3, 4), R(-1, 1, 3, 2, 5, 4)}, {0, 1}, {0}},
+    {"[2,4,3]^T x [4,2]", 2, {R(-1, 1, 3, 2, 4, 3), R(-1, 1, 2, 4, 2)}, {1, 0}, {0}},
+    {"[2,4,3]^T x [1,5,4]^T", 2, {R(-1, 1, 3, 2, 4, 3), R(-1, 1, 3, 1, 5, 4)}, {1, 1}, {0}},
+    {"[3,4] x [4,1]", 2, {R(-1, 1, 2, 3, 4), R(-1, 1, 2, 4, 1)}, {0, 0}, {0}},
+    {"[1,1,1] x [1,1]", 2, {R(-1, 1, 3, 1, 1, 1), R(-1, 1, 2, 1, 1)}, {0, 0}, {0}},
+};
+/* iarg: the axes (as many as the input's rank) */
+static const cat_case permute_cases[] = {
+    {"[2,3,4] (2,0,1)", 1, {R(-1, 1, 3, 2, 3, 4)}, {2, 0, 1}, {0}},
+    {"[2,3,4,5] (0,2,1,3)", 1, {R(-1, 1, 4, 2, 3, 4, 5)}, {0, 2, 1, 3}, {0}},
+    {"[3,1,2] (-1,0,1)", 1, {R(-1, 1, 3, 3, 1, 2)}, {-1, 0, 1}, {0}},
+    {"[5] (0)", 1, {R(-1, 1, 1, 5)}, {0}, {0}},
+    {"[1,2,1,2,1,2,1,2] reversed",
+     1,
+     {R(-1, 1, 8, 1, 2, 1, 2, 1, 2, 1, 2)},
+     {7, 6, 5, 4, 3, 2, 1, 0},
+     {0}},
+};
+/* iarg: axis; the inputs are the case's */
+static const cat_case concat_cases[] = {
+    {"[2,3] [2,1] [2,2] axis 1",
+     3,
+     {R(-1, 1, 2, 2, 3), R(-1, 1, 2, 2, 1), R(-1, 1, 2, 2, 2)},
+     {1},
+     {0}},
+    {"[1,3] [2,3] axis 0", 2, {R(-1, 1, 2, 1, 3), R(-1, 1, 2, 2, 3)}, {0}, {0}},
+    {"[4] alone", 1, {R(-1, 1, 1, 4)}, {0}, {0}},
+    {"4 x [2,k,2] axis -2",
+     4,
+     {R(-1, 1, 3, 2, 1, 2), R(-1, 1, 3, 2, 2, 2), R(-1, 1, 3, 2, 1, 2), R(-1, 1, 3, 2, 3, 2)},
+     {-2},
+     {0}},
+    {"[2,2,1] [2,2,3] axis 2", 2, {R(-1, 1, 3, 2, 2, 1), R(-1, 1, 3, 2, 2, 3)}, {2}, {0}},
+};
+static const cat_case stack_cases[] = {
+    {"3 x [2,3] axis 0", 3, {R(-1, 1, 2, 2, 3), R(-1, 1, 2, 2, 3), R(-1, 1, 2, 2, 3)}, {0}, {0}},
+    {"2 x [2,3] axis 2", 2, {R(-1, 1, 2, 2, 3), R(-1, 1, 2, 2, 3)}, {2}, {0}},
+    {"2 x [3,1] axis -2", 2, {R(-1, 1, 2, 3, 1), R(-1, 1, 2, 3, 1)}, {-2}, {0}},
+    {"4 x [] axis 0", 4, {R0(-1, 1), R0(-1, 1), R0(-1, 1), R0(-1, 1)}, {0}, {0}},
+    {"[2,2] alone axis 1", 1, {R(-1, 1, 2, 2, 2)}, {1}, {0}},
+};
+/* iarg: axis, start, length, step */
+static const cat_case slice_cases[] = {
+    {"[5,4] axis 0 1:+2:2", 1, {R(-1, 1, 2, 5, 4)}, {0, 1, 2, 2}, {0}},
+    {"[3,6] axis -1 -4:+2:3", 1, {R(-1, 1, 2, 3, 6)}, {-1, -4, 2, 3}, {0}},
+    {"[2,3,4] axis 1 0:+3:1", 1, {R(-1, 1, 3, 2, 3, 4)}, {1, 0, 3, 1}, {0}},
+    {"[4] axis 0 3:+1:5", 1, {R(-1, 1, 1, 4)}, {0, 3, 1, 5}, {0}},
+    {"[2,1,5] axis 2 0:+3:2", 1, {R(-1, 1, 3, 2, 1, 5)}, {2, 0, 3, 2}, {0}},
+};
+/* iarg: normalized_ndim, has weight, has bias; darg: eps. Inputs: x, then weight, then bias. */
+static const cat_case layer_norm_cases[] = {
+    {"[3,4] k 1 w b", 3, {R(-1, 1, 2, 3, 4), R(0.5, 1.5, 1, 4), R(-1, 1, 1, 4)}, {1, 1, 1}, {1e-5}},
+    {"[2,3,4] k 2 w b",
+     3,
+     {R(-1, 1, 3, 2, 3, 4), R(0.5, 1.5, 2, 3, 4), R(-1, 1, 2, 3, 4)},
+     {2, 1, 1},
+     {1e-5}},
+    {"[4,5] k 1 no w no b", 1, {R(-2, 2, 2, 4, 5)}, {1, 0, 0}, {1e-5}},
+    {"[2,5] k 1 w only", 2, {R(-1, 1, 2, 2, 5), R(0.5, 1.5, 1, 5)}, {1, 1, 0}, {1e-3}},
+    {"[3,2] k 1 b only", 2, {R(-1, 1, 2, 3, 2), R(-1, 1, 1, 2)}, {1, 0, 1}, {0.1}},
+    {"[3,1] k 1 w b (one element)",
+     3,
+     {R(-1, 1, 2, 3, 1), R(0.5, 1.5, 1, 1), R(-1, 1, 1, 1)},
+     {1, 1, 1},
+     {1e-5}},
+    {"[2,3] k 2 (the whole tensor)", 1, {R(-1, 1, 2, 2, 3)}, {2, 0, 0}, {1e-5}},
+};
+static const cat_case softmax_causal_cases[] = {
+    {"[3,3]", 1, {R(-3, 3, 2, 3, 3)}, {0}, {0}},
+    {"[2,4,4]", 1, {R(-3, 3, 3, 2, 4, 4)}, {0}, {0}},
+    {"[1,1]", 1, {R(-3, 3, 2, 1, 1)}, {0}, {0}},
+    {"[2,3,5] (T < S)", 1, {R(-3, 3, 3, 2, 3, 5)}, {0}, {0}},
+    {"[4,2] (T > S)", 1, {R(-3, 3, 2, 4, 2)}, {0}, {0}},
+    {"[2,1,3,3]", 1, {R(-3, 3, 4, 2, 1, 3, 3)}, {0}, {0}},
+};
+/* darg: value. The mask: i32 0/1. */
+static const cat_case masked_fill_cases[] = {
+    {"[3,4] mask [3,4]", 2, {R(-1, 1, 2, 3, 4), IN(CAT_INDEX, 0, 2, 2, 3, 4)}, {0}, {-3.5}},
+    {"[2,3,4] mask [3,1]", 2, {R(-1, 1, 3, 2, 3, 4), IN(CAT_INDEX, 0, 2, 2, 3, 1)}, {0}, {0.0}},
+    {"[3,3] mask []", 2, {R(-1, 1, 2, 3, 3), IN(CAT_INDEX, 0, 2, 0, 0)}, {0}, {2.0}},
+    {"[1,5] mask [5]", 2, {R(-1, 1, 2, 1, 5), IN(CAT_INDEX, 0, 2, 1, 5)}, {0}, {-7.0}},
+};
+/* ---- end of sequence models ---- */
+
 /* ---- The custom op used by the tests: y = x^2 with a correct backward ---- */
 
 tg_status test_square_forward(tg_tensor *out, tg_tensor *const *in, int n, void *user) {
@@ -350,6 +449,18 @@ BUILD(argmax, tg_argmax(t, in[0], c->iarg[0], c->iarg[1]))
     { #name, build_##name, cases, N_CASES(cases), false, true }
 /* ---- end of seqops ---- */
 
+/* ---- Sequence models (issue 15) ---- */
+BUILD(embedding, tg_embedding(t, in[0], in[1]))
+BUILD(matmul_batched, tg_matmul_batched(t, in[0], in[1], c->iarg[0], c->iarg[1]))
+BUILD(permute, tg_permute(t, in[0], tg_tensor_rank(in[0]), c->iarg))
+BUILD(concat, tg_concat(t, in, c->n_inputs, c->iarg[0]))
+BUILD(stack, tg_stack(t, in, c->n_inputs, c->iarg[0]))
+BUILD(slice, tg_slice(t, in[0], c->iarg[0], c->iarg[1], c->iarg[2], c->iarg[3]))
+BUILD(layer_norm, tg_layer_norm(t, in[0], c->iarg[1] ? in[1] : NULL,
+                                c->iarg[2] ? in[1 + c->iarg[1]] : NULL, c->iarg[0], c->darg[0]))
+BUILD(softmax_causal, tg_softmax_causal(t, in[0]))
+BUILD(masked_fill, tg_masked_fill(t, in[0], in[1], c->darg[0]))
+/* ---- end of sequence models ---- */
 BUILD(custom, tg_custom(t, &square_op, NULL, in, 1, tg_tensor_rank(in[0]), tg_tensor_shape(in[0])))
 
 #define ENTRY(name, cases)                                                                         \
@@ -403,6 +514,17 @@ const cat_entry cat_entries[] = {
     ENTRY(std, seq_var_cases),
     ENTRY_NO_GRAD(argmax, seq_axis_cases),
     /* ---- end of seqops ---- */
+    /* ---- Sequence models (issue 15) ---- */
+    ENTRY(embedding, embedding_cases),
+    ENTRY(matmul_batched, matmul_batched_cases),
+    ENTRY(permute, permute_cases),
+    ENTRY(concat, concat_cases),
+    ENTRY(stack, stack_cases),
+    ENTRY(slice, slice_cases),
+    ENTRY(layer_norm, layer_norm_cases),
+    ENTRY(softmax_causal, softmax_causal_cases),
+    ENTRY(masked_fill, masked_fill_cases),
+    /* ---- end of sequence models ---- */
     ENTRY(custom, unary_cases),
 };
 const int cat_n_entries = N_CASES(cat_entries);

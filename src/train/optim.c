@@ -26,15 +26,35 @@ tg_optim_config tg_optim_defaults(tg_optim_kind kind, double lr) {
                              .beta1 = 0.9,
                              .beta2 = 0.999,
                              .eps = 1e-8,
-                             .weight_decay = 0.0,
+                             .weight_decay = kind == TG_OPTIM_ADAMW ? 0.01 : 0.0, /* torch's */
                              .decay_every = 0,
                              .decay_factor = 1.0};
+}
+
+/* The warm-up + cosine fields of a config (issue 15). */
+static tg_status check_schedule(const tg_optim_config *c) {
+    const char *who = "tg_optim_new";
+    if (c->warmup_steps == 0 && c->total_steps == 0)
+        return TG_OK;
+    if (c->warmup_steps < 0 || c->total_steps < 0 ||
+        (c->total_steps > 0 && c->total_steps < c->warmup_steps))
+        return tg__set_last_error(TG_ERR_VALUE,
+                                  "%s: warmup_steps %lld and total_steps %lld must be >= 0 with "
+                                  "total_steps >= warmup_steps (or 0)",
+                                  who, (long long)c->warmup_steps, (long long)c->total_steps);
+    if (!(c->min_lr >= 0 && c->min_lr <= c->lr))
+        return tg__set_last_error(TG_ERR_VALUE, "%s: min_lr %g must be in [0, lr = %g]", who,
+                                  c->min_lr, c->lr);
+    if (c->decay_every > 0)
+        return tg__set_last_error(
+            TG_ERR_VALUE, "%s: decay_every and a warm-up/cosine schedule cannot be combined", who);
+    return TG_OK;
 }
 
 /* Validates a config; the negated comparisons also reject NaN. */
 static tg_status check_config(const tg_optim_config *c) {
     const char *who = "tg_optim_new";
-    if (c->kind < TG_OPTIM_SGD || c->kind > TG_OPTIM_ADAM)
+    if (c->kind < TG_OPTIM_SGD || c->kind > TG_OPTIM_ADAMW)
         return tg__set_last_error(TG_ERR_VALUE, "%s: unknown optimizer kind %d", who, (int)c->kind);
     if (!(c->lr > 0) || isinf(c->lr))
         return tg__set_last_error(TG_ERR_VALUE, "%s: lr %g must be positive and finite", who,
@@ -43,7 +63,7 @@ static tg_status check_config(const tg_optim_config *c) {
         !(c->momentum >= 0 && c->momentum < 1))
         return tg__set_last_error(TG_ERR_VALUE, "%s: momentum %g is outside [0, 1)", who,
                                   c->momentum);
-    if (c->kind == TG_OPTIM_ADAM) {
+    if (c->kind == TG_OPTIM_ADAM || c->kind == TG_OPTIM_ADAMW) {
         if (!(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1))
             return tg__set_last_error(TG_ERR_VALUE, "%s: beta1 %g and beta2 %g must be in [0, 1)",
                                       who, c->beta1, c->beta2);
@@ -59,7 +79,7 @@ static tg_status check_config(const tg_optim_config *c) {
     if (c->decay_every > 0 && !(c->decay_factor > 0 && c->decay_factor <= 1))
         return tg__set_last_error(TG_ERR_VALUE, "%s: decay_factor %g is outside (0, 1]", who,
                                   c->decay_factor);
-    return TG_OK;
+    return check_schedule(c);
 }
 
 void tg_optim_free(tg_optim *o) {
@@ -118,7 +138,8 @@ tg_optim *tg_optim_new(const tg_optim_config *cfg, tg_tensor *const *params, int
     o->cfg = *cfg;
     o->n_params = n_params;
     o->params = malloc(sizeof *o->params * (size_t)n_params);
-    bool has_m = cfg->kind != TG_OPTIM_SGD, has_v = cfg->kind == TG_OPTIM_ADAM;
+    bool has_m = cfg->kind != TG_OPTIM_SGD,
+         has_v = cfg->kind == TG_OPTIM_ADAM || cfg->kind == TG_OPTIM_ADAMW;
     o->m = has_m ? calloc((size_t)n_params, sizeof *o->m) : NULL;
     o->v = has_v ? calloc((size_t)n_params, sizeof *o->v) : NULL;
     if (!o->params || (has_m && !o->m) || (has_v && !o->v))
@@ -142,6 +163,9 @@ nomem:
 double tg_optim_lr(const tg_optim *o) {
     if (!o)
         return 0.0;
+    if (o->cfg.warmup_steps > 0 || o->cfg.total_steps > 0)
+        return tg_lr_warmup_cosine(o->steps, o->cfg.lr, o->cfg.warmup_steps, o->cfg.total_steps,
+                                   o->cfg.min_lr);
     if (o->cfg.decay_every <= 0)
         return o->cfg.lr;
     const int64_t decays = o->steps / o->cfg.decay_every; /* a step schedule: whole periods only */
@@ -218,6 +242,36 @@ optim_update_range(void *ctx, int64_t k0, int64_t k1) {
         TG_OPTIM_UPDATE(float);
     else
         TG_OPTIM_UPDATE(double);
+}
+
+/* AdamW (issue 15), as torch.optim.AdamW: p *= 1 - lr wd (the decay, decoupled from the
+ * gradient), then Adam's step with the plain gradient. Elements are independent, as above. */
+#define TG_ADAMW_UPDATE(T)                                                                         \
+    do {                                                                                           \
+        T *restrict p = j->P->data;                                                                \
+        const T *restrict g = j->P->grad->data;                                                    \
+        T *restrict m = j->m, *restrict v = j->v;                                                  \
+        const T decay = (T)(1 - j->lr * j->c->weight_decay);                                       \
+        const T b1 = (T)j->c->beta1, b2 = (T)j->c->beta2, eps = (T)j->c->eps;                      \
+        const T step = (T)j->adam_step, rs = (T)j->adam_rsqrt_bc2;                                 \
+        for (int64_t k = k0; k < k1; k++) {                                                        \
+            p[k] *= decay;                                                                         \
+            m[k] = b1 * m[k] + (1 - b1) * g[k];                                                    \
+            v[k] = b2 * v[k] + (1 - b2) * g[k] * g[k];                                             \
+            p[k] -= step * m[k] / (sqrt(v[k]) * rs + eps);                                         \
+        }                                                                                          \
+    } while (0)
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void
+adamw_update_range(void *ctx, int64_t k0, int64_t k1) {
+    const optim_job *j = ctx;
+    if (j->P->dtype == TG_F32)
+        TG_ADAMW_UPDATE(float);
+    else
+        TG_ADAMW_UPDATE(double);
 }
 
 /* The index of the first NaN or Inf among the n values of g (f32 or f64), or -1. A first pass
@@ -298,8 +352,11 @@ static void optim_pass_run(void *ctx, int tid, int nth) {
         j.v = ps->o->v ? ps->o->v[i] : NULL;
         /* tg_optim_new allocated the state this kind uses, and the kind never changes. */
         TG_CHECK(j.m || j.c->kind == TG_OPTIM_SGD);
-        TG_CHECK(j.v || j.c->kind != TG_OPTIM_ADAM);
-        optim_update_range(&j, k0, k1);
+        TG_CHECK(j.v || (j.c->kind != TG_OPTIM_ADAM && j.c->kind != TG_OPTIM_ADAMW));
+        if (j.c->kind == TG_OPTIM_ADAMW)
+            adamw_update_range(&j, k0, k1);
+        else
+            optim_update_range(&j, k0, k1);
     }
 }
 
@@ -354,4 +411,62 @@ void tg_optim_zero_grad(tg_optim *o) {
         return;
     for (int i = 0; i < o->n_params; i++)
         tg_tensor_zero_grad(o->params[i]);
+}
+
+/* ---- The warm-up + cosine schedule and gradient clipping ---- */
+
+double tg_lr_warmup_cosine(int64_t step, double lr, int64_t warmup, int64_t total, double min_lr) {
+    if (step < 0 || warmup < 0 || total < 0 || (total > 0 && total < warmup))
+        return NAN;
+    if (step < warmup)
+        return lr * (double)(step + 1) / (double)warmup;
+    if (total == 0)
+        return lr;
+    if (step >= total)
+        return min_lr;
+    const double ratio = (double)(step - warmup) / (double)(total - warmup);
+    return min_lr + (lr - min_lr) * 0.5 * (1 + cos(3.14159265358979323846 * ratio));
+}
+
+double tg_clip_grad_norm(tg_tensor *const *params, int n, double max_norm) {
+    const char *who = "tg_clip_grad_norm";
+    if (!params || n < 1) {
+        tg__set_last_error(params ? TG_ERR_VALUE : TG_ERR_NULL, "%s: %s", who,
+                           params ? "n must be >= 1" : "params is NULL");
+        return -1;
+    }
+    if (!(max_norm > 0) || isinf(max_norm)) {
+        tg__set_last_error(TG_ERR_VALUE, "%s: max_norm %g must be positive and finite", who,
+                           max_norm);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if (!params[i] || params[i]->on_tape ||
+            (params[i]->dtype != TG_F32 && params[i]->dtype != TG_F64)) {
+            tg__set_last_error(params[i] ? TG_ERR_VALUE : TG_ERR_NULL,
+                               "%s: params[%d] must be an f32/f64 leaf", who, i);
+            return -1;
+        }
+    /* The sum of squares in double, parameter by parameter in the order given: one thread, a
+     * fixed order, the same bits every time. */
+    double ss = 0;
+    for (int i = 0; i < n; i++) {
+        const tg_tensor *g = params[i]->grad;
+        if (!g)
+            continue;
+        TG_FOR_DTYPE(g->dtype, T, const T *pg = g->data;
+                     for (int64_t k = 0; k < g->numel; k++) ss += (double)pg[k] * (double)pg[k];);
+    }
+    const double norm = sqrt(ss);
+    const double coef = max_norm / (norm + 1e-6); /* torch's clip_coef, applied when < 1 */
+    if (!isfinite(norm) || !(coef < 1))
+        return norm;
+    for (int i = 0; i < n; i++) {
+        tg_tensor *g = params[i]->grad;
+        if (!g)
+            continue;
+        TG_FOR_DTYPE(g->dtype, T, T *pg = g->data; const T c = (T)coef;
+                     for (int64_t k = 0; k < g->numel; k++) pg[k] *= c;);
+    }
+    return norm;
 }

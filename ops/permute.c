@@ -1,0 +1,144 @@
+/* permute: y = x with its axes reordered, y.shape[i] = x.shape[axes[i]]   x [..] rank <= 8
+ * (torch.permute). y[i_0, .., i_{r-1}] = x[j] with j_{axes[k]} = i_k: a pure move of elements,
+ * so dx[j] += dy[i] at the same pairs (the inverse permutation). Saves nothing.
+ * tg_transpose_axes(x, a, b) records a permute that swaps two axes (torch.transpose). */
+#include "core/engine.h"
+
+typedef struct permute_params {
+    int n;                 /* number of axes given */
+    int axes[TG_MAX_RANK]; /* as given; normalised to 0..rank-1 by the shape check */
+} permute_params;
+
+static tg_status permute_shape(tg_tensor *y, char *msg, size_t len) {
+    permute_params *p = y->params;
+    const tg_tensor *x = y->inputs[0];
+    char s[TG_SHAPE_STR_LEN];
+    if (p->n != x->rank) {
+        snprintf(msg, len, "%d axes given for %s of rank %d", p->n, tg__shape_str(x, s, sizeof s),
+                 x->rank);
+        return TG_ERR_VALUE;
+    }
+    bool seen[TG_MAX_RANK] = {false};
+    for (int i = 0; i < p->n; i++) {
+        const int a = p->axes[i] < 0 ? p->axes[i] + x->rank : p->axes[i];
+        if (a < 0 || a >= x->rank) {
+            snprintf(msg, len, "axis %d is out of range for %s", p->axes[i],
+                     tg__shape_str(x, s, sizeof s));
+            return TG_ERR_VALUE;
+        }
+        if (seen[a]) {
+            snprintf(msg, len, "axis %d appears twice in the permutation of %s", a,
+                     tg__shape_str(x, s, sizeof s));
+            return TG_ERR_VALUE;
+        }
+        seen[a] = true;
+        p->axes[i] = a;
+        y->shape[i] = x->shape[a];
+    }
+    y->rank = x->rank;
+    return TG_OK;
+}
+
+static int permute_print(const tg_tensor *y, char *buf, size_t len) {
+    const permute_params *p = y->params;
+    size_t n = (size_t)snprintf(buf, len, "axes=(");
+    for (int i = 0; i < p->n && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, "%s%d", i ? "," : "", p->axes[i]);
+    if (n < len)
+        n += (size_t)snprintf(buf + n, len - n, ")");
+    return (int)n;
+}
+
+/* Walks y in row-major order; `xo` is the matching offset in x. body sees o (y's offset) and xo.
+ * Odometer over y's axes with x's strides permuted; the last axis is the inner loop. */
+#define PERMUTE_FOR(y, p, o, xo, ...)                                                              \
+    do {                                                                                           \
+        const tg_tensor *x_ = (y)->inputs[0];                                                      \
+        const int r_ = (y)->rank;                                                                  \
+        int64_t xs_[TG_MAX_RANK] = {0}, st_[TG_MAX_RANK] = {0}, idx_[TG_MAX_RANK] = {0};           \
+        int64_t s_ = 1;                                                                            \
+        for (int k_ = x_->rank - 1; k_ >= 0; k_--) {                                               \
+            xs_[k_] = s_;                                                                          \
+            s_ *= x_->shape[k_];                                                                   \
+        }                                                                                          \
+        for (int k_ = 0; k_ < r_; k_++)                                                            \
+            st_[k_] = xs_[(p)->axes[k_]];                                                          \
+        const int64_t inner_ = r_ ? (y)->shape[r_ - 1] : 1, istr_ = r_ ? st_[r_ - 1] : 0;          \
+        const int64_t outer_ = inner_ ? (y)->numel / inner_ : 0;                                   \
+        int64_t base_ = 0, o = 0;                                                                  \
+        for (int64_t q_ = 0; q_ < outer_; q_++) {                                                  \
+            int64_t xo = base_;                                                                    \
+            for (int64_t c_ = 0; c_ < inner_; c_++, o++, xo += istr_) {                            \
+                __VA_ARGS__                                                                        \
+            }                                                                                      \
+            for (int k_ = r_ - 2; k_ >= 0; k_--) {                                                 \
+                base_ += st_[k_];                                                                  \
+                if (++idx_[k_] < (y)->shape[k_])                                                   \
+                    break;                                                                         \
+                base_ -= st_[k_] * (y)->shape[k_];                                                 \
+                idx_[k_] = 0;                                                                      \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+static tg_status permute_forward(tg_tape *tape, tg_tensor *y) {
+    (void)tape;
+    const permute_params *p = y->params;
+    TG_FOR_DTYPE(y->dtype, T, const T *px = y->inputs[0]->data; T *py = y->data;
+                 PERMUTE_FOR(y, p, o, xo, py[o] = px[xo];););
+    return TG_OK;
+}
+
+static void permute_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
+    if (!din[0])
+        return; /* the engine decided x needs no gradient */
+    const permute_params *p = y->params;
+    TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *dx = din[0]->data;
+                 PERMUTE_FOR(y, p, o, xo, dx[xo] += dy[o];););
+}
+
+const tg__op_desc tg__op_permute = {
+    .name = "permute",
+    .saves = "nothing (it only moves elements)",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .params_size = sizeof(permute_params),
+    .shape = permute_shape,
+    .forward = permute_forward,
+    .backward = permute_backward,
+    .print_params = permute_print,
+    .rule = "dx += dy with the axes put back (the inverse permutation)",
+};
+
+tg_tensor *tg_permute_at(tg_tape *t, tg_tensor *x, int n_axes, const int *axes, const char *file,
+                         int line) {
+    permute_params p = {.n = n_axes};
+    if (n_axes > 0 && !axes) {
+        if (t && tg_tape_status(t) == TG_OK)
+            tg__tape_fail(t, TG_ERR_NULL, file, line, "tg_permute", "the axes array is NULL");
+        return NULL;
+    }
+    if (n_axes > TG_MAX_RANK || n_axes < 0)
+        p.n = n_axes; /* the shape check names the count */
+    else
+        memcpy(p.axes, axes, sizeof(int) * (size_t)n_axes);
+    return tg__record(t, &tg__op_permute, &x, 1, &p, file, line);
+}
+
+tg_tensor *tg_transpose_axes_at(tg_tape *t, tg_tensor *x, int axis0, int axis1, const char *file,
+                                int line) {
+    permute_params p = {.n = x && !tg__tensor_stale(x) ? x->rank : 0};
+    for (int i = 0; i < p.n; i++)
+        p.axes[i] = i;
+    const int r = p.n;
+    const int a0 = axis0 < 0 ? axis0 + r : axis0, a1 = axis1 < 0 ? axis1 + r : axis1;
+    if (a0 < 0 || a0 >= r || a1 < 0 || a1 >= r) {
+        /* an axis out of range: record with the offending axis so the check names it */
+        if (r > 0)
+            p.axes[0] = a0 < 0 || a0 >= r ? axis0 : axis1;
+    } else {
+        p.axes[a0] = a1;
+        p.axes[a1] = a0;
+    }
+    return tg__record(t, &tg__op_permute, &x, 1, &p, file, line);
+}
