@@ -29,6 +29,26 @@
  * error, so a model written as nested builder calls is checked once, at the end. Calls that take
  * no tape (tensor constructors) return NULL or a negative tg_status and leave a message for the
  * calling thread in tg_last_errmsg().
+ *
+ * What no call can check: the caller's responsibilities, all in one place. Everything else a
+ * caller can get wrong (NULLs, shapes, dtypes, values, stale tape tensors, malformed files) is
+ * reported as an error.
+ *   1. Pointers must point to live objects: a tensor after tg_tensor_free, a tape after
+ *      tg_tape_free, or memory that never was a tensor cannot be told from a valid one.
+ *   2. A tensor recorded before tg_tape_reset is refused, except when a node recorded since
+ *      happens to sit at the same address in the tape's memory: it is then that node.
+ *   3. Arrays passed with a length (tg_tensor_from's data, shapes, tg_idx_dataset_batch's
+ *      indices, tg_idx_path's buffer) must hold that many elements.
+ *   4. Objects that keep pointers (an optimizer its parameters, a dataset its tensors, a custom
+ *      op its tg_custom_op and user data, a traced tape its FILE *) need them alive and unchanged
+ *      in shape for as long as they are used.
+ *   5. A leaf's values must not change between recording and tg_backward: ops read their inputs
+ *      by reference (matmul's operands), so update parameters between steps.
+ *   6. One thread at a time per tape; two tapes on two threads must not share a leaf that
+ *      requires a gradient (its gradient accumulates unsynchronized); tg_set_num_threads is
+ *      called from one thread, between computations.
+ *   7. A custom op's callbacks must write only their output (forward) or the gradients they are
+ *      handed (backward), accumulating, and keep no pointer to the tensors past the call.
  */
 #ifndef TAPEGRAD_H
 #define TAPEGRAD_H
