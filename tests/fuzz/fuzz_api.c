@@ -51,6 +51,27 @@ enum {
             violated(#cond, __LINE__);                                                             \
     } while (0)
 
+/* FUZZ_API_VERBOSE=1 in the environment: each action is described on stderr (to turn a finding
+ * into a regression test). FUZZ_API_PENDING=1: also check what the two disabled tests in
+ * tests/test_fuzz_regressions.c wait for (fixes in src/core/tape.c): stale tensors past the part
+ * of the arena used since the reset (tape.c reads their bytes as a bool), and a seed that is a
+ * gradient the pass zeroes. */
+static bool verbose, pending;
+
+/* Where an operand came from. */
+enum { SRC_LEAF, SRC_NODE, SRC_STALE, SRC_OTHER, SRC_NODE_GRAD, SRC_NULL };
+
+static void describe(const char *what, const tg_tensor *x, int src) {
+    if (!verbose)
+        return;
+    fprintf(stderr, "  %s: %p src %d dtype %d [", what, (const void *)x, src,
+            x && src != SRC_STALE ? (int)tg_tensor_dtype(x) : -1);
+    for (int i = 0; x && src != SRC_STALE && i < tg_tensor_rank(x); i++)
+        fprintf(stderr, "%s%lld", i ? "," : "", (long long)tg_tensor_shape(x)[i]);
+    fprintf(stderr, "]%s\n",
+            x && src != SRC_STALE && tg_tensor_requires_grad(x) ? " requires grad" : "");
+}
+
 static void violated(const char *what, int line) {
     fprintf(stderr, "fuzz_api.c:%d: invariant violated: %s\n", line, what);
     abort();
@@ -84,8 +105,6 @@ static int axis_of(unsigned b) {
 }
 
 /* ---- The harness's state ---- */
-
-enum { SRC_LEAF, SRC_NODE, SRC_STALE, SRC_OTHER, SRC_NODE_GRAD, SRC_NULL };
 
 typedef struct operand {
     tg_tensor *x;
@@ -433,7 +452,12 @@ static bool input_valid(const state *s, tg_tape *t, const operand *o) {
     case SRC_NODE: return t == s->tape;
     case SRC_OTHER: return t == s->tape2;
     case SRC_STALE: /* a stale pointer may be a current node's address again */
-        return t == s->tape && tg_tape_node(t, tg_tensor_tape_index(o->x)) == o->x;
+        if (t != s->tape)
+            return false;
+        for (int64_t i = 0; i < tg_tape_size(t); i++) /* its own fields may now be any bytes */
+            if (tg_tape_node(t, i) == o->x)
+                return true;
+        return false;
     default: return false;
     }
 }
@@ -678,7 +702,14 @@ static tg_tensor *call(state *s, gc_piece *g, tg_tape *t, const insn *c, operand
     tg_tensor *x[CUSTOM_IN_MAX];
     for (int k = 0; k < c->n_in && k < CUSTOM_IN_MAX; k++)
         x[k] = in[k].x;
+    if (verbose) {
+        fprintf(stderr, "tg_%s on %s\n", o->name, !t ? "NULL" : t == s->tape ? "tape" : "tape2");
+        for (int k = 0; k < c->n_in && k < 4; k++)
+            describe("input", in[k].x, in[k].src);
+    }
     tg_tensor *y = build(t, c, x);
+    if (verbose)
+        fprintf(stderr, "  -> %p %s\n", (void *)y, t ? tg_tape_errmsg(t) : tg_last_errmsg());
 
     if (!t) {
         REQUIRE(y == NULL);
@@ -776,8 +807,17 @@ static operand pick(state *s, reader *r, const opinfo *o, int k, const tg_tensor
     }
     if (b < 238)
         return none;
-    if (b < 244)
-        return s->n_stale ? (operand){s->stale[b % (unsigned)s->n_stale], SRC_STALE} : none;
+    if (b < 244) {
+        if (!s->n_stale)
+            return none;
+        tg_tensor *x = s->stale[b % (unsigned)s->n_stale];
+        /* Safe to hand over only inside the part of the arena used since the reset: below the
+         * newest node, in the one block (no block added since the last reset). */
+        const int64_t n = tg_tape_size(s->tape);
+        const bool inside = tg_tape_bytes(s->tape) == s->bytes_at_reset && n > 0 &&
+                            (uintptr_t)x < (uintptr_t)tg_tape_node(s->tape, n - 1);
+        return inside || pending ? (operand){x, SRC_STALE} : none;
+    }
     if (b < 250)
         return s->n_other ? (operand){s->other[b % (unsigned)s->n_other], SRC_OTHER} : none;
     if (!s->pool_n)
@@ -1019,6 +1059,10 @@ static void make_leaf(state *s, reader *r) {
             verdict = verdict ? -1 : 0; /* NULL data: not specified */
     }
     }
+    if (verbose) {
+        fprintf(stderr, "leaf mode %u%s\n", m & 3, m & 4 ? " requires grad" : "");
+        describe("leaf", x, SRC_LEAF);
+    }
     if (!x) {
         REQUIRE(new_last_error(s));
         if (verdict == 1) {
@@ -1184,7 +1228,7 @@ static void backward_action(state *s, reader *r) {
         }
     }
     tg_tensor *seed = NULL;
-    bool own_seed = false;
+    bool own_seed = false, seed_zeroed = false;
     if (b & 0x80) {
         const unsigned m = u8(r);
         if (m < 200 && out.x && out.src != SRC_STALE) {
@@ -1197,6 +1241,7 @@ static void backward_action(state *s, reader *r) {
             const operand o = pick(s, r, &OPS[0], 0, NULL);
             if (o.src != SRC_STALE)
                 seed = o.x;
+            seed_zeroed = o.src == SRC_NODE_GRAD && !pending; /* the pass may zero it first */
         }
     }
     const bool out_ok =
@@ -1211,7 +1256,16 @@ static void backward_action(state *s, reader *r) {
         snprintf(msg_before, sizeof msg_before, "%s", tg_tape_errmsg(t));
     mark_last_error(s);
     s->observer_stopped = false;
+    /* The seed's values now: it may be a gradient the pass accumulates into. */
+    tg_tensor *seed_copy = valid && seed ? tg_tensor_clone(seed, tg_tensor_dtype(seed)) : NULL;
+    if (verbose) {
+        fprintf(stderr, "backward%s\n", t ? "" : " (NULL tape)");
+        describe("output", out.x, out.src);
+        describe("seed", seed, own_seed ? SRC_LEAF : 0);
+    }
     const tg_status st = seed ? tg_backward_seed(t, out.x, seed) : tg_backward(t, out.x);
+    if (verbose)
+        fprintf(stderr, "  -> %s %s\n", tg_status_name(st), t ? tg_tape_errmsg(t) : "");
     if (!t) {
         REQUIRE(st == TG_ERR_NULL && new_last_error(s));
     } else if (before != TG_OK) {
@@ -1228,9 +1282,9 @@ static void backward_action(state *s, reader *r) {
         const tg_tensor *g = tg_tensor_grad(out.x);
         REQUIRE(g && same_shape(g, out.x) && tg_tensor_dtype(g) == tg_tensor_dtype(out.x));
         const size_t bytes = (size_t)tg_tensor_numel(g) * (tg_tensor_dtype(g) == TG_F64 ? 8 : 4);
-        if (seed)
-            REQUIRE(!memcmp(tg_tensor_cdata(g), tg_tensor_cdata(seed), bytes));
-        else
+        if (seed && !seed_zeroed)
+            REQUIRE(!memcmp(tg_tensor_cdata(g), tg_tensor_cdata(seed_copy), bytes));
+        else if (!seed)
             REQUIRE(tg_tensor_item(g) == 1.0);
         for (int i = 0; i < s->n_leaves; i++) {
             const tg_tensor *lg = tg_tensor_grad(s->leaves[i]);
@@ -1248,6 +1302,7 @@ static void backward_action(state *s, reader *r) {
             }
         }
     }
+    tg_tensor_free(seed_copy);
     if (own_seed)
         tg_tensor_free(seed);
 }
@@ -1264,6 +1319,8 @@ static void other_tape_action(state *s, gc_piece *g, reader *r) {
             in[k] = (operand){s->other[sel % (unsigned)s->n_other], SRC_OTHER};
         else
             in[k] = pick(s, r, o, k, k ? in[0].x : NULL);
+        if (in[k].src == SRC_STALE && !pending) /* not in tape2's arena: read as a node */
+            in[k] = (operand){NULL, SRC_NULL};
     }
     tg_tensor *y = call(s, g, s->tape2, &c, in);
     if (y && s->n_other < OTHER_MAX)
@@ -1411,6 +1468,8 @@ static void run_round(state *s, gc_piece *g, reader *r, FILE *out) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!long_file[0]) {
+        verbose = getenv("FUZZ_API_VERBOSE") != NULL;
+        pending = getenv("FUZZ_API_PENDING") != NULL;
         memset(long_file, 'd', sizeof long_file - 1);
         long_file[100] = '/';
     }
