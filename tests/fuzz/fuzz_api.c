@@ -42,7 +42,8 @@ enum {
     OPS_MAX = 40,    /* actions per round: fewer than the 64 nodes the warmed tape's list holds */
     NUMEL_MAX = 48,  /* elements of a leaf or a custom op's output */
     GC_NUMEL = 6,    /* elements per gradcheck input */
-    GC_TOTAL = 12    /* elements over all gradcheck inputs */
+    GC_TOTAL = 12,   /* elements over all gradcheck inputs */
+    POOL_NUMEL = 512 /* elements of a node that later calls may take as an operand */
 };
 
 #define REQUIRE(cond)                                                                              \
@@ -941,7 +942,7 @@ static void builder(state *s, gc_piece *g, reader *r, unsigned which) {
     default: break;
     }
     tg_tensor *y = call(s, g, c.tape_null ? NULL : s->tape, &c, in);
-    if (y)
+    if (y && tg_tensor_numel(y) <= POOL_NUMEL) /* broadcasts and reshapes do not grow forever */
         pool_add(s, y, SRC_NODE);
 }
 
@@ -1361,6 +1362,11 @@ static tg_tensor *gc_loss(tg_tape *t, tg_tensor *const *in, int n, tg_dtype dtyp
 static double tame(double v) { return isfinite(v) && fabs(v) <= 3 ? v : 1.25; }
 
 static void gradcheck_piece(state *s, gc_piece *g, reader *r) {
+    /* Always GC_TOTAL bytes of values, so the next round starts at a fixed place. */
+    unsigned char vals[GC_TOTAL];
+    for (int i = 0; i < GC_TOTAL; i++)
+        vals[i] = (unsigned char)u8(r);
+    int next = 0;
     if (!g->have)
         return;
     g->have = false;
@@ -1381,7 +1387,7 @@ static void gradcheck_piece(state *s, gc_piece *g, reader *r) {
         } else {
             in[k] = tg_tensor_new(g->dtype[k], g->rank[k], g->shape[k]);
             for (int64_t i = 0; in[k] && i < tg_tensor_numel(in[k]); i++) {
-                const unsigned b = u8(r);
+                const unsigned b = vals[next++ % GC_TOTAL];
                 const double mag = 0.3 + (double)(b & 63) / 42.0;
                 const bool neg = (b & 64) && !(o->positive && k == 0);
                 tg_tensor_set(in[k], i, neg ? -mag : mag);
