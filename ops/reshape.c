@@ -21,7 +21,7 @@ static tg_status reshape_shape(tg_tensor *y, char *msg, size_t len) {
         return TG_ERR_VALUE;
     }
     int infer = -1;
-    int64_t known = 1;
+    int64_t known = 1, sizes = 1; /* sizes: the product of the nonzero sizes */
     for (int i = 0; i < p->rank; i++) {
         if (p->shape[i] == -1 && infer < 0) {
             infer = i;
@@ -30,13 +30,15 @@ static tg_status reshape_shape(tg_tensor *y, char *msg, size_t len) {
                      (long long)p->shape[i]);
             return TG_ERR_VALUE;
         } else {
-            /* Bound the product as tensor.c does: a wrapped count could match x's and pass. */
-            if (p->shape[i] > 0 && known > INT64_MAX / 16 / p->shape[i]) {
+            /* Bound the product as tensor.c does: a wrapped count could match x's and pass, and
+             * a huge size beside a 0 would overflow the strides of later ops. */
+            if (p->shape[i] > 0 && sizes > INT64_MAX / 16 / p->shape[i]) {
                 snprintf(msg, len, "too many elements (axis %d has size %lld)", i,
                          (long long)p->shape[i]);
                 return TG_ERR_VALUE;
             }
             known *= p->shape[i];
+            sizes *= p->shape[i] > 0 ? p->shape[i] : 1;
         }
     }
     y->rank = p->rank;

@@ -426,13 +426,15 @@ tg_tensor *tg__record(tg_tape *t, const tg__op_desc *d, tg_tensor *const *inputs
     /* Output sizes can come from the caller (custom ops) or from zero-element inputs ([M,0] x
      * [0,N]); their product must fit, as tensor.c requires of leaves, or it would wrap. */
     out->numel = 1;
+    int64_t sizes = 1; /* as tensor.c: the product of the nonzero sizes, which bounds strides */
     for (int i = 0; i < out->rank; i++) {
-        if (out->shape[i] > 0 && out->numel > INT64_MAX / 16 / out->shape[i]) {
+        if (out->shape[i] > 0 && sizes > INT64_MAX / 16 / out->shape[i]) {
             char s[TG_SHAPE_STR_LEN];
             tg__tape_fail(t, TG_ERR_VALUE, file, line, opname, "output %s has too many elements",
                           tg__shape_str(out, s, sizeof s));
             return NULL;
         }
+        sizes *= out->shape[i] > 0 ? out->shape[i] : 1;
         out->numel *= out->shape[i];
     }
     if (out->dtype == TG_I32)

@@ -76,13 +76,14 @@ static tg_status check_shape(const char *who, tg_dtype dtype, int rank, const in
                                   TG_MAX_RANK);
     if (rank > 0 && !shape)
         return tg__set_last_error(TG_ERR_NULL, "%s: shape is NULL for rank %d", who, rank);
-    int64_t numel = 1;
+    int64_t numel = 1, sizes = 1; /* sizes: the product of the nonzero sizes bounds every stride */
     for (int i = 0; i < rank; i++) {
         if (shape[i] < 0)
             return tg__set_last_error(TG_ERR_VALUE, "%s: axis %d has negative size %lld", who, i,
                                       (long long)shape[i]);
-        if (shape[i] > 0 && numel > INT64_MAX / 16 / shape[i])
+        if (shape[i] > 0 && sizes > INT64_MAX / 16 / shape[i])
             return tg__set_last_error(TG_ERR_VALUE, "%s: too many elements", who);
+        sizes *= shape[i] > 0 ? shape[i] : 1;
         numel *= shape[i];
         t->shape[i] = shape[i];
     }
