@@ -46,7 +46,7 @@ stage "clang build, warnings as errors, unit tests" \
 stage "unit tests under AddressSanitizer + UBSan" bash .ci/sanitize.sh build-asan
 stage "unit tests under valgrind memcheck" bash .ci/valgrind.sh build
 stage "browser: the step-through page in headless chromium" browser_test
-stage "fuzzing the checkpoint and IDX loaders (libFuzzer, 60 s each)" bash tests/fuzz/run.sh 60
+stage "fuzzing the checkpoint and IDX loaders and the builder API (libFuzzer, 60 s each)" bash tests/fuzz/run.sh 60
 stage "installed package: consumers via CMake and pkg-config, C and C++" bash .ci/consumer.sh
 stage "API reference (Doxygen, undocumented symbols are errors)" bash .ci/docs.sh
 stage "static analysis (cppcheck, clang-tidy)" bash .ci/lint.sh

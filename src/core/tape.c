@@ -157,6 +157,16 @@ static bool arena_holds(const tg_tape *t, const void *p) {
     return false;
 }
 
+/* 1 if p points anywhere inside the arena's blocks, used or not: memory that is allocated, so
+ * reading it is safe, but past what this recording used it holds only older bytes. */
+static bool arena_contains(const tg_tape *t, const void *p) {
+    const unsigned char *c = p;
+    for (const tg_block *b = t->blocks; b; b = b->next)
+        if (c >= b->mem && c < b->mem + b->size)
+            return true;
+    return false;
+}
+
 tg_status tg_tape_status(const tg_tape *t) { return t ? t->status : TG_ERR_NULL; }
 const char *tg_tape_errmsg(const tg_tape *t) { return t ? t->errmsg : "tape is NULL"; }
 int64_t tg_tape_size(const tg_tape *t) { return t ? t->n_nodes : 0; }
@@ -305,6 +315,8 @@ static const char *bad_input(const tg_tape *t, const tg_tensor *x) {
         return "is not a node of this tape's current recording (a gradient, or a tensor from "
                "before tg_tape_reset)";
     }
+    if (arena_contains(t, x)) /* past what this recording used: a node of an earlier one */
+        return "is from before tg_tape_reset (stale)";
     if (x->on_tape)
         return x->tape == t ? "is from before tg_tape_reset (stale)"
                             : "was recorded on another tape";
@@ -522,9 +534,10 @@ static tg_status check_output(tg_tape *t, const tg_tensor *output, const tg_tens
     if (!arena_holds(t, output)) {
         tg__tape_fail(t, TG_ERR_STATE, NULL, 0, "tg_backward",
                       "output is %s, not a tensor recorded on this tape",
-                      output->on_tape
-                          ? (output->tape == t ? "from before tg_tape_reset" : "from another tape")
-                          : "a leaf");
+                      arena_contains(t, output) || (output->on_tape && output->tape == t)
+                          ? "from before tg_tape_reset"
+                      : output->on_tape ? "from another tape"
+                                        : "a leaf");
         return t->status;
     }
     if (!(output->tape_index >= 0 && output->tape_index < t->n_nodes &&
@@ -600,6 +613,14 @@ tg_status tg_backward_seed(tg_tape *t, tg_tensor *output, const tg_tensor *seed)
             }
         }
     }
+    /* The seed first: it may be the gradient of a node on the path (an earlier pass's), which
+     * step 3 zeroes. The output's own gradient is not among those. */
+    if (ensure_grad(t, output) != TG_OK)
+        return t->status;
+    if (seed)
+        memcpy(output->grad->data, seed->data, (size_t)seed->numel * tg__dtype_size(seed->dtype));
+    else
+        fill_one(output->grad);
     /* 3. Gradients of the nodes on the path start from zero; leaves keep accumulating. */
     for (int64_t i = 0; i < top; i++) {
         tg_tensor *n = t->nodes[i];
@@ -610,12 +631,6 @@ tg_status tg_backward_seed(tg_tape *t, tg_tensor *output, const tg_tensor *seed)
                 return t->status;
         }
     }
-    if (ensure_grad(t, output) != TG_OK)
-        return t->status;
-    if (seed)
-        memcpy(output->grad->data, seed->data, (size_t)seed->numel * tg__dtype_size(seed->dtype));
-    else
-        fill_one(output->grad);
     if (max_inputs > TG_STACK_GRADS && max_inputs > t->grads_cap) {
         tg_tensor **g = realloc(t->grads_scratch, sizeof *g * (size_t)max_inputs);
         if (!g) {
