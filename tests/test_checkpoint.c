@@ -769,7 +769,11 @@ Test(ckpt, a_save_removes_what_killed_saves_left, .timeout = 120) {
             for (;;)
                 tg_checkpoint_save(p, &w, 1, NULL);
         }
-        nanosleep(&(struct timespec){0, 2000000 + 1000000 * (long)tg_rng_below(&rng, 20)}, NULL);
+        /* Kill while a temporary exists (a save under way), whatever the machine's speed (under
+         * valgrind a save takes far longer): poll for it for up to 10 s, then a random extra. */
+        for (int poll = 0; poll < 50000 && count_temps_of("m.safetensors") == 0; poll++)
+            nanosleep(&(struct timespec){0, 200000}, NULL);
+        nanosleep(&(struct timespec){0, 100000 * (long)tg_rng_below(&rng, 10)}, NULL);
         cr_assert_eq(kill(pid, SIGKILL), 0);
         int status;
         cr_assert_eq(waitpid(pid, &status, 0), pid);
