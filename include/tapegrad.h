@@ -580,8 +580,10 @@ TG_API tg_tensor *tg_masked_fill_at(tg_tape *t, tg_tensor *x, tg_tensor *mask, d
 /** Options of tg_conv2d; index 0 is the height axis, 1 the width axis. NULL opts, or 0 in a
  *  field: stride 1, padding 0, dilation 1, groups 1. */
 typedef struct tg_conv2d_opts {
-    int64_t stride[2], padding[2], dilation[2];
-    int64_t groups;
+    int64_t stride[2];   /**< step of the window per axis; 0 means 1 */
+    int64_t padding[2];  /**< zeros added on both sides per axis; default 0 */
+    int64_t dilation[2]; /**< spacing of the kernel's taps per axis; 0 means 1 */
+    int64_t groups;      /**< C and K split into this many groups (C for depthwise); 0 means 1 */
 } tg_conv2d_opts;
 
 /** y[n,k,i,j] = b[k] + sum_{c,r,s} w[k,c,r,s] x[n, g C/G + c, i sh - ph + r dh, j sw - pw + s dw]
@@ -593,8 +595,10 @@ TG_API tg_tensor *tg_conv2d_at(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor
 /** Options of tg_max_pool2d and tg_avg_pool2d (index 0: height, 1: width). stride 0: = kernel;
  *  padding at most half the kernel; count_include_pad is read by avg_pool2d only. */
 typedef struct tg_pool2d_opts {
-    int64_t kernel[2], stride[2], padding[2];
-    int count_include_pad;
+    int64_t kernel[2];     /**< window size per axis (height, width) */
+    int64_t stride[2];     /**< step of the window per axis; 0 means the kernel's size */
+    int64_t padding[2];    /**< padding on both sides per axis (max: -inf; avg: see below) */
+    int count_include_pad; /**< avg_pool2d: 1 divides by the whole window, padding included */
 } tg_pool2d_opts;
 
 /** y[n,c,i,j] = max of x over the window (padding as -inf); the gradient goes to the first maximum
