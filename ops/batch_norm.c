@@ -134,22 +134,12 @@ static int bn_saved_views(const tg_tensor *y, tg__saved_view *views, int max) {
         return 0;
     const int64_t C = y->inputs[0]->shape[1];
     const bn_params *p = y->params;
-    views[0] = (tg__saved_view){.name = "mu",
-                                .what = p->training ? "the batch mean of each channel"
-                                                    : "the running mean of each channel"};
-    views[1] = (tg__saved_view){.name = "rstd",
-                                .what = p->training ? "1 / sqrt(batch variance + eps)"
-                                                    : "1 / sqrt(running variance + eps)"};
-    void *data[2] = {sv->mean, sv->rstd};
-    for (int k = 0; k < 2; k++)
-        views[k].tensor = (tg_tensor){.dtype = y->dtype,
-                                      .rank = 1,
-                                      .shape = {C},
-                                      .numel = C,
-                                      .data = data[k],
-                                      .owner = TG__OWN_TAPE,
-                                      .on_tape = true,
-                                      .tape_index = -1};
+    views[0] = tg__view(
+        "mu", p->training ? "the batch mean of each channel" : "the running mean of each channel",
+        y->dtype, 1, &C, sv->mean);
+    views[1] = tg__view(
+        "rstd", p->training ? "1 / sqrt(batch variance + eps)" : "1 / sqrt(running variance + eps)",
+        y->dtype, 1, &C, sv->rstd);
     return 2;
 }
 

@@ -70,15 +70,8 @@ static int dropout_print(const tg_tensor *y, char *buf, size_t len) {
 static int dropout_saved_views(const tg_tensor *y, tg__saved_view *views, int max) {
     if (max < 1 || !y->saved)
         return 0;
-    views[0] = (tg__saved_view){.name = "s", .what = "the mask m / (1 - p): 0 or 1/(1-p)"};
-    views[0].tensor = (tg_tensor){.dtype = y->dtype,
-                                  .rank = y->rank,
-                                  .numel = y->numel,
-                                  .data = y->saved,
-                                  .owner = TG__OWN_TAPE,
-                                  .on_tape = true,
-                                  .tape_index = -1};
-    memcpy(views[0].tensor.shape, y->shape, sizeof y->shape);
+    views[0] =
+        tg__view("s", "the mask m / (1 - p): 0 or 1/(1-p)", y->dtype, y->rank, y->shape, y->saved);
     return 1;
 }
 

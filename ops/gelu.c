@@ -100,17 +100,9 @@ static int gelu_saved_views(const tg_tensor *y, tg__saved_view *views, int max) 
     if (max < 1 || !y->saved)
         return 0;
     const bool tanh_form = approx_of(y) == 1;
-    views[0] = (tg__saved_view){.name = tanh_form ? "t" : "Phi",
-                                .what = tanh_form ? "tanh(sqrt(2/pi) (x + 0.044715 x^3))"
-                                                  : "the normal CDF of x"};
-    views[0].tensor = (tg_tensor){.dtype = y->dtype,
-                                  .rank = y->rank,
-                                  .numel = y->numel,
-                                  .data = y->saved,
-                                  .owner = TG__OWN_TAPE,
-                                  .on_tape = true,
-                                  .tape_index = -1};
-    memcpy(views[0].tensor.shape, y->shape, sizeof y->shape);
+    views[0] = tg__view(tanh_form ? "t" : "Phi",
+                        tanh_form ? "tanh(sqrt(2/pi) (x + 0.044715 x^3))" : "the normal CDF of x",
+                        y->dtype, y->rank, y->shape, y->saved);
     return 1;
 }
 

@@ -35,15 +35,8 @@ static int max_pool2d_print(const tg_tensor *y, char *buf, size_t len) {
 static int max_pool2d_saved_views(const tg_tensor *y, tg__saved_view *views, int max) {
     if (max < 1 || !y->saved)
         return 0;
-    views[0] = (tg__saved_view){.name = "a", .what = "the argmax of each window (ih*W + iw)"};
-    views[0].tensor = (tg_tensor){.dtype = TG_I32,
-                                  .rank = 4,
-                                  .numel = y->numel,
-                                  .data = y->saved,
-                                  .owner = TG__OWN_TAPE,
-                                  .on_tape = true,
-                                  .tape_index = -1};
-    memcpy(views[0].tensor.shape, y->shape, sizeof y->shape);
+    views[0] =
+        tg__view("a", "the argmax of each window (ih*W + iw)", TG_I32, 4, y->shape, y->saved);
     return 1;
 }
 

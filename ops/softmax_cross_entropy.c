@@ -138,15 +138,8 @@ static int sce_saved_views(const tg_tensor *y, tg__saved_view *views, int max) {
     const tg_tensor *z = y->inputs[0];
     if (max < 1 || !y->saved)
         return 0;
-    views[0] = (tg__saved_view){.name = "p", .what = "the prediction, y^ in the usual notation"};
-    views[0].tensor = (tg_tensor){.dtype = z->dtype,
-                                  .rank = 2,
-                                  .numel = z->numel,
-                                  .data = ((const sce_saved *)y->saved)->prob,
-                                  .owner = TG__OWN_TAPE,
-                                  .on_tape = true,
-                                  .tape_index = -1};
-    memcpy(views[0].tensor.shape, z->shape, sizeof z->shape);
+    views[0] = tg__view("p", "the prediction, y^ in the usual notation", z->dtype, 2, z->shape,
+                        ((const sce_saved *)y->saved)->prob);
     return 1;
 }
 

@@ -91,6 +91,11 @@ typedef struct tg__saved_view {
     tg_tensor tensor; /* a header over the saved memory (data points into the arena) */
 } tg__saved_view;
 
+/* A view named `name` of `data` (arena memory an op saved) as a tensor of dtype and shape, for
+ * the tools: the returned header points into the arena and owns nothing. */
+tg__saved_view tg__view(const char *name, const char *what, tg_dtype dtype, int rank,
+                        const int64_t *shape, const void *data);
+
 /* Flags of an op. */
 enum {
     /* one float input, output of its shape, y_i depends on x_i only: the local derivative

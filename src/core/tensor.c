@@ -431,6 +431,25 @@ void tg_tensor_print(const tg_tensor *t, FILE *out) {
     fprintf(out, "]\n");
 }
 
+/* ---- Saved views ---- */
+
+tg__saved_view tg__view(const char *name, const char *what, tg_dtype dtype, int rank,
+                        const int64_t *shape, const void *data) {
+    tg__saved_view v = {.name = name, .what = what};
+    v.tensor = (tg_tensor){.dtype = dtype,
+                           .rank = rank,
+                           .numel = 1,
+                           .data = (void *)data, /* read only: the tools never write a view */
+                           .owner = TG__OWN_TAPE,
+                           .on_tape = true,
+                           .tape_index = -1};
+    for (int i = 0; i < rank; i++) {
+        v.tensor.shape[i] = shape[i];
+        v.tensor.numel *= shape[i];
+    }
+    return v;
+}
+
 /* ---- Broadcasting ---- */
 
 tg_status tg__bcast_shape(const tg_tensor *a, const tg_tensor *b, tg_tensor *out, char *msg,
