@@ -484,6 +484,67 @@ TG_API tg_tensor *tg_argmax_at(tg_tape *t, tg_tensor *x, int axis, int keepdims,
     tg_argmax_at((t), (x), (axis), (keepdims), __FILE__, __LINE__)
 /* ---- end of the activations, powers, extrema and axis reductions ---- */
 
+/* ---- Builder calls: convolution, pooling, batch norm, dropout (issue 14, branch cnnops) ------
+ * NCHW layout and PyTorch's conventions (output sizes, tie rules, running statistics), so numbers
+ * port; each op's file in ops/ states its derivative. */
+
+/** Options of tg_conv2d; index 0 is the height axis, 1 the width axis. NULL opts, or 0 in a
+ *  field: stride 1, padding 0, dilation 1, groups 1. */
+typedef struct tg_conv2d_opts {
+    int64_t stride[2], padding[2], dilation[2];
+    int64_t groups;
+} tg_conv2d_opts;
+
+/** y[n,k,i,j] = b[k] + sum_{c,r,s} w[k,c,r,s] x[n, g C/G + c, i sh - ph + r dh, j sw - pw + s dw]
+ *  (cross-correlation, G = groups, g the group of k, zero padding). x [N,C,H,W], w [K,C/G,R,S],
+ *  b [K] or NULL (no bias), y [N,K,OH,OW], OH = floor((H + 2 ph - dh (R-1) - 1) / sh) + 1, OW alike. */
+TG_API tg_tensor *tg_conv2d_at(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b,
+                               const tg_conv2d_opts *opts, TG_LOC_PARAMS);
+
+/** Options of tg_max_pool2d and tg_avg_pool2d (index 0: height, 1: width). stride 0: = kernel;
+ *  padding at most half the kernel; count_include_pad is read by avg_pool2d only. */
+typedef struct tg_pool2d_opts {
+    int64_t kernel[2], stride[2], padding[2];
+    int count_include_pad;
+} tg_pool2d_opts;
+
+/** y[n,c,i,j] = max of x over the window (padding as -inf); the gradient goes to the first maximum
+ *  in scan order. x [N,C,H,W], y [N,C,OH,OW], OH = floor((H + 2 ph - kh) / sh) + 1, OW alike. */
+TG_API tg_tensor *tg_max_pool2d_at(tg_tape *t, tg_tensor *x, const tg_pool2d_opts *opts,
+                                   TG_LOC_PARAMS);
+/** y[n,c,i,j] = mean of x over the window: divided by kh kw with count_include_pad (padding as
+ *  zeros), by the number of image pixels in the window without. Shapes as tg_max_pool2d. */
+TG_API tg_tensor *tg_avg_pool2d_at(tg_tape *t, tg_tensor *x, const tg_pool2d_opts *opts,
+                                   TG_LOC_PARAMS);
+
+/** y = (x - mean) / sqrt(var + eps) * weight[c] + bias[c], per channel c over N (and H, W).
+ *  x [N,C,H,W] or [N,F]; weight, bias [C] or NULL (1 and 0); running_mean, running_var [C] leaves
+ *  (may be NULL: no running statistics, as track_running_stats=False). Training mode
+ *  (tg_tape_training(t)): normalizes with the batch's mean and biased variance and updates
+ *  running_mean/var in place: r = (1 - momentum) r + momentum * batch stat, the variance unbiased
+ *  (PyTorch). Evaluation mode: uses the running statistics (required then). */
+TG_API tg_tensor *tg_batch_norm_at(tg_tape *t, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                                   tg_tensor *running_mean, tg_tensor *running_var, double momentum,
+                                   double eps, TG_LOC_PARAMS);
+
+/** y = x * m / (1 - p), m_i ~ Bernoulli(1 - p) (inverted dropout): the mask is drawn from rng (the
+ *  caller's, seeded) and is what backward saves; identity in evaluation mode; p in [0, 1). */
+TG_API tg_tensor *tg_dropout_at(tg_tape *t, tg_tensor *x, double p, tg_rng *rng, TG_LOC_PARAMS);
+
+/** 2-D convolution; tg_conv2d_at with the caller's file and line. */
+#define tg_conv2d(t, x, w, b, opts) tg_conv2d_at((t), (x), (w), (b), (opts), __FILE__, __LINE__)
+/** 2-D max pooling; tg_max_pool2d_at with the caller's file and line. */
+#define tg_max_pool2d(t, x, opts) tg_max_pool2d_at((t), (x), (opts), __FILE__, __LINE__)
+/** 2-D average pooling; tg_avg_pool2d_at with the caller's file and line. */
+#define tg_avg_pool2d(t, x, opts) tg_avg_pool2d_at((t), (x), (opts), __FILE__, __LINE__)
+/** Batch normalization; tg_batch_norm_at with the caller's file and line. */
+#define tg_batch_norm(t, x, weight, bias, running_mean, running_var, momentum, eps)                \
+    tg_batch_norm_at((t), (x), (weight), (bias), (running_mean), (running_var), (momentum), (eps), \
+                     __FILE__, __LINE__)
+/** Inverted dropout; tg_dropout_at with the caller's file and line. */
+#define tg_dropout(t, x, p, rng) tg_dropout_at((t), (x), (p), (rng), __FILE__, __LINE__)
+/* ---- end of convolution, pooling, batch norm, dropout ---- */
+
 /* ---- Custom ops: your own forward and backward, recorded like any other op ----------------------
  * For an op tapegrad lacks, or to check a hand-derived backward with tg_gradcheck. */
 
@@ -1058,6 +1119,64 @@ TG_API tg_tensor *tg_linear_forward_at(tg_tape *t, const tg_linear *layer, tg_te
 #define tg_linear_forward(t, layer, x) tg_linear_forward_at((t), (layer), (x), __FILE__, __LINE__)
 /** Frees W, b and the layer. NULL is ignored. */
 TG_API void tg_linear_free(tg_linear *layer);
+
+/* -- Convolutional layers (branch cnnops): own their parameters, record exactly one op. -- */
+
+/** A conv2d layer: W [K, C/groups, R, S] and b [K] require a gradient; opts as for tg_conv2d.
+ *  W is He (Kaiming) uniform, U(-a, a) with a = sqrt(6 / fan_in), fan_in = C/groups * R * S: the
+ *  right scale for relu networks (PyTorch's default, kaiming_uniform with a = sqrt(5), is a
+ *  smaller U(-1/sqrt(fan_in), 1/sqrt(fan_in))); b is zeros. */
+typedef struct tg_conv2d_layer {
+    tg_tensor *W;        /**< [K, C/groups, R, S], He uniform */
+    tg_tensor *b;        /**< [K], zeros */
+    tg_conv2d_opts opts; /**< as given (zeros: the defaults) */
+} tg_conv2d_layer;
+
+/** A new conv2d layer of dtype (TG_F32 or TG_F64), `in_channels` C to `out_channels` K with a
+ *  kh x kw kernel, W drawn from `rng`; opts may be NULL (copied). Named `name`.W and `name`.b
+ *  (name may be NULL). Returns NULL on bad arguments (channels not divisible by groups, sizes
+ *  < 1, negative options) or no memory (see tg_last_errmsg). Free with tg_conv2d_layer_free. */
+TG_API tg_conv2d_layer *tg_conv2d_layer_new(tg_dtype dtype, int64_t in_channels,
+                                            int64_t out_channels, int64_t kh, int64_t kw,
+                                            const tg_conv2d_opts *opts, const char *name,
+                                            tg_rng *rng);
+/** Records exactly tg_conv2d(t, x, W, b, &opts), attributed to the caller's file and line. */
+TG_API tg_tensor *tg_conv2d_layer_forward_at(tg_tape *t, const tg_conv2d_layer *layer, tg_tensor *x,
+                                             TG_LOC_PARAMS);
+/** tg_conv2d_layer_forward_at with the caller's file and line. */
+#define tg_conv2d_layer_forward(t, layer, x)                                                       \
+    tg_conv2d_layer_forward_at((t), (layer), (x), __FILE__, __LINE__)
+/** Frees W, b and the layer. NULL is ignored. */
+TG_API void tg_conv2d_layer_free(tg_conv2d_layer *layer);
+
+/** A batch-norm layer over `features` channels: weight (ones) and bias (zeros) require a
+ *  gradient; running_mean (zeros) and running_var (ones) are plain leaves without one, updated
+ *  in place by each training-mode forward, so checkpoints carry them like any tensor. */
+typedef struct tg_batch_norm_layer {
+    tg_tensor *weight;       /**< [C], ones */
+    tg_tensor *bias;         /**< [C], zeros */
+    tg_tensor *running_mean; /**< [C], zeros; no gradient */
+    tg_tensor *running_var;  /**< [C], ones; no gradient */
+    double momentum;         /**< 0.1 (PyTorch's) */
+    double eps;              /**< 1e-5 (PyTorch's) */
+} tg_batch_norm_layer;
+
+/** A new batch-norm layer of dtype (TG_F32 or TG_F64) over `features` >= 1 channels, its tensors
+ *  named `name`.weight, `name`.bias, `name`.running_mean, `name`.running_var (name may be NULL).
+ *  Returns NULL on bad arguments or no memory (see tg_last_errmsg). Free with
+ *  tg_batch_norm_layer_free. */
+TG_API tg_batch_norm_layer *tg_batch_norm_layer_new(tg_dtype dtype, int64_t features,
+                                                    const char *name);
+/** Records exactly tg_batch_norm(t, x, weight, bias, running_mean, running_var, momentum, eps),
+ *  in the tape's mode, attributed to the caller's file and line. */
+TG_API tg_tensor *tg_batch_norm_layer_forward_at(tg_tape *t, const tg_batch_norm_layer *layer,
+                                                 tg_tensor *x, TG_LOC_PARAMS);
+/** tg_batch_norm_layer_forward_at with the caller's file and line. */
+#define tg_batch_norm_layer_forward(t, layer, x)                                                   \
+    tg_batch_norm_layer_forward_at((t), (layer), (x), __FILE__, __LINE__)
+/** Frees the four tensors and the layer. NULL is ignored. */
+TG_API void tg_batch_norm_layer_free(tg_batch_norm_layer *layer);
+/* -- end of the convolutional layers -- */
 
 /** The report's dataset: `n` points uniform in [-1,1]^2 drawn from `rng`, labelled 1 inside the
  *  circle of radius sqrt(2/pi) (area 2, half the square: balanced classes) and 0 outside.
