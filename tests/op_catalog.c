@@ -350,6 +350,175 @@ BUILD(argmax, tg_argmax(t, in[0], c->iarg[0], c->iarg[1]))
     { #name, build_##name, cases, N_CASES(cases), false, true }
 /* ---- end of seqops ---- */
 
+/* ---- cnnops (issue 14): conv2d, max_pool2d, avg_pool2d, batch_norm, dropout ---------------- */
+
+/* conv2d. iarg: stride h, w; padding h, w; dilation h, w; groups (0: the defaults). A third input
+ * is the bias. Odd sizes, strides that do not divide the input, dilation, groups, depthwise, 1x1,
+ * a kernel as large as the image, size-1 dims, N = 1, and N = 9 (more images than backward's 8
+ * partial sums of dw and db). */
+static const cat_case cnn_conv2d_cases[] = {
+    {"x [2,3,5,5] w [4,3,3,3] b",
+     3,
+     {R(-1, 1, 4, 2, 3, 5, 5), R(-1, 1, 4, 4, 3, 3, 3), R(-1, 1, 1, 4)},
+     {0},
+     {0}},
+    {"x [2,2,7,6] w [3,2,3,2] b stride 2,3 pad 1,0",
+     3,
+     {R(-1, 1, 4, 2, 2, 7, 6), R(-1, 1, 4, 3, 2, 3, 2), R(-1, 1, 1, 3)},
+     {2, 3, 1, 0},
+     {0}},
+    {"x [1,2,7,7] w [2,2,3,3] dilation 2,1 pad 2,1",
+     2,
+     {R(-1, 1, 4, 1, 2, 7, 7), R(-1, 1, 4, 2, 2, 3, 3)},
+     {1, 1, 2, 1, 2, 1},
+     {0}},
+    {"x [2,4,5,4] w [6,2,3,3] groups 2 pad 1",
+     2,
+     {R(-1, 1, 4, 2, 4, 5, 4), R(-1, 1, 4, 6, 2, 3, 3)},
+     {1, 1, 1, 1, 1, 1, 2},
+     {0}},
+    {"x [2,3,5,5] w [3,1,3,3] b depthwise pad 1 stride 2",
+     3,
+     {R(-1, 1, 4, 2, 3, 5, 5), R(-1, 1, 4, 3, 1, 3, 3), R(-1, 1, 1, 3)},
+     {2, 2, 1, 1, 1, 1, 3},
+     {0}},
+    {"x [1,1,1,1] w [1,1,1,1] b",
+     3,
+     {R(-1, 1, 4, 1, 1, 1, 1), R(-1, 1, 4, 1, 1, 1, 1), R(-1, 1, 1, 1)},
+     {0},
+     {0}},
+    {"x [3,4,2,3] w [5,4,1,1] (1x1)",
+     2,
+     {R(-1, 1, 4, 3, 4, 2, 3), R(-1, 1, 4, 5, 4, 1, 1)},
+     {0},
+     {0}},
+    {"x [2,2,3,3] w [2,2,3,3] b (1x1 output)",
+     3,
+     {R(-1, 1, 4, 2, 2, 3, 3), R(-1, 1, 4, 2, 2, 3, 3), R(-1, 1, 1, 2)},
+     {0},
+     {0}},
+    {"x [1,3,4,9] w [2,3,1,4] stride 1,2 dilation 1,2",
+     2,
+     {R(-1, 1, 4, 1, 3, 4, 9), R(-1, 1, 4, 2, 3, 1, 4)},
+     {1, 2, 0, 0, 1, 2},
+     {0}},
+    {"x [9,2,4,4] w [3,2,2,2] b stride 2",
+     3,
+     {R(-1, 1, 4, 9, 2, 4, 4), R(-1, 1, 4, 3, 2, 2, 2), R(-1, 1, 1, 3)},
+     {2, 2},
+     {0}},
+};
+/* pooling. iarg: kernel h, w; stride h, w (0: the kernel); padding h, w; count_include_pad.
+ * Random values: no ties within a window (ties are tested by value in test_cnn). */
+#define CNN_POOL_CASES(cip)                                                                        \
+    {"[2,3,4,4] k 2", 1, {R(-1, 1, 4, 2, 3, 4, 4)}, {2, 2, 0, 0, 0, 0, cip}, {0}},                 \
+        {"[1,2,5,7] k 3,2 stride 2,3 pad 1,1",                                                     \
+         1,                                                                                        \
+         {R(-1, 1, 4, 1, 2, 5, 7)},                                                                \
+         {3, 2, 2, 3, 1, 1, cip},                                                                  \
+         {0}},                                                                                     \
+        {"[2,1,5,5] k 3 stride 1 pad 1",                                                           \
+         1,                                                                                        \
+         {R(-1, 1, 4, 2, 1, 5, 5)},                                                                \
+         {3, 3, 1, 1, 1, 1, cip},                                                                  \
+         {0}},                                                                                     \
+        {"[1,1,1,1] k 1", 1, {R(-1, 1, 4, 1, 1, 1, 1)}, {1, 1, 0, 0, 0, 0, cip}, {0}},             \
+        {"[3,2,6,5] k 2,3 stride 1,2",                                                             \
+         1,                                                                                        \
+         {R(-1, 1, 4, 3, 2, 6, 5)},                                                                \
+         {2, 3, 1, 2, 0, 0, cip},                                                                  \
+         {0}},                                                                                     \
+    {                                                                                              \
+        "[1,2,7,1] k 3,1 stride 2,1 pad 1,0", 1, {R(-1, 1, 4, 1, 2, 7, 1)},                        \
+            {3, 1, 2, 1, 1, 0, cip}, {                                                             \
+            0                                                                                      \
+        }                                                                                          \
+    }
+static const cat_case cnn_max_pool2d_cases[] = {CNN_POOL_CASES(0)};
+static const cat_case cnn_avg_pool2d_cases[] = {CNN_POOL_CASES(0), CNN_POOL_CASES(1)};
+/* batch_norm. iarg[0]: bit 0 weight, bit 1 bias given (as in[1], in[2] in that order); iarg[1]: 1
+ * for evaluation mode, with running_mean and running_var the last two inputs (data, no
+ * gradient; the variance positive). darg[0]: eps. In training mode the running statistics are
+ * NULL, so each call is the same function (no statistic is updated between finite differences);
+ * the update is tested by value in test_cnn. */
+static const cat_case cnn_batch_norm_cases[] = {
+    {"[4,3] weight bias", 3, {R(-1, 1, 2, 4, 3), R(0.5, 2, 1, 3), R(-1, 1, 1, 3)}, {3}, {1e-5}},
+    {"[2,3,3,2] weight bias",
+     3,
+     {R(-1, 1, 4, 2, 3, 3, 2), R(0.5, 2, 1, 3), R(-1, 1, 1, 3)},
+     {3},
+     {1e-5}},
+    {"[1,2,2,2] weight bias (N = 1)",
+     3,
+     {R(-1, 1, 4, 1, 2, 2, 2), R(0.5, 2, 1, 2), R(-1, 1, 1, 2)},
+     {3},
+     {1e-5}},
+    {"[3,1,2,3] weight bias (C = 1)",
+     3,
+     {R(-1, 1, 4, 3, 1, 2, 3), R(0.5, 2, 1, 1), R(-1, 1, 1, 1)},
+     {3},
+     {1e-3}},
+    {"[5,4] no affine", 1, {R(-1, 1, 2, 5, 4)}, {0}, {1e-5}},
+    {"[2,2,2,2] weight only", 2, {R(-1, 1, 4, 2, 2, 2, 2), R(0.5, 2, 1, 2)}, {1}, {1e-5}},
+    {"[3,2,1,1] bias only", 2, {R(-1, 1, 4, 3, 2, 1, 1), R(-1, 1, 1, 2)}, {2}, {0.1}},
+    {"[2,1] (M = 2)", 1, {R(-1, 1, 2, 2, 1)}, {0}, {1e-5}},
+    {"eval [4,3] weight bias",
+     5,
+     {R(-1, 1, 2, 4, 3), R(0.5, 2, 1, 3), R(-1, 1, 1, 3), IN(CAT_CONST, -1, 1, 1, 3),
+      IN(CAT_CONST, 0.5, 2, 1, 3)},
+     {3, 1},
+     {1e-5}},
+    {"eval [1,2,1,3] no affine (N = 1)",
+     3,
+     {R(-1, 1, 4, 1, 2, 1, 3), IN(CAT_CONST, -1, 1, 1, 2), IN(CAT_CONST, 0.5, 2, 1, 2)},
+     {0, 1},
+     {1e-5}},
+};
+/* dropout. darg[0]: p. */
+static const cat_case cnn_dropout_cases[] = {
+    SEQ_SHAPES(CAT_REAL, -2, 2, 0, 0.5, 0),
+    {"[3,4] p 0", 1, {R(-2, 2, 2, 3, 4)}, {0}, {0}},
+    {"[4,5] p 0.9", 1, {R(-2, 2, 2, 4, 5)}, {0}, {0.9}},
+    {"[2,3,4] p 0.2", 1, {R(-2, 2, 3, 2, 3, 4)}, {0}, {0.2}},
+};
+
+static tg_tensor *build_conv2d(tg_tape *t, tg_tensor *const *in, const cat_case *c) {
+    const tg_conv2d_opts o = {
+        {c->iarg[0], c->iarg[1]}, {c->iarg[2], c->iarg[3]}, {c->iarg[4], c->iarg[5]}, c->iarg[6]};
+    return tg_conv2d(t, in[0], in[1], c->n_inputs > 2 ? in[2] : NULL, &o);
+}
+static tg_tensor *build_max_pool2d(tg_tape *t, tg_tensor *const *in, const cat_case *c) {
+    const tg_pool2d_opts o = {
+        {c->iarg[0], c->iarg[1]}, {c->iarg[2], c->iarg[3]}, {c->iarg[4], c->iarg[5]}, c->iarg[6]};
+    return tg_max_pool2d(t, in[0], &o);
+}
+static tg_tensor *build_avg_pool2d(tg_tape *t, tg_tensor *const *in, const cat_case *c) {
+    const tg_pool2d_opts o = {
+        {c->iarg[0], c->iarg[1]}, {c->iarg[2], c->iarg[3]}, {c->iarg[4], c->iarg[5]}, c->iarg[6]};
+    return tg_avg_pool2d(t, in[0], &o);
+}
+static tg_tensor *build_batch_norm(tg_tape *t, tg_tensor *const *in, const cat_case *c) {
+    int k = 1;
+    tg_tensor *w = c->iarg[0] & 1 ? in[k++] : NULL;
+    tg_tensor *b = c->iarg[0] & 2 ? in[k++] : NULL;
+    if (!c->iarg[1]) /* training: no running statistics, so nothing changes between calls */
+        return tg_batch_norm(t, in[0], w, b, NULL, NULL, 0.1, c->darg[0]);
+    const int was = tg_tape_training(t);
+    tg_tape_set_training(t, 0);
+    tg_tensor *y = tg_batch_norm(t, in[0], w, b, in[k], in[k + 1], 0.1, c->darg[0]);
+    tg_tape_set_training(t, was);
+    return y;
+}
+/* The harness calls the function many times (forward for each finite difference, backward once)
+ * and compares them: each call must be the same function, so each draws the same mask from an rng
+ * reseeded here. (A model reseeds nothing: each step draws a new mask from the caller's rng.) */
+static tg_tensor *build_dropout(tg_tape *t, tg_tensor *const *in, const cat_case *c) {
+    static tg_rng rng;
+    tg_rng_seed(&rng, 20240614);
+    return tg_dropout(t, in[0], c->darg[0], &rng);
+}
+/* ---- end of cnnops ---- */
+
 BUILD(custom, tg_custom(t, &square_op, NULL, in, 1, tg_tensor_rank(in[0]), tg_tensor_shape(in[0])))
 
 #define ENTRY(name, cases)                                                                         \
@@ -403,6 +572,13 @@ const cat_entry cat_entries[] = {
     ENTRY(std, seq_var_cases),
     ENTRY_NO_GRAD(argmax, seq_axis_cases),
     /* ---- end of seqops ---- */
+    /* ---- cnnops (issue 14) ---- */
+    ENTRY(conv2d, cnn_conv2d_cases),
+    ENTRY_KINK(max_pool2d, cnn_max_pool2d_cases),
+    ENTRY(avg_pool2d, cnn_avg_pool2d_cases),
+    ENTRY(batch_norm, cnn_batch_norm_cases),
+    ENTRY(dropout, cnn_dropout_cases),
+    /* ---- end of cnnops ---- */
     ENTRY(custom, unary_cases),
 };
 const int cat_n_entries = N_CASES(cat_entries);

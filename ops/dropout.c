@@ -1,0 +1,103 @@
+/* dropout (inverted): y_i = x_i m_i / (1 - p),  m_i ~ Bernoulli(1 - p)   x [..], y same shape
+ *   In training mode the mask is drawn from the caller's rng when the op is recorded: one
+ *   tg_rng_uniform u_i per element in row-major order, kept (m_i = 1) when u_i >= p. With p = 0,
+ *   or in evaluation mode, y = x and nothing is drawn.
+ * y is linear in x:  dx_i += dy_i m_i / (1 - p).
+ * Saves the mask, scaled: s_i = m_i / (1 - p), in x's dtype (0 or 1/(1-p)); nothing when y = x. */
+#include "core/engine.h"
+
+#include <math.h>
+
+typedef struct dropout_params {
+    double p;
+    tg_rng *rng;  /* the caller's; read only while the op is recorded */
+    int training; /* the tape's mode at recording time */
+} dropout_params;
+
+static bool dropout_identity(const dropout_params *p) { return !p->training || p->p == 0; }
+
+static tg_status dropout_shape(tg_tensor *y, char *msg, size_t len) {
+    const dropout_params *p = y->params;
+    if (!(p->p >= 0 && p->p < 1)) {
+        snprintf(msg, len, "p is %g; it must be in [0, 1)", p->p);
+        return TG_ERR_VALUE;
+    }
+    if (!dropout_identity(p) && !p->rng) {
+        snprintf(msg, len, "rng is NULL; training mode with p %g draws the mask from it", p->p);
+        return TG_ERR_NULL;
+    }
+    return tg__shape_same(y, msg, len);
+}
+
+static tg_status dropout_forward(tg_tape *tape, tg_tensor *y) {
+    const dropout_params *p = y->params;
+    const tg_tensor *x = y->inputs[0];
+    if (dropout_identity(p)) {
+        memcpy(y->data, x->data, (size_t)y->numel * tg__dtype_size(y->dtype));
+        return TG_OK;
+    }
+    void *mask = tg__tape_alloc_raw(tape, (size_t)y->numel * tg__dtype_size(y->dtype));
+    if (!mask)
+        return TG_ERR_NOMEM;
+    y->saved = mask;
+    TG_FOR_DTYPE(y->dtype, T, const T scale = (T)(1.0 / (1.0 - p->p)); const T *px = x->data;
+                 T *py = y->data; T *m = mask; for (int64_t i = 0; i < y->numel; i++) {
+                     m[i] = tg_rng_uniform(p->rng) >= p->p ? scale : 0;
+                     py[i] = px[i] * m[i];
+                 });
+    return TG_OK;
+}
+
+static void dropout_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
+    if (!din[0])
+        return;
+    TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *dx = din[0]->data;
+                 const T *m = y->saved; if (m) {
+                     for (int64_t i = 0; i < y->numel; i++)
+                         dx[i] += dy[i] * m[i];
+                 } else {
+                     for (int64_t i = 0; i < y->numel; i++)
+                         dx[i] += dy[i];
+                 });
+}
+
+static int dropout_print(const tg_tensor *y, char *buf, size_t len) {
+    const dropout_params *p = y->params;
+    return snprintf(buf, len, "p=%g%s", p->p, p->training ? "" : ", evaluation (identity)");
+}
+
+/* s = m / (1 - p), y's shape: the mask backward multiplies by. */
+static int dropout_saved_views(const tg_tensor *y, tg__saved_view *views, int max) {
+    if (max < 1 || !y->saved)
+        return 0;
+    views[0] = (tg__saved_view){.name = "s", .what = "the mask m / (1 - p): 0 or 1/(1-p)"};
+    views[0].tensor = (tg_tensor){.dtype = y->dtype,
+                                  .rank = y->rank,
+                                  .numel = y->numel,
+                                  .data = y->saved,
+                                  .owner = TG__OWN_TAPE,
+                                  .on_tape = true,
+                                  .tape_index = -1};
+    memcpy(views[0].tensor.shape, y->shape, sizeof y->shape);
+    return 1;
+}
+
+const tg__op_desc tg__op_dropout = {
+    .name = "dropout",
+    .saves = "the mask s = m / (1 - p) (nothing in evaluation mode or with p = 0)",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .params_size = sizeof(dropout_params),
+    .shape = dropout_shape,
+    .forward = dropout_forward,
+    .backward = dropout_backward,
+    .print_params = dropout_print,
+    .saved_views = dropout_saved_views,
+    .rule = "dx += dy * s, s = m / (1 - p) the saved mask",
+};
+
+tg_tensor *tg_dropout_at(tg_tape *t, tg_tensor *x, double p, tg_rng *rng, const char *file,
+                         int line) {
+    const dropout_params prm = {.p = p, .rng = rng, .training = tg_tape_training(t)};
+    return tg__record(t, &tg__op_dropout, &x, 1, &prm, file, line);
+}
