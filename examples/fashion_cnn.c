@@ -52,9 +52,9 @@
 #define SHUFFLE_STREAM 0x3c6ef372fe94f82aull
 #define DROPOUT_STREAM 0xa54ff53a5f1d36f1ull
 
-static const char *const class_names[N_CLASSES] = {"T-shirt/top", "Trouser", "Pullover", "Dress",
-                                                   "Coat",        "Sandal",  "Shirt",    "Sneaker",
-                                                   "Bag",         "Ankle boot"};
+static const char *const class_names[N_CLASSES] = {
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
 
 typedef struct options {
     const char *data;
@@ -255,12 +255,24 @@ static int model_init(model *m, unsigned long long seed) {
         fprintf(stderr, "model: %s\n", tg_last_errmsg());
         return -1;
     }
-    tg_tensor *p[N_SAVED] = {m->conv1->W,          m->conv1->b,         m->bn1->weight,
-                             m->bn1->bias,         m->conv2->W,         m->conv2->b,
-                             m->bn2->weight,       m->bn2->bias,        m->fc1->W,
-                             m->fc1->b,            m->fc2->W,           m->fc2->b,
-                             m->bn1->running_mean, m->bn1->running_var, m->bn2->running_mean,
-                             m->bn2->running_var,  NULL,                NULL};
+    tg_tensor *p[N_SAVED] = {m->conv1->W,
+                             m->conv1->b,
+                             m->bn1->weight,
+                             m->bn1->bias,
+                             m->conv2->W,
+                             m->conv2->b,
+                             m->bn2->weight,
+                             m->bn2->bias,
+                             m->fc1->W,
+                             m->fc1->b,
+                             m->fc2->W,
+                             m->fc2->b,
+                             m->bn1->running_mean,
+                             m->bn1->running_var,
+                             m->bn2->running_mean,
+                             m->bn2->running_var,
+                             NULL,
+                             NULL};
     memcpy(m->params, p, sizeof m->params);
     memcpy(m->saved, p, sizeof p);
     const float stats[2] = {m->mean, 1 / m->inv_std};
@@ -642,6 +654,77 @@ static int write_filters(const char *dir, const model *m) {
     return fclose(f) ? -1 : 0;
 }
 
+/* Feature maps: the first test image, and what the first layer (conv1, batch norm in evaluation
+ * mode, relu) makes of it: 32 maps of 28x28, each scaled to its own maximum, laid out as the
+ * filters are, as one matrix for gnuplot's `with image` (-1 between the maps: white). */
+enum { MAP_GAP = 4 };
+
+static int write_feature_maps(const char *dir, model *m, const tg_idx_dataset *test, int *label) {
+    const int64_t K = tg_tensor_dim(m->conv1->W, 0), rows = (K + TILE_COLS - 1) / TILE_COLS;
+    const int64_t width = TILE_COLS * (SIDE + MAP_GAP) - MAP_GAP;
+    const int64_t height = rows * (SIDE + MAP_GAP) - MAP_GAP;
+    tg_tensor *x = tg_tensor_new(TG_F32, 4, (const int64_t[]){1, 1, SIDE, SIDE});
+    tg_tensor *y = tg_tensor_new(TG_I32, 1, (const int64_t[]){1});
+    tg_tape *t = tg_tape_new();
+    float *grid = malloc(sizeof *grid * (size_t)(width * height));
+    FILE *fi = NULL, *fm = NULL;
+    int rc = -1;
+    if (!x || !y || !t || !grid || tg_tape_set_training(t, 0) != TG_OK ||
+        tg_idx_dataset_batch(test, (const int64_t[]){0}, 1, x, y) != TG_OK) {
+        fprintf(stderr, "feature maps: %s\n", tg_last_errmsg());
+        goto done;
+    }
+    *label = *(const int32_t *)tg_tensor_cdata(y);
+    fi = open_out(dir, "input.dat");
+    fm = fi ? open_out(dir, "maps.dat") : NULL;
+    if (!fm)
+        goto done;
+    const float *px = tg_tensor_cdata(x); /* pixels / 255, before standardization */
+    for (int r = 0; r < SIDE; r++)
+        for (int c = 0; c < SIDE; c++)
+            fprintf(fi, "%.4f%c", px[r * SIDE + c], c + 1 < SIDE ? ' ' : '\n');
+    model_standardize(m, x);
+    tg_tensor *h =
+        tg_relu(t, tg_batch_norm_layer_forward(t, m->bn1, tg_conv2d_layer_forward(t, m->conv1, x)));
+    if (!h) {
+        fprintf(stderr, "feature maps: %s\n", tg_tape_errmsg(t));
+        goto done;
+    }
+    const float *hd = tg_tensor_cdata(h); /* [1,K,28,28] */
+    for (int64_t i = 0; i < width * height; i++)
+        grid[i] = -1;
+    for (int64_t k = 0; k < K; k++) {
+        float mx = 0;
+        for (int64_t i = 0; i < SIDE * SIDE; i++)
+            mx = hd[k * SIDE * SIDE + i] > mx ? hd[k * SIDE * SIDE + i] : mx;
+        const int64_t x0 = (k % TILE_COLS) * (SIDE + MAP_GAP),
+                      y0 = (k / TILE_COLS) * (SIDE + MAP_GAP);
+        for (int64_t r = 0; r < SIDE; r++)
+            for (int64_t c = 0; c < SIDE; c++)
+                grid[(y0 + r) * width + x0 + c] = mx > 0 ? hd[(k * SIDE + r) * SIDE + c] / mx : 0;
+    }
+    for (int64_t r = 0; r < height; r++)
+        for (int64_t c = 0; c < width; c++)
+            fprintf(fm, "%.3f%c", grid[r * width + c], c + 1 < width ? ' ' : '\n');
+    FILE *fl = open_out(dir, "map_labels.dat");
+    if (!fl)
+        goto done;
+    for (int64_t k = 0; k < K; k++)
+        fprintf(fl, "%lld %lld %lld\n", (long long)((k % TILE_COLS) * (SIDE + MAP_GAP) + SIDE / 2),
+                (long long)((k / TILE_COLS) * (SIDE + MAP_GAP) - 2), (long long)k + 1);
+    rc = fclose(fl) ? -1 : 0;
+done:
+    if (fi && fclose(fi))
+        rc = -1;
+    if (fm && fclose(fm))
+        rc = -1;
+    free(grid);
+    tg_tape_free(t);
+    tg_tensor_free(x);
+    tg_tensor_free(y);
+    return rc;
+}
+
 /* The confusion matrix as rows "true predicted count percent-of-true-class". */
 static int write_confusion(const char *dir, const int64_t cm[N_CLASSES][N_CLASSES]) {
     FILE *f = open_out(dir, "confusion.dat");
@@ -659,9 +742,10 @@ static int write_confusion(const char *dir, const int64_t cm[N_CLASSES][N_CLASSE
     return fclose(f) ? -1 : 0;
 }
 
-/* The script drawing both pictures. `what` describes the model in the titles. */
+/* The script drawing the three pictures. `what` describes the model in the titles; `label` is
+ * the class of the image whose feature maps are drawn. */
 static int write_script(const char *dir, const int64_t cm[N_CLASSES][N_CLASSES], double test_acc,
-                        const char *what) {
+                        const char *what, int label) {
     FILE *f = open_out(dir, "plots.gp");
     if (!f)
         return -1;
@@ -669,13 +753,15 @@ static int write_script(const char *dir, const int64_t cm[N_CLASSES][N_CLASSES],
     for (int i = 0; i < N_CLASSES; i++)
         for (int j = 0; j < N_CLASSES; j++)
             n += cm[i][j];
-    fprintf(f, "# Written by fashion_cnn; run `gnuplot plots.gp` in this folder to redraw.\n");
+    fprintf(f,
+            "# Written by fashion_cnn; run `gnuplot plots.gp` in this folder to redraw.\n"
+            "# (In tic labels gnuplot reads %% as a format character: a literal one is %%%%.)\n");
     /* Filters: a diverging palette, white at 0, so the sign of each weight reads at a glance. */
     fprintf(f,
             "set terminal pngcairo size 1100,640 font 'Sans,12'\n"
             "set output 'filters.png'\n"
-            "set title \"The 32 filters of the first convolution (3x3, on the standardized "
-            "image)\\n%s; each filter scaled by its largest |weight| (batch norm follows)\" "
+            "set title \"The 32 filters of the first convolution (3x3), %s\\n"
+            "each scaled by its largest |weight| (the batch norm after it undoes any scale)\" "
             "font ',13'\n"
             "set palette defined (-1 '#2166ac', -0.5 '#92c5de', 0 '#f7f7f7', 0.5 '#f4a582', "
             "1 '#b2182b')\n"
@@ -690,14 +776,42 @@ static int write_script(const char *dir, const int64_t cm[N_CLASSES][N_CLASSES],
             "fc palette, \\\n"
             "     'filter_labels.dat' using 1:2:3 with labels font ',10' tc rgb '#444444'\n",
             what, TILE_COLS * (3 + TILE_GAP) - TILE_GAP - 1, 4 * (3 + TILE_GAP) - TILE_GAP - 1);
+    /* Feature maps: the image in grey, its 32 maps in a dark-to-bright palette, white between. */
+    const int map_w = TILE_COLS * (SIDE + MAP_GAP) - MAP_GAP,
+              map_h = 4 * (SIDE + MAP_GAP) - MAP_GAP;
+    fprintf(f,
+            "reset\n"
+            "set terminal pngcairo size 1400,620 font 'Sans,12'\n"
+            "set output 'feature_maps.png'\n"
+            "set multiplot title \"What the first layer sees: a test image (%s) and its 32 maps "
+            "after conv1, batch norm and relu\\n%s; map k comes from filter k of filters.png, "
+            "each map scaled to its own maximum (black 0, bright the largest)\" font ',13'\n"
+            "unset xtics; unset ytics; unset border; unset key; unset colorbox\n"
+            "set size ratio -1\n"
+            "set origin 0,0.1; set size 0.22,0.75\n"
+            "set title 'the input (28x28)'\n"
+            "set palette grey\n"
+            "set xrange [-0.5:27.5]; set yrange [27.5:-0.5]\n"
+            "plot 'input.dat' matrix with image\n"
+            "set origin 0.21,0.02; set size 0.79,0.9\n"
+            "set title ''\n"
+            "set palette defined (-1 'white', -0.0001 'white', 0 '#000004', 0.25 '#3b0f70', "
+            "0.5 '#b5367a', 0.75 '#fb8861', 1 '#fcfdbf')\n"
+            "set cbrange [-1:1]\n"
+            "set xrange [-0.5:%d.5]; set yrange [%d.5:-6]\n"
+            "plot 'maps.dat' matrix with image, 'map_labels.dat' using 1:2:3 with labels "
+            "font ',10' tc rgb '#444444'\n"
+            "unset multiplot\n",
+            class_names[label], what, map_w - 1, map_h - 1);
     /* Confusion matrix: the colour is the share of the true class (log scale, so the rare
-     * mistakes show next to the ~90% diagonal); each cell prints its count. */
+     * mistakes show next to the ~90% diagonal); each cell prints its count; empty cells stay
+     * white. */
     fprintf(f, "reset\n"
                "set terminal pngcairo size 1000,860 font 'Sans,12'\n"
                "set output 'confusion.png'\n");
     fprintf(f,
-            "set title \"Fashion-MNIST test set: %lld images, accuracy %.2f%%\\n%s; cell = how "
-            "many images of the row's class were predicted as the column's\" font ',13'\n",
+            "set title \"Fashion-MNIST test set: %lld images, accuracy %.2f%%\\n%s\" "
+            "font ',13'\n",
             (long long)n, 100 * test_acc, what);
     fprintf(f, "set xtics (");
     for (int j = 0; j < N_CLASSES; j++)
@@ -708,39 +822,41 @@ static int write_script(const char *dir, const int64_t cm[N_CLASSES][N_CLASSES],
         int64_t row = 0;
         for (int j = 0; j < N_CLASSES; j++)
             row += cm[i][j];
-        fprintf(f, "%s\"%s  %.1f%%\" %d", i ? ", " : "", class_names[i],
+        fprintf(f, "%s\"%s  %.1f%%%%\" %d", i ? ", " : "", class_names[i],
                 row ? 100.0 * (double)cm[i][i] / (double)row : 0.0, i);
     }
-    fprintf(f,
-            ") scale 0\n"
-            "set xlabel 'predicted class'\n"
-            "set ylabel 'true class  (and the share of it predicted right)'\n"
-            "set xrange [-0.5:9.5]; set yrange [9.5:-0.5]\n"
-            "set size ratio -1\n"
-            "set logscale cb; set cbrange [0.1:100]\n"
-            "set cbtics ('0.1%%' 0.1, '1%%' 1, '10%%' 10, '100%%' 100)\n"
-            "set cblabel 'share of the true class (log scale)'\n"
-            "set palette defined (0 '#fff7ec', 1 '#fdd49e', 2 '#fc8d59', 3 '#d7301f', "
-            "4 '#7f0000')\n"
-            "unset key\n"
-            "set style fill solid 1.0 noborder\n"
-            "plot 'confusion.dat' using 2:1:(0.5):(0.5):($4 > 0.1 ? $4 : 0.1) with boxxyerror "
-            "fc palette, \\\n"
-            "     '' using 2:1:($3 > 0 ? sprintf('%%d', $3) : '') : ($4 > 30 ? 0xffffff : "
-            "0x222222) with labels tc rgb variable font ',11'\n");
+    fprintf(
+        f,
+        ") scale 0\n"
+        "set xlabel 'predicted class (each cell: how many images of its row were predicted as its "
+        "column)'\n"
+        "set ylabel 'true class, and the share of it predicted right'\n"
+        "set xrange [-0.5:9.5]; set yrange [9.5:-0.5]\n"
+        "set size ratio -1\n"
+        "set logscale cb; set cbrange [0.1:100]\n"
+        "set cbtics ('0.1%%%%' 0.1, '1%%%%' 1, '10%%%%' 10, '100%%%%' 100)\n"
+        "set cblabel 'share of the true class (log scale)'\n"
+        "set palette defined (0 '#fff7ec', 1 '#fdd49e', 2 '#fc8d59', 3 '#d7301f', "
+        "4 '#7f0000')\n"
+        "unset key\n"
+        "plot 'confusion.dat' using 2:1:(0.5):(0.5):($3 > 0 ? ($4 > 0.1 ? $4 : 0.1) : NaN) "
+        "with boxxyerror fs solid 1.0 border lc rgb 'white' fc palette, \\\n"
+        "     '' using 2:1:($3 > 0 ? sprintf(\"%%d\", int($3)) : \"\"):($4 > 30 ? 0xffffff : "
+        "0x222222) with labels tc rgb variable font ',11'\n");
     return fclose(f) ? -1 : 0;
 }
 
 /* Writes the data files and the script into o->out and runs gnuplot there. */
-static int draw_pictures(const options *o, const model *m, const int64_t cm[N_CLASSES][N_CLASSES],
-                         double test_acc, const char *what) {
+static int draw_pictures(const options *o, model *m, const tg_idx_dataset *test,
+                         const int64_t cm[N_CLASSES][N_CLASSES], double test_acc,
+                         const char *what) {
     if (mkdir(o->out, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "fashion_cnn: cannot create the folder %s: %s\n", o->out,
-                strerror(errno));
+        fprintf(stderr, "fashion_cnn: cannot create the folder %s: %s\n", o->out, strerror(errno));
         return -1;
     }
-    if (write_filters(o->out, m) || write_confusion(o->out, cm) ||
-        write_script(o->out, cm, test_acc, what))
+    int label = 0;
+    if (write_filters(o->out, m) || write_feature_maps(o->out, m, test, &label) ||
+        write_confusion(o->out, cm) || write_script(o->out, cm, test_acc, what, label))
         return -1;
     if (system("gnuplot --version > /dev/null 2>&1") != 0) {
         printf("gnuplot was not found, so no pictures were drawn. Install it with\n"
@@ -756,9 +872,9 @@ static int draw_pictures(const options *o, const model *m, const int64_t cm[N_CL
                 o->out);
         return -1;
     }
-    printf("pictures: %s/filters.png (the first layer's filters), %s/confusion.png (the test "
-           "set's confusion matrix)\n",
-           o->out, o->out);
+    printf("pictures: %s/filters.png (the first layer's filters), %s/feature_maps.png (what they\n"
+           "          make of a test image), %s/confusion.png (the test set's confusion matrix)\n",
+           o->out, o->out, o->out);
     return 0;
 }
 
@@ -880,7 +996,7 @@ static int run_eval(const options *o) {
            (long long)n, o->data);
     char what[512];
     snprintf(what, sizeof what, "model %s", o->eval);
-    rc = o->no_pictures || draw_pictures(o, &m, cm, acc, what) == 0 ? 0 : 1;
+    rc = o->no_pictures || draw_pictures(o, &m, test, cm, acc, what) == 0 ? 0 : 1;
 done:
     tg_tape_free(t);
     model_free(&m);
@@ -939,12 +1055,11 @@ int main(int argc, char **argv) {
     train_ds = tg_idx_dataset_load_dir(o.data, 1);
     test = quiet ? NULL : tg_idx_dataset_load_dir(o.data, 0);
     if (!train_ds || (!quiet && !test)) {
-        fprintf(stderr, "fashion_cnn: cannot load the %s set: %s\n",
-                train_ds ? "test" : "training", tg_last_errmsg());
+        fprintf(stderr, "fashion_cnn: cannot load the %s set: %s\n", train_ds ? "test" : "training",
+                tg_last_errmsg());
         goto done;
     }
-    if (check_images(train_ds, o.data, "training") ||
-        (test && check_images(test, o.data, "test")))
+    if (check_images(train_ds, o.data, "training") || (test && check_images(test, o.data, "test")))
         goto done;
     if (split_init(&train, train_ds, o.batch) || model_init(&m, o.seed))
         goto done;
@@ -1103,7 +1218,7 @@ int main(int argc, char **argv) {
         char what[128];
         snprintf(what, sizeof what, "after %d epoch%s of training", o.epochs,
                  o.epochs == 1 ? "" : "s");
-        if (draw_pictures(&o, &m, cm, last_test_acc, what))
+        if (draw_pictures(&o, &m, test, cm, last_test_acc, what))
             goto done;
     }
     rc = 0;

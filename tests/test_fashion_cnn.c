@@ -74,8 +74,7 @@ static tg_idx_dataset *synthetic_dataset(void) {
     }
     write_idx(dir, "t10k-images-idx3-ubyte", (const uint32_t[]){N_TRAIN, SIDE, SIDE}, 3, images,
               sizeof images);
-    write_idx(dir, "t10k-labels-idx1-ubyte", (const uint32_t[]){N_TRAIN}, 1, labels,
-              sizeof labels);
+    write_idx(dir, "t10k-labels-idx1-ubyte", (const uint32_t[]){N_TRAIN}, 1, labels, sizeof labels);
     tg_idx_dataset *ds = tg_idx_dataset_load_dir(dir, 0);
     cr_assert_not_null(ds, "%s", tg_last_errmsg());
     char path[512];
@@ -92,8 +91,8 @@ static tg_idx_dataset *synthetic_dataset(void) {
 static tg_idx_dataset *load_data(int *real) {
     char path[4096];
     struct stat st;
-    *real = tg_idx_path(NULL, TG_IDX_TEST_IMAGES, path, sizeof path) == TG_OK &&
-            stat(path, &st) == 0;
+    *real =
+        tg_idx_path(NULL, TG_IDX_TEST_IMAGES, path, sizeof path) == TG_OK && stat(path, &st) == 0;
     if (!*real) {
         cr_log_info("Fashion-MNIST is not installed in %s (apt-get install dataset-fashion-mnist): "
                     "training on a synthetic 28x28 data set instead",
@@ -141,9 +140,9 @@ static void trainer_init(trainer *tr) {
     cr_assert(tr->conv1 && tr->bn1 && tr->conv2 && tr->bn2 && tr->fc1 && tr->fc2, "%s",
               tg_last_errmsg());
     cr_assert_eq(tg_init_he_uniform(tr->fc1->W, C2 * 7 * 7, &rng), TG_OK);
-    tg_tensor *p[12] = {tr->conv1->W,   tr->conv1->b, tr->bn1->weight, tr->bn1->bias,
-                        tr->conv2->W,   tr->conv2->b, tr->bn2->weight, tr->bn2->bias,
-                        tr->fc1->W,     tr->fc1->b,   tr->fc2->W,      tr->fc2->b};
+    tg_tensor *p[12] = {tr->conv1->W, tr->conv1->b, tr->bn1->weight, tr->bn1->bias,
+                        tr->conv2->W, tr->conv2->b, tr->bn2->weight, tr->bn2->bias,
+                        tr->fc1->W,   tr->fc1->b,   tr->fc2->W,      tr->fc2->b};
     memcpy(tr->params, p, sizeof p);
     tg_optim_config cfg = tg_optim_defaults(TG_OPTIM_ADAM, 3e-3);
     tr->opt = tg_optim_new(&cfg, tr->params, 12);
@@ -241,8 +240,7 @@ static double accuracy(trainer *tr, float *logits_out) {
     int64_t ident[N_TRAIN];
     for (int64_t i = 0; i < N_TRAIN; i++)
         ident[i] = i;
-    cr_assert_eq(tg_idx_dataset_batch(tr->ds, ident, N_TRAIN, x, y), TG_OK, "%s",
-                 tg_last_errmsg());
+    cr_assert_eq(tg_idx_dataset_batch(tr->ds, ident, N_TRAIN, x, y), TG_OK, "%s", tg_last_errmsg());
     standardize(tr, x);
     cr_assert_eq(tg_tape_set_training(tr->tape, 0), TG_OK);
     tg_tape_reset(tr->tape);
