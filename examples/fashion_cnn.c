@@ -1006,7 +1006,7 @@ done:
 }
 
 /* What --state saves besides the model: the run's own counters, as one f64 tensor "run.stats". */
-enum { STAT_BEST, STAT_BEST_EPOCH, STAT_TRAIN_TIME, N_STATS };
+enum { STAT_BEST, STAT_BEST_EPOCH, STAT_TRAIN_TIME, STAT_WALL_TIME, N_STATS };
 
 /* Saves the training state at the end of epoch `epochs_done` (shuffle: the generator after it). */
 static int save_state(const options *o, model *m, tg_tensor *stats, tg_optim *opt,
@@ -1149,11 +1149,12 @@ int main(int argc, char **argv) {
     double best = st[STAT_BEST], train_time = st[STAT_TRAIN_TIME], last_test_acc = 0;
     int best_epoch = (int)st[STAT_BEST_EPOCH];
     int64_t cm[N_CLASSES][N_CLASSES] = {{0}};
-    const double run_start = now_seconds();
+    const double run_start = now_seconds(), wall_before = st[STAT_WALL_TIME];
     for (int epoch = first_epoch; epoch <= o.epochs; epoch++) {
         split_shuffle(&train, &shuffle);
         p.epoch = epoch;
         p.t0 = p.last_draw = now_seconds();
+        const double lr = tg_optim_lr(opt); /* the epoch's rate (the schedule steps at its end) */
         double sum_loss = 0;
         for (int64_t b = 0; b < p.total; b++) {
             tg_tensor *x, *y;
@@ -1181,7 +1182,7 @@ int main(int argc, char **argv) {
         printf("epoch %2d/%d  loss %.4f  train acc %5.2f%%  test acc %5.2f%%  (%s, %.0f "
                "samples/s, lr %.3g)",
                epoch, o.epochs, sum_loss / (double)p.total, 100 * train_acc, 100 * test_acc, took,
-               (double)train.n / secs, tg_optim_lr(opt));
+               (double)train.n / secs, lr);
         if (test_acc > best) {
             best = test_acc;
             best_epoch = epoch;
@@ -1200,12 +1201,13 @@ int main(int argc, char **argv) {
             st[STAT_BEST] = best;
             st[STAT_BEST_EPOCH] = best_epoch;
             st[STAT_TRAIN_TIME] = train_time;
+            st[STAT_WALL_TIME] = wall_before + now_seconds() - run_start;
             if (save_state(&o, &m, stats, opt, &shuffle, epoch))
                 goto done;
         }
     }
     char total[32], training[32];
-    fmt_duration(total, sizeof total, now_seconds() - run_start);
+    fmt_duration(total, sizeof total, wall_before + now_seconds() - run_start);
     fmt_duration(training, sizeof training, train_time);
     printf("done: best test accuracy %.2f%% after epoch %d; %s in all (%s training, the rest "
            "measuring accuracy)\n",
