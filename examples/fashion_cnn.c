@@ -47,10 +47,12 @@
 #define SIDE 28
 #define EVAL_BATCH 250 /* images per forward pass when measuring accuracy */
 #define BENCH_WARMUP 5 /* steps before --bench starts the clock */
-/* One --seed drives three independent random streams: the weights, the shuffling, dropout. */
+/* One --seed drives four independent random streams: the weights, the shuffling, dropout and
+ * the flips. */
 #define WEIGHT_STREAM 0x9e3779b97f4a7c15ull
 #define SHUFFLE_STREAM 0x3c6ef372fe94f82aull
 #define DROPOUT_STREAM 0xa54ff53a5f1d36f1ull
+#define FLIP_STREAM 0x510e527fade682d1ull
 
 static const char *const class_names[N_CLASSES] = {
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -73,6 +75,7 @@ typedef struct options {
     long bench;         /* > 0: time this many steps and print JSON instead of training */
     int log_every;      /* plain-line mode: a line every this many batches (0: once per epoch) */
     int no_pictures;
+    int flip; /* mirror a random half of each training batch left-right */
 } options;
 
 static const options defaults = {.data = TG_FASHION_MNIST_DIR,
@@ -92,21 +95,25 @@ static void usage(FILE *f, const char *prog) {
         "Trains a convolutional network on Fashion-MNIST (conv 32 - batch norm - relu - max pool,\n"
         "conv 64 - batch norm - relu - max pool, dropout 0.25, linear 128 - relu, linear 10;\n"
         "softmax cross-entropy, Adam), prints the train and test accuracy after each epoch, then\n"
-        "draws the first layer's filters and the test set's confusion matrix with gnuplot.\n\n"
+        "draws the first layer's filters, what they make of a test image and the test set's\n"
+        "confusion matrix with gnuplot.\n\n"
         "  --data DIR        folder with train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,\n"
         "                    t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (or unpacked)\n"
-        "                    (default %s, from: apt-get install dataset-fashion-mnist)\n"
+        "                    (default %s,\n"
+        "                    from: apt-get install dataset-fashion-mnist)\n"
         "  --epochs E        passes over the 60,000 training images (default %d)\n"
         "  --lr LR           Adam's initial learning rate (default %g)\n"
         "  --halve-every E   halve the learning rate after every E epochs; 0 keeps it\n"
         "                    constant (default %d)\n"
         "  --batch B         images per mini-batch (default %d)\n"
-        "  --seed S          seed of the weights, the shuffling and dropout (default %llu)\n"
+        "  --seed S          seed of the weights, the shuffling, dropout and the flips (default "
+        "%llu)\n"
         "  --threads T       threads for the kernels (default %d)\n"
+        "  --flip 0|1        mirror a random half of each training batch left-right (default %d)\n"
         "  --train-eval N    measure the training accuracy on the first N training images\n"
         "                    (0: all of them; default %lld)\n"
-        "  --out DIR         folder for the pictures filters.png, confusion.png and their\n"
-        "                    gnuplot script and data (default %s)\n"
+        "  --out DIR         folder for the pictures filters.png, feature_maps.png,\n"
+        "                    confusion.png, their gnuplot script and data (default %s)\n"
         "  --no-pictures     do not draw them\n"
         "  --checkpoint PATH save the model with the best test accuracy there (safetensors,\n"
         "                    with batch norm's running statistics and the input standardization)\n"
@@ -121,8 +128,8 @@ static void usage(FILE *f, const char *prog) {
         "                    one JSON line (samples/s, peak RSS, allocations per step)\n"
         "  --help            this text\n",
         prog, defaults.data, defaults.epochs, defaults.lr, defaults.halve_every, defaults.batch,
-        defaults.seed, defaults.threads, (long long)defaults.train_eval, defaults.out,
-        BENCH_WARMUP);
+        defaults.seed, defaults.threads, defaults.flip, (long long)defaults.train_eval,
+        defaults.out, BENCH_WARMUP);
 }
 
 /* Parses argv into o; returns 0, 1 after --help, or -1 on a bad flag (with a message). */
@@ -175,6 +182,8 @@ static int parse_args(int argc, char **argv, options *o) {
             o->seed = strtoull(v, &end, 10);
         else if (!strcmp(a, "--threads"))
             o->threads = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--flip"))
+            o->flip = (int)strtol(v, &end, 10);
         else if (!strcmp(a, "--train-eval"))
             o->train_eval = strtoll(v, &end, 10);
         else if (!strcmp(a, "--bench"))
@@ -191,10 +200,12 @@ static int parse_args(int argc, char **argv, options *o) {
         }
     }
     if (o->epochs < 1 || o->batch < 1 || o->threads < 1 || o->threads > 256 || o->bench < 0 ||
-        o->log_every < 0 || o->halve_every < 0 || o->train_eval < 0 || !(o->lr > 0)) {
+        o->log_every < 0 || o->halve_every < 0 || o->train_eval < 0 || !(o->lr > 0) ||
+        (o->flip != 0 && o->flip != 1)) {
         fprintf(stderr,
                 "%s: need --epochs >= 1, --lr > 0, --batch >= 1, --threads in 1..256, "
-                "--bench >= 0, --log-every >= 0, --halve-every >= 0, --train-eval >= 0\n",
+                "--bench >= 0, --log-every >= 0, --halve-every >= 0, --train-eval >= 0, --flip 0 "
+                "or 1\n",
                 argv[0]);
         return -1;
     }
@@ -219,7 +230,8 @@ typedef struct model {
     tg_conv2d_layer *conv1, *conv2;
     tg_batch_norm_layer *bn1, *bn2;
     tg_linear *fc1, *fc2;
-    tg_rng dropout_rng;
+    tg_rng dropout_rng, flip_rng;
+    int flip;                    /* --flip */
     tg_tensor *params[N_PARAMS]; /* what Adam updates */
     /* What a checkpoint holds: the parameters, batch norm's running means and variances, and the
      * standardization as the one-element tensors "input.mean" and "input.std". */
@@ -243,6 +255,7 @@ static int model_init(model *m, unsigned long long seed) {
     tg_rng rng;
     tg_rng_seed(&rng, seed + WEIGHT_STREAM);
     tg_rng_seed(&m->dropout_rng, seed + DROPOUT_STREAM);
+    tg_rng_seed(&m->flip_rng, seed + FLIP_STREAM);
     const tg_conv2d_opts pad1 = {.padding = {1, 1}};
     m->conv1 = tg_conv2d_layer_new(TG_F32, 1, 32, 3, 3, &pad1, "conv1", &rng);
     m->bn1 = tg_batch_norm_layer_new(TG_F32, 32, "bn1");
@@ -321,6 +334,25 @@ static void model_standardize(const model *m, tg_tensor *x) {
     const int64_t n = tg_tensor_numel(x);
     for (int64_t i = 0; i < n; i++)
         d[i] = (d[i] - m->mean) * m->inv_std;
+}
+
+/* Augmentation: each image of the batch x [B,1,28,28] is mirrored left-right with probability
+ * 1/2 (a shirt seen in a mirror is still a shirt), a new draw at every step. */
+static void model_flip(model *m, tg_tensor *x) {
+    float *d = tg_tensor_data(x);
+    const int64_t n = tg_tensor_dim(x, 0);
+    for (int64_t i = 0; i < n; i++) {
+        if (!tg_rng_below(&m->flip_rng, 2))
+            continue;
+        for (int64_t r = 0; r < SIDE; r++) {
+            float *row = d + (i * SIDE + r) * SIDE;
+            for (int64_t c = 0; c < SIDE / 2; c++) {
+                const float v = row[c];
+                row[c] = row[SIDE - 1 - c];
+                row[SIDE - 1 - c] = v;
+            }
+        }
+    }
 }
 
 /* The logits [B,10] of x [B,1,28,28]. Batch norm and dropout follow the tape's mode. */
@@ -431,6 +463,8 @@ static int split_batch(split *s, int64_t b, tg_tensor **x, tg_tensor **y) {
 static int train_step(tg_tape *t, model *m, tg_optim *opt, tg_tensor *x, tg_tensor *y,
                       double *loss) {
     model_standardize(m, x);
+    if (m->flip)
+        model_flip(m, x);
     tg_tape_reset(t);
     tg_tensor *l = tg_softmax_cross_entropy(t, model_logits(t, m, x), y);
     tg_optim_zero_grad(opt);
@@ -1014,14 +1048,14 @@ static int save_state(const options *o, model *m, tg_tensor *stats, tg_optim *op
     tg_tensor *params[N_SAVED + 1];
     memcpy(params, m->saved, sizeof m->saved);
     params[N_SAVED] = stats;
-    tg_rng *rngs[1] = {&m->dropout_rng};
+    tg_rng *rngs[2] = {&m->dropout_rng, &m->flip_rng};
     tg_data_position pos = {
         .seed = o->seed + SHUFFLE_STREAM, .epoch = epochs_done, .cursor = 0, .rng = *shuffle};
     tg_train_state ts = {.params = params,
                          .n_params = N_SAVED + 1,
                          .optim = opt,
                          .rngs = rngs,
-                         .n_rngs = 1,
+                         .n_rngs = 2,
                          .data = &pos};
     if (tg_train_state_save(o->state, &ts) != TG_OK) {
         fprintf(stderr, "fashion_cnn: --state: %s\n", tg_last_errmsg());
@@ -1063,6 +1097,7 @@ int main(int argc, char **argv) {
         goto done;
     if (split_init(&train, train_ds, o.batch) || model_init(&m, o.seed))
         goto done;
+    m.flip = o.flip;
     model_set_standardization(&m, train_ds);
     const int64_t n_test = test ? tg_idx_dataset_size(test) : 0;
     const int64_t n_train_eval =
@@ -1086,12 +1121,13 @@ int main(int argc, char **argv) {
                "std\n"
                "model: conv 32 - bn - relu - pool, conv 64 - bn - relu - pool, dropout 0.25,\n"
                "       linear 3136-128 - relu - 10; %lld parameters; Adam (lr %g%s), batch %lld,\n"
-               "       seed %llu, %d thread%s\n"
+               "       seed %llu, %d thread%s%s\n"
                "After each epoch: the mean training loss of its batches, then the accuracy (in\n"
                "evaluation mode) on %s and on all test images.\n",
                o.data, (long long)train.n, (long long)n_test, now_seconds() - start, m.mean,
                1 / m.inv_std, (long long)n_params, o.lr, halving, (long long)train.batch, o.seed,
-               o.threads, o.threads == 1 ? "" : "s", train_what);
+               o.threads, o.threads == 1 ? "" : "s",
+               o.flip ? "; random left-right flips of the training images" : "", train_what);
     tg_optim_config cfg = tg_optim_defaults(TG_OPTIM_ADAM, o.lr);
     if (o.halve_every > 0) {
         cfg.decay_every = (int64_t)o.halve_every * split_batches(&train);
@@ -1112,13 +1148,13 @@ int main(int argc, char **argv) {
         tg_tensor *params[N_SAVED + 1];
         memcpy(params, m.saved, sizeof m.saved);
         params[N_SAVED] = stats;
-        tg_rng *rngs[1] = {&m.dropout_rng};
+        tg_rng *rngs[2] = {&m.dropout_rng, &m.flip_rng};
         tg_data_position pos;
         tg_train_state ts = {.params = params,
                              .n_params = N_SAVED + 1,
                              .optim = opt,
                              .rngs = rngs,
-                             .n_rngs = 1,
+                             .n_rngs = 2,
                              .data = &pos};
         if (tg_train_state_load(o.resume, &ts) != TG_OK) {
             fprintf(stderr, "fashion_cnn: --resume: %s\n", tg_last_errmsg());
