@@ -63,7 +63,8 @@ typedef struct options {
     const char *out;
     int epochs;
     double lr;
-    int halve_every; /* the learning rate is halved after every this many epochs; 0: constant */
+    double weight_decay; /* Adam's L2 penalty */
+    int halve_every;     /* the learning rate is halved after every this many epochs; 0: constant */
     int batch;
     unsigned long long seed;
     int threads;
@@ -109,6 +110,7 @@ static void usage(FILE *f, const char *prog) {
         "  --seed S          seed of the weights, the shuffling, dropout and the flips (default "
         "%llu)\n"
         "  --threads T       threads for the kernels (default %d)\n"
+        "  --weight-decay W  L2 penalty added to the gradients, g += W p (default %g)\n"
         "  --flip 0|1        mirror a random half of each training batch left-right (default %d)\n"
         "  --train-eval N    measure the training accuracy on the first N training images\n"
         "                    (0: all of them; default %lld)\n"
@@ -128,8 +130,8 @@ static void usage(FILE *f, const char *prog) {
         "                    one JSON line (samples/s, peak RSS, allocations per step)\n"
         "  --help            this text\n",
         prog, defaults.data, defaults.epochs, defaults.lr, defaults.halve_every, defaults.batch,
-        defaults.seed, defaults.threads, defaults.flip, (long long)defaults.train_eval,
-        defaults.out, BENCH_WARMUP);
+        defaults.seed, defaults.threads, defaults.weight_decay, defaults.flip,
+        (long long)defaults.train_eval, defaults.out, BENCH_WARMUP);
 }
 
 /* Parses argv into o; returns 0, 1 after --help, or -1 on a bad flag (with a message). */
@@ -182,6 +184,8 @@ static int parse_args(int argc, char **argv, options *o) {
             o->seed = strtoull(v, &end, 10);
         else if (!strcmp(a, "--threads"))
             o->threads = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--weight-decay"))
+            o->weight_decay = strtod(v, &end);
         else if (!strcmp(a, "--flip"))
             o->flip = (int)strtol(v, &end, 10);
         else if (!strcmp(a, "--train-eval"))
@@ -1129,6 +1133,7 @@ int main(int argc, char **argv) {
                o.threads, o.threads == 1 ? "" : "s",
                o.flip ? "; random left-right flips of the training images" : "", train_what);
     tg_optim_config cfg = tg_optim_defaults(TG_OPTIM_ADAM, o.lr);
+    cfg.weight_decay = o.weight_decay;
     if (o.halve_every > 0) {
         cfg.decay_every = (int64_t)o.halve_every * split_batches(&train);
         cfg.decay_factor = 0.5;
