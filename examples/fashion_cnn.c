@@ -12,9 +12,10 @@
  * once the first steps have sized the tape. Accuracy is measured in evaluation mode
  * (tg_tape_set_training(t, 0)): batch norm uses its running statistics, dropout does nothing.
  *
- * After training it draws two pictures with gnuplot into --out DIR (default fashion-cnn-out/):
- *   filters.png    the 32 learned 3x3 filters of the first convolution
- *   confusion.png  the confusion matrix of the test set (true class x predicted class)
+ * After training it draws three pictures with gnuplot into --out DIR (default fashion-cnn-out/):
+ *   filters.png       the 32 learned 3x3 filters of the first convolution
+ *   feature_maps.png  a test image and its 32 maps after the first conv, batch norm and relu
+ *   confusion.png     the confusion matrix of the test set (true class x predicted class)
  *
  * Data: Debian's dataset-fashion-mnist package (/usr/share/datasets/fashion-mnist) by default;
  * --data DIR reads any directory holding the four MNIST-style files (.gz or not).
@@ -120,7 +121,7 @@ static void usage(FILE *f, const char *prog) {
         "  --checkpoint PATH save the model with the best test accuracy there (safetensors,\n"
         "                    with batch norm's running statistics and the input standardization)\n"
         "  --state FILE      save the whole training state there (weights, Adam, the data order\n"
-        "                    and dropout's generator) after each epoch, for --resume\n"
+        "                    and the dropout and flip generators) after each epoch, for --resume\n"
         "  --resume FILE     continue the run saved in FILE exactly (same flags as that run)\n"
         "  --eval FILE       only measure a model saved by --checkpoint on the test set (and draw\n"
         "                    its pictures)\n"
