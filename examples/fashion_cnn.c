@@ -6,7 +6,7 @@
  *       -> dropout 0.25 -> flatten [B,3136] -> linear 3136->128 -> relu -> linear 128->10
  *     loss = softmax cross-entropy of the logits against the class labels, mean over the batch
  *
- * trained with Adam on mini-batches of 128 shuffled images, the learning rate halved every two
+ * trained with Adam on mini-batches of 128 shuffled images, the learning rate halved every three
  * epochs. As in examples/mnist_mlp.c the images stay in memory as bytes, each batch is converted
  * into tensors allocated once and the tape is reset, not freed: a training step allocates nothing
  * once the first steps have sized the tape. Accuracy is measured in evaluation mode
@@ -84,7 +84,7 @@ static const options defaults = {.data = TG_FASHION_MNIST_DIR,
                                  .out = "fashion-cnn-out",
                                  .epochs = 10,
                                  .lr = 2e-3,
-                                 .halve_every = 2,
+                                 .halve_every = 3,
                                  .batch = 128,
                                  .seed = 1,
                                  .threads = 1,
