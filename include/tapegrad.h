@@ -531,12 +531,15 @@ TG_API tg_tensor *tg_batch_norm_at(tg_tape *t, tg_tensor *x, tg_tensor *weight, 
  *  caller's, seeded) and is what backward saves; identity in evaluation mode; p in [0, 1). */
 TG_API tg_tensor *tg_dropout_at(tg_tape *t, tg_tensor *x, double p, tg_rng *rng, TG_LOC_PARAMS);
 
-/** 2-D convolution; tg_conv2d_at with the caller's file and line. */
-#define tg_conv2d(t, x, w, b, opts) tg_conv2d_at((t), (x), (w), (b), (opts), __FILE__, __LINE__)
-/** 2-D max pooling; tg_max_pool2d_at with the caller's file and line. */
-#define tg_max_pool2d(t, x, opts) tg_max_pool2d_at((t), (x), (opts), __FILE__, __LINE__)
-/** 2-D average pooling; tg_avg_pool2d_at with the caller's file and line. */
-#define tg_avg_pool2d(t, x, opts) tg_avg_pool2d_at((t), (x), (opts), __FILE__, __LINE__)
+/* The opts argument of these macros may be a compound literal with commas in it:
+ * tg_max_pool2d(t, x, &(tg_pool2d_opts){.kernel = {2, 2}}). */
+/** 2-D convolution tg_conv2d(t, x, w, b, opts); tg_conv2d_at with the caller's file and line. */
+#define tg_conv2d(t, x, w, b, ...) tg_conv2d_at((t), (x), (w), (b), __VA_ARGS__, __FILE__, __LINE__)
+/** 2-D max pooling tg_max_pool2d(t, x, opts); tg_max_pool2d_at with the caller's file and line. */
+#define tg_max_pool2d(t, x, ...) tg_max_pool2d_at((t), (x), __VA_ARGS__, __FILE__, __LINE__)
+/** 2-D average pooling tg_avg_pool2d(t, x, opts); tg_avg_pool2d_at with the caller's file and
+ *  line. */
+#define tg_avg_pool2d(t, x, ...) tg_avg_pool2d_at((t), (x), __VA_ARGS__, __FILE__, __LINE__)
 /** Batch normalization; tg_batch_norm_at with the caller's file and line. */
 #define tg_batch_norm(t, x, weight, bias, running_mean, running_var, momentum, eps)                \
     tg_batch_norm_at((t), (x), (weight), (bias), (running_mean), (running_var), (momentum), (eps), \

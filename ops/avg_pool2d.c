@@ -4,7 +4,7 @@
  *   in the window (PyTorch's two conventions).
  * y is linear in x:  dx[pixel] += dy[n,c,i,j] / d  for every window (i,j) holding the pixel.
  * Saves nothing. */
-#include "pool2d.h"
+#include "pooling.h"
 
 static tg_status avg_pool2d_shape(tg_tensor *y, char *msg, size_t len) {
     return tg__pool2d_shape(y, "avg_pool2d", msg, len);

@@ -4,7 +4,7 @@
  * y is x at the window's argmax a (the first maximum in scan order on ties, as PyTorch), so
  *   dy/dx = 1 at a and 0 elsewhere:  dx[n,c,a[n,c,i,j]] += dy[n,c,i,j]  (overlapping windows add).
  * Saves the argmax [N,C,OH,OW] (int32, the index ih*W + iw within its plane). */
-#include "pool2d.h"
+#include "pooling.h"
 
 static tg_status max_pool2d_shape(tg_tensor *y, char *msg, size_t len) {
     return tg__pool2d_shape(y, "max_pool2d", msg, len);

@@ -12,6 +12,7 @@
 #include <criterion/criterion.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct net {
     tg_dtype dtype;
@@ -114,6 +115,86 @@ static void check_steady_state(tg_dtype dt, bool mlp, int threads) {
         tg_tensor_free(n.p[i]);
     tg_tensor_free(n.x), tg_tensor_free(n.y);
 }
+
+/* ---- cnnops: a CNN step (conv, batch norm, relu, max pool, grouped conv, avg pool, dropout,
+ * linear), with the conv workspaces, saved argmax, batch statistics and mask in the arena ---- */
+
+typedef struct cnn {
+    tg_conv2d_layer *c1, *c2;
+    tg_batch_norm_layer *bn;
+    tg_linear *fc;
+    tg_rng drop; /* each step draws a new mask */
+    tg_tensor *x, *y;
+    tg_tensor *p[8];
+} cnn;
+
+static tg_status cnn_step(tg_tape *t, cnn *m) {
+    tg_tape_reset(t);
+    const tg_pool2d_opts pool = {.kernel = {2, 2}};
+    tg_tensor *h =
+        tg_relu(t, tg_batch_norm_layer_forward(t, m->bn, tg_conv2d_layer_forward(t, m->c1, m->x)));
+    h = tg_max_pool2d(t, h, &pool);
+    h = tg_relu(t, tg_conv2d_layer_forward(t, m->c2, h));
+    h = tg_dropout(t, tg_avg_pool2d(t, h, &pool), 0.25, &m->drop);
+    tg_tensor *z = tg_linear_forward(t, m->fc, tg_flatten(t, h, 1, -1));
+    tg_status st = tg_backward(t, tg_softmax_cross_entropy(t, z, m->y));
+    if (st != TG_OK)
+        return st;
+    for (int i = 0; i < 8; i++) {
+        float *w = tg_tensor_data(m->p[i]);
+        const float *g = tg_tensor_cdata(tg_tensor_grad(m->p[i]));
+        for (int64_t k = 0; k < tg_tensor_numel(m->p[i]); k++)
+            w[k] -= 0.05f * g[k];
+        tg_tensor_zero_grad(m->p[i]);
+    }
+    return TG_OK;
+}
+
+static void check_cnn_steady_state(int threads) {
+    const char *why = alloc_counter_unavailable();
+    if (why)
+        cr_skip_test("%s", why);
+    tg_rng rng;
+    tg_rng_seed(&rng, 12);
+    cnn m = {0};
+    tg_rng_seed(&m.drop, 13);
+    m.c1 =
+        tg_conv2d_layer_new(TG_F32, 1, 8, 3, 3, &(tg_conv2d_opts){.padding = {1, 1}}, "c1", &rng);
+    m.bn = tg_batch_norm_layer_new(TG_F32, 8, "bn");
+    m.c2 = tg_conv2d_layer_new(TG_F32, 8, 16, 3, 3,
+                               &(tg_conv2d_opts){.padding = {1, 1}, .groups = 2}, "c2", &rng);
+    m.fc = tg_linear_new(TG_F32, 16 * 3 * 3, 10, "fc", &rng);
+    cr_assert(m.c1 && m.bn && m.c2 && m.fc, "%s", tg_last_errmsg());
+    tg_tensor *ps[8] = {m.c1->W, m.c1->b, m.bn->weight, m.bn->bias,
+                        m.c2->W, m.c2->b, m.fc->W,      m.fc->b};
+    memcpy(m.p, ps, sizeof ps);
+    m.x = tg_tensor_rand(TG_F32, TG_SHAPE(16, 1, 12, 12), -1, 1, &rng);
+    int32_t labels[16];
+    for (int i = 0; i < 16; i++)
+        labels[i] = (int32_t)tg_rng_below(&rng, 10);
+    m.y = tg_tensor_from(TG_I32, TG_SHAPE(16), labels);
+    cr_assert_eq(tg_set_num_threads(threads), TG_OK);
+    tg_tape *t = tg_tape_new();
+    for (int s = 0; s < 3; s++)
+        cr_assert_eq(cnn_step(t, &m), TG_OK, "%s", tg_tape_errmsg(t));
+    alloc_counter_start();
+    tg_status st = TG_OK;
+    for (int s = 0; s < 10 && st == TG_OK; s++)
+        st = cnn_step(t, &m);
+    const long allocs = alloc_counter_stop();
+    cr_assert_eq(st, TG_OK, "%s", tg_tape_errmsg(t));
+    cr_expect_eq(allocs, 0, "CNN f32, %d thread(s): %ld heap allocations in 10 steady-state steps",
+                 threads, allocs);
+    tg_set_num_threads(1);
+    tg_tape_free(t);
+    tg_conv2d_layer_free(m.c1), tg_conv2d_layer_free(m.c2);
+    tg_batch_norm_layer_free(m.bn), tg_linear_free(m.fc);
+    tg_tensor_free(m.x), tg_tensor_free(m.y);
+}
+
+Test(alloc, cnn_f32_one_thread) { check_cnn_steady_state(1); }
+Test(alloc, cnn_f32_two_threads) { check_cnn_steady_state(2); }
+/* ---- end of cnnops ---- */
 
 /* The counter works: a leaf made while counting is seen. Guards against a build where the
  * interposition silently does not happen (then every zero above would prove nothing). */

@@ -1,8 +1,8 @@
-/* pool2d.h -- private to ops/: what max_pool2d and avg_pool2d share (their parameters, the
+/* pooling.h -- private to ops/: what max_pool2d and avg_pool2d share (their parameters, the
  * builder's reading of tg_pool2d_opts, the shape check, the listing). Not an op (CMake compiles
  * only the .c files of ops/). */
-#ifndef TG_OPS_POOL2D_H
-#define TG_OPS_POOL2D_H
+#ifndef TG_OPS_POOLING_H
+#define TG_OPS_POOLING_H
 
 #include "kernels/conv.h"
 
@@ -60,4 +60,4 @@ static inline int tg__pool2d_print(const tg_tensor *y, bool avg, char *buf, size
                         : "");
 }
 
-#endif /* TG_OPS_POOL2D_H */
+#endif /* TG_OPS_POOLING_H */
