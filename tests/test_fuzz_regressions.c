@@ -1,9 +1,10 @@
 /* Issue 12: what the builder-API fuzzer (tests/fuzz/fuzz_api.c) found. Each test fails on the
  * code before its fix. */
-#include "tapegrad.h"
+#include "core/engine.h"
 
 #include <criterion/criterion.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- A size 0 beside a huge size: the strides overflowed (UBSan in tg__bcast_init) ---------
@@ -133,4 +134,19 @@ Test(fuzz_regressions, a_seed_that_is_a_gradient_on_the_path_is_read_first) {
     tg_tape_free(t);
     tg_tensor_free(ones);
     tg_tensor_free(x);
+}
+
+/* A pointer whose memory holds no tensor (freed, stale on another tape, or garbage) cannot be
+ * told from a leaf in general; a header no tensor can have is refused instead of indexed with
+ * (the fuzzer passed a stale tensor of one tape to another: rank 9 read from old bytes). */
+Test(fuzz_regressions, an_impossible_tensor_header_is_refused) {
+    tg_tape *t = tg_tape_new();
+    tg_tensor *bad = calloc(1, sizeof *bad); /* not a leaf of tg_tensor_new's making */
+    cr_assert_not_null(bad);
+    bad->rank = 9; /* what old bytes may hold: no tensor has this rank */
+    cr_expect_null(tg_exp(t, bad));
+    cr_expect(strstr(tg_tape_errmsg(t), "input 1 is not a valid tensor") != NULL, "%s",
+              tg_tape_errmsg(t));
+    free(bad);
+    tg_tape_free(t);
 }

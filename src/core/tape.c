@@ -320,6 +320,11 @@ static const char *bad_input(const tg_tape *t, const tg_tensor *x) {
     if (x->on_tape)
         return x->tape == t ? "is from before tg_tape_reset (stale)"
                             : "was recorded on another tape";
+    /* Cheap sanity for what cannot be checked fully (a freed or stale pointer whose memory now
+     * holds other bytes): refuse a header no tensor can have rather than index with it. */
+    if (x->rank < 0 || x->rank > TG_MAX_RANK ||
+        (x->dtype != TG_F32 && x->dtype != TG_F64 && x->dtype != TG_I32))
+        return "is not a valid tensor (freed, stale, or never a tensor)";
     return NULL;
 }
 

@@ -1319,7 +1319,9 @@ static void other_tape_action(state *s, gc_piece *g, reader *r) {
             in[k] = (operand){s->other[sel % (unsigned)s->n_other], SRC_OTHER};
         else
             in[k] = pick(s, r, o, k, k ? in[0].x : NULL);
-        if (in[k].src == SRC_STALE && !pending) /* not in tape2's arena: read as a node */
+        /* A stale tensor of the first tape is not in tape2's arena: tape2 cannot tell it from a
+         * leaf (the header's caller responsibility 2), so it is never passed there. */
+        if (in[k].src == SRC_STALE)
             in[k] = (operand){NULL, SRC_NULL};
     }
     tg_tensor *y = call(s, g, s->tape2, &c, in);
