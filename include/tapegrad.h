@@ -35,8 +35,9 @@
  * reported as an error.
  *   1. Pointers must point to live objects: a tensor after tg_tensor_free, a tape after
  *      tg_tape_free, or memory that never was a tensor cannot be told from a valid one.
- *   2. A tensor recorded before tg_tape_reset is refused, except when a node recorded since
- *      happens to sit at the same address in the tape's memory: it is then that node.
+ *   2. A tensor recorded before tg_tape_reset is refused by its own tape, except when a node
+ *      recorded since happens to sit at the same address in the tape's memory (it is then that
+ *      node); given to another tape, it cannot be told from a leaf.
  *   3. Arrays passed with a length (tg_tensor_from's data, shapes, tg_idx_dataset_batch's
  *      indices, tg_idx_path's buffer) must hold that many elements.
  *   4. Objects that keep pointers (an optimizer its parameters, a dataset its tensors, a custom
