@@ -6,8 +6,8 @@
  *       -> dropout 0.25 -> flatten [B,3136] -> linear 3136->128 -> relu -> linear 128->10
  *     loss = softmax cross-entropy of the logits against the class labels, mean over the batch
  *
- * trained with Adam on mini-batches of 128 shuffled images, the learning rate halved every three
- * epochs. As in examples/mnist_mlp.c the images stay in memory as bytes, each batch is converted
+ * trained with Adam on mini-batches of 128 shuffled images, the learning rate going from 3e-3 down
+ * to 0 along a half cosine over the run (tg_optim_config.total_steps). As in examples/mnist_mlp.c the images stay in memory as bytes, each batch is converted
  * into tensors allocated once and the tape is reset, not freed: a training step allocates nothing
  * once the first steps have sized the tape. Accuracy is measured in evaluation mode
  * (tg_tape_set_training(t, 0)): batch norm uses its running statistics, dropout does nothing.
@@ -64,8 +64,9 @@ typedef struct options {
     const char *out;
     int epochs;
     double lr;
-    double weight_decay; /* Adam's L2 penalty */
-    int halve_every;     /* the learning rate is halved after every this many epochs; 0: constant */
+    double weight_decay;  /* Adam's L2 penalty */
+    const char *schedule; /* "cosine" (lr down to 0 as a half cosine), "halve" or "constant" */
+    int halve_every;      /* "halve": the rate is halved after every this many epochs */
     int batch;
     unsigned long long seed;
     int threads;
@@ -83,7 +84,8 @@ typedef struct options {
 static const options defaults = {.data = TG_FASHION_MNIST_DIR,
                                  .out = "fashion-cnn-out",
                                  .epochs = 10,
-                                 .lr = 2e-3,
+                                 .lr = 3e-3,
+                                 .schedule = "cosine",
                                  .halve_every = 3,
                                  .batch = 128,
                                  .seed = 1,
@@ -105,8 +107,10 @@ static void usage(FILE *f, const char *prog) {
         "                    from: apt-get install dataset-fashion-mnist)\n"
         "  --epochs E        passes over the 60,000 training images (default %d)\n"
         "  --lr LR           Adam's initial learning rate (default %g)\n"
-        "  --halve-every E   halve the learning rate after every E epochs; 0 keeps it\n"
-        "                    constant (default %d)\n"
+        "  --schedule S      the learning rate over the run: cosine (from --lr down to 0\n"
+        "                    at the last step, as a half cosine), halve (halved after\n"
+        "                    every --halve-every epochs) or constant (default %s)\n"
+        "  --halve-every E   with --schedule halve: epochs between halvings (default %d)\n"
         "  --batch B         images per mini-batch (default %d)\n"
         "  --seed S          seed of the weights, the shuffling, dropout and the flips (default "
         "%llu)\n"
@@ -130,8 +134,8 @@ static void usage(FILE *f, const char *prog) {
         "  --bench N         benchmark: time N training steps after %d warm-up steps and print\n"
         "                    one JSON line (samples/s, peak RSS, allocations per step)\n"
         "  --help            this text\n",
-        prog, defaults.data, defaults.epochs, defaults.lr, defaults.halve_every, defaults.batch,
-        defaults.seed, defaults.threads, defaults.weight_decay, defaults.flip,
+        prog, defaults.data, defaults.epochs, defaults.lr, defaults.schedule, defaults.halve_every,
+        defaults.batch, defaults.seed, defaults.threads, defaults.weight_decay, defaults.flip,
         (long long)defaults.train_eval, defaults.out, BENCH_WARMUP);
 }
 
@@ -172,6 +176,14 @@ static int parse_args(int argc, char **argv, options *o) {
             continue;
         } else if (!strcmp(a, "--eval")) {
             o->eval = v;
+            continue;
+        } else if (!strcmp(a, "--schedule")) {
+            if (strcmp(v, "cosine") && strcmp(v, "halve") && strcmp(v, "constant")) {
+                fprintf(stderr, "%s: --schedule is cosine, halve or constant, not '%s'\n", argv[0],
+                        v);
+                return -1;
+            }
+            o->schedule = v;
             continue;
         } else if (!strcmp(a, "--epochs"))
             o->epochs = (int)strtol(v, &end, 10);
@@ -1116,8 +1128,11 @@ int main(int argc, char **argv) {
     int64_t n_params = 0;
     for (int i = 0; i < N_PARAMS; i++)
         n_params += tg_tensor_numel(m.params[i]);
+    const int halve = !strcmp(o.schedule, "halve") && o.halve_every > 0;
     char halving[48] = "";
-    if (o.halve_every > 0)
+    if (!strcmp(o.schedule, "cosine"))
+        snprintf(halving, sizeof halving, ", cosine decay to 0");
+    else if (halve)
         snprintf(halving, sizeof halving, ", halved every %d epoch%s", o.halve_every,
                  o.halve_every == 1 ? "" : "s");
     if (!quiet)
@@ -1135,7 +1150,9 @@ int main(int argc, char **argv) {
                o.flip ? "; random left-right flips of the training images" : "", train_what);
     tg_optim_config cfg = tg_optim_defaults(TG_OPTIM_ADAM, o.lr);
     cfg.weight_decay = o.weight_decay;
-    if (o.halve_every > 0) {
+    if (!strcmp(o.schedule, "cosine"))
+        cfg.total_steps = (int64_t)o.epochs * split_batches(&train);
+    if (halve) {
         cfg.decay_every = (int64_t)o.halve_every * split_batches(&train);
         cfg.decay_factor = 0.5;
     }
