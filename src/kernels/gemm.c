@@ -12,8 +12,8 @@
  * choice, and the default.
  *
  * Determinism: each C element is summed over k in increasing order, kc at a time, by the same
- * micro-kernel whatever tile, block or thread it falls in (edge tiles go through a scratch tile
- * with the same arithmetic). Threads split C into ranges of rows or of columns, never k, so the
+ * micro-kernel whatever tile, block or thread it falls in (edge tiles through the kernel's edge
+ * variant, masked loads and stores of C, or a scratch tile, with the same arithmetic). Threads split C into ranges of rows or of columns, never k, so the
  * result is bit-identical for any thread count. Different kernels (FMA or not) round differently.
  *
  * Small products (the 2-4-2 network's [200,2] x [2,4], attention's per-head [16,16] x [16,16])
@@ -102,8 +102,8 @@ PORT_DIRECT(direct_portable_f32, float)
 PORT_DIRECT(direct_portable_f64, double)
 
 static const tg__ukernel uk_portable[2] = {
-    {PORT_MR, PORT_NR, 128, 256, 2048, uk_portable_f32, direct_portable_f32, NULL},
-    {PORT_MR, PORT_NR, 64, 256, 2048, uk_portable_f64, direct_portable_f64, NULL},
+    {PORT_MR, PORT_NR, 128, 256, 2048, uk_portable_f32, direct_portable_f32, NULL, NULL},
+    {PORT_MR, PORT_NR, 64, 256, 2048, uk_portable_f64, direct_portable_f64, NULL, NULL},
 };
 
 /* The whole product in portable C from the operands as they are, with no buffer (out of
@@ -494,7 +494,11 @@ static void compute_block(const gemm_job *j, const unsigned char *ap, const unsi
                 uk->fn(kb, apanel, bpanel, c, j->ldc, acc);
                 continue;
             }
-            /* Edge tile: the same kernel on a scratch copy, so the arithmetic (and the result)
+            if (uk->edge) {
+                uk->edge(kb, apanel, bpanel, c, j->ldc, acc, (int)mre, (int)nre);
+                continue;
+            }
+            /* Edge tile, without the kernel's edge variant: the same kernel on a scratch copy, so the arithmetic (and the result)
              * does not depend on where the tile boundaries fall. */
             memset(tile, 0, (size_t)(mr * nr) * esz);
             if (acc)

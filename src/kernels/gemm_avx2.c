@@ -205,10 +205,24 @@ TRANSPOSE_FUNC(f64, double, 4, __m256d, GATHER_PD, _mm256_maskstore_pd, _mm256_s
 
 /* Blocks for a 32 KiB L1d and 512 KiB L2 (AMD Zen; Intel client cores are close): a kc x nr
  * B panel (16 KiB) stays in L1, the mc x kc A block (144 KiB) in L2. */
-const tg__ukernel tg__uk_avx2_f32 = {6, 16, 144, 256, 3072, uk_avx2_f32, direct_f32, transpose_f32};
-const tg__ukernel tg__uk_avx2_f64 = {6, 8, 72, 256, 2048, uk_avx2_f64, direct_f64, transpose_f64};
+const tg__ukernel tg__uk_avx2_f32 = {.mr = 6,
+                                     .nr = 16,
+                                     .mc = 144,
+                                     .kc = 256,
+                                     .nc = 3072,
+                                     .fn = uk_avx2_f32,
+                                     .direct = direct_f32,
+                                     .transpose = transpose_f32};
+const tg__ukernel tg__uk_avx2_f64 = {.mr = 6,
+                                     .nr = 8,
+                                     .mc = 72,
+                                     .kc = 256,
+                                     .nc = 2048,
+                                     .fn = uk_avx2_f64,
+                                     .direct = direct_f64,
+                                     .transpose = transpose_f64};
 
 #else /* not x86: never selected (tg__kernel_available says no), but the symbols must exist */
-const tg__ukernel tg__uk_avx2_f32 = {4, 8, 128, 256, 2048, NULL, NULL, NULL};
-const tg__ukernel tg__uk_avx2_f64 = {4, 8, 64, 256, 2048, NULL, NULL, NULL};
+const tg__ukernel tg__uk_avx2_f32 = {4, 8, 128, 256, 2048, NULL, NULL, NULL, NULL};
+const tg__ukernel tg__uk_avx2_f64 = {4, 8, 64, 256, 2048, NULL, NULL, NULL, NULL};
 #endif

@@ -77,6 +77,60 @@ TG_AVX512 static void uk_avx512_f64(int64_t kc, const void *a_, const void *b_, 
     ROWS(STORE_PD)
 }
 
+/* The edge tiles (tg__edge_fn): the micro-kernel's loop, C's rows below `rows` and columns
+ * below `cols` loaded and stored through masks. */
+#define EDGE_LOAD_PS(r)                                                                            \
+    c##r##_0 =                                                                                     \
+        accumulate && (r) < rows ? _mm512_maskz_loadu_ps(m0, c + (r)*ldc) : _mm512_setzero_ps();   \
+    c##r##_1 = accumulate && (r) < rows ? _mm512_maskz_loadu_ps(m1, c + (r)*ldc + 16)              \
+                                        : _mm512_setzero_ps();
+#define EDGE_STORE_PS(r)                                                                           \
+    if ((r) < rows) {                                                                              \
+        _mm512_mask_storeu_ps(c + (r)*ldc, m0, c##r##_0);                                          \
+        _mm512_mask_storeu_ps(c + (r)*ldc + 16, m1, c##r##_1);                                     \
+    }
+
+TG_AVX512 static void edge_avx512_f32(int64_t kc, const void *a_, const void *b_, void *c_,
+                                      int64_t ldc, int accumulate, int rows, int cols) {
+    const float *a = a_, *b = b_;
+    float *c = c_;
+    const __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
+    const __mmask16 m1 = (__mmask16)(cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
+    ROWS(DECL_PS)
+    ROWS(EDGE_LOAD_PS)
+    for (int64_t k = 0; k < kc; k++, a += 12, b += 32) {
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        ROWS(FMA_PS)
+    }
+    ROWS(EDGE_STORE_PS)
+}
+
+#define EDGE_LOAD_PD(r)                                                                            \
+    c##r##_0 =                                                                                     \
+        accumulate && (r) < rows ? _mm512_maskz_loadu_pd(m0, c + (r)*ldc) : _mm512_setzero_pd();   \
+    c##r##_1 = accumulate && (r) < rows ? _mm512_maskz_loadu_pd(m1, c + (r)*ldc + 8)               \
+                                        : _mm512_setzero_pd();
+#define EDGE_STORE_PD(r)                                                                           \
+    if ((r) < rows) {                                                                              \
+        _mm512_mask_storeu_pd(c + (r)*ldc, m0, c##r##_0);                                          \
+        _mm512_mask_storeu_pd(c + (r)*ldc + 8, m1, c##r##_1);                                      \
+    }
+
+TG_AVX512 static void edge_avx512_f64(int64_t kc, const void *a_, const void *b_, void *c_,
+                                      int64_t ldc, int accumulate, int rows, int cols) {
+    const double *a = a_, *b = b_;
+    double *c = c_;
+    const __mmask8 m0 = (__mmask8)(cols >= 8 ? 0xff : (1u << cols) - 1);
+    const __mmask8 m1 = (__mmask8)(cols <= 8 ? 0 : (1u << (cols - 8)) - 1);
+    ROWS(DECL_PD)
+    ROWS(EDGE_LOAD_PD)
+    for (int64_t k = 0; k < kc; k++, a += 12, b += 16) {
+        const __m512d b0 = _mm512_loadu_pd(b), b1 = _mm512_loadu_pd(b + 8);
+        ROWS(FMA_PD)
+    }
+    ROWS(EDGE_STORE_PD)
+}
+
 /* ---- Direct kernels: small products straight from A, B and C (tg__direct_fn) ----
  * Tiles of up to 12 rows x 2 vectors of C (12 x 32 f32, 12 x 16 f64), the columns past N masked
  * off in the loads and stores of B and C; rows of A broadcast from where they are (A or A^T),
@@ -191,12 +245,26 @@ TRANSPOSE_FUNC(f64, double, 8, __mmask8, GATHER_PD, __m512i, _mm512_mask_storeu_
 /* Blocks for a 32-48 KiB L1d and 1-2 MiB L2 (Intel server cores): a kc x nr B panel (32 KiB at
  * kc 256) in L1, the mc x kc A block (144 KiB f32) in L2. Not tuned on hardware: the machine this
  * was written on has no AVX-512. */
-const tg__ukernel tg__uk_avx512_f32 = {12,         32,           144, 256, 4096, uk_avx512_f32,
-                                       direct_f32, transpose_f32};
-const tg__ukernel tg__uk_avx512_f64 = {12,         16,           96, 256, 2048, uk_avx512_f64,
-                                       direct_f64, transpose_f64};
+const tg__ukernel tg__uk_avx512_f32 = {.mr = 12,
+                                       .nr = 32,
+                                       .mc = 144,
+                                       .kc = 256,
+                                       .nc = 4096,
+                                       .fn = uk_avx512_f32,
+                                       .direct = direct_f32,
+                                       .transpose = transpose_f32,
+                                       .edge = edge_avx512_f32};
+const tg__ukernel tg__uk_avx512_f64 = {.mr = 12,
+                                       .nr = 16,
+                                       .mc = 96,
+                                       .kc = 256,
+                                       .nc = 2048,
+                                       .fn = uk_avx512_f64,
+                                       .direct = direct_f64,
+                                       .transpose = transpose_f64,
+                                       .edge = edge_avx512_f64};
 
 #else
-const tg__ukernel tg__uk_avx512_f32 = {4, 8, 128, 256, 2048, NULL, NULL, NULL};
-const tg__ukernel tg__uk_avx512_f64 = {4, 8, 64, 256, 2048, NULL, NULL, NULL};
+const tg__ukernel tg__uk_avx512_f32 = {4, 8, 128, 256, 2048, NULL, NULL, NULL, NULL};
+const tg__ukernel tg__uk_avx512_f64 = {4, 8, 64, 256, 2048, NULL, NULL, NULL, NULL};
 #endif

@@ -48,6 +48,11 @@ void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, 
 typedef void (*tg__ukernel_fn)(int64_t kc, const void *a, const void *b, void *c, int64_t ldc,
                                int accumulate);
 
+/* The micro-kernel on an edge tile: the same arithmetic, C's first `rows` rows and `cols`
+ * columns loaded (when accumulating) and stored, the rest of the (zero-padded) tile dropped. */
+typedef void (*tg__edge_fn)(int64_t kc, const void *a, const void *b, void *c, int64_t ldc,
+                            int accumulate, int rows, int cols);
+
 /* A direct kernel computes a whole small product without packing or cache blocks:
  *   C[i*ldc + j] = (beta ? C[i*ldc + j] : 0) + sum_k op(A)[i][k] * B[k*ldb + j]
  * with op(A)[i][k] = ta ? A[k*lda + i] : A[i*lda + k] and B already in the not-transposed form
@@ -69,6 +74,7 @@ typedef struct tg__ukernel {
     tg__ukernel_fn fn;
     tg__direct_fn direct;       /* the same arithmetic for small products */
     tg__transpose_fn transpose; /* for the direct kernel's B (NULL: a plain loop) */
+    tg__edge_fn edge;           /* NULL: edge tiles through a scratch tile */
 } tg__ukernel;
 
 /* The kernels available in this build, portable first. TG_KERNEL=<name> picks one at startup. */
