@@ -13,8 +13,9 @@
  *
  * Determinism: each C element is summed over k in increasing order, kc at a time, by the same
  * micro-kernel whatever tile, block or thread it falls in (edge tiles through the kernel's edge
- * variant, masked loads and stores of C, or a scratch tile, with the same arithmetic). Threads split C into ranges of rows or of columns, never k, so the
- * result is bit-identical for any thread count. Different kernels (FMA or not) round differently.
+ * variant, masked loads and stores of C, or a scratch tile, with the same arithmetic). Threads
+ * split C into ranges of rows or of columns, never k, so the result is bit-identical for any
+ * thread count. Different kernels (FMA or not) round differently.
  *
  * Small products (the 2-4-2 network's [200,2] x [2,4], attention's per-head [16,16] x [16,16])
  * skip packing, blocks and threads: the kernel's direct kernel (tg__direct_fn) reads A, B and C
@@ -498,8 +499,9 @@ static void compute_block(const gemm_job *j, const unsigned char *ap, const unsi
                 uk->edge(kb, apanel, bpanel, c, j->ldc, acc, (int)mre, (int)nre);
                 continue;
             }
-            /* Edge tile, without the kernel's edge variant: the same kernel on a scratch copy, so the arithmetic (and the result)
-             * does not depend on where the tile boundaries fall. */
+            /* Edge tile, for a kernel without an edge variant: the same kernel on a scratch
+             * copy, so the arithmetic (and the result) does not depend on where the tile
+             * boundaries fall. */
             memset(tile, 0, (size_t)(mr * nr) * esz);
             if (acc)
                 for (int64_t r = 0; r < mre; r++)
