@@ -137,11 +137,11 @@ TG_AVX512 static void edge_avx512_f64(int64_t kc, const void *a_, const void *b_
  * B's rows loaded from B. The same fused multiply-adds from the same start as the micro-kernel:
  * the result is the blocked path's. */
 
-#define DIRECT_FUNCS(sfx, T, VT, MT, L, LOADZ, STOREM, SET1, FMA, ZERO)                            \
+#define DIRECT_FUNCS(sfx, T, VT, MT, L, LOADU, STOREU, LOADZ, STOREM, SET1, FMA, ZERO)             \
     /* C[0:R, 0:V*L] (masks m0, m1) += op(A)[0:R, :] B[:, 0:V*L], R and V constant */              \
     TG_AVX512 static inline __attribute__((always_inline)) void dtile_##sfx(                       \
-        const int R, const int V, bool ta, int64_t K, const T *a, int64_t lda, const T *b,         \
-        int64_t ldb, int beta, T *c, int64_t ldc, MT m0, MT m1) {                                  \
+        const int R, const int V, const int P, bool ta, int64_t K, const T *a, int64_t lda,        \
+        const T *b, int64_t ldb, int beta, T *c, int64_t ldc, MT m0, MT m1) {                      \
         VT acc[12][2];                                                                             \
         const MT m[2] = {m0, m1};                                                                  \
         _Pragma("GCC unroll 12") for (int r = 0; r < R; r++)                                       \
@@ -151,7 +151,8 @@ TG_AVX512 static void edge_avx512_f64(int64_t kc, const void *a_, const void *b_
         const int64_t sr = ta ? 1 : lda, sk = ta ? lda : 1;                                        \
         for (int64_t k = 0; k < K; k++, a += sk, b += ldb) {                                       \
             VT bv[2];                                                                              \
-            _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) bv[v] = LOADZ(m[v], b + v * (L));  \
+            _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) bv[v] =                            \
+                P && v == V - 1 ? LOADZ(m[v], b + v * (L)) : LOADU(b + v * (L));                   \
             _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                 \
                 const VT ar = SET1(a[r * sr]);                                                     \
                 _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) acc[r][v] =                    \
@@ -159,8 +160,12 @@ TG_AVX512 static void edge_avx512_f64(int64_t kc, const void *a_, const void *b_
             }                                                                                      \
         }                                                                                          \
         _Pragma("GCC unroll 12") for (int r = 0; r < R; r++)                                       \
-            _Pragma("GCC unroll 2") for (int v = 0; v < V; v++)                                    \
+            _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) {                                  \
+            if (P && v == V - 1)                                                                   \
                 STOREM(c + r * ldc + v * (L), m[v], acc[r][v]);                                    \
+            else                                                                                   \
+                STOREU(c + r * ldc + v * (L), acc[r][v]);                                          \
+        }                                                                                          \
     }                                                                                              \
     TG_AVX512 static inline __attribute__((always_inline)) void drive_##sfx(                       \
         const bool ta, int64_t M, int64_t N, int64_t K, const void *A_, int64_t lda,               \
@@ -169,7 +174,7 @@ TG_AVX512 static void edge_avx512_f64(int64_t kc, const void *a_, const void *b_
         T *C = C_;                                                                                 \
         for (int64_t j0 = 0; j0 < N; j0 += 2 * (L)) {                                              \
             const int64_t nj = N - j0 < 2 * (L) ? N - j0 : 2 * (L);                                \
-            const int V = nj > (L) ? 2 : 1;                                                        \
+            const int V = nj > (L) ? 2 : 1, P = nj % (L) != 0;                                     \
             const MT full = (MT)((1u << (L)) - 1);                                                 \
             const MT m0 = V == 2 ? full : (MT)((1u << nj) - 1);                                    \
             const MT m1 = V == 2 ? (MT)((1u << (nj - (L))) - 1) : 0;                               \
@@ -178,7 +183,7 @@ TG_AVX512 static void edge_avx512_f64(int64_t kc, const void *a_, const void *b_
                 const int R = rows >= 12 ? 12 : rows >= 8 ? 8 : rows >= 4 ? 4 : (int)rows;         \
                 const T *a = ta ? A + i0 : A + i0 * lda;                                           \
                 T *c = C + i0 * ldc + j0;                                                          \
-                switch (R * 2 + V - 1) {                                                           \
+                switch (R * 4 + (V - 1) * 2 + P) {                                                 \
                     DIRECT_CASE(sfx, 12)                                                           \
                     DIRECT_CASE(sfx, 8)                                                            \
                     DIRECT_CASE(sfx, 4)                                                            \
@@ -199,18 +204,22 @@ TG_AVX512 static void edge_avx512_f64(int64_t kc, const void *a_, const void *b_
         else                                                                                       \
             drive_##sfx(false, M, N, K, A, lda, B, ldb, beta, C, ldc);                             \
     }
-#define DIRECT_CASE(sfx, R)                                                                        \
-    case (R)*2: dtile_##sfx(R, 1, ta, K, a, lda, B + j0, ldb, beta, c, ldc, m0, m1); break;        \
-    case (R)*2 + 1:                                                                                \
-        dtile_##sfx(R, 2, ta, K, a, lda, B + j0, ldb, beta, c, ldc, m0, m1);                       \
+#define DIRECT_CASE1(sfx, R, V, P)                                                                 \
+    case (R)*4 + ((V)-1) * 2 + (P):                                                                \
+        dtile_##sfx(R, V, P, ta, K, a, lda, B + j0, ldb, beta, c, ldc, m0, m1);                    \
         break;
+#define DIRECT_CASE(sfx, R)                                                                        \
+    DIRECT_CASE1(sfx, R, 1, 0)                                                                     \
+    DIRECT_CASE1(sfx, R, 1, 1) DIRECT_CASE1(sfx, R, 2, 0) DIRECT_CASE1(sfx, R, 2, 1)
 
 #define SET1_PS(p) _mm512_set1_ps(p)
 #define SET1_PD(p) _mm512_set1_pd(p)
-DIRECT_FUNCS(f32, float, __m512, __mmask16, 16, _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps,
-             SET1_PS, _mm512_fmadd_ps, _mm512_setzero_ps)
-DIRECT_FUNCS(f64, double, __m512d, __mmask8, 8, _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd,
-             SET1_PD, _mm512_fmadd_pd, _mm512_setzero_pd)
+DIRECT_FUNCS(f32, float, __m512, __mmask16, 16, _mm512_loadu_ps, _mm512_storeu_ps,
+             _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps, SET1_PS, _mm512_fmadd_ps,
+             _mm512_setzero_ps)
+DIRECT_FUNCS(f64, double, __m512d, __mmask8, 8, _mm512_loadu_pd, _mm512_storeu_pd,
+             _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd, SET1_PD, _mm512_fmadd_pd,
+             _mm512_setzero_pd)
 
 /* Transposing B for the direct kernel: each row k of op(B) gathered 16 (8) columns at a time
  * (column j of op(B) is row j of B). The offsets j*ldb must fit an int32, else a plain loop. */
