@@ -740,6 +740,13 @@ static void gemm_direct(const tg__ukernel *uk, tg_dtype dtype, bool ta, bool tb,
             transpose_b(dtype, B, ldb, K, N, bt);
         B = bt, ldb = N;
     }
+    /* A product at most 256 bits wide: AVX2's direct kernel, whose fused multiply-adds round as
+     * AVX-512's do (the same bits), without 512-bit instructions (which can lower the clock). */
+    if (uk == &tg__uk_avx512_f32 || uk == &tg__uk_avx512_f64) {
+        const tg__ukernel *narrow = dtype == TG_F32 ? &tg__uk_avx2_f32 : &tg__uk_avx2_f64;
+        if (N <= (dtype == TG_F32 ? 8 : 4) && tg__kernel_available(TG_KERNEL_AVX2))
+            uk = narrow;
+    }
     uk->direct(ta, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
