@@ -214,9 +214,9 @@ static int check_direct_equals_blocked(tg_dtype dtype, bool ta, bool tb, int bet
     tg__gemm(dtype, ta, tb, M, N, K, A, lda, B, ldb, beta, C1, ldc);
     tg_set_num_threads(1);
     /* Corners [i0:i0+m, j0:j0+n] with m n K below 2^21, through the same A, B, C strides. */
-    /* (n 8 and 4: with AVX-512, the narrow products take AVX2's direct kernel) */
+    /* Disjoint (beta 1 adds to C). n 8 and 4: with AVX-512, AVX2's direct kernel runs them. */
     static const int64_t corner[][4] = {
-        {0, 0, 37, 41}, {37, 41, 13, 109}, {50, 0, 110, 9}, {100, 3, 20, 8}, {120, 7, 30, 4}};
+        {0, 0, 37, 41}, {37, 41, 13, 109}, {50, 0, 110, 9}, {60, 20, 20, 8}, {90, 100, 30, 4}};
     int bad = 0;
     for (int c = 0; c < 5; c++) {
         const int64_t i0 = corner[c][0], j0 = corner[c][1], m = corner[c][2], n = corner[c][3];
