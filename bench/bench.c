@@ -2,7 +2,8 @@
  *
  *   matmul      the CPU's cache sizes and measured FMA peak (a register-only loop, per vector
  *               width, 1 and 2 threads); then f32 and f64 C = op(A) op(B) for n x n, n = 256..2048,
- *               and the Fashion-MNIST step's first-layer shapes (128x784x256 and its transposes):
+ *               the Fashion-MNIST step's first-layer shapes (128x784x256 and its transposes), and
+ *               small products (attention's 16^3 per head, the 2-4-2 network's [200,2]x[2,4]):
  *               tapegrad's own kernel (TG_KERNEL's if set, else the best SIMD one), OpenBLAS
  *               (when found at build time; same process, same data, runs alternating), a naive
  *               loop at small n. GFLOP/s = 2MNK / best time; of_fma_peak = that / the peak.
@@ -203,7 +204,8 @@ static void time_gemm(const impl *which, int n_impls, tg_dtype dt, const gemm_sh
     int reps = which[0] == IMPL_NAIVE ? 2 : flop > 4e9 ? 5 : flop > 2e8 ? 9 : 30;
     if (quick)
         reps = reps > 3 ? 3 : reps;
-    const int inner = flop < 1e8 ? 20 : 1; /* small products: time a batch of calls */
+    /* small products: time a batch of calls (some microseconds at least) */
+    const int inner = flop < 1e6 ? 1000 : flop < 1e8 ? 20 : 1;
     double best[4] = {1e30, 1e30, 1e30, 1e30};
     for (int r = 0; r < reps + 1; r++) /* run 0 warms caches and pack buffers */
         for (int i = 0; i < n_impls; i++) {
@@ -276,6 +278,16 @@ static void bench_matmul(void) {
         {false, false, 128, 256, 784},
         {false, true, 128, 784, 256},
         {true, false, 784, 256, 128},
+        /* small products (tg__gemm's direct kernels): the char-level transformer's per-head
+         * attention, [16,16] x [16,16] as S = Q K^T, Y = P V and dK = dS^T Q; the 2-4-2
+         * network's [200,2] x [2,4], its backward dH = dY W^T and dW = X^T dH; and 64^3 */
+        {false, true, 16, 16, 16},
+        {false, false, 16, 16, 16},
+        {true, false, 16, 16, 16},
+        {false, false, 200, 4, 2},
+        {false, true, 200, 4, 2},
+        {true, false, 2, 4, 200},
+        {false, false, 64, 64, 64},
     };
     const int n_shapes = sizeof shapes / sizeof shapes[0];
     const int64_t nmax = quick ? 512 : 2048;

@@ -8,6 +8,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct gemm_case {
     int64_t M, N, K;
@@ -145,6 +146,117 @@ Test(gemm, portable) { check_kernel(TG_KERNEL_PORTABLE); }
 Test(gemm, avx2) { check_kernel(TG_KERNEL_AVX2); }
 Test(gemm, avx512) { check_kernel(TG_KERNEL_AVX512); }
 Test(gemm, openblas) { check_kernel(TG_KERNEL_OPENBLAS); }
+
+/* The direct path (every product below the threading threshold): sizes 1..40 around its tiles
+ * (12 x 32 and 12 x 16 for AVX-512, 6 x 16 and 6 x 8 for AVX2, 4 x 8 portable) and their
+ * masked tails, in the four forms, beta 0 and 1, f32 and f64, padded leading dimensions, against
+ * the double-precision reference, and 1 and 2 threads bit for bit (check_case). */
+static void check_small(tg__kernel_id id) {
+    if (!tg__kernel_available(id))
+        cr_skip_test("kernel %s not available on this CPU or build", tg__kernel_id_name(id));
+    const tg__kernel_id saved = tg__kernel_get();
+    cr_assert_eq(tg__kernel_set(id), TG_OK);
+    static const int64_t edge[] = {1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13, 16, 17, 24, 31, 32, 33, 40};
+    const int n_edge = sizeof edge / sizeof edge[0];
+    tg_rng rng;
+    tg_rng_seed(&rng, 40);
+    int bad = 0, n = 0;
+    for (int t = 0; t < 160; t++) {
+        /* Half the triples from the edge sizes, half uniform in 1..40. */
+        gemm_case cs;
+        int64_t *dims[3] = {&cs.M, &cs.N, &cs.K};
+        for (int d = 0; d < 3; d++)
+            *dims[d] = t % 2 ? edge[(int)(tg_rng_uniform(&rng) * n_edge) % n_edge]
+                             : 1 + (int64_t)(tg_rng_uniform(&rng) * 40) % 40;
+        for (int d = 0; d < 2; d++)
+            for (int form = 0; form < 4; form++)
+                for (int beta = 0; beta < 2; beta++, n++)
+                    bad += check_case(d ? TG_F64 : TG_F32, form & 1, form >> 1, beta, &cs,
+                                      tg__kernel_id_name(id), id != TG_KERNEL_OPENBLAS);
+    }
+    cr_expect_eq(bad, 0, "kernel %s: %d mismatches in %d small products (see the log)",
+                 tg__kernel_id_name(id), bad, n);
+    tg__kernel_set(saved);
+}
+
+Test(gemm, small_portable) { check_small(TG_KERNEL_PORTABLE); }
+Test(gemm, small_avx2) { check_small(TG_KERNEL_AVX2); }
+Test(gemm, small_avx512) { check_small(TG_KERNEL_AVX512); }
+Test(gemm, small_openblas) { check_small(TG_KERNEL_OPENBLAS); }
+
+/* The direct path gives the blocked path's bits: a [160,150] x [150,140] product (above the
+ * direct threshold, so blocked and, on 2 threads, split) and the same elements from products
+ * of a corner of it (below the threshold: direct), with the full K so that each element is the
+ * same sum. For each own kernel, form, beta and dtype. */
+static int check_direct_equals_blocked(tg_dtype dtype, bool ta, bool tb, int beta) {
+    const int64_t M = 160, N = 150, K = 140;
+    const int64_t lda = (ta ? M : K) + 5, ldb = (tb ? K : N) + 5, ldc = N + 5;
+    const int64_t ar = ta ? K : M, br = tb ? N : K;
+    const size_t esz = tg__dtype_size(dtype);
+    unsigned char *A = malloc(esz * (size_t)(ar * lda)), *B = malloc(esz * (size_t)(br * ldb));
+    unsigned char *C0 = malloc(esz * (size_t)(M * ldc)), *C1 = malloc(esz * (size_t)(M * ldc));
+    unsigned char *C2 = malloc(esz * (size_t)(M * ldc));
+    cr_assert(A && B && C0 && C1 && C2);
+    tg_rng rng;
+    tg_rng_seed(&rng, (uint64_t)(ta * 4 + tb * 2 + beta));
+    for (int64_t i = 0; i < ar * lda; i++)
+        dtype == TG_F32 ? (void)(((float *)A)[i] = (float)rnd(&rng))
+                        : (void)(((double *)A)[i] = rnd(&rng));
+    for (int64_t i = 0; i < br * ldb; i++)
+        dtype == TG_F32 ? (void)(((float *)B)[i] = (float)rnd(&rng))
+                        : (void)(((double *)B)[i] = rnd(&rng));
+    for (int64_t i = 0; i < M * ldc; i++)
+        dtype == TG_F32 ? (void)(((float *)C0)[i] = (float)rnd(&rng))
+                        : (void)(((double *)C0)[i] = rnd(&rng));
+    memcpy(C1, C0, esz * (size_t)(M * ldc));
+    memcpy(C2, C0, esz * (size_t)(M * ldc));
+    cr_assert_eq(tg_set_num_threads(2), TG_OK);
+    tg__gemm(dtype, ta, tb, M, N, K, A, lda, B, ldb, beta, C1, ldc);
+    tg_set_num_threads(1);
+    /* Corners [i0:i0+m, j0:j0+n] with m n K below 2^21, through the same A, B, C strides. */
+    /* Disjoint (beta 1 adds to C). n 8 and 4: with AVX-512, AVX2's direct kernel runs them. */
+    static const int64_t corner[][4] = {
+        {0, 0, 37, 41}, {37, 41, 13, 109}, {50, 0, 110, 9}, {60, 20, 20, 8}, {90, 100, 30, 4}};
+    int bad = 0;
+    for (int c = 0; c < 5; c++) {
+        const int64_t i0 = corner[c][0], j0 = corner[c][1], m = corner[c][2], n = corner[c][3];
+        cr_assert(m * n * K < ((int64_t)1 << 21));
+        const unsigned char *a = A + (size_t)(ta ? i0 : i0 * lda) * esz;
+        const unsigned char *b = B + (size_t)(tb ? j0 * ldb : j0) * esz;
+        tg__gemm(dtype, ta, tb, m, n, K, a, lda, b, ldb, beta, C2 + (size_t)(i0 * ldc + j0) * esz,
+                 ldc);
+        for (int64_t i = i0; i < i0 + m; i++)
+            if (memcmp(C1 + (size_t)(i * ldc + j0) * esz, C2 + (size_t)(i * ldc + j0) * esz,
+                       (size_t)n * esz) != 0 &&
+                bad++ < 3)
+                cr_log_error("%s %s ta=%d tb=%d beta=%d: row %lld of corner %d differs from the "
+                             "blocked product",
+                             tg_kernel_name(), tg__dtype_name(dtype), ta, tb, beta, (long long)i,
+                             c);
+    }
+    free(A), free(B), free(C0), free(C1), free(C2);
+    return bad;
+}
+
+Test(gemm, direct_path_gives_the_blocked_bits) {
+    const tg__kernel_id saved = tg__kernel_get();
+    int bad = 0, tried = 0;
+    for (int id = TG_KERNEL_PORTABLE; id <= TG_KERNEL_AVX512; id++) {
+        if (!tg__kernel_available((tg__kernel_id)id))
+            continue;
+        cr_assert_eq(tg__kernel_set((tg__kernel_id)id), TG_OK);
+        tried++;
+        for (int d = 0; d < 2; d++)
+            for (int form = 0; form < 4; form++)
+                for (int beta = 0; beta < 2; beta++)
+                    bad +=
+                        check_direct_equals_blocked(d ? TG_F64 : TG_F32, form & 1, form >> 1, beta);
+    }
+    tg__kernel_set(saved);
+    cr_expect(tried > 0);
+    cr_expect_eq(bad, 0, "%d rows differ between the direct and the blocked path (see the log)",
+                 bad);
+}
 
 Test(gemm, empty_inner_dimension_gives_beta_c) {
     float C[6] = {1, 2, 3, 4, 5, 6};

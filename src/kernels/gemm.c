@@ -12,12 +12,16 @@
  * choice, and the default.
  *
  * Determinism: each C element is summed over k in increasing order, kc at a time, by the same
- * micro-kernel whatever tile, block or thread it falls in (edge tiles go through a scratch tile
- * with the same arithmetic). Threads split C into ranges of rows or of columns, never k, so the
- * result is bit-identical for any thread count. Different kernels (FMA or not) round differently.
+ * micro-kernel whatever tile, block or thread it falls in (edge tiles through the kernel's edge
+ * variant, masked loads and stores of C, or a scratch tile, with the same arithmetic). Threads
+ * split C into ranges of rows or of columns, never k, so the result is bit-identical for any
+ * thread count. Different kernels (FMA or not) round differently.
  *
- * Small products (the 2-4-2 network's [200,2] x [2,4]) skip packing and threads: a plain loop
- * has no set-up cost, and its result depends only on the sizes. */
+ * Small products (the 2-4-2 network's [200,2] x [2,4], attention's per-head [16,16] x [16,16])
+ * skip packing, blocks and threads: the kernel's direct kernel (tg__direct_fn) reads A, B and C
+ * in place (a transposed B is copied into the [K, N] form first) with the micro-kernel's own
+ * arithmetic, so the result is bit for bit that of the blocked path: the size at which tg__gemm
+ * switches between the two does not change any result. */
 #include "parallel.h"
 
 #include <limits.h>
@@ -32,127 +36,13 @@
 #include <cblas.h>
 #endif
 
-/* Products with at most this many multiply-adds take the plain loop. */
-#define TG_GEMM_SMALL ((int64_t)32 * 32 * 32)
 /* Below this many multiply-adds a product runs on one thread (a wake-up costs microseconds). */
 #define TG_GEMM_PAR_MIN ((int64_t)1 << 21)
-
-/* ---- The plain loop (small products, and the fallback if a pack buffer cannot be had) ----
- * Every form sums each C element over k in increasing order, then (for beta 1) adds it to C in
- * the A-B-not-transposed forms as it goes: C += a_i0 b_0j, C += a_i1 b_1j, ...; in the B^T forms
- * as one dot product added at the end. The result depends on the sizes only. */
-
-/* op(A)[i,k] op(B)[k,j] summed into C, for B not transposed and N small (the 2-4-2 network's 2
- * and 4): N fixed at compile time keeps the rows in registers, and four rows at a time give four
- * independent chains of adds (a weight gradient [4,2] summed over K = 200 is otherwise one long
- * dependency chain). Each element is still summed over k in increasing order. */
-#define PLAIN_ROWS(T, NN)                                                                          \
-    {                                                                                              \
-        int64_t i = m0;                                                                            \
-        for (; i + 4 <= m1; i += 4) {                                                              \
-            T acc[4][NN];                                                                          \
-            for (int r = 0; r < 4; r++)                                                            \
-                for (int64_t j = 0; j < (NN); j++)                                                 \
-                    acc[r][j] = beta ? c[(i + r) * ldc + n0 + j] : 0;                              \
-            for (int64_t k = 0; k < K; k++) {                                                      \
-                const T *restrict brow = b + k * ldb + n0;                                         \
-                for (int r = 0; r < 4; r++) {                                                      \
-                    const T aik = ta ? a[k * lda + i + r] : a[(i + r) * lda + k];                  \
-                    for (int64_t j = 0; j < (NN); j++)                                             \
-                        acc[r][j] += aik * brow[j];                                                \
-                }                                                                                  \
-            }                                                                                      \
-            for (int r = 0; r < 4; r++)                                                            \
-                for (int64_t j = 0; j < (NN); j++)                                                 \
-                    c[(i + r) * ldc + n0 + j] = acc[r][j];                                         \
-        }                                                                                          \
-        for (; i < m1; i++) {                                                                      \
-            T *restrict crow = c + i * ldc + n0;                                                   \
-            T acc[NN];                                                                             \
-            for (int64_t j = 0; j < (NN); j++)                                                     \
-                acc[j] = beta ? crow[j] : 0;                                                       \
-            for (int64_t k = 0; k < K; k++) {                                                      \
-                const T aik = ta ? a[k * lda + i] : a[i * lda + k];                                \
-                const T *restrict brow = b + k * ldb + n0;                                         \
-                for (int64_t j = 0; j < (NN); j++)                                                 \
-                    acc[j] += aik * brow[j];                                                       \
-            }                                                                                      \
-            for (int64_t j = 0; j < (NN); j++)                                                     \
-                crow[j] = acc[j];                                                                  \
-        }                                                                                          \
-    }
-
-/* Rows of A against rows of B (the B^T form), as dot products over k. With K fixed at compile
- * time when small (backward's dy W^T in the 2-4-2 network has K = 2). */
-#define PLAIN_DOTS(T, KK)                                                                          \
-    for (int64_t i = m0; i < m1; i++) {                                                            \
-        T *restrict crow = c + i * ldc;                                                            \
-        const T *restrict arow = a + i * lda;                                                      \
-        for (int64_t j = n0; j < n1; j++) {                                                        \
-            const T *restrict brow = b + j * ldb;                                                  \
-            T s = 0;                                                                               \
-            for (int64_t k = 0; k < (KK); k++)                                                     \
-                s += arow[k] * brow[k];                                                            \
-            crow[j] = beta ? crow[j] + s : s;                                                      \
-        }                                                                                          \
-    }
-
-#define PLAIN_BODY(T)                                                                              \
-    do {                                                                                           \
-        const T *a = A, *b = B;                                                                    \
-        T *c = C;                                                                                  \
-        const int64_t nn = n1 - n0;                                                                \
-        if (!tb && nn <= 8) {                                                                      \
-            switch (nn) {                                                                          \
-            case 1: PLAIN_ROWS(T, 1) break;                                                        \
-            case 2: PLAIN_ROWS(T, 2) break;                                                        \
-            case 3: PLAIN_ROWS(T, 3) break;                                                        \
-            case 4: PLAIN_ROWS(T, 4) break;                                                        \
-            case 5: PLAIN_ROWS(T, 5) break;                                                        \
-            case 6: PLAIN_ROWS(T, 6) break;                                                        \
-            case 7: PLAIN_ROWS(T, 7) break;                                                        \
-            default: PLAIN_ROWS(T, 8) break;                                                       \
-            }                                                                                      \
-        } else if (!tb) { /* i-k-j: contiguous in B and C */                                       \
-            for (int64_t i = m0; i < m1; i++) {                                                    \
-                T *restrict crow = c + i * ldc;                                                    \
-                if (!beta)                                                                         \
-                    for (int64_t j = n0; j < n1; j++)                                              \
-                        crow[j] = 0;                                                               \
-                for (int64_t k = 0; k < K; k++) {                                                  \
-                    const T aik = ta ? a[k * lda + i] : a[i * lda + k];                            \
-                    const T *restrict brow = b + k * ldb;                                          \
-                    for (int64_t j = n0; j < n1; j++)                                              \
-                        crow[j] += aik * brow[j];                                                  \
-                }                                                                                  \
-            }                                                                                      \
-        } else if (!ta) { /* rows of A against rows of B: contiguous dot products */               \
-            switch (K) {                                                                           \
-            case 1: PLAIN_DOTS(T, 1) break;                                                        \
-            case 2: PLAIN_DOTS(T, 2) break;                                                        \
-            case 3: PLAIN_DOTS(T, 3) break;                                                        \
-            case 4: PLAIN_DOTS(T, 4) break;                                                        \
-            default: PLAIN_DOTS(T, K) break;                                                       \
-            }                                                                                      \
-        } else {                                                                                   \
-            for (int64_t i = m0; i < m1; i++)                                                      \
-                for (int64_t j = n0; j < n1; j++) {                                                \
-                    T s = 0;                                                                       \
-                    for (int64_t k = 0; k < K; k++)                                                \
-                        s += a[k * lda + i] * b[j * ldb + k];                                      \
-                    c[i * ldc + j] = beta ? c[i * ldc + j] + s : s;                                \
-                }                                                                                  \
-        }                                                                                          \
-    } while (0)
-
-static void gemm_plain(tg_dtype dtype, bool ta, bool tb, int64_t m0, int64_t m1, int64_t n0,
-                       int64_t n1, int64_t K, const void *A, int64_t lda, const void *B,
-                       int64_t ldb, int beta, void *C, int64_t ldc) {
-    if (dtype == TG_F32)
-        PLAIN_BODY(float);
-    else
-        PLAIN_BODY(double);
-}
+/* Below this many multiply-adds a product takes the direct kernel (no packing, no blocks, one
+ * thread): measured faster than the blocked path for every shape below 2^21 on the AVX-512
+ * machine (1.04x at 128^3 to 10x at 16^3 and on shapes with a side under the tile), and the
+ * blocked path's threads only start at 2^21. The result is the same either way. */
+#define TG_GEMM_DIRECT_MAX TG_GEMM_PAR_MIN
 
 /* ---- The portable micro-kernel: plain C the compiler vectorizes with SSE2 ---- */
 
@@ -178,10 +68,56 @@ static void gemm_plain(tg_dtype dtype, bool ta, bool tb, int64_t m0, int64_t m1,
 PORT_UKERNEL(uk_portable_f32, float)
 PORT_UKERNEL(uk_portable_f64, double)
 
+/* The portable direct kernel, with op(B)[k][j] at B[k*rsb + j*csb] (csb 1: tg__direct_fn's B;
+ * B^T: the fallback when no pack buffer can be had). Tiles of up to PORT_MR x PORT_NR, each
+ * element C (or 0) plus a_ik b_kj in increasing k: the portable micro-kernel's arithmetic. */
+#define PORT_DIRECT(name, T)                                                                       \
+    static void name##_strided(bool ta, int64_t M, int64_t N, int64_t K, const T *A, int64_t lda,  \
+                               const T *B, int64_t rsb, int64_t csb, int beta, T *C,               \
+                               int64_t ldc) {                                                      \
+        const int64_t sr = ta ? 1 : lda, sk = ta ? lda : 1;                                        \
+        for (int64_t i0 = 0; i0 < M; i0 += PORT_MR)                                                \
+            for (int64_t j0 = 0; j0 < N; j0 += PORT_NR) {                                          \
+                const int64_t mr = M - i0 < PORT_MR ? M - i0 : PORT_MR;                            \
+                const int64_t nr = N - j0 < PORT_NR ? N - j0 : PORT_NR;                            \
+                T acc[PORT_MR][PORT_NR];                                                           \
+                for (int64_t r = 0; r < mr; r++)                                                   \
+                    for (int64_t j = 0; j < nr; j++)                                               \
+                        acc[r][j] = beta ? C[(i0 + r) * ldc + j0 + j] : 0;                         \
+                for (int64_t k = 0; k < K; k++) {                                                  \
+                    const T *a = A + i0 * sr + k * sk, *b = B + k * rsb + j0 * csb;                \
+                    for (int64_t r = 0; r < mr; r++)                                               \
+                        for (int64_t j = 0; j < nr; j++)                                           \
+                            acc[r][j] += a[r * sr] * b[j * csb];                                   \
+                }                                                                                  \
+                for (int64_t r = 0; r < mr; r++)                                                   \
+                    for (int64_t j = 0; j < nr; j++)                                               \
+                        C[(i0 + r) * ldc + j0 + j] = acc[r][j];                                    \
+            }                                                                                      \
+    }                                                                                              \
+    static void name(bool ta, int64_t M, int64_t N, int64_t K, const void *A, int64_t lda,         \
+                     const void *B, int64_t ldb, int beta, void *C, int64_t ldc) {                 \
+        name##_strided(ta, M, N, K, A, lda, B, ldb, 1, beta, C, ldc);                              \
+    }
+PORT_DIRECT(direct_portable_f32, float)
+PORT_DIRECT(direct_portable_f64, double)
+
 static const tg__ukernel uk_portable[2] = {
-    {PORT_MR, PORT_NR, 128, 256, 2048, uk_portable_f32},
-    {PORT_MR, PORT_NR, 64, 256, 2048, uk_portable_f64},
+    {PORT_MR, PORT_NR, 128, 256, 2048, uk_portable_f32, direct_portable_f32, NULL, NULL},
+    {PORT_MR, PORT_NR, 64, 256, 2048, uk_portable_f64, direct_portable_f64, NULL, NULL},
 };
+
+/* The whole product in portable C from the operands as they are, with no buffer (out of
+ * memory: still correct, just slow; rounded as the portable kernel rounds). */
+static void gemm_unpacked(tg_dtype dtype, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                          const void *A, int64_t lda, const void *B, int64_t ldb, int beta, void *C,
+                          int64_t ldc) {
+    const int64_t rsb = tb ? 1 : ldb, csb = tb ? ldb : 1;
+    if (dtype == TG_F32)
+        direct_portable_f32_strided(ta, M, N, K, A, lda, B, rsb, csb, beta, C, ldc);
+    else
+        direct_portable_f64_strided(ta, M, N, K, A, lda, B, rsb, csb, beta, C, ldc);
+}
 
 /* ---- Kernel selection ---- */
 
@@ -559,8 +495,13 @@ static void compute_block(const gemm_job *j, const unsigned char *ap, const unsi
                 uk->fn(kb, apanel, bpanel, c, j->ldc, acc);
                 continue;
             }
-            /* Edge tile: the same kernel on a scratch copy, so the arithmetic (and the result)
-             * does not depend on where the tile boundaries fall. */
+            if (uk->edge) {
+                uk->edge(kb, apanel, bpanel, c, j->ldc, acc, (int)mre, (int)nre);
+                continue;
+            }
+            /* Edge tile, for a kernel without an edge variant: the same kernel on a scratch
+             * copy, so the arithmetic (and the result) does not depend on where the tile
+             * boundaries fall. */
             memset(tile, 0, (size_t)(mr * nr) * esz);
             if (acc)
                 for (int64_t r = 0; r < mre; r++)
@@ -588,8 +529,11 @@ static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, in
     const size_t a_bytes = block_bytes(kc * mc, esz);
     unsigned char *buf = pack_buffer(b_bytes + a_bytes);
     if (!buf) { /* out of memory: still correct, just slow */
-        gemm_plain(j->dtype, j->ta, j->tb, m0, m1, n0, n1, j->K, j->A, j->lda, j->B, j->ldb,
-                   j->beta, j->C, j->ldc);
+        const unsigned char *A = j->A, *B = j->B;
+        gemm_unpacked(j->dtype, j->ta, j->tb, m1 - m0, n1 - n0, j->K,
+                      A + (size_t)(j->ta ? m0 : m0 * j->lda) * esz, j->lda,
+                      B + (size_t)(j->tb ? n0 * j->ldb : n0) * esz, j->ldb, j->beta,
+                      (unsigned char *)j->C + (size_t)(m0 * j->ldc + n0) * esz, j->ldc);
         return;
     }
     unsigned char *bp = buf, *ap = buf + b_bytes;
@@ -744,6 +688,68 @@ static void gemm_job_run(void *p, int tid, int nth) {
         gemm_block(j, m0, m1, n0, n1);
 }
 
+/* ---- Small products: the direct kernel ---- */
+
+/* The kernel whose direct kernel runs small products: the one in use, or with OpenBLAS (whose
+ * start-up cost is the largest part of a small product) the best own one. */
+static const tg__ukernel *direct_kernel_for(tg__kernel_id id, tg_dtype dtype) {
+    if (id == TG_KERNEL_OPENBLAS)
+        for (int k = TG_KERNEL_AVX512; k > TG_KERNEL_PORTABLE; k--)
+            if (tg__kernel_available((tg__kernel_id)k)) {
+                id = (tg__kernel_id)k;
+                break;
+            }
+    return ukernel_for(id, dtype);
+}
+
+/* dst[k*N + j] = B[j*ldb + k]: op(B) of a transposed B in the form a direct kernel reads, in
+ * 8 x 8 blocks so that both sides stay in a few cache lines. */
+#define TRANSPOSE_BODY(T)                                                                          \
+    do {                                                                                           \
+        const T *b = B;                                                                            \
+        T *d = dst;                                                                                \
+        for (int64_t j0 = 0; j0 < N; j0 += 8)                                                      \
+            for (int64_t k0 = 0; k0 < K; k0 += 8) {                                                \
+                const int64_t j1 = N - j0 < 8 ? N : j0 + 8, k1 = K - k0 < 8 ? K : k0 + 8;          \
+                for (int64_t j = j0; j < j1; j++)                                                  \
+                    for (int64_t k = k0; k < k1; k++)                                              \
+                        d[k * N + j] = b[j * ldb + k];                                             \
+            }                                                                                      \
+    } while (0)
+
+static void transpose_b(tg_dtype dtype, const void *B, int64_t ldb, int64_t K, int64_t N,
+                        void *dst) {
+    if (dtype == TG_F32)
+        TRANSPOSE_BODY(float);
+    else
+        TRANSPOSE_BODY(double);
+}
+
+static void gemm_direct(const tg__ukernel *uk, tg_dtype dtype, bool ta, bool tb, int64_t M,
+                        int64_t N, int64_t K, const void *A, int64_t lda, const void *B,
+                        int64_t ldb, int beta, void *C, int64_t ldc) {
+    if (tb) {
+        void *bt = pack_buffer((size_t)(K * N) * tg__dtype_size(dtype));
+        if (!bt) {
+            gemm_unpacked(dtype, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+            return;
+        }
+        if (uk->transpose)
+            uk->transpose(B, ldb, K, N, bt);
+        else
+            transpose_b(dtype, B, ldb, K, N, bt);
+        B = bt, ldb = N;
+    }
+    /* A product at most 256 bits wide: AVX2's direct kernel, whose fused multiply-adds round as
+     * AVX-512's do (the same bits), without 512-bit instructions (which can lower the clock). */
+    if (uk == &tg__uk_avx512_f32 || uk == &tg__uk_avx512_f64) {
+        const tg__ukernel *narrow = dtype == TG_F32 ? &tg__uk_avx2_f32 : &tg__uk_avx2_f64;
+        if (N <= (dtype == TG_F32 ? 8 : 4) && tg__kernel_available(TG_KERNEL_AVX2))
+            uk = narrow;
+    }
+    uk->direct(ta, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
 void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
               const void *A, int64_t lda, const void *B, int64_t ldb, int beta, void *C,
               int64_t ldc) {
@@ -756,11 +762,12 @@ void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, 
                 memset((unsigned char *)C + (size_t)(i * ldc) * esz, 0, (size_t)N * esz);
         return;
     }
-    if (M * N * K <= TG_GEMM_SMALL) {
-        gemm_plain(dtype, trans_a, trans_b, 0, M, 0, N, K, A, lda, B, ldb, beta, C, ldc);
+    const tg__kernel_id id = tg__kernel_get();
+    if (M * N * K < TG_GEMM_DIRECT_MAX) {
+        gemm_direct(direct_kernel_for(id, dtype), dtype, trans_a, trans_b, M, N, K, A, lda, B, ldb,
+                    beta, C, ldc);
         return;
     }
-    const tg__kernel_id id = tg__kernel_get();
     gemm_job j = {.uk = ukernel_for(id, dtype),
                   .dtype = dtype,
                   .esz = esz,

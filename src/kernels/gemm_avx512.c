@@ -77,13 +77,203 @@ TG_AVX512 static void uk_avx512_f64(int64_t kc, const void *a_, const void *b_, 
     ROWS(STORE_PD)
 }
 
+/* The edge tiles (tg__edge_fn): the micro-kernel's loop, C's rows below `rows` and columns
+ * below `cols` loaded and stored through masks. */
+#define EDGE_LOAD_PS(r)                                                                            \
+    c##r##_0 =                                                                                     \
+        accumulate && (r) < rows ? _mm512_maskz_loadu_ps(m0, c + (r)*ldc) : _mm512_setzero_ps();   \
+    c##r##_1 = accumulate && (r) < rows ? _mm512_maskz_loadu_ps(m1, c + (r)*ldc + 16)              \
+                                        : _mm512_setzero_ps();
+#define EDGE_STORE_PS(r)                                                                           \
+    if ((r) < rows) {                                                                              \
+        _mm512_mask_storeu_ps(c + (r)*ldc, m0, c##r##_0);                                          \
+        _mm512_mask_storeu_ps(c + (r)*ldc + 16, m1, c##r##_1);                                     \
+    }
+
+TG_AVX512 static void edge_avx512_f32(int64_t kc, const void *a_, const void *b_, void *c_,
+                                      int64_t ldc, int accumulate, int rows, int cols) {
+    const float *a = a_, *b = b_;
+    float *c = c_;
+    const __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
+    const __mmask16 m1 = (__mmask16)(cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
+    ROWS(DECL_PS)
+    ROWS(EDGE_LOAD_PS)
+    for (int64_t k = 0; k < kc; k++, a += 12, b += 32) {
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        ROWS(FMA_PS)
+    }
+    ROWS(EDGE_STORE_PS)
+}
+
+#define EDGE_LOAD_PD(r)                                                                            \
+    c##r##_0 =                                                                                     \
+        accumulate && (r) < rows ? _mm512_maskz_loadu_pd(m0, c + (r)*ldc) : _mm512_setzero_pd();   \
+    c##r##_1 = accumulate && (r) < rows ? _mm512_maskz_loadu_pd(m1, c + (r)*ldc + 8)               \
+                                        : _mm512_setzero_pd();
+#define EDGE_STORE_PD(r)                                                                           \
+    if ((r) < rows) {                                                                              \
+        _mm512_mask_storeu_pd(c + (r)*ldc, m0, c##r##_0);                                          \
+        _mm512_mask_storeu_pd(c + (r)*ldc + 8, m1, c##r##_1);                                      \
+    }
+
+TG_AVX512 static void edge_avx512_f64(int64_t kc, const void *a_, const void *b_, void *c_,
+                                      int64_t ldc, int accumulate, int rows, int cols) {
+    const double *a = a_, *b = b_;
+    double *c = c_;
+    const __mmask8 m0 = (__mmask8)(cols >= 8 ? 0xff : (1u << cols) - 1);
+    const __mmask8 m1 = (__mmask8)(cols <= 8 ? 0 : (1u << (cols - 8)) - 1);
+    ROWS(DECL_PD)
+    ROWS(EDGE_LOAD_PD)
+    for (int64_t k = 0; k < kc; k++, a += 12, b += 16) {
+        const __m512d b0 = _mm512_loadu_pd(b), b1 = _mm512_loadu_pd(b + 8);
+        ROWS(FMA_PD)
+    }
+    ROWS(EDGE_STORE_PD)
+}
+
+/* ---- Direct kernels: small products straight from A, B and C (tg__direct_fn) ----
+ * Tiles of up to 12 rows x 2 vectors of C (12 x 32 f32, 12 x 16 f64), the columns past N masked
+ * off in the loads and stores of B and C; rows of A broadcast from where they are (A or A^T),
+ * B's rows loaded from B. The same fused multiply-adds from the same start as the micro-kernel:
+ * the result is the blocked path's. */
+
+#define DIRECT_FUNCS(sfx, T, VT, MT, L, LOADU, STOREU, LOADZ, STOREM, SET1, FMA, ZERO)             \
+    /* C[0:R, 0:V*L] (masks m0, m1) += op(A)[0:R, :] B[:, 0:V*L], R and V constant */              \
+    TG_AVX512 static inline __attribute__((always_inline)) void dtile_##sfx(                       \
+        const int R, const int V, const int P, bool ta, int64_t K, const T *a, int64_t lda,        \
+        const T *b, int64_t ldb, int beta, T *c, int64_t ldc, MT m0, MT m1) {                      \
+        VT acc[12][2];                                                                             \
+        const MT m[2] = {m0, m1};                                                                  \
+        _Pragma("GCC unroll 12") for (int r = 0; r < R; r++)                                       \
+            _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) acc[r][v] =                        \
+                beta ? LOADZ(m[v], c + r * ldc + v * (L)) : ZERO();                                \
+        /* op(A)[r][k] at a + r*sr + k*sk */                                                       \
+        const int64_t sr = ta ? 1 : lda, sk = ta ? lda : 1;                                        \
+        for (int64_t k = 0; k < K; k++, a += sk, b += ldb) {                                       \
+            VT bv[2];                                                                              \
+            _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) bv[v] =                            \
+                P && v == V - 1 ? LOADZ(m[v], b + v * (L)) : LOADU(b + v * (L));                   \
+            _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                 \
+                const VT ar = SET1(a[r * sr]);                                                     \
+                _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) acc[r][v] =                    \
+                    FMA(ar, bv[v], acc[r][v]);                                                     \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 12") for (int r = 0; r < R; r++)                                       \
+            _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) {                                  \
+            if (P && v == V - 1)                                                                   \
+                STOREM(c + r * ldc + v * (L), m[v], acc[r][v]);                                    \
+            else                                                                                   \
+                STOREU(c + r * ldc + v * (L), acc[r][v]);                                          \
+        }                                                                                          \
+    }                                                                                              \
+    TG_AVX512 static inline __attribute__((always_inline)) void drive_##sfx(                       \
+        const bool ta, int64_t M, int64_t N, int64_t K, const void *A_, int64_t lda,               \
+        const void *B_, int64_t ldb, int beta, void *C_, int64_t ldc) {                            \
+        const T *A = A_, *B = B_;                                                                  \
+        T *C = C_;                                                                                 \
+        for (int64_t j0 = 0; j0 < N; j0 += 2 * (L)) {                                              \
+            const int64_t nj = N - j0 < 2 * (L) ? N - j0 : 2 * (L);                                \
+            const int V = nj > (L) ? 2 : 1, P = nj % (L) != 0;                                     \
+            const MT full = (MT)((1u << (L)) - 1);                                                 \
+            const MT m0 = V == 2 ? full : (MT)((1u << nj) - 1);                                    \
+            const MT m1 = V == 2 ? (MT)((1u << (nj - (L))) - 1) : 0;                               \
+            for (int64_t i0 = 0; i0 < M;) {                                                        \
+                const int64_t rows = M - i0;                                                       \
+                const int R = rows >= 12 ? 12 : rows >= 8 ? 8 : rows >= 4 ? 4 : (int)rows;         \
+                const T *a = ta ? A + i0 : A + i0 * lda;                                           \
+                T *c = C + i0 * ldc + j0;                                                          \
+                switch (R * 4 + (V - 1) * 2 + P) {                                                 \
+                    DIRECT_CASE(sfx, 12)                                                           \
+                    DIRECT_CASE(sfx, 8)                                                            \
+                    DIRECT_CASE(sfx, 4)                                                            \
+                    DIRECT_CASE(sfx, 3)                                                            \
+                    DIRECT_CASE(sfx, 2)                                                            \
+                    DIRECT_CASE(sfx, 1)                                                            \
+                default: break;                                                                    \
+                }                                                                                  \
+                i0 += R;                                                                           \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    TG_AVX512 static void direct_##sfx(bool ta, int64_t M, int64_t N, int64_t K, const void *A,    \
+                                       int64_t lda, const void *B, int64_t ldb, int beta, void *C, \
+                                       int64_t ldc) {                                              \
+        if (ta) /* constant in each copy: op(A)'s strides become immediates or invariants */       \
+            drive_##sfx(true, M, N, K, A, lda, B, ldb, beta, C, ldc);                              \
+        else                                                                                       \
+            drive_##sfx(false, M, N, K, A, lda, B, ldb, beta, C, ldc);                             \
+    }
+#define DIRECT_CASE1(sfx, R, V, P)                                                                 \
+    case (R)*4 + ((V)-1) * 2 + (P):                                                                \
+        dtile_##sfx(R, V, P, ta, K, a, lda, B + j0, ldb, beta, c, ldc, m0, m1);                    \
+        break;
+#define DIRECT_CASE(sfx, R)                                                                        \
+    DIRECT_CASE1(sfx, R, 1, 0)                                                                     \
+    DIRECT_CASE1(sfx, R, 1, 1) DIRECT_CASE1(sfx, R, 2, 0) DIRECT_CASE1(sfx, R, 2, 1)
+
+#define SET1_PS(p) _mm512_set1_ps(p)
+#define SET1_PD(p) _mm512_set1_pd(p)
+DIRECT_FUNCS(f32, float, __m512, __mmask16, 16, _mm512_loadu_ps, _mm512_storeu_ps,
+             _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps, SET1_PS, _mm512_fmadd_ps,
+             _mm512_setzero_ps)
+DIRECT_FUNCS(f64, double, __m512d, __mmask8, 8, _mm512_loadu_pd, _mm512_storeu_pd,
+             _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd, SET1_PD, _mm512_fmadd_pd,
+             _mm512_setzero_pd)
+
+/* Transposing B for the direct kernel: each row k of op(B) gathered 16 (8) columns at a time
+ * (column j of op(B) is row j of B). The offsets j*ldb must fit an int32, else a plain loop. */
+#define TRANSPOSE_FUNC(sfx, T, L, MT, GATHER, IDX, STOREM)                                         \
+    TG_AVX512 static void transpose_##sfx(const void *B_, int64_t ldb, int64_t K, int64_t N,       \
+                                          void *dst_) {                                            \
+        const T *B = B_;                                                                           \
+        T *dst = dst_;                                                                             \
+        if (ldb > INT32_MAX / (L)) {                                                               \
+            for (int64_t j = 0; j < N; j++)                                                        \
+                for (int64_t k = 0; k < K; k++)                                                    \
+                    dst[k * N + j] = B[j * ldb + k];                                               \
+            return;                                                                                \
+        }                                                                                          \
+        const IDX idx = _mm512_mullo_epi32(                                                        \
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),               \
+            _mm512_set1_epi32((int)ldb));                                                          \
+        for (int64_t j0 = 0; j0 < N; j0 += (L)) {                                                  \
+            const int64_t nj = N - j0 < (L) ? N - j0 : (L);                                        \
+            const MT m = (MT)((1u << nj) - 1);                                                     \
+            const T *src = B + j0 * ldb;                                                           \
+            for (int64_t k = 0; k < K; k++)                                                        \
+                STOREM(dst + k * N + j0, m, GATHER(src + k, m, idx));                              \
+        }                                                                                          \
+    }
+#define GATHER_PS(p, m, idx) _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, p, 4)
+#define GATHER_PD(p, m, idx)                                                                       \
+    _mm512_mask_i32gather_pd(_mm512_setzero_pd(), m, _mm512_castsi512_si256(idx), p, 8)
+TRANSPOSE_FUNC(f32, float, 16, __mmask16, GATHER_PS, __m512i, _mm512_mask_storeu_ps)
+TRANSPOSE_FUNC(f64, double, 8, __mmask8, GATHER_PD, __m512i, _mm512_mask_storeu_pd)
+
 /* Blocks for a 32-48 KiB L1d and 1-2 MiB L2 (Intel server cores): a kc x nr B panel (32 KiB at
  * kc 256) in L1, the mc x kc A block (144 KiB f32) in L2. Not tuned on hardware: the machine this
  * was written on has no AVX-512. */
-const tg__ukernel tg__uk_avx512_f32 = {12, 32, 144, 256, 4096, uk_avx512_f32};
-const tg__ukernel tg__uk_avx512_f64 = {12, 16, 96, 256, 2048, uk_avx512_f64};
+const tg__ukernel tg__uk_avx512_f32 = {.mr = 12,
+                                       .nr = 32,
+                                       .mc = 144,
+                                       .kc = 256,
+                                       .nc = 4096,
+                                       .fn = uk_avx512_f32,
+                                       .direct = direct_f32,
+                                       .transpose = transpose_f32,
+                                       .edge = edge_avx512_f32};
+const tg__ukernel tg__uk_avx512_f64 = {.mr = 12,
+                                       .nr = 16,
+                                       .mc = 96,
+                                       .kc = 256,
+                                       .nc = 2048,
+                                       .fn = uk_avx512_f64,
+                                       .direct = direct_f64,
+                                       .transpose = transpose_f64,
+                                       .edge = edge_avx512_f64};
 
 #else
-const tg__ukernel tg__uk_avx512_f32 = {4, 8, 128, 256, 2048, NULL};
-const tg__ukernel tg__uk_avx512_f64 = {4, 8, 64, 256, 2048, NULL};
+const tg__ukernel tg__uk_avx512_f32 = {4, 8, 128, 256, 2048, NULL, NULL, NULL, NULL};
+const tg__ukernel tg__uk_avx512_f64 = {4, 8, 64, 256, 2048, NULL, NULL, NULL, NULL};
 #endif

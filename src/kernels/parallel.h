@@ -48,11 +48,33 @@ void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, 
 typedef void (*tg__ukernel_fn)(int64_t kc, const void *a, const void *b, void *c, int64_t ldc,
                                int accumulate);
 
+/* The micro-kernel on an edge tile: the same arithmetic, C's first `rows` rows and `cols`
+ * columns loaded (when accumulating) and stored, the rest of the (zero-padded) tile dropped. */
+typedef void (*tg__edge_fn)(int64_t kc, const void *a, const void *b, void *c, int64_t ldc,
+                            int accumulate, int rows, int cols);
+
+/* A direct kernel computes a whole small product without packing or cache blocks:
+ *   C[i*ldc + j] = (beta ? C[i*ldc + j] : 0) + sum_k op(A)[i][k] * B[k*ldb + j]
+ * with op(A)[i][k] = ta ? A[k*lda + i] : A[i*lda + k] and B already in the not-transposed form
+ * [K, N] (tg__gemm packs a transposed B first). Each element is summed in increasing k, one
+ * multiply-add at a time, with the arithmetic of the micro-kernel of the same kernel (fused for
+ * the SIMD ones) and from the same start (C, or +0): storing C between k blocks is exact, so its
+ * result is the blocked path's, bit for bit, and tg__gemm may take either path by size. */
+typedef void (*tg__direct_fn)(bool ta, int64_t M, int64_t N, int64_t K, const void *A, int64_t lda,
+                              const void *B, int64_t ldb, int beta, void *C, int64_t ldc);
+
+/* dst[k*N + j] = B[j*ldb + k] for k < K, j < N: a transposed B in the form a direct kernel
+ * reads (copies only: the result does not depend on how). */
+typedef void (*tg__transpose_fn)(const void *B, int64_t ldb, int64_t K, int64_t N, void *dst);
+
 typedef struct tg__ukernel {
     int mr, nr; /* tile */
     int64_t mc, kc,
         nc; /* default cache blocks (mc multiple of mr, nc of nr), see tg__gemm_blocks */
     tg__ukernel_fn fn;
+    tg__direct_fn direct;       /* the same arithmetic for small products */
+    tg__transpose_fn transpose; /* for the direct kernel's B (NULL: a plain loop) */
+    tg__edge_fn edge;           /* NULL: edge tiles through a scratch tile */
 } tg__ukernel;
 
 /* The kernels available in this build, portable first. TG_KERNEL=<name> picks one at startup. */
