@@ -21,7 +21,8 @@
  *       +-1 (erf rounds to 1 in float32 from 3.9145 on). The coefficients are Chebyshev fits
  *       made for this file (mpmath.chebyfit, 40 digits; error of the fits about 1e-9).
  * tanh: Cephes's tanhf (S. Moshier): |x| < 0.625: x + x^3 P(x^2), P of degree 4 (minimax);
- *       otherwise sign(x) (1 - 2 / (e^(2|x|) + 1)) with |x| clamped at 10, e^ as above.
+ *       otherwise sign(x) (1 - 2 / (e^(2|x|) + 1)) with |x| clamped at 10, e^ as above but
+ *       with 2^n in one step (n <= 29 here).
  * NaN propagates (quieted), and the special values are IEEE's: exp(-inf) = 0, exp(inf) = inf,
  * log(0) = -inf, log(x < 0) = NaN, log(inf) = inf, erf(+-inf) = +-1, tanh(+-inf) = +-1, and
  * the sign of zero is kept where the function is odd. tests/test_vmath.c bounds the errors
@@ -171,6 +172,24 @@ A2 static __m256 erf8(__m256 x) {
     return _mm256_blendv_ps(out, _mm256_add_ps(x, x), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
+/* e^x for x in [0, 20] (tanh's argument): the same polynomial, 2^n in one step (n <= 29). */
+A2 static __m256 exp8_tanh(__m256 x) {
+    const __m256 n =
+        _mm256_round_ps(_mm256_mul_ps(x, S8(LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, S8(LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, S8(LN2_LO), r);
+    __m256 p = S8(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, S8(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, S8(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, S8(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, S8(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, S8(0.5f));
+    p = _mm256_fmadd_ps(p, r, S8(1.0f));
+    p = _mm256_fmadd_ps(p, r, S8(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+}
+
 A2 static __m256 tanh8(__m256 v) {
     const __m256 sign = S8(-0.0f), one = S8(1.0f);
     const __m256 z = _mm256_andnot_ps(sign, v); /* |x| */
@@ -184,7 +203,7 @@ A2 static __m256 tanh8(__m256 v) {
     const __m256 ys = _mm256_fmadd_ps(_mm256_mul_ps(p, z2), z, z);
     /* large |x|: sign(x) (1 - 2 / (e^(2|x|) + 1)) */
     const __m256 zc = _mm256_min_ps(z, S8(10.0f)); /* NaN lanes are fixed below */
-    const __m256 e = exp8(_mm256_add_ps(zc, zc));
+    const __m256 e = exp8_tanh(_mm256_add_ps(zc, zc));
     const __m256 yl = _mm256_sub_ps(one, _mm256_div_ps(S8(2.0f), _mm256_add_ps(e, one)));
     __m256 out = _mm256_blendv_ps(yl, ys, _mm256_cmp_ps(z, S8(0.625f), _CMP_LT_OQ));
     out = _mm256_or_ps(out, _mm256_and_ps(v, sign));
@@ -285,6 +304,23 @@ A5 static __m512 erf16(__m512 x) {
     return BL16(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), out, _mm512_add_ps(x, x));
 }
 
+A5 static __m512 exp16_tanh(__m512 x) {
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, S16(LOG2E)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, S16(LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, S16(LN2_LO), r);
+    __m512 p = S16(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, S16(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, S16(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, S16(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, S16(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, S16(0.5f));
+    p = _mm512_fmadd_ps(p, r, S16(1.0f));
+    p = _mm512_fmadd_ps(p, r, S16(1.0f));
+    const __m512i e = _mm512_slli_epi32(_mm512_cvtps_epi32(n), 23);
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e));
+}
+
 A5 static __m512 tanh16(__m512 v) {
     const __m512i sbit = _mm512_set1_epi32((int)0x80000000u);
     const __m512 one = S16(1.0f);
@@ -297,7 +333,7 @@ A5 static __m512 tanh16(__m512 v) {
     p = _mm512_fmadd_ps(p, z2, S16(-3.33332819422E-1f));
     const __m512 ys = _mm512_fmadd_ps(_mm512_mul_ps(p, z2), z, z);
     const __m512 zc = _mm512_min_ps(z, S16(10.0f));
-    const __m512 e = exp16(_mm512_add_ps(zc, zc));
+    const __m512 e = exp16_tanh(_mm512_add_ps(zc, zc));
     const __m512 yl = _mm512_sub_ps(one, _mm512_div_ps(S16(2.0f), _mm512_add_ps(e, one)));
     __m512 out = BL16(_mm512_cmp_ps_mask(z, S16(0.625f), _CMP_LT_OQ), yl, ys);
     out = _mm512_castsi512_ps(
