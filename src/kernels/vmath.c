@@ -12,7 +12,8 @@
  * exp:  n = round(x log2 e), r = x - n ln 2 (ln 2 in two parts, fused multiply-adds),
  *       e^r by its Taylor polynomial of degree 7 (|r| <= ln2/2: truncation 5e-9 relative), times
  *       2^n as 2^(n/2) 2^(n - n/2) so that denormal results are rounded once and overflow gives
- *       inf. x is clamped to [-104, 89] first (e^x rounds to 0 / inf beyond).
+ *       inf. x is clamped at 89 (e^x rounds to inf beyond), and below -104 (where e^x rounds to
+ *       0) the lane computes e^0 and gives 0, so that no multiply underflows needlessly.
  * log:  x = 2^k m with m in [sqrt(1/2), sqrt 2) (denormals scaled by 2^23 first), f = m - 1,
  *       s = f / (2 + f), log(1 + f) = f - (f^2/2 - s (f^2/2 + R)), R = 2s^2/3 + 2s^4/5 + 2s^6/7
  *       + 2s^8/9 (the series of 2 atanh s), plus k ln 2 in two parts.
@@ -99,7 +100,10 @@ static const float erfc_b[12] = {4.538380787e-06f,  -2.361736902e-06f, -2.693539
 #define S8 _mm256_set1_ps
 
 A2 static __m256 exp8(__m256 x) {
-    const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, S8(EXP_LO)), S8(EXP_HI));
+    /* Lanes below EXP_LO compute e^0 and are set to 0 at the end: a multiply giving a denormal
+     * or 0 costs a micro-code assist on many CPUs, and causal softmax has many -inf inputs. */
+    const __m256 under = _mm256_cmp_ps(x, S8(EXP_LO), _CMP_LT_OQ);
+    const __m256 xc = _mm256_andnot_ps(under, _mm256_min_ps(x, S8(EXP_HI)));
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, S8(LOG2E)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, S8(LN2_HI), xc);
@@ -117,7 +121,7 @@ A2 static __m256 exp8(__m256 x) {
     const __m256i bias = _mm256_set1_epi32(127);
     const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
     const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-    const __m256 out = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    const __m256 out = _mm256_andnot_ps(under, _mm256_mul_ps(_mm256_mul_ps(p, s1), s2));
     return _mm256_blendv_ps(out, _mm256_add_ps(x, x), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
@@ -234,7 +238,8 @@ VM_ARRAY8(tanh_avx2, tanh8)
 #define BL16(k, a, b) _mm512_mask_blend_ps((k), (a), (b)) /* k ? b : a */
 
 A5 static __m512 exp16(__m512 x) {
-    const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, S16(EXP_LO)), S16(EXP_HI));
+    const __mmask16 under = _mm512_cmp_ps_mask(x, S16(EXP_LO), _CMP_LT_OQ);
+    const __m512 xc = _mm512_maskz_mov_ps((__mmask16)~under, _mm512_min_ps(x, S16(EXP_HI)));
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, S16(LOG2E)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, S16(LN2_HI), xc);
@@ -252,7 +257,8 @@ A5 static __m512 exp16(__m512 x) {
     const __m512i bias = _mm512_set1_epi32(127);
     const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias), 23));
     const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias), 23));
-    const __m512 out = _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
+    const __m512 out =
+        _mm512_maskz_mov_ps((__mmask16)~under, _mm512_mul_ps(_mm512_mul_ps(p, s1), s2));
     return BL16(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), out, _mm512_add_ps(x, x));
 }
 
