@@ -39,7 +39,8 @@ static void add_forward_rows(void *ctx, int64_t r0, int64_t r1) {
                  int64_t o = r0 * row; const int64_t end = r1 * row; if (row < 16) {
                      T rep[64];
                      const int64_t len = (64 / row) * row;
-                     for (int64_t c = 0; c < len; c++) rep[c] = pb[c % row];
+                     for (int64_t c = 0; c < len; c += row) for (int64_t k = 0; k < row; k++)
+                         rep[c + k] = pb[k];
                      for (; o + len <= end; o += len)
                          for (int64_t c = 0; c < len; c++) py[o + c] = pa[o + c] + rep[c];
                  } for (; o < end; o += row) {

@@ -34,16 +34,38 @@ static int gelu_print(const tg_tensor *y, char *buf, size_t len) {
     return snprintf(buf, len, "approximate=%s", approx_of(y) ? "tanh" : "none");
 }
 
+/* float32, erf form, in blocks that stay in the L1 cache: Phi = (1 + erf(x / sqrt 2)) / 2 with
+ * the vector erf (src/kernels/vmath.c), y = x Phi. */
+enum { GELU_BLOCK = 512 };
+
+static void gelu_erf_forward_f32(const float *restrict x, float *restrict phi, float *restrict y,
+                                 int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        phi[i] = x[i] * (float)GELU_SQRT1_2;
+    tg__erf_f32(phi, phi, n);
+    for (int64_t i = 0; i < n; i++) {
+        phi[i] = 0.5f * (1 + phi[i]);
+        y[i] = x[i] * phi[i];
+    }
+}
+
 /* Elements are independent: above TG_PAR_MIN_ELEMS the range is split over the threads. */
 static void gelu_forward_range(void *ctx, int64_t i0, int64_t i1) {
     tg_tensor *y = ctx;
     const tg_tensor *x = y->inputs[0];
+    if (approx_of(y) == 0 && y->dtype == TG_F32) {
+        for (int64_t b = i0; b < i1; b += GELU_BLOCK)
+            gelu_erf_forward_f32((const float *)x->data + b, (float *)y->saved + b,
+                                 (float *)y->data + b, i1 - b < GELU_BLOCK ? i1 - b : GELU_BLOCK);
+        return;
+    }
     if (approx_of(y) == 0) {
-        TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *py = y->data; T *phi = y->saved;
-                     for (int64_t i = i0; i < i1; i++) {
-                         phi[i] = (T)0.5 * (1 + erf(px[i] * (T)GELU_SQRT1_2));
-                         py[i] = px[i] * phi[i];
-                     });
+        const double *px = x->data;
+        double *py = y->data, *phi = y->saved;
+        for (int64_t i = i0; i < i1; i++) {
+            phi[i] = 0.5 * (1 + erf(px[i] * GELU_SQRT1_2));
+            py[i] = px[i] * phi[i];
+        }
         return;
     }
     TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *t = y->saved;
@@ -66,27 +88,62 @@ static tg_status gelu_forward(tg_tape *tape, tg_tensor *y) {
     return TG_OK;
 }
 
+/* float32, erf form: dx += dy (Phi + x phi(x)), phi(x) = e^(-x^2/2) / sqrt(2 pi) with the
+ * vector exp, a block at a time. */
+static void gelu_erf_backward_f32(const float *restrict x, const float *restrict phi,
+                                  const float *restrict dy, float *restrict dx, int64_t n) {
+    float e[GELU_BLOCK];
+    for (int64_t i = 0; i < n; i++)
+        e[i] = -0.5f * x[i] * x[i];
+    tg__exp_f32(e, e, n);
+    for (int64_t i = 0; i < n; i++) {
+        const float pdf = e[i] * (float)GELU_INV_SQRT_2PI;
+        dx[i] += dy[i] * (phi[i] + x[i] * pdf);
+    }
+}
+
+/* float32, tanh form: the derivative from the saved t, in the order of the generic loop. */
+static void gelu_tanh_backward_f32(const float *restrict x, const float *restrict t,
+                                   const float *restrict dy, float *restrict dx, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float left = 0.5f * (1 + t[i]);
+        const float right = 0.5f * x[i] * (1 - t[i] * t[i]) * (float)GELU_SQRT_2_PI *
+                            (1 + 3 * (float)GELU_KAPPA * x[i] * x[i]);
+        dx[i] += dy[i] * (left + right);
+    }
+}
+
 static void gelu_backward_range(void *ctx, int64_t i0, int64_t i1) {
     const tg__backward_args *g = ctx;
     const tg_tensor *y = g->y;
-    if (approx_of(y) == 0) {
-        TG_FOR_DTYPE(y->dtype, T, const T *px = y->inputs[0]->data; const T *phi = y->saved;
-                     const T *dy = g->dout->data; T *dx = g->din[0]->data;
-                     for (int64_t i = i0; i < i1; i++) {
-                         const T pdf = exp((T)-0.5 * px[i] * px[i]) * (T)GELU_INV_SQRT_2PI;
-                         dx[i] += dy[i] * (phi[i] + px[i] * pdf);
-                     });
+    if (y->dtype == TG_F32) {
+        const float *x = y->inputs[0]->data, *sv = y->saved, *dy = g->dout->data;
+        float *dx = g->din[0]->data;
+        for (int64_t b = i0; b < i1; b += GELU_BLOCK) {
+            const int64_t n = i1 - b < GELU_BLOCK ? i1 - b : GELU_BLOCK;
+            if (approx_of(y) == 0)
+                gelu_erf_backward_f32(x + b, sv + b, dy + b, dx + b, n);
+            else
+                gelu_tanh_backward_f32(x + b, sv + b, dy + b, dx + b, n);
+        }
         return;
     }
-    TG_FOR_DTYPE(y->dtype, T, const T *px = y->inputs[0]->data; const T *t = y->saved;
-                 const T *dy = g->dout->data; T *dx = g->din[0]->data;
-                 for (int64_t i = i0; i < i1; i++) {
-                     const T x = px[i];
-                     const T left = (T)0.5 * (1 + t[i]);
-                     const T right = (T)0.5 * x * (1 - t[i] * t[i]) * (T)GELU_SQRT_2_PI *
-                                     (1 + 3 * (T)GELU_KAPPA * x * x);
-                     dx[i] += dy[i] * (left + right);
-                 });
+    const double *px = y->inputs[0]->data, *sv = y->saved, *dy = g->dout->data;
+    double *dx = g->din[0]->data;
+    if (approx_of(y) == 0) {
+        for (int64_t i = i0; i < i1; i++) {
+            const double pdf = exp(-0.5 * px[i] * px[i]) * GELU_INV_SQRT_2PI;
+            dx[i] += dy[i] * (sv[i] + px[i] * pdf);
+        }
+        return;
+    }
+    for (int64_t i = i0; i < i1; i++) {
+        const double x = px[i];
+        const double left = 0.5 * (1 + sv[i]);
+        const double right =
+            0.5 * x * (1 - sv[i] * sv[i]) * GELU_SQRT_2_PI * (1 + 3 * GELU_KAPPA * x * x);
+        dx[i] += dy[i] * (left + right);
+    }
 }
 
 static void gelu_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {

@@ -66,6 +66,148 @@ static int64_t row_len(const tg_tensor *y) {
     return n;
 }
 
+/* The float32 path. Sums over a row go by blocks of 64: 8 interleaved float partial sums
+ * (x_0 + x_8 + ..., x_1 + x_9 + ...) of 8 terms each, added in double: a fixed order the
+ * compiler can put in vector registers. The elementwise parts are float: xhat = ((x - mu_hi) -
+ * mu_lo) rstd with mu = mu_hi + mu_lo in two floats (x - mu_hi is exact for x near mu, so rows
+ * of a large mean keep their precision), y = xhat w + b, and dx. The rows are not split over
+ * threads. */
+enum { LN_LANES = 8 };
+
+static double ln_lanes_total(const double *acc) {
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* The sum of v[0..m), m <= LN_BLOCK, as float partial sums in LN_LANES lanes (each of at most
+ * LN_BLOCK / LN_LANES terms) added in double. */
+enum { LN_BLOCK = 64 };
+
+static double ln_block_sum(const float *restrict v, int64_t m) {
+    float acc[LN_LANES] = {0};
+    int64_t i = 0;
+    for (; i + LN_LANES <= m; i += LN_LANES)
+        for (int j = 0; j < LN_LANES; j++)
+            acc[j] += v[i + j];
+    for (int j = 0; i < m; i++, j++)
+        acc[j] += v[i];
+    double d[LN_LANES];
+    for (int j = 0; j < LN_LANES; j++)
+        d[j] = (double)acc[j];
+    return ln_lanes_total(d);
+}
+
+/* mu and var of one row: m = sum(x) / n, then with d = x - (float)m (exact for x near m),
+ * mu = (float)m + mean(d) and var = mean(d^2) - mean(d)^2: mean(d) is only m's rounding, a
+ * correction, not a cancellation, so rows of a large mean keep their digits. */
+static void ln_stats_f32(const float *restrict x, int64_t n, double *mu, double *var) {
+    double s = 0;
+    for (int64_t b = 0; b < n; b += LN_BLOCK)
+        s += ln_block_sum(x + b, n - b < LN_BLOCK ? n - b : LN_BLOCK);
+    const double m = s / (double)n;
+    const float mf = (float)m;
+    double sd = 0, sq = 0;
+    for (int64_t b = 0; b < n; b += LN_BLOCK) {
+        const int64_t k = n - b < LN_BLOCK ? n - b : LN_BLOCK;
+        float d[LN_BLOCK], d2[LN_BLOCK];
+        for (int64_t i = 0; i < k; i++) {
+            d[i] = x[b + i] - mf;
+            d2[i] = d[i] * d[i];
+        }
+        sd += ln_block_sum(d, k);
+        sq += ln_block_sum(d2, k);
+    }
+    const double md = sd / (double)n, v = sq / (double)n - md * md;
+    *mu = (double)mf + md; /* the float partial sums' rounding of m corrected */
+    *var = v > 0 ? v : 0;
+}
+
+static void ln_row_forward_f32(const float *restrict x, const float *restrict w,
+                               const float *restrict b, float *restrict y, int64_t n, float mu,
+                               float mu_lo, float rstd) {
+    if (w && b)
+        for (int64_t i = 0; i < n; i++)
+            y[i] = ((x[i] - mu) - mu_lo) * rstd * w[i] + b[i];
+    else if (w)
+        for (int64_t i = 0; i < n; i++)
+            y[i] = ((x[i] - mu) - mu_lo) * rstd * w[i];
+    else if (b)
+        for (int64_t i = 0; i < n; i++)
+            y[i] = ((x[i] - mu) - mu_lo) * rstd + b[i];
+    else
+        for (int64_t i = 0; i < n; i++)
+            y[i] = ((x[i] - mu) - mu_lo) * rstd;
+}
+
+static void ln_forward_f32(const tg_tensor *y, const ln_saved *sv, int64_t n, int64_t rows) {
+    const ln_params *p = y->params;
+    const float *px = y->inputs[0]->data, *pw = p->has_w ? y->inputs[1]->data : NULL;
+    const float *pb = p->has_b ? y->inputs[1 + p->has_w]->data : NULL;
+    float *py = y->data;
+    for (int64_t r = 0; r < rows; r++) {
+        double mu, var;
+        ln_stats_f32(px + r * n, n, &mu, &var);
+        const double rstd = 1.0 / sqrt(var + p->eps);
+        sv->mean[r] = mu;
+        sv->rstd[r] = rstd;
+        ln_row_forward_f32(px + r * n, pw, pb, py + r * n, n, (float)mu,
+                           (float)(mu - (double)(float)mu), (float)rstd);
+    }
+}
+
+/* One row of backward: g = dy w (dy without a weight), xhat = (x - mu) rstd;
+ * dx += rstd (g - mean(g) - xhat mean(g xhat)), dw += dy xhat, db += dy.
+ * The sums over the row go a block of LN_BLOCK at a time through small buffers. */
+static void ln_row_backward_f32(const float *restrict x, const float *restrict dy,
+                                const float *restrict w, float *restrict dx, float *restrict dw,
+                                float *restrict db, int64_t n, float mu, float mu_lo, float rstd) {
+    if (dx) {
+        double sg = 0, sgx = 0;
+        for (int64_t b = 0; b < n; b += LN_BLOCK) {
+            const int64_t m = n - b < LN_BLOCK ? n - b : LN_BLOCK;
+            float g[LN_BLOCK], gx[LN_BLOCK];
+            if (w)
+                for (int64_t i = 0; i < m; i++)
+                    g[i] = dy[b + i] * w[b + i];
+            else
+                for (int64_t i = 0; i < m; i++)
+                    g[i] = dy[b + i];
+            for (int64_t i = 0; i < m; i++)
+                gx[i] = g[i] * (((x[b + i] - mu) - mu_lo) * rstd);
+            sg += ln_block_sum(g, m);
+            sgx += ln_block_sum(gx, m);
+        }
+        const float mg = (float)(sg / (double)n), mgx = (float)(sgx / (double)n);
+        if (w)
+            for (int64_t i = 0; i < n; i++)
+                dx[i] += rstd * (dy[i] * w[i] - mg - (((x[i] - mu) - mu_lo) * rstd) * mgx);
+        else
+            for (int64_t i = 0; i < n; i++)
+                dx[i] += rstd * (dy[i] - mg - (((x[i] - mu) - mu_lo) * rstd) * mgx);
+    }
+    if (dw)
+        for (int64_t i = 0; i < n; i++)
+            dw[i] += dy[i] * (((x[i] - mu) - mu_lo) * rstd);
+    if (db)
+        for (int64_t i = 0; i < n; i++)
+            db[i] += dy[i];
+}
+
+static void ln_backward_f32(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din,
+                            int64_t n, int64_t rows) {
+    const ln_params *p = y->params;
+    const ln_saved *sv = y->saved;
+    const float *px = y->inputs[0]->data, *dy = dout->data;
+    const float *pw = p->has_w ? y->inputs[1]->data : NULL;
+    float *dx = din[0] ? din[0]->data : NULL;
+    float *dw = p->has_w && din[1] ? din[1]->data : NULL;
+    float *db = p->has_b && din[1 + p->has_w] ? din[1 + p->has_w]->data : NULL;
+    for (int64_t r = 0; r < rows; r++) {
+        const double mu = sv->mean[r];
+        ln_row_backward_f32(px + r * n, dy + r * n, pw, dx ? dx + r * n : NULL, dw, db, n,
+                            (float)mu, (float)(mu - (double)(float)mu), (float)sv->rstd[r]);
+    }
+}
+
 static tg_status ln_forward(tg_tape *tape, tg_tensor *y) {
     const ln_params *p = y->params;
     const tg_tensor *x = y->inputs[0];
@@ -79,6 +221,10 @@ static tg_status ln_forward(tg_tape *tape, tg_tensor *y) {
     sv->mean = st;
     sv->rstd = st + rows;
     y->saved = sv;
+    if (y->dtype == TG_F32) {
+        ln_forward_f32(y, sv, n, rows);
+        return TG_OK;
+    }
     TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *py = y->data;
                  const T *pw = w ? w->data : NULL; const T *pb = b ? b->data : NULL;
                  for (int64_t r = 0; r < rows; r++) {
@@ -115,6 +261,10 @@ static void ln_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *co
               *db = p->has_b ? din[1 + p->has_w] : NULL;
     const ln_saved *sv = y->saved;
     const int64_t n = row_len(y), rows = n ? y->numel / n : 0;
+    if (y->dtype == TG_F32) {
+        ln_backward_f32(y, dout, din, n, rows);
+        return;
+    }
     TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; const T *dy = dout->data;
                  const T *pw = w ? w->data : NULL; T *pdx = dx ? dx->data : NULL;
                  T *pdw = dw ? dw->data : NULL; T *pdb = db ? db->data : NULL;

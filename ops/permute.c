@@ -68,9 +68,14 @@ static int permute_print(const tg_tensor *y, char *buf, size_t len) {
         int64_t base_ = 0, o = 0;                                                                  \
         for (int64_t q_ = 0; q_ < outer_; q_++) {                                                  \
             int64_t xo = base_;                                                                    \
-            for (int64_t c_ = 0; c_ < inner_; c_++, o++, xo += istr_) {                            \
-                __VA_ARGS__                                                                        \
-            }                                                                                      \
+            if (istr_ == 1) /* the last axis stays last: a contiguous run, vectorizable */         \
+                for (int64_t c_ = 0; c_ < inner_; c_++, o++, xo++) {                               \
+                    __VA_ARGS__                                                                    \
+                }                                                                                  \
+            else                                                                                   \
+                for (int64_t c_ = 0; c_ < inner_; c_++, o++, xo += istr_) {                        \
+                    __VA_ARGS__                                                                    \
+                }                                                                                  \
             for (int k_ = r_ - 2; k_ >= 0; k_--) {                                                 \
                 base_ += st_[k_];                                                                  \
                 if (++idx_[k_] < (y)->shape[k_])                                                   \

@@ -15,21 +15,58 @@ tg_status tg__shape_last_axis(tg_tensor *y, char *msg, size_t len) {
     return tg__shape_same(y, msg, len);
 }
 
+/* float32: y = x - m for a block of rows, e^ of the whole block at once with the vector exp
+ * (src/kernels/vmath.c), then each row's sum (in column order) and the division. */
+enum { SOFTMAX_BLOCK = 1024 }; /* elements per call of the vector exp, about */
+
+static void softmax_rows_f32(const float *px, float *py, int64_t C, int64_t r0, int64_t r1) {
+    const int64_t step = C < SOFTMAX_BLOCK ? SOFTMAX_BLOCK / C : 1;
+    for (int64_t b = r0; b < r1; b += step) {
+        const int64_t e = r1 - b < step ? r1 : b + step;
+        for (int64_t r = b; r < e; r++) {
+            const float *xr = px + r * C;
+            float *yr = py + r * C;
+            float m = xr[0];
+            for (int64_t c = 1; c < C; c++)
+                m = xr[c] > m ? xr[c] : m;
+            for (int64_t c = 0; c < C; c++)
+                yr[c] = xr[c] - m;
+        }
+        tg__exp_f32(py + b * C, py + b * C, (e - b) * C);
+        for (int64_t r = b; r < e; r++) {
+            float *yr = py + r * C;
+            float s = 0;
+            for (int64_t c = 0; c < C; c++)
+                s += yr[c];
+            for (int64_t c = 0; c < C; c++)
+                yr[c] /= s;
+        }
+    }
+}
+
 /* Rows are independent: above TG_PAR_MIN_ELEMS elements they are split over the threads. */
 static void softmax_forward_rows(void *ctx, int64_t r0, int64_t r1) {
     tg_tensor *y = ctx;
     const tg_tensor *x = y->inputs[0];
     const int64_t C = x->shape[x->rank - 1];
-    TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *py = y->data;
-                 for (int64_t r = r0; r < r1; r++) {
-                     const T *xr = px + r * C;
-                     T *yr = py + r * C;
-                     T m = xr[0];
-                     for (int64_t c = 1; c < C; c++) m = xr[c] > m ? xr[c] : m;
-                     T s = 0;
-                     for (int64_t c = 0; c < C; c++) s += (yr[c] = exp(xr[c] - m));
-                     for (int64_t c = 0; c < C; c++) yr[c] /= s;
-                 });
+    if (y->dtype == TG_F32) {
+        softmax_rows_f32(x->data, y->data, C, r0, r1);
+        return;
+    }
+    const double *px = x->data;
+    double *py = y->data;
+    for (int64_t r = r0; r < r1; r++) {
+        const double *xr = px + r * C;
+        double *yr = py + r * C;
+        double m = xr[0];
+        for (int64_t c = 1; c < C; c++)
+            m = xr[c] > m ? xr[c] : m;
+        double s = 0;
+        for (int64_t c = 0; c < C; c++)
+            s += (yr[c] = exp(xr[c] - m));
+        for (int64_t c = 0; c < C; c++)
+            yr[c] /= s;
+    }
 }
 
 static tg_status softmax_forward(tg_tape *tape, tg_tensor *y) {

@@ -20,23 +20,69 @@ static tg_status causal_shape(tg_tensor *y, char *msg, size_t len) {
     return tg__shape_same(y, msg, len);
 }
 
+/* float32: x - m on the kept part and -inf past it (e^-inf = 0 exactly) for a block of rows, e^
+ * of the whole block with the vector exp (src/kernels/vmath.c), then each row's sum over the
+ * kept part (in column order) and the division. */
+enum { CAUSAL_BLOCK = 1024 }; /* elements per call of the vector exp, about */
+
+static void causal_rows_f32(const float *px, float *py, int64_t S, int64_t T_, int64_t r0,
+                            int64_t r1) {
+    const int64_t step = S < CAUSAL_BLOCK ? CAUSAL_BLOCK / S : 1;
+    for (int64_t b = r0; b < r1; b += step) {
+        const int64_t e = r1 - b < step ? r1 : b + step;
+        for (int64_t r = b; r < e; r++) {
+            const float *xr = px + r * S;
+            float *yr = py + r * S;
+            const int64_t i = r % T_, keep = i + 1 < S ? i + 1 : S;
+            float m = xr[0];
+            for (int64_t c = 1; c < keep; c++)
+                m = xr[c] > m ? xr[c] : m;
+            for (int64_t c = 0; c < keep; c++)
+                yr[c] = xr[c] - m;
+            for (int64_t c = keep; c < S; c++)
+                yr[c] = -INFINITY;
+        }
+        tg__exp_f32(py + b * S, py + b * S, (e - b) * S);
+        for (int64_t r = b; r < e; r++) {
+            float *yr = py + r * S;
+            const int64_t i = r % T_, keep = i + 1 < S ? i + 1 : S;
+            float s = 0;
+            for (int64_t c = 0; c < keep; c++)
+                s += yr[c];
+            for (int64_t c = 0; c < keep; c++)
+                yr[c] /= s;
+            for (int64_t c = keep; c < S; c++)
+                yr[c] = 0;
+        }
+    }
+}
+
 /* Row r of the flattened [rows, S] view is row i = r mod T of its matrix. */
 static void causal_forward_rows(void *ctx, int64_t r0, int64_t r1) {
     tg_tensor *y = ctx;
     const tg_tensor *x = y->inputs[0];
     const int64_t S = x->shape[x->rank - 1], T_ = x->shape[x->rank - 2];
-    TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; T *py = y->data;
-                 for (int64_t r = r0; r < r1; r++) {
-                     const T *xr = px + r * S;
-                     T *yr = py + r * S;
-                     const int64_t i = r % T_, keep = i + 1 < S ? i + 1 : S;
-                     T m = xr[0];
-                     for (int64_t c = 1; c < keep; c++) m = xr[c] > m ? xr[c] : m;
-                     T s = 0;
-                     for (int64_t c = 0; c < keep; c++) s += (yr[c] = exp(xr[c] - m));
-                     for (int64_t c = 0; c < keep; c++) yr[c] /= s;
-                     for (int64_t c = keep; c < S; c++) yr[c] = 0;
-                 });
+    if (y->dtype == TG_F32) {
+        causal_rows_f32(x->data, y->data, S, T_, r0, r1);
+        return;
+    }
+    const double *px = x->data;
+    double *py = y->data;
+    for (int64_t r = r0; r < r1; r++) {
+        const double *xr = px + r * S;
+        double *yr = py + r * S;
+        const int64_t i = r % T_, keep = i + 1 < S ? i + 1 : S;
+        double m = xr[0];
+        for (int64_t c = 1; c < keep; c++)
+            m = xr[c] > m ? xr[c] : m;
+        double s = 0;
+        for (int64_t c = 0; c < keep; c++)
+            s += (yr[c] = exp(xr[c] - m));
+        for (int64_t c = 0; c < keep; c++)
+            yr[c] /= s;
+        for (int64_t c = keep; c < S; c++)
+            yr[c] = 0;
+    }
 }
 
 static tg_status causal_forward(tg_tape *tape, tg_tensor *y) {

@@ -376,3 +376,144 @@ Test(seq, matmul_batched_matches_matmul_per_batch) {
     tg_tensor_free(a);
     tg_tensor_free(b);
 }
+
+/* ---- The float32 paths (vector exp/log/erf, float elementwise layer_norm) ---- */
+
+enum { F32_ROWS = 37, F32_COLS = 29 }; /* odd sizes: every vector tail runs */
+
+/* op k of the f32 checks applied to x [F32_ROWS, F32_COLS] (w, b [F32_COLS], tp [rows, cols]
+ * probability targets, ti [rows] class indices), all of x's dtype */
+static tg_tensor *f32_op(int k, tg_tensor *x, tg_tensor *w, tg_tensor *b, tg_tensor *tp,
+                         tg_tensor *ti) {
+    switch (k) {
+    case 0: return tg_gelu(tape, x, 0);
+    case 1: return tg_gelu(tape, x, 1);
+    case 2: return tg_layer_norm(tape, x, w, b, 1, 1e-5);
+    case 3: return tg_layer_norm(tape, x, NULL, NULL, 1, 1e-5);
+    case 4: return tg_softmax(tape, x);
+    case 5: return tg_softmax_causal(tape, tg_reshape(tape, x, TG_SHAPE(1, F32_ROWS, F32_COLS)));
+    case 6: return tg_log_softmax(tape, x);
+    case 7: return tg_softmax_cross_entropy(tape, x, tp);
+    default: return tg_softmax_cross_entropy(tape, x, ti);
+    }
+}
+static const char *const f32_names[9] = {"gelu erf",    "gelu tanh",   "layer_norm w b",
+                                         "layer_norm",  "softmax",     "softmax_causal",
+                                         "log_softmax", "sce (probs)", "sce (indices)"};
+
+/* Runs op k in dtype dt on the given values (x offset by `shift`, as layer_norm's large means)
+ * and returns y and dL/dx, L = sum(y * u) with fixed weights u, as doubles. */
+static void f32_run(int k, tg_dtype dt, double shift, double *y_out, double *dx_out) {
+    enum { N = F32_ROWS * F32_COLS };
+    tg_rng rng;
+    tg_rng_seed(&rng, 7);
+    double xv[N], uv[N], wv[F32_COLS], bv[F32_COLS], tv[N];
+    int32_t iv[F32_ROWS];
+    for (int i = 0; i < N; i++) {
+        xv[i] = shift + 2.5 * tg_rng_normal(&rng);
+        uv[i] = tg_rng_normal(&rng);
+        tv[i] = tg_rng_uniform(&rng) / F32_COLS;
+    }
+    for (int i = 0; i < F32_COLS; i++)
+        wv[i] = 1 + 0.3 * tg_rng_normal(&rng), bv[i] = 0.1 * tg_rng_normal(&rng);
+    for (int i = 0; i < F32_ROWS; i++)
+        iv[i] = (int32_t)tg_rng_below(&rng, F32_COLS);
+    /* both runs on the same values: those of float32 */
+    for (int i = 0; i < N; i++)
+        xv[i] = (float)xv[i], uv[i] = (float)uv[i], tv[i] = (float)tv[i];
+    for (int i = 0; i < F32_COLS; i++)
+        wv[i] = (float)wv[i], bv[i] = (float)bv[i];
+    float xf[N], uf[N], wf[F32_COLS], bf[F32_COLS], tf[N];
+    for (int i = 0; i < N; i++)
+        xf[i] = (float)xv[i], uf[i] = (float)uv[i], tf[i] = (float)tv[i];
+    for (int i = 0; i < F32_COLS; i++)
+        wf[i] = (float)wv[i], bf[i] = (float)bv[i];
+    const int f = dt == TG_F32;
+    tg_tensor *x = tg_tensor_from(dt, TG_SHAPE(F32_ROWS, F32_COLS), f ? (void *)xf : (void *)xv);
+    tg_tensor *u = tg_tensor_from(dt, TG_SHAPE(F32_ROWS, F32_COLS), f ? (void *)uf : (void *)uv);
+    tg_tensor *w = tg_tensor_from(dt, TG_SHAPE(F32_COLS), f ? (void *)wf : (void *)wv);
+    tg_tensor *b = tg_tensor_from(dt, TG_SHAPE(F32_COLS), f ? (void *)bf : (void *)bv);
+    tg_tensor *tp = tg_tensor_from(dt, TG_SHAPE(F32_ROWS, F32_COLS), f ? (void *)tf : (void *)tv);
+    tg_tensor *ti = tg_tensor_from(TG_I32, TG_SHAPE(F32_ROWS), iv);
+    tg_tensor_set_requires_grad(x, 1);
+    tg_tape_reset(tape);
+    tg_tensor *y = f32_op(k, x, w, b, tp, ti);
+    tg_tensor *L = tg_tensor_numel(y) == 1 ? tg_sum(tape, y) : tg_sum(tape, tg_mul(tape, y, u));
+    cr_assert_eq(tg_backward(tape, L), TG_OK, "%s: %s", f32_names[k], tg_tape_errmsg(tape));
+    const int64_t ny = tg_tensor_numel(y);
+    for (int64_t i = 0; i < N; i++) {
+        if (i < ny)
+            y_out[i] = f ? (double)((const float *)tg_tensor_data(y))[i]
+                         : ((const double *)tg_tensor_data(y))[i];
+        const tg_tensor *g = tg_tensor_grad(x);
+        dx_out[i] = f ? (double)((const float *)tg_tensor_data((tg_tensor *)g))[i]
+                      : ((const double *)tg_tensor_data((tg_tensor *)g))[i];
+    }
+    for (int64_t i = ny; i < N; i++)
+        y_out[i] = 0;
+    tg_tensor_free(x), tg_tensor_free(u), tg_tensor_free(w), tg_tensor_free(b);
+    tg_tensor_free(tp), tg_tensor_free(ti);
+}
+
+static double max_abs(const double *v, int n) {
+    double m = 0;
+    for (int i = 0; i < n; i++)
+        m = fabs(v[i]) > m ? fabs(v[i]) : m;
+    return m;
+}
+
+/* Each op's float32 result and gradient against its float64 one on the same (float32) values:
+ * within 1e-6 of the largest magnitude (some ulp). layer_norm also on rows of mean 1000 and spread 2.5,
+ * where a float variance or x - (float)mu would lose digits. */
+Test(seq, float32_paths_agree_with_float64) {
+    enum { N = F32_ROWS * F32_COLS };
+    static double y32[N], y64[N], d32[N], d64[N];
+    for (int k = 0; k < 9; k++)
+        for (int s = 0; s < (k == 2 || k == 3 ? 2 : 1); s++) {
+            const double shift = s ? 1000.0 : 0.0;
+            f32_run(k, TG_F32, shift, y32, d32);
+            f32_run(k, TG_F64, shift, y64, d64);
+            const double tol_y = 1e-6 * max_abs(y64, N);
+            const double tol_d = 1e-6 * max_abs(d64, N) + 1e-12;
+            double ey = 0, ed = 0;
+            for (int i = 0; i < N; i++) {
+                ey = fmax(ey, fabs(y32[i] - y64[i]));
+                ed = fmax(ed, fabs(d32[i] - d64[i]));
+            }
+            cr_expect_leq(ey, tol_y, "%s (shift %g): y differs by %g", f32_names[k], shift, ey);
+            cr_expect_leq(ed, tol_d, "%s (shift %g): dx differs by %g", f32_names[k], shift, ed);
+        }
+}
+
+/* The float32 elementwise and row ops above the threading threshold give the same bits at 1
+ * and 2 threads (the vector math's tails and the split must not show). */
+Test(seq, float32_paths_same_bits_for_any_threads) {
+    enum { R = 16 * 64 + 3, C = 65 };
+    tg_rng rng;
+    tg_rng_seed(&rng, 11);
+    tg_tensor *x = tg_tensor_randn(TG_F32, TG_SHAPE(R, C), 0, 3, &rng);
+    tg_tensor_set_requires_grad(x, 1);
+    for (int k = 0; k < 4; k++) {
+        float *out[2], *grad[2];
+        for (int th = 1; th <= 2; th++) {
+            tg_set_num_threads(th);
+            tg_tape_reset(tape);
+            tg_tensor_zero_grad(x);
+            tg_tensor *y = k == 0   ? tg_gelu(tape, x, 0)
+                           : k == 1 ? tg_gelu(tape, x, 1)
+                           : k == 2
+                               ? tg_softmax(tape, x)
+                               : tg_softmax_causal(tape, tg_reshape(tape, x, TG_SHAPE(R, 1, C)));
+            tg_tensor *L = tg_sum(tape, tg_mul(tape, y, y));
+            cr_assert_eq(tg_backward(tape, L), TG_OK, "%s", tg_tape_errmsg(tape));
+            out[th - 1] = malloc(sizeof(float) * R * C);
+            grad[th - 1] = malloc(sizeof(float) * R * C);
+            memcpy(out[th - 1], tg_tensor_data(y), sizeof(float) * R * C);
+            memcpy(grad[th - 1], tg_tensor_data(tg_tensor_grad(x)), sizeof(float) * R * C);
+        }
+        cr_expect_eq(memcmp(out[0], out[1], sizeof(float) * R * C), 0, "op %d: y", k);
+        cr_expect_eq(memcmp(grad[0], grad[1], sizeof(float) * R * C), 0, "op %d: dx", k);
+        free(out[0]), free(out[1]), free(grad[0]), free(grad[1]);
+    }
+    tg_tensor_free(x);
+}

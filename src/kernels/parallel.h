@@ -104,9 +104,23 @@ void tg__gemm_blocks(const tg__ukernel *uk, size_t esz, int64_t *mc, int64_t *kc
 extern const tg__ukernel tg__uk_avx2_f32, tg__uk_avx2_f64;
 extern const tg__ukernel tg__uk_avx512_f32, tg__uk_avx512_f64;
 
-/* ---- Vector math (src/vmath.c) ---- */
-
-/* y[i] = tanh(x[i]) in float32, 8 lanes at a time with AVX2 (<= 2 ulp), libm otherwise. */
+/* ---- Vector math (vmath.c) ----
+ * y[i] = f(x[i]) for i in [0, n), float32, y may be x. Within a few ulp of the exact values
+ * (tests/test_vmath.c): exp and log <= 1 ulp, erf <= 2, tanh <= 2 (libm's on the portable
+ * path). An element's result depends on nothing but its value and the path (tg__vmath_isa),
+ * which is chosen once for the process: not on its position, n, or the thread. The AVX2 and
+ * AVX-512 paths give the same bits. */
+void tg__exp_f32(const float *x, float *y, int64_t n);
+void tg__log_f32(const float *x, float *y, int64_t n);
+void tg__erf_f32(const float *x, float *y, int64_t n);
 void tg__tanh_f32(const float *x, float *y, int64_t n);
+
+/* The paths: libm, AVX2+FMA (8 lanes), AVX-512F (16 lanes). */
+enum { TG_VMATH_PORTABLE = 0, TG_VMATH_AVX2 = 1, TG_VMATH_AVX512 = 2 };
+/* The path in use: the best the CPU runs, unless a test chose another. */
+int tg__vmath_isa(void);
+/* Chooses the path (tests): 0, or -1 if the CPU cannot run it. Not while another thread is in
+ * one of the functions above. */
+int tg__vmath_set_isa(int isa);
 
 #endif /* TG_PARALLEL_H */
