@@ -11,10 +11,12 @@
 # The machine is shared and noisy: ROUNDS rounds, each running tapegrad and PyTorch back to back at
 # each thread count (alternating sides), and the best figure of each side counts.
 #
-# Prints every run's JSON line, then one summary line:
-#   {"bench":"cnn_vs_torch","tapegrad_samples_per_s":{"1":..,"2":..},
+# Both with Adam and with SGD + momentum 0.9 (fashion_cnn --optim, torch_cnn.py --optim).
+# Prints every run's JSON line, then one summary line per optimizer:
+#   {"bench":"cnn_vs_torch","optim":"adam"|"sgd","tapegrad_samples_per_s":{"1":..,"2":..},
 #    "torch_best_samples_per_s":{"1":..,"2":..},"torch_best_config":{..},
-#    "ratio_tapegrad_over_torch":{"1":..,"2":..},"tapegrad_2t_over_1t":..,"loadavg":[..]}
+#    "torch_blas":{..},"ratio_tapegrad_over_torch":{"1":..,"2":..},"tapegrad_2t_over_1t":..,
+#    "loadavg_before":[..],"loadavg_after":[..]}
 # and, from tg_cnn_bench, one line per conv layer and thread count with conv (fwd+bwd) / GEMM.
 #
 #   bench/cnn.sh [BUILD_DIR] [STEPS] [ROUNDS]      (defaults: build, 30, 3)
@@ -36,32 +38,35 @@ have_torch=1
   echo "cnn.sh: /usr/bin/python3 cannot import torch (apt-get install python3-torch); no PyTorch figures" >&2
 }
 
-load0=$(cut -d' ' -f1-3 /proc/loadavg)
-lines=""
-r=0
-while [ "$r" -lt "$rounds" ]; do
-  for threads in 1 2; do
-    line=$("$prog" --data "$data" --threads "$threads" --bench "$steps")
-    echo "$line"
-    lines="$lines$line
-"
-    if [ "$have_torch" = 1 ]; then
-      line=$(/usr/bin/python3 "$here/torch_cnn.py" --data "$data" --threads "$threads" \
-               --steps "$steps" --rounds 1)
+for optim in adam sgd; do
+  load0=$(cut -d' ' -f1-3 /proc/loadavg)
+  lines=""
+  r=0
+  while [ "$r" -lt "$rounds" ]; do
+    for threads in 1 2; do
+      line=$("$prog" --data "$data" --threads "$threads" --optim "$optim" --bench "$steps")
       echo "$line"
       lines="$lines$line
 "
-    fi
+      if [ "$have_torch" = 1 ]; then
+        line=$(/usr/bin/python3 "$here/torch_cnn.py" --data "$data" --threads "$threads" \
+                 --steps "$steps" --rounds 1 --optim "$optim")
+        echo "$line"
+        lines="$lines$line
+"
+      fi
+    done
+    r=$((r + 1))
   done
-  r=$((r + 1))
-done
-load1=$(cut -d' ' -f1-3 /proc/loadavg)
+  load1=$(cut -d' ' -f1-3 /proc/loadavg)
 
-printf '%s' "$lines" | /usr/bin/python3 -c '
+  printf '%s' "$lines" | /usr/bin/python3 -c '
 import json, sys
 runs = [json.loads(l) for l in sys.stdin if l.strip()]
 tg, torch, cfg = {}, {}, {}
 for r in runs:
+    if r.get("optim") != sys.argv[5]:
+        continue
     if r["bench"] == "fashion_cnn":
         t = str(r["threads"])
         if t not in tg or r["samples_per_s"] > tg[t]["samples_per_s"]:
@@ -71,13 +76,14 @@ for r in runs:
             for t, v in per_t.items():
                 if v > torch.get(t, 0):
                     torch[t], cfg[t] = v, conf
-out = {"bench": "cnn_vs_torch", "rounds": int(sys.argv[1]), "steps": int(sys.argv[2]),
+out = {"bench": "cnn_vs_torch", "optim": sys.argv[5], "rounds": int(sys.argv[1]), "steps": int(sys.argv[2]),
        "tapegrad_samples_per_s": {t: v["samples_per_s"] for t, v in sorted(tg.items())},
        "tapegrad_peak_rss_mib": {t: v["peak_rss_mib"] for t, v in sorted(tg.items())},
        "tapegrad_allocs_per_step": {t: v["allocs_per_step"] for t, v in sorted(tg.items())}}
 if torch:
     out["torch_best_samples_per_s"] = dict(sorted(torch.items()))
     out["torch_best_config"] = dict(sorted(cfg.items()))
+    out["torch_blas"] = next(r["blas"] for r in runs if r["bench"] == "torch_cnn")
     out["ratio_tapegrad_over_torch"] = {t: round(tg[t]["samples_per_s"] / torch[t], 2)
                                         for t in sorted(tg) if t in torch}
 if "1" in tg and "2" in tg:
@@ -85,7 +91,8 @@ if "1" in tg and "2" in tg:
 out["loadavg_before"] = [float(x) for x in sys.argv[3].split()]
 out["loadavg_after"] = [float(x) for x in sys.argv[4].split()]
 print(json.dumps(out, separators=(",", ":")))
-' "$rounds" "$steps" "$load0" "$load1"
+  ' "$rounds" "$steps" "$load0" "$load1" "$optim"
+done
 
 if [ -x "$kern" ]; then
   "$kern" --rounds 5 | /usr/bin/python3 -c '

@@ -3,7 +3,8 @@
 
 The model: conv 1->32 3x3 pad 1, batch norm, relu, max pool 2; conv 32->64 3x3 pad 1, batch norm,
 relu, max pool 2; dropout 0.25; linear 3136->128, relu; linear 128->10; cross-entropy (mean over
-the batch); Adam (lr 1e-3); mini-batches of 128 shuffled training images, bytes converted to
+the batch); Adam (lr 3e-3) or SGD with momentum 0.9 (lr 0.05), as examples/fashion_cnn
+--optim; mini-batches of 128 shuffled training images, bytes converted to
 float32 and standardized ((pixel / 255 - mean) / std) at each step, as bench/torch_mnist.py does.
 
 Fair settings. Each measurement runs in a fresh child process whose environment is set before
@@ -16,10 +17,11 @@ them back in at the next: Debian's PyTorch CNN runs 2-3x faster with it). Each c
 then times --rounds rounds of --steps steps and keeps the best round.
 
 Prints one JSON line:
-  {"bench":"torch_cnn", "torch":..., "cpu":..., "batch":128, "steps":..., "rounds":...,
-   "samples_per_s": {"<policy>/<tunables on|off>": {"1": ..., "2": ...}, ...}}
+  {"bench":"torch_cnn", "optim":..., "torch":..., "cpu":..., "batch":128, "steps":..., "rounds":...,
+   "samples_per_s": {"<policy>/<tunables on|off>": {"1": ..., "2": ...}, ...},
+   "blas": <what the last child loaded: torch_env.describe>}
 Usage: /usr/bin/python3 bench/torch_cnn.py [--threads 1,2] [--steps 30] [--rounds 3]
-       [--synthetic]   (random images instead of /usr/share/datasets/fashion-mnist)
+       [--optim adam|sgd] [--synthetic]   (random images instead of /usr/share/datasets/fashion-mnist)
 """
 import argparse
 import gzip
@@ -55,6 +57,8 @@ def worker(args):
     import numpy as np
     import torch
     import torch.nn as nn
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import torch_env  # describe() only: the parent set the environment before this process
 
     threads = int(os.environ["OMP_NUM_THREADS"])
     torch.set_num_threads(threads)
@@ -77,7 +81,10 @@ def worker(args):
         nn.Dropout(0.25), nn.Flatten(),
         nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if args.optim == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     batch = args.batch
     order = rng.permutation(len(images))
@@ -107,7 +114,8 @@ def worker(args):
         dt = time.perf_counter() - t0
         best = max(best, args.steps * batch / dt)
     print(json.dumps({"samples_per_s": round(best, 1), "torch": torch.__version__,
-                      "threads_torch": torch.get_num_threads()}))
+                      "threads_torch": torch.get_num_threads(),
+                      "describe": torch_env.describe(torch)}))
 
 
 def cpu_name():
@@ -128,6 +136,7 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--optim", choices=("adam", "sgd"), default="adam")
     ap.add_argument("--synthetic", action="store_true")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -136,7 +145,7 @@ def main():
         return
 
     threads = [int(t) for t in args.threads.split(",")]
-    results, version = {}, None
+    results, version, described = {}, None, None
     # Alternate the configurations inside each thread count so that load from other processes
     # on the shared machine falls on all of them alike.
     for t in threads:
@@ -152,15 +161,16 @@ def main():
                     env.pop("GLIBC_TUNABLES", None)
                 cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--data", args.data,
                        "--steps", str(args.steps), "--rounds", str(args.rounds),
-                       "--batch", str(args.batch)] + (["--synthetic"] if args.synthetic else [])
+                       "--batch", str(args.batch), "--optim", args.optim] + (["--synthetic"] if args.synthetic else [])
                 out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
                 r = json.loads(out.stdout.strip().splitlines()[-1])
-                version = r["torch"]
+                version, described = r["torch"], r["describe"]
                 results.setdefault(f"{policy}/tunables_{tun}", {})[str(t)] = r["samples_per_s"]
-    print(json.dumps({"bench": "torch_cnn", "torch": version, "cpu": cpu_name(),
+    blas = {k: described[k] for k in ("blas_info", "blas_libs", "openblas_core")}
+    print(json.dumps({"bench": "torch_cnn", "optim": args.optim, "torch": version, "cpu": cpu_name(),
                       "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
                       "data": "synthetic" if args.synthetic else args.data,
-                      "tunables": TUNABLES, "samples_per_s": results}))
+                      "tunables": TUNABLES, "samples_per_s": results, "blas": blas}))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@
 /* ---- Options --------------------------------------------------------------------------------- */
 
 #define N_CLASSES 10
+#define ADAM_LR 3e-3 /* the default --lr of each optimizer */
+#define SGD_LR 0.05
 #define SIDE 28
 #define EVAL_BATCH 250 /* images per forward pass when measuring accuracy */
 #define BENCH_WARMUP 5 /* steps before --bench starts the clock */
@@ -63,7 +65,9 @@ typedef struct options {
     const char *data;
     const char *out;
     int epochs;
-    double lr;
+    int sgd;   /* --optim sgd: SGD with momentum 0.9 instead of Adam */
+    double lr; /* --lr, or ADAM_LR / SGD_LR when not given */
+    int lr_given;
     double weight_decay;  /* Adam's L2 penalty */
     const char *schedule; /* "cosine" (lr down to 0 as a half cosine), "halve" or "constant" */
     int halve_every;      /* "halve": the rate is halved after every this many epochs */
@@ -84,7 +88,6 @@ typedef struct options {
 static const options defaults = {.data = TG_FASHION_MNIST_DIR,
                                  .out = "fashion-cnn-out",
                                  .epochs = 10,
-                                 .lr = 3e-3,
                                  .schedule = "cosine",
                                  .halve_every = 3,
                                  .batch = 128,
@@ -106,7 +109,8 @@ static void usage(FILE *f, const char *prog) {
         "                    (default %s,\n"
         "                    from: apt-get install dataset-fashion-mnist)\n"
         "  --epochs E        passes over the 60,000 training images (default %d)\n"
-        "  --lr LR           Adam's initial learning rate (default %g)\n"
+        "  --optim NAME      adam (default) or sgd (SGD with momentum 0.9)\n"
+        "  --lr LR           initial learning rate (default %g for adam, %g for sgd)\n"
         "  --schedule S      the learning rate over the run: cosine (from --lr down to 0\n"
         "                    at the last step, as a half cosine), halve (halved after\n"
         "                    every --halve-every epochs) or constant (default %s)\n"
@@ -134,9 +138,10 @@ static void usage(FILE *f, const char *prog) {
         "  --bench N         benchmark: time N training steps after %d warm-up steps and print\n"
         "                    one JSON line (samples/s, peak RSS, allocations per step)\n"
         "  --help            this text\n",
-        prog, defaults.data, defaults.epochs, defaults.lr, defaults.schedule, defaults.halve_every,
-        defaults.batch, defaults.seed, defaults.threads, defaults.weight_decay, defaults.flip,
-        (long long)defaults.train_eval, defaults.out, BENCH_WARMUP);
+        prog, defaults.data, defaults.epochs, ADAM_LR, SGD_LR, defaults.schedule,
+        defaults.halve_every, defaults.batch, defaults.seed, defaults.threads,
+        defaults.weight_decay, defaults.flip, (long long)defaults.train_eval, defaults.out,
+        BENCH_WARMUP);
 }
 
 /* Parses argv into o; returns 0, 1 after --help, or -1 on a bad flag (with a message). */
@@ -177,6 +182,13 @@ static int parse_args(int argc, char **argv, options *o) {
         } else if (!strcmp(a, "--eval")) {
             o->eval = v;
             continue;
+        } else if (!strcmp(a, "--optim")) {
+            if (strcmp(v, "adam") && strcmp(v, "sgd")) {
+                fprintf(stderr, "%s: --optim takes adam or sgd, got '%s'\n", argv[0], v);
+                return -1;
+            }
+            o->sgd = !strcmp(v, "sgd");
+            continue;
         } else if (!strcmp(a, "--schedule")) {
             if (strcmp(v, "cosine") && strcmp(v, "halve") && strcmp(v, "constant")) {
                 fprintf(stderr, "%s: --schedule is cosine, halve or constant, not '%s'\n", argv[0],
@@ -187,9 +199,10 @@ static int parse_args(int argc, char **argv, options *o) {
             continue;
         } else if (!strcmp(a, "--epochs"))
             o->epochs = (int)strtol(v, &end, 10);
-        else if (!strcmp(a, "--lr"))
+        else if (!strcmp(a, "--lr")) {
             o->lr = strtod(v, &end);
-        else if (!strcmp(a, "--halve-every"))
+            o->lr_given = 1;
+        } else if (!strcmp(a, "--halve-every"))
             o->halve_every = (int)strtol(v, &end, 10);
         else if (!strcmp(a, "--batch"))
             o->batch = (int)strtol(v, &end, 10);
@@ -216,6 +229,8 @@ static int parse_args(int argc, char **argv, options *o) {
             return -1;
         }
     }
+    if (!o->lr_given)
+        o->lr = o->sgd ? SGD_LR : ADAM_LR;
     if (o->epochs < 1 || o->batch < 1 || o->threads < 1 || o->threads > 256 || o->bench < 0 ||
         o->log_every < 0 || o->halve_every < 0 || o->train_eval < 0 || !(o->lr > 0) ||
         (o->flip != 0 && o->flip != 1)) {
@@ -1010,12 +1025,12 @@ static int run_bench(const options *o, tg_tape *t, model *m, tg_optim *opt, spli
     char allocs[32] = "null";
     if (can_count)
         snprintf(allocs, sizeof allocs, "%.3f", (double)n_allocs / (double)o->bench);
-    printf("{\"bench\":\"fashion_cnn\",\"threads\":%d,\"batch\":%d,\"steps\":%ld,"
+    printf("{\"bench\":\"fashion_cnn\",\"optim\":\"%s\",\"threads\":%d,\"batch\":%d,\"steps\":%ld,"
            "\"samples_per_s\":%.1f,\"step_ms\":%.2f,\"peak_rss_mib\":%.1f,"
            "\"allocs_per_step\":%s,\"tape_mib\":%.1f,\"kernel\":\"%s\",\"final_loss\":%.4f}\n",
-           o->threads, o->batch, o->bench, (double)samples / secs, 1e3 * secs / (double)o->bench,
-           peak_rss_mib(), allocs, (double)tg_tape_bytes(t) / (1024.0 * 1024.0), tg_kernel_name(),
-           loss);
+           o->sgd ? "sgd" : "adam", o->threads, o->batch, o->bench, (double)samples / secs,
+           1e3 * secs / (double)o->bench, peak_rss_mib(), allocs,
+           (double)tg_tape_bytes(t) / (1024.0 * 1024.0), tg_kernel_name(), loss);
     return 0;
 }
 
@@ -1140,15 +1155,15 @@ int main(int argc, char **argv) {
                "       standardized: x = (pixel / 255 - %.4f) / %.4f, the training set's mean and "
                "std\n"
                "model: conv 32 - bn - relu - pool, conv 64 - bn - relu - pool, dropout 0.25,\n"
-               "       linear 3136-128 - relu - 10; %lld parameters; Adam (lr %g%s), batch %lld,\n"
+               "       linear 3136-128 - relu - 10; %lld parameters; %s (lr %g%s), batch %lld,\n"
                "       seed %llu, %d thread%s%s\n"
                "After each epoch: the mean training loss of its batches, then the accuracy (in\n"
                "evaluation mode) on %s and on all test images.\n",
                o.data, (long long)train.n, (long long)n_test, now_seconds() - start, m.mean,
-               1 / m.inv_std, (long long)n_params, o.lr, halving, (long long)train.batch, o.seed,
-               o.threads, o.threads == 1 ? "" : "s",
+               1 / m.inv_std, (long long)n_params, o.sgd ? "SGD with momentum 0.9" : "Adam", o.lr,
+               halving, (long long)train.batch, o.seed, o.threads, o.threads == 1 ? "" : "s",
                o.flip ? "; random left-right flips of the training images" : "", train_what);
-    tg_optim_config cfg = tg_optim_defaults(TG_OPTIM_ADAM, o.lr);
+    tg_optim_config cfg = tg_optim_defaults(o.sgd ? TG_OPTIM_MOMENTUM : TG_OPTIM_ADAM, o.lr);
     cfg.weight_decay = o.weight_decay;
     if (!strcmp(o.schedule, "cosine"))
         cfg.total_steps = (int64_t)o.epochs * split_batches(&train);
