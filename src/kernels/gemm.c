@@ -103,8 +103,8 @@ PORT_DIRECT(direct_portable_f32, float)
 PORT_DIRECT(direct_portable_f64, double)
 
 static const tg__ukernel uk_portable[2] = {
-    {PORT_MR, PORT_NR, 128, 256, 2048, uk_portable_f32, direct_portable_f32, NULL, NULL},
-    {PORT_MR, PORT_NR, 64, 256, 2048, uk_portable_f64, direct_portable_f64, NULL, NULL},
+    {PORT_MR, PORT_NR, 128, 256, 2048, uk_portable_f32, direct_portable_f32, NULL, NULL, NULL},
+    {PORT_MR, PORT_NR, 64, 256, 2048, uk_portable_f64, direct_portable_f64, NULL, NULL, NULL},
 };
 
 /* The whole product in portable C from the operands as they are, with no buffer (out of
@@ -460,14 +460,20 @@ typedef struct gemm_job {
 } gemm_job;
 
 static void pack_a(const gemm_job *j, int64_t i0, int64_t mb, int64_t k0, int64_t kb, void *dst) {
-    if (j->dtype == TG_F32)
+    if (!j->ta && j->uk->pack_t) /* rows of A are the panels' rows, k contiguous */
+        j->uk->pack_t((const unsigned char *)j->A + (size_t)(i0 * j->lda + k0) * j->esz, j->lda, mb,
+                      kb, j->uk->mr, dst);
+    else if (j->dtype == TG_F32)
         pack_a_f32(j->ta, j->A, j->lda, i0, mb, k0, kb, j->uk->mr, dst);
     else
         pack_a_f64(j->ta, j->A, j->lda, i0, mb, k0, kb, j->uk->mr, dst);
 }
 
 static void pack_b(const gemm_job *j, int64_t k0, int64_t kb, int64_t j0, int64_t nb, void *dst) {
-    if (j->dtype == TG_F32)
+    if (j->tb && j->uk->pack_t) /* rows of B are the panels' columns, k contiguous */
+        j->uk->pack_t((const unsigned char *)j->B + (size_t)(j0 * j->ldb + k0) * j->esz, j->ldb, nb,
+                      kb, j->uk->nr, dst);
+    else if (j->dtype == TG_F32)
         pack_b_f32(j->tb, j->B, j->ldb, k0, kb, j0, nb, j->uk->nr, dst);
     else
         pack_b_f64(j->tb, j->B, j->ldb, k0, kb, j0, nb, j->uk->nr, dst);
@@ -491,6 +497,22 @@ static void compute_block(const gemm_job *j, const unsigned char *ap, const unsi
             const int64_t mre = mb - ir < mr ? mb - ir : mr;
             const unsigned char *apanel = ap + (size_t)(ir * kb) * esz;
             unsigned char *c = (unsigned char *)j->C + (size_t)((ic + ir) * j->ldc + jc + jr) * esz;
+            /* The next tile's rows of C (below this one, or the next column's first), fetched
+             * while this one computes: C is read (or written) once per tile per k block, from
+             * memory when the product is large, and the kernel loads it first thing. */
+            {
+                const int64_t ni = ir + mr < mb ? ir + mr : 0, nj = ir + mr < mb ? jr : jr + nr;
+                if (nj < nb) {
+                    const int64_t nrows = mb - ni < mr ? mb - ni : mr;
+                    const unsigned char *cn =
+                        (unsigned char *)j->C + (size_t)((ic + ni) * j->ldc + jc + nj) * esz;
+                    const size_t row_bytes = (size_t)(nb - nj < nr ? nb - nj : nr) * esz;
+                    for (int64_t r = 0; r < nrows; r++, cn += (size_t)j->ldc * esz) {
+                        __builtin_prefetch(cn, 1, 3);
+                        __builtin_prefetch(cn + row_bytes - 1, 1, 3);
+                    }
+                }
+            }
             if (mre == mr && nre == nr) {
                 uk->fn(kb, apanel, bpanel, c, j->ldc, acc);
                 continue;
