@@ -223,6 +223,6 @@ const tg__ukernel tg__uk_avx2_f64 = {.mr = 6,
                                      .transpose = transpose_f64};
 
 #else /* not x86: never selected (tg__kernel_available says no), but the symbols must exist */
-const tg__ukernel tg__uk_avx2_f32 = {4, 8, 128, 256, 2048, NULL, NULL, NULL, NULL};
-const tg__ukernel tg__uk_avx2_f64 = {4, 8, 64, 256, 2048, NULL, NULL, NULL, NULL};
+const tg__ukernel tg__uk_avx2_f32 = {4, 8, 128, 256, 2048, NULL, NULL, NULL, NULL, NULL};
+const tg__ukernel tg__uk_avx2_f64 = {4, 8, 64, 256, 2048, NULL, NULL, NULL, NULL, NULL};
 #endif

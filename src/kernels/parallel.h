@@ -67,6 +67,13 @@ typedef void (*tg__direct_fn)(bool ta, int64_t M, int64_t N, int64_t K, const vo
  * reads (copies only: the result does not depend on how). */
 typedef void (*tg__transpose_fn)(const void *B, int64_t ldb, int64_t K, int64_t N, void *dst);
 
+/* Packing a block whose rows are the panel's rows (op(A) = A) or columns (op(B) = B^T), k
+ * contiguous in each: panels of w rows of src, panel p holding
+ *   dst[p*w*kb + k*w + r] = src[(p*w + r)*ld + k]  for r < rows - p*w, else 0,
+ * for k < kb and p*w < rows (copies only: the result does not depend on how). */
+typedef void (*tg__pack_t_fn)(const void *src, int64_t ld, int64_t rows, int64_t kb, int w,
+                              void *dst);
+
 typedef struct tg__ukernel {
     int mr, nr; /* tile */
     int64_t mc, kc,
@@ -75,6 +82,7 @@ typedef struct tg__ukernel {
     tg__direct_fn direct;       /* the same arithmetic for small products */
     tg__transpose_fn transpose; /* for the direct kernel's B (NULL: a plain loop) */
     tg__edge_fn edge;           /* NULL: edge tiles through a scratch tile */
+    tg__pack_t_fn pack_t;       /* NULL: the portable packing loops */
 } tg__ukernel;
 
 /* The kernels available in this build, portable first. TG_KERNEL=<name> picks one at startup. */
