@@ -1,10 +1,13 @@
 #!/bin/sh
 # charlm's training step (examples/charlm.c), tapegrad and PyTorch side by side, at 1 and 2
-# threads. The machine is shared and noisy, so each side runs ROUNDS times, alternating, and the
+# threads, with AdamW and with SGD + momentum 0.9 (charlm --optim, torch_charlm.py --optim).
+# PyTorch runs with its thread pools, OpenMP's and OpenBLAS's all set to T before torch is
+# imported (bench/torch_env.py), once with OMP_WAIT_POLICY=PASSIVE and once ACTIVE; its best
+# counts. The machine is shared and noisy, so each side runs ROUNDS times, alternating, and the
 # best run of each counts; the ratio is taken between those two, measured in one invocation.
-# Prints every run's JSON line, then one summary line per thread count:
-#   {"bench":"charlm_vs_torch","threads":T,"tapegrad_tokens_per_s":...,"torch_tokens_per_s":...,
-#    "ratio_tapegrad_over_torch":...}
+# Prints every run's JSON line, then one summary line per optimizer and thread count:
+#   {"bench":"charlm_vs_torch","optim":O,"threads":T,"tapegrad_tokens_per_s":...,
+#    "torch_tokens_per_s":...,"torch_wait_policy":...,"torch_blas":...,"ratio_tapegrad_over_torch":...}
 #
 #   bench/charlm.sh [BUILD_DIR] [STEPS] [ROUNDS]      (defaults: build, 200, 3)
 #
@@ -24,19 +27,23 @@ have_torch=1
 }
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
+for optim in adamw sgd; do
 for threads in 1 2; do
   lines=""
   r=0
   while [ "$r" -lt "$rounds" ]; do
-    line=$("$prog" --threads "$threads" --bench "$steps")
+    line=$("$prog" --threads "$threads" --optim "$optim" --bench "$steps")
     echo "$line"
     lines="$lines$line
 "
     if [ "$have_torch" = 1 ]; then
-      line=$(/usr/bin/python3 "$here/torch_charlm.py" --threads "$threads" --steps "$steps" 2>/dev/null)
-      echo "$line"
-      lines="$lines$line
+      for policy in passive active; do
+        line=$(/usr/bin/python3 "$here/torch_charlm.py" --threads "$threads" --steps "$steps" \
+                 --optim "$optim" --wait-policy "$policy" 2>/dev/null)
+        echo "$line"
+        lines="$lines$line
 "
+      done
     fi
     r=$((r + 1))
   done
@@ -48,11 +55,15 @@ for r in runs:
     if r["bench"] not in best or r["tokens_per_s"] > best[r["bench"]]["tokens_per_s"]:
         best[r["bench"]] = r
 tg, th = best.get("charlm_train_step"), best.get("torch_charlm_train_step")
-out = {"bench": "charlm_vs_torch", "threads": int(sys.argv[1]), "rounds": int(sys.argv[2]),
+out = {"bench": "charlm_vs_torch", "optim": sys.argv[3], "threads": int(sys.argv[1]),
+       "rounds": int(sys.argv[2]),
        "tapegrad_tokens_per_s": tg["tokens_per_s"], "tapegrad_ms_per_step": tg["ms_per_step"]}
 if th:
     out.update({"torch_tokens_per_s": th["tokens_per_s"], "torch_ms_per_step": th["ms_per_step"],
+                "torch_wait_policy": th["omp_wait_policy"], "torch_blas": th["blas_libs"],
+                "openblas_core": th["openblas_core"],
                 "ratio_tapegrad_over_torch": round(tg["tokens_per_s"] / th["tokens_per_s"], 2)})
 print(json.dumps(out, separators=(",", ":")))
-' "$threads" "$rounds"
+' "$threads" "$rounds" "$optim"
+done
 done

@@ -5,21 +5,27 @@ Same workload: 27 tokens, context 16, batches of 32 random training words ('.' +
 word + '.' as target, the padding ignored by the loss); token + position embeddings of 64; 2
 pre-LayerNorm blocks of 4-head causal self-attention (a fused q,k,v Linear, masked_fill(-inf) +
 softmax) and a 64-256-64 exact-GELU MLP; final LayerNorm; Linear to 27; cross-entropy at every
-position; clip_grad_norm_(1.0); AdamW (lr 2e-3, weight decay 0.01). float32. WARMUP steps, then N
+position; clip_grad_norm_(1.0); AdamW (lr 2e-3, weight decay 0.01) or, with --optim sgd, SGD with
+momentum 0.9 (lr 0.05), as charlm --optim. float32. WARMUP steps, then N
 timed steps. Prints one JSON line like `charlm --bench N`:
 
     {"bench":"torch_charlm_train_step","threads":T,"ms_per_step":...,"tokens_per_s":...}
 
 tokens/s counts the 32 x 16 positions of a step, as charlm does. The thread count is set in
-OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS before torch is imported, and with
-torch.set_num_threads. Run it with Debian's python3-torch:
-    /usr/bin/python3 bench/torch_charlm.py --threads 1 --steps 200
+OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS, and OMP_WAIT_POLICY to --wait-policy,
+before torch is imported, then torch.set_num_threads and set_num_interop_threads (torch_env.py);
+the JSON line names the BLAS it loaded. Run it with Debian's python3-torch:
+    /usr/bin/python3 bench/torch_charlm.py --threads 1 --steps 200 [--optim sgd] [--wait-policy active]
 """
 import argparse
 import json
 import os
 import random
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_env  # noqa: E402 -- sets the thread counts before torch is imported
 
 WARMUP = 20
 V, CTX, EMB, HEADS, MLP, LAYERS = 27, 16, 64, 4, 256, 2
@@ -30,15 +36,13 @@ ap.add_argument("--steps", type=int, default=200)
 ap.add_argument("--batch", type=int, default=32)
 ap.add_argument("--words", default="/usr/share/dict/words")
 ap.add_argument("--seed", type=int, default=1)
+ap.add_argument("--optim", choices=("adamw", "sgd"), default="adamw")
+ap.add_argument("--wait-policy", choices=("passive", "active"), default="passive")
 args = ap.parse_args()
-for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[var] = str(args.threads)
-
-import torch  # noqa: E402  (after the thread variables)
-import torch.nn as nn  # noqa: E402
+torch = torch_env.setup(args.threads, args.wait_policy)
+import torch.nn as nn  # noqa: E402  (after torch_env.setup)
 import torch.nn.functional as F  # noqa: E402
 
-torch.set_num_threads(args.threads)
 torch.manual_seed(args.seed)
 
 
@@ -103,7 +107,10 @@ def batch(words, rng):
 
 train = load_words(args.words)
 model = GPT()
-opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+if args.optim == "adamw":
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+else:
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 rng = random.Random(args.seed + 2)
 
 
@@ -124,8 +131,9 @@ t0 = time.perf_counter()
 for _ in range(args.steps):
     step()
 s = (time.perf_counter() - t0) / args.steps
-print(json.dumps({"bench": "torch_charlm_train_step", "threads": args.threads,
-                  "torch": torch.__version__, "batch": args.batch, "context": CTX,
-                  "params": sum(p.numel() for p in model.parameters()), "steps": args.steps,
-                  "ms_per_step": round(1e3 * s, 3),
-                  "tokens_per_s": round(args.batch * CTX / s)}, separators=(",", ":")))
+result = {"bench": "torch_charlm_train_step", "optim": args.optim, "threads": args.threads,
+          "batch": args.batch, "context": CTX,
+          "params": sum(p.numel() for p in model.parameters()), "steps": args.steps,
+          "ms_per_step": round(1e3 * s, 3), "tokens_per_s": round(args.batch * CTX / s)}
+result.update(torch_env.describe(torch))
+print(json.dumps(result, separators=(",", ":")))

@@ -33,13 +33,17 @@ enum { V = 27, CTX = 16, EMB = 64, HEADS = 4, HD = EMB / HEADS, MLP = 256, LAYER
 enum { MAX_LETTERS = CTX - 1, BENCH_WARMUP = 20, EVAL_BATCH = 256, MAX_PARAMS = 64 };
 
 #define WORDS_PATH "/usr/share/dict/words"
+#define ADAMW_LR 2e-3 /* the default --lr of each optimizer */
+#define SGD_LR 0.05
 
 /* ---- Options --------------------------------------------------------------------------------- */
 
 typedef struct options {
     long steps, sample, bench, eval_every, batch;
     int threads;
+    int sgd; /* --optim sgd: SGD with momentum 0.9 instead of AdamW */
     double lr;
+    int lr_given;
     unsigned long long seed;
     const char *checkpoint, *out, *words;
 } options;
@@ -50,7 +54,6 @@ static const options defaults = {.steps = 3000,
                                  .eval_every = 250,
                                  .batch = 32,
                                  .threads = 1,
-                                 .lr = 2e-3,
                                  .seed = 1,
                                  .checkpoint = NULL,
                                  .out = "charlm_out",
@@ -63,7 +66,8 @@ static void usage(const char *argv0) {
            "  --steps N         training steps (default %ld); 0 with --checkpoint loads the model\n"
            "                    from the checkpoint instead of training\n"
            "  --batch B         words per step (default %ld)\n"
-           "  --lr LR           peak learning rate of AdamW (default %g)\n"
+           "  --optim NAME      adamw (default; weight decay 0.01) or sgd (SGD with momentum 0.9)\n"
+           "  --lr LR           peak learning rate (default %g for adamw, %g for sgd)\n"
            "  --eval-every N    train and validation loss every N steps (default %ld)\n"
            "  --threads T       threads for the kernels (default %d)\n"
            "  --seed S          seed of the split, the weights, the batches and the samples "
@@ -75,7 +79,7 @@ static void usage(const char *argv0) {
            "  --bench N         benchmark: time N training steps after %d warm-up steps and print\n"
            "                    one JSON line (tokens/s counts the %d positions of a step)\n"
            "  --help            this text\n",
-           argv0, WORDS_PATH, defaults.steps, defaults.batch, defaults.lr, defaults.eval_every,
+           argv0, WORDS_PATH, defaults.steps, defaults.batch, ADAMW_LR, SGD_LR, defaults.eval_every,
            defaults.threads, defaults.seed, defaults.sample, defaults.out, WORDS_PATH, BENCH_WARMUP,
            (int)defaults.batch * CTX);
 }
@@ -97,7 +101,13 @@ static int parse_args(int argc, char **argv, options *o) {
         char *end = NULL;
         if (!strcmp(a, "--checkpoint"))
             o->checkpoint = v;
-        else if (!strcmp(a, "--out"))
+        else if (!strcmp(a, "--optim")) {
+            if (strcmp(v, "adamw") && strcmp(v, "sgd")) {
+                fprintf(stderr, "%s: --optim takes adamw or sgd, got '%s'\n", argv[0], v);
+                return -1;
+            }
+            o->sgd = !strcmp(v, "sgd");
+        } else if (!strcmp(a, "--out"))
             o->out = v;
         else if (!strcmp(a, "--words"))
             o->words = v;
@@ -113,9 +123,10 @@ static int parse_args(int argc, char **argv, options *o) {
             o->bench = strtol(v, &end, 10);
         else if (!strcmp(a, "--threads"))
             o->threads = (int)strtol(v, &end, 10);
-        else if (!strcmp(a, "--lr"))
+        else if (!strcmp(a, "--lr")) {
             o->lr = strtod(v, &end);
-        else if (!strcmp(a, "--seed"))
+            o->lr_given = 1;
+        } else if (!strcmp(a, "--seed"))
             o->seed = strtoull(v, &end, 10);
         else {
             fprintf(stderr, "%s: unknown flag %s (try --help)\n", argv[0], a);
@@ -126,6 +137,8 @@ static int parse_args(int argc, char **argv, options *o) {
             return -1;
         }
     }
+    if (!o->lr_given)
+        o->lr = o->sgd ? SGD_LR : ADAMW_LR;
     if (o->steps < 0 || o->batch < 1 || o->batch > 4096 || o->eval_every < 1 || o->sample < 0 ||
         o->bench < 0 || o->threads < 1 || o->threads > 256 || !(o->lr > 0)) {
         fprintf(stderr,
@@ -698,8 +711,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "out of memory\n");
         goto done;
     }
-    tg_optim_config cfg = tg_optim_defaults(TG_OPTIM_ADAMW, o.lr);
-    cfg.weight_decay = 0.01;
+    tg_optim_config cfg = tg_optim_defaults(o.sgd ? TG_OPTIM_MOMENTUM : TG_OPTIM_ADAMW, o.lr);
+    cfg.weight_decay = o.sgd ? 0 : 0.01;
     cfg.warmup_steps = o.steps > 1000 ? 100 : o.steps / 10;
     cfg.total_steps = o.steps > cfg.warmup_steps ? o.steps : 0;
     cfg.min_lr = o.lr / 10;
@@ -725,11 +738,12 @@ int main(int argc, char **argv) {
                 goto done;
         }
         const double s = (now_seconds() - t0) / (double)o.bench;
-        printf("{\"bench\": \"charlm_train_step\", \"threads\": %d, \"kernel\": \"%s\", \"batch\": "
+        printf("{\"bench\": \"charlm_train_step\", \"optim\": \"%s\", \"threads\": %d, \"kernel\": "
+               "\"%s\", \"batch\": "
                "%ld, \"context\": %d, \"params\": %lld, \"steps\": %ld, \"ms_per_step\": %.3f, "
                "\"tokens_per_s\": %.0f}\n",
-               o.threads, tg_kernel_name(), o.batch, CTX, (long long)m.numel, o.bench, 1e3 * s,
-               (double)(o.batch * CTX) / s);
+               o.sgd ? "sgd" : "adamw", o.threads, tg_kernel_name(), o.batch, CTX,
+               (long long)m.numel, o.bench, 1e3 * s, (double)(o.batch * CTX) / s);
         status = 0;
         goto done;
     }
@@ -748,10 +762,10 @@ int main(int argc, char **argv) {
         }
         printf("loaded %s\n", o.checkpoint);
     } else {
-        printf("training: %ld steps of %ld words, AdamW lr %g (warm-up %lld, cosine to %g), "
+        printf("training: %ld steps of %ld words, %s lr %g (warm-up %lld, cosine to %g), "
                "%d thread%s\n",
-               o.steps, o.batch, o.lr, (long long)cfg.warmup_steps, cfg.min_lr, o.threads,
-               o.threads == 1 ? "" : "s");
+               o.steps, o.batch, o.sgd ? "SGD with momentum 0.9" : "AdamW", o.lr,
+               (long long)cfg.warmup_steps, cfg.min_lr, o.threads, o.threads == 1 ? "" : "s");
         progress p = {.tty = isatty(STDOUT_FILENO), .total = o.steps, .t0 = now_seconds()};
         double run = 0;
         long run_n = 0;
