@@ -26,6 +26,9 @@
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* ---- Small helpers ---- */
 
@@ -83,6 +86,90 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
         (out) += ((acc_[0] + acc_[1]) + (acc_[2] + acc_[3])) +                                     \
                  ((acc_[4] + acc_[5]) + (acc_[6] + acc_[7]));                                      \
     } while (0)
+
+/* ---- Float32 sums in float lanes ----
+ * An f32 sum that vectorizes and stays accurate: the run is cut into chunks of at most SUM_CHUNK
+ * values, each chunk summed in 16 float lanes (at most 64 values a lane), the lanes added in
+ * double, the chunks in double. The order depends on n alone. */
+typedef float v4f __attribute__((vector_size(16)));
+#define SUM_CHUNK 1024
+
+/* v = the 4 floats at p (unaligned; a macro: a vector value crossing a call changes the ABI) */
+#define V4_LOAD(v, p) memcpy(&(v), (p), sizeof(v))
+
+/* The 16 lanes, in 4 vectors of 4 (SSE registers in the baseline build), then the tail values
+ * of the chunk added to lanes 0, 1, ..: all 16 summed in double. */
+static double lanes_sum(const v4f acc[4]) {
+    float l[16];
+    memcpy(l, acc, sizeof l);
+    double s = 0;
+    for (int i = 0; i < 16; i++)
+        s += (double)l[i];
+    return s;
+}
+
+/* s1 += sum over x[0..n) of x - mu, and (if s2) s2 += sum of (x - mu)^2. */
+static void sums_f32(const float *x, int64_t n, float mu, double *s1, double *s2) {
+    const v4f vmu = {mu, mu, mu, mu};
+    for (int64_t c0 = 0; c0 < n; c0 += SUM_CHUNK) {
+        const int64_t len = min64(SUM_CHUNK, n - c0);
+        const float *p = x + c0;
+        v4f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+        int64_t i = 0;
+        for (; i + 16 <= len; i += 16) {
+            v4f d0, d1, d2, d3;
+            V4_LOAD(d0, p + i);
+            V4_LOAD(d1, p + i + 4);
+            V4_LOAD(d2, p + i + 8);
+            V4_LOAD(d3, p + i + 12);
+            d0 -= vmu, d1 -= vmu, d2 -= vmu, d3 -= vmu;
+            a0 += d0, a1 += d1, a2 += d2, a3 += d3;
+            b0 += d0 * d0, b1 += d1 * d1, b2 += d2 * d2, b3 += d3 * d3;
+        }
+        v4f a[4] = {a0, a1, a2, a3}, b[4] = {b0, b1, b2, b3};
+        for (int l = 0; i < len; i++, l++) {
+            const float d = p[i] - mu;
+            a[l / 4][l % 4] += d;
+            b[l / 4][l % 4] += d * d;
+        }
+        *s1 += lanes_sum(a);
+        if (s2)
+            *s2 += lanes_sum(b);
+    }
+}
+
+/* sdy += sum dy, sdyd += sum dy (x - mu), over [0, n). */
+static void dsums_f32(const float *x, const float *dy, int64_t n, float mu, double *sdy,
+                      double *sdyd) {
+    const v4f vmu = {mu, mu, mu, mu};
+    for (int64_t c0 = 0; c0 < n; c0 += SUM_CHUNK) {
+        const int64_t len = min64(SUM_CHUNK, n - c0);
+        const float *px = x + c0, *pd = dy + c0;
+        v4f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+        int64_t i = 0;
+        for (; i + 16 <= len; i += 16) {
+            v4f g0, g1, g2, g3, v0, v1, v2, v3;
+            V4_LOAD(g0, pd + i);
+            V4_LOAD(g1, pd + i + 4);
+            V4_LOAD(g2, pd + i + 8);
+            V4_LOAD(g3, pd + i + 12);
+            V4_LOAD(v0, px + i);
+            V4_LOAD(v1, px + i + 4);
+            V4_LOAD(v2, px + i + 8);
+            V4_LOAD(v3, px + i + 12);
+            a0 += g0, a1 += g1, a2 += g2, a3 += g3;
+            b0 += g0 * (v0 - vmu), b1 += g1 * (v1 - vmu);
+            b2 += g2 * (v2 - vmu), b3 += g3 * (v3 - vmu);
+        }
+        v4f a[4] = {a0, a1, a2, a3}, b[4] = {b0, b1, b2, b3};
+        for (int l = 0; i < len; i++, l++) {
+            a[l / 4][l % 4] += pd[i];
+            b[l / 4][l % 4] += pd[i] * (px[i] - mu);
+        }
+        *sdy += lanes_sum(a);
+        *sdyd += lanes_sum(b);
+    }
+}
 
 /* Runs body(ctx, i0, i1) over [0, n) items, on several threads when `work` (elements touched)
  * is worth a wake-up. Items must be independent: the result cannot depend on the split. */
@@ -466,7 +553,10 @@ static void backward_partition(const conv_job *j, int64_t part, void *col) {
                 for (int64_t k = 0; k < g->K; k++) {
                     const T *row = d + k * p->ohow;
                     double s = 0;
-                    LANE_SUM(p->ohow, q, s, (double)row[q]);
+                    if (j->dtype == TG_F32) /* (T is float here: the cast is a no-op) */
+                        sums_f32((const float *)(const void *)row, p->ohow, 0.0f, &s, NULL);
+                    else
+                        LANE_SUM(p->ohow, q, s, (double)row[q]);
                     dbsum[k] = n > n0 ? dbsum[k] + s : s;
                 }
             });
@@ -629,12 +719,91 @@ typedef struct pool_job {
     const int64_t h0 = max64(hs_, 0), h1 = min64(hs_ + (g)->kernel[0], (g)->H);                    \
     const int64_t w0 = max64(ws_, 0), w1 = min64(ws_ + (g)->kernel[1], (g)->W)
 
+/* 2x2 windows at stride 2, no padding: the CNN's pool. The windows do not overlap and hold 4
+ * image pixels each (a last odd row or column belongs to none). */
+static bool is_pool2x2(const tg__pool2d_geom *g) {
+    return g->kernel[0] == 2 && g->kernel[1] == 2 && g->stride[0] == 2 && g->stride[1] == 2 &&
+           g->pad[0] == 0 && g->pad[1] == 0;
+}
+
+#if defined(__SSE2__)
+/* One output row of the 2x2 pool in float32, 4 windows at a time: a, b (row r0) and c, d (row
+ * r1) de-interleaved from the two input rows, then the scan a, b, c, d as selects
+ * (take v if v > m or v is NaN), as the scalar loop. Returns the first column not done; a row
+ * of at least 4 windows is done entirely (the last group overlaps the one before: it rewrites
+ * the same values). */
+static int64_t maxpool2x2_row_sse(const float *r0, const float *r1, float *yr, int32_t *ar,
+                                  int64_t OW, int32_t base, int32_t w32) {
+    if (OW < 4)
+        return 0;
+    const __m128i one = _mm_set1_epi32(1), vw = _mm_set1_epi32(w32), vw1 = _mm_set1_epi32(w32 + 1);
+    const __m128i step = _mm_setr_epi32(0, 2, 4, 6);
+    for (int64_t ow = 0;; ow += 4) {
+        if (ow + 4 > OW)
+            ow = OW - 4;
+        const __m128 p0 = _mm_loadu_ps(r0 + 2 * ow), p1 = _mm_loadu_ps(r0 + 2 * ow + 4);
+        const __m128 q0 = _mm_loadu_ps(r1 + 2 * ow), q1 = _mm_loadu_ps(r1 + 2 * ow + 4);
+        const __m128 a = _mm_shuffle_ps(p0, p1, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m128 b = _mm_shuffle_ps(p0, p1, _MM_SHUFFLE(3, 1, 3, 1));
+        const __m128 c = _mm_shuffle_ps(q0, q1, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m128 d = _mm_shuffle_ps(q0, q1, _MM_SHUFFLE(3, 1, 3, 1));
+        __m128 m = a;
+        __m128i bi = _mm_setzero_si128();
+#define POOL_TAKE(v, idx)                                                                          \
+    do {                                                                                           \
+        const __m128 t_ = _mm_or_ps(_mm_cmpgt_ps(v, m), _mm_cmpunord_ps(v, v));                    \
+        const __m128i ti_ = _mm_castps_si128(t_);                                                  \
+        m = _mm_or_ps(_mm_and_ps(t_, v), _mm_andnot_ps(t_, m));                                    \
+        bi = _mm_or_si128(_mm_and_si128(ti_, idx), _mm_andnot_si128(ti_, bi));                     \
+    } while (0)
+        POOL_TAKE(b, one);
+        POOL_TAKE(c, vw);
+        POOL_TAKE(d, vw1);
+#undef POOL_TAKE
+        _mm_storeu_ps(yr + ow, m);
+        const __m128i at = _mm_add_epi32(_mm_set1_epi32(base + 2 * (int32_t)ow), step);
+        _mm_storeu_si128((__m128i *)(void *)(ar + ow), _mm_add_epi32(at, bi));
+        if (ow + 4 >= OW)
+            return OW;
+    }
+}
+
+/* The backward of one output row: dx[argmax] += dy for 4 windows at a time, written as adds to
+ * all 4 pixels of each window, -0 to the 3 that are not its argmax (x + -0 is x, for x = -0
+ * too, so nothing else changes). The argmax must be in its window, as forward leaves it.
+ * Returns the first column not done. */
+static int64_t maxpool2x2_bwd_row_sse(float *d0, float *d1, const float *dyr, const int32_t *ar,
+                                      int64_t OW, int32_t base, int32_t w32) {
+    const __m128 nz = _mm_set1_ps(-0.0f);
+    const __m128i one = _mm_set1_epi32(1), vw = _mm_set1_epi32(w32), vw1 = _mm_set1_epi32(w32 + 1);
+    const __m128i step = _mm_setr_epi32(0, 2, 4, 6);
+    int64_t ow = 0;
+    for (; ow + 4 <= OW; ow += 4) {
+        const __m128 g = _mm_loadu_ps(dyr + ow);
+        const __m128i at = _mm_add_epi32(_mm_set1_epi32(base + 2 * (int32_t)ow), step);
+        const __m128i k =
+            _mm_sub_epi32(_mm_loadu_si128((const __m128i *)(const void *)(ar + ow)), at);
+#define POOL_PART(idx)                                                                             \
+    _mm_or_ps(_mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, idx)), g),                            \
+              _mm_andnot_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, idx)), nz))
+        const __m128 ga = POOL_PART(_mm_setzero_si128()), gb = POOL_PART(one);
+        const __m128 gc = POOL_PART(vw), gd = POOL_PART(vw1);
+#undef POOL_PART
+        float *p = d0 + 2 * ow, *q = d1 + 2 * ow;
+        _mm_storeu_ps(p, _mm_add_ps(_mm_loadu_ps(p), _mm_unpacklo_ps(ga, gb)));
+        _mm_storeu_ps(p + 4, _mm_add_ps(_mm_loadu_ps(p + 4), _mm_unpackhi_ps(ga, gb)));
+        _mm_storeu_ps(q, _mm_add_ps(_mm_loadu_ps(q), _mm_unpacklo_ps(gc, gd)));
+        _mm_storeu_ps(q + 4, _mm_add_ps(_mm_loadu_ps(q + 4), _mm_unpackhi_ps(gc, gd)));
+    }
+    return ow;
+}
+#endif
+
 static void maxpool_fwd_planes(void *ctx, int64_t p0, int64_t p1) {
     const pool_job *j = ctx;
     const tg__pool2d_geom *g = j->g;
     const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
-    const bool pool2x2 = g->kernel[0] == 2 && g->kernel[1] == 2 && g->stride[0] == 2 &&
-                         g->stride[1] == 2 && g->pad[0] == 0 && g->pad[1] == 0;
+    const bool pool2x2 = is_pool2x2(g);
     TG_FOR_DTYPE(j->dtype, T, {
         for (int64_t pl = p0; pl < p1; pl++) {
             const T *x = (const T *)j->x + pl * hw;
@@ -649,7 +818,14 @@ static void maxpool_fwd_planes(void *ctx, int64_t p0, int64_t p1) {
                     T *yr = y + oh * OW;
                     int32_t *ar = am + oh * OW;
                     const int32_t base = (int32_t)(2 * oh * W);
-                    for (int64_t ow = 0; ow < OW; ow++) {
+                    int64_t ow = 0;
+#if defined(__SSE2__)
+                    if (sizeof(T) == sizeof(float))
+                        ow = maxpool2x2_row_sse((const float *)(const void *)r0,
+                                                (const float *)(const void *)r1,
+                                                (float *)(void *)yr, ar, OW, base, w32);
+#endif
+                    for (; ow < OW; ow++) {
                         const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow];
                         const T d = r1[2 * ow + 1];
                         /* starting from m = a is starting from -inf and taking a (or a = -inf) */
@@ -694,11 +870,30 @@ static void maxpool_bwd_planes(void *ctx, int64_t p0, int64_t p1) {
     const pool_job *j = ctx;
     const tg__pool2d_geom *g = j->g;
     const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
+    const bool pool2x2 = is_pool2x2(g);
+    (void)pool2x2;
     TG_FOR_DTYPE(j->dtype, T, {
         for (int64_t pl = p0; pl < p1; pl++) {
             const T *dy = (const T *)j->dy + pl * ohow;
             const int32_t *am = j->argmax_in + pl * ohow;
             T *dx = (T *)j->dx + pl * hw;
+#if defined(__SSE2__)
+            if (pool2x2 && sizeof(T) == sizeof(float)) {
+                const int64_t W = g->W, OW = g->OW;
+                for (int64_t oh = 0; oh < g->OH; oh++) {
+                    T *d0 = dx + 2 * oh * W;
+                    const T *dyr = dy + oh * OW;
+                    const int32_t *ar = am + oh * OW;
+                    int64_t ow = maxpool2x2_bwd_row_sse(
+                        (float *)(void *)d0, (float *)(void *)(d0 + W),
+                        (const float *)(const void *)dyr, ar, OW, (int32_t)(2 * oh * W),
+                        (int32_t)W);
+                    for (; ow < OW; ow++)
+                        dx[ar[ow]] += dyr[ow];
+                }
+                continue;
+            }
+#endif
             for (int64_t q = 0; q < ohow; q++)
                 dx[am[q]] += dy[q];
         }
@@ -840,8 +1035,119 @@ typedef struct bn_job {
         }                                                                                          \
     }
 
+/* ---- Batch norm in float32 ----
+ * The f32 kernels keep every elementwise pass in float, so that it vectorizes, and keep the sums
+ * accurate by blocking: each image's run of a channel is cut into chunks of at most SUM_CHUNK
+ * values, each chunk summed in 16 float lanes (64 values a lane at most), the lanes added in
+ * double, the chunks and images in double. The mean and variance take two passes (the second is
+ * over data still in cache: a channel of the CNN is at most 400 KB), the corrected two-pass
+ * formula: with mu_f the float mean of the first pass and d = x - mu_f,
+ *   mean = mu_f + sum d / M,   var = sum d^2 / M - (sum d / M)^2
+ * so a large mean costs no accuracy (no sum x^2 - (sum x)^2 cancellation). The outputs are then
+ *   y  = (x - mu_f) a + b'            a = gamma rstd, b' = beta - (mean - mu_f) a
+ *   dx += A dy + B (x - mu) + C       A = gamma rstd, B = -A rstd mean(dy xhat), C = -A mean(dy)
+ * with x - mu taken first for the same reason. The order of every sum is fixed by the shape. */
+/* y = (x - mu) a + b over one run of n values. */
+static void bn_affine_f32(const float *restrict x, float *restrict y, int64_t n, float mu, float a,
+                          float b) {
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (x[i] - mu) * a + b;
+}
+
+static void bn_train_f32(const bn_job *j, int64_t c0, int64_t c1) {
+    const tg__bn_geom *g = j->g;
+    const int64_t HW = g->HW, CHW = g->C * g->HW;
+    const double m = (double)(g->N * HW);
+    const float *x = j->x, *gamma = j->gamma, *beta = j->beta;
+    float *y = j->y, *rm = j->rm, *rv = j->rv;
+    for (int64_t c = c0; c < c1; c++) {
+        const float *xc = x + c * HW;
+        double s = 0;
+        for (int64_t n = 0; n < g->N; n++)
+            sums_f32(xc + n * CHW, HW, 0.0f, &s, NULL);
+        const float muf = (float)(s / m);
+        double s1 = 0, s2 = 0;
+        for (int64_t n = 0; n < g->N; n++)
+            sums_f32(xc + n * CHW, HW, muf, &s1, &s2);
+        const double dm = s1 / m, mean = (double)muf + dm;
+        double ss = s2 - s1 * dm; /* sum (x - mean)^2 */
+        ss = ss > 0 ? ss : 0;
+        const double var = ss / m, rstd = 1.0 / sqrt(var + j->eps);
+        const double a = (gamma ? (double)gamma[c] : 1.0) * rstd;
+        const float fa = (float)a, fb = (float)((beta ? (double)beta[c] : 0.0) - dm * a);
+        for (int64_t n = 0; n < g->N; n++)
+            bn_affine_f32(xc + n * CHW, y + c * HW + n * CHW, HW, muf, fa, fb);
+        ((float *)j->save_mean)[c] = (float)mean;
+        ((float *)j->save_rstd)[c] = (float)rstd;
+        if (rm)
+            rm[c] = (float)((1.0 - j->momentum) * rm[c] + j->momentum * mean);
+        if (rv)
+            rv[c] = (float)((1.0 - j->momentum) * rv[c] + j->momentum * (ss / (m - 1.0)));
+    }
+}
+
+static void bn_eval_f32(const bn_job *j, int64_t c0, int64_t c1) {
+    const tg__bn_geom *g = j->g;
+    const int64_t HW = g->HW, CHW = g->C * g->HW;
+    const float *x = j->x, *gamma = j->gamma, *beta = j->beta, *rm = j->rm_in, *rv = j->rv_in;
+    float *y = j->y;
+    for (int64_t c = c0; c < c1; c++) {
+        const double rstd = 1.0 / sqrt((double)rv[c] + j->eps);
+        const float fa = (float)((gamma ? (double)gamma[c] : 1.0) * rstd);
+        const float fb = beta ? beta[c] : 0.0f;
+        for (int64_t n = 0; n < g->N; n++)
+            bn_affine_f32(x + c * HW + n * CHW, y + c * HW + n * CHW, HW, rm[c], fa, fb);
+        if (j->save_mean)
+            ((float *)j->save_mean)[c] = rm[c];
+        if (j->save_rstd)
+            ((float *)j->save_rstd)[c] = (float)rstd;
+    }
+}
+
+/* dx += A dy + B (x - mu) + C over one run of n values. */
+static void bn_dx_f32(const float *restrict x, const float *restrict dy, float *restrict dx,
+                      int64_t n, float mu, float A, float B, float C) {
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += (A * dy[i] + B * (x[i] - mu)) + C;
+}
+
+static void bn_backward_f32(const bn_job *j, int64_t c0, int64_t c1) {
+    const tg__bn_geom *g = j->g;
+    const int64_t HW = g->HW, CHW = g->C * g->HW;
+    const double m = (double)(g->N * HW);
+    const float *x = j->x, *dy = j->dy, *gamma = j->gamma, *mean = j->mean, *rstd = j->rstd;
+    float *dx = j->dx, *dgamma = j->dgamma, *dbeta = j->dbeta;
+    for (int64_t c = c0; c < c1; c++) {
+        const float mu = mean[c];
+        const double rs = rstd[c];
+        double sdy = 0, sdyd = 0; /* sum dy, sum dy (x - mu) */
+        if (dgamma || dbeta || (dx && j->training))
+            for (int64_t n = 0; n < g->N; n++)
+                dsums_f32(x + c * HW + n * CHW, dy + c * HW + n * CHW, HW, mu, &sdy, &sdyd);
+        if (dbeta)
+            dbeta[c] += (float)sdy;
+        if (dgamma)
+            dgamma[c] += (float)(sdyd * rs);
+        if (!dx)
+            continue;
+        const double k = (gamma ? (double)gamma[c] : 1.0) * rs;
+        float A = (float)k, B = 0, C = 0;
+        if (j->training) {
+            B = (float)(-k * rs * (sdyd * rs / m));
+            C = (float)(-k * (sdy / m));
+        }
+        for (int64_t n = 0; n < g->N; n++)
+            bn_dx_f32(x + c * HW + n * CHW, dy + c * HW + n * CHW, dx + c * HW + n * CHW, HW, mu, A,
+                      B, C);
+    }
+}
+
 static void bn_train_channels(void *ctx, int64_t c0, int64_t c1) {
     const bn_job *j = ctx;
+    if (j->dtype == TG_F32) {
+        bn_train_f32(j, c0, c1);
+        return;
+    }
     const tg__bn_geom *g = j->g;
     const double m = (double)(g->N * g->HW);
     TG_FOR_DTYPE(j->dtype, T, {
@@ -871,6 +1177,10 @@ static void bn_train_channels(void *ctx, int64_t c0, int64_t c1) {
 
 static void bn_eval_channels(void *ctx, int64_t c0, int64_t c1) {
     const bn_job *j = ctx;
+    if (j->dtype == TG_F32) {
+        bn_eval_f32(j, c0, c1);
+        return;
+    }
     const tg__bn_geom *g = j->g;
     TG_FOR_DTYPE(j->dtype, T, {
         const T *x = j->x, *gamma = j->gamma, *beta = j->beta, *rm = j->rm_in, *rv = j->rv_in;
@@ -897,6 +1207,10 @@ static void bn_eval_channels(void *ctx, int64_t c0, int64_t c1) {
  * eval they are constants: dx = gamma rstd dy. */
 static void bn_backward_channels(void *ctx, int64_t c0, int64_t c1) {
     const bn_job *j = ctx;
+    if (j->dtype == TG_F32) {
+        bn_backward_f32(j, c0, c1);
+        return;
+    }
     const tg__bn_geom *g = j->g;
     const double m = (double)(g->N * g->HW);
     TG_FOR_DTYPE(j->dtype, T, {

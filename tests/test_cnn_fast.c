@@ -1,0 +1,387 @@
+/* The float32 fast paths of the CNN kernels (src/kernels/conv.c): batch norm's f32 kernels
+ * (float lanes, the corrected two-pass variance) against a float64 reference computed from the
+ * same float inputs, on data whose mean is large next to its spread (where sum x^2 - (sum x)^2 /
+ * M, or y = x a + b, would lose most digits), with chunked and tail runs and [N,F] inputs; and the
+ * 2x2 stride-2 max pool (SSE rows) against a naive scan on odd sizes, short rows, ties, NaN and
+ * -inf, forward and backward (bit for bit, since each pixel gets at most one term). Each also on
+ * 1 and 2 threads, bit for bit. */
+#include "kernels/conv.h"
+#include "kernels/parallel.h"
+
+#include <criterion/criterion.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static double rnd(tg_rng *rng) { return tg_rng_uniform(rng) * 2 - 1; }
+
+static void *xmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    cr_assert_not_null(p);
+    return p;
+}
+
+/* ---- Batch norm, float32 ---- */
+
+typedef struct bn32_case {
+    int rank;
+    int64_t shape[4];
+    double offset; /* added to every value: the mean */
+} bn32_case;
+
+static const bn32_case bn32_cases[] = {
+    {4, {3, 2, 33, 34}, 0},      /* HW 1122: a chunk of 1024 and one of 98 */
+    {4, {3, 2, 33, 34}, 1000},   /* the same about a large mean */
+    {4, {5, 3, 7, 7}, -500},     /* HW 49: 3 vectors of 16 and a tail of 1 */
+    {2, {37, 5, 1, 1}, 300},     /* [N,F]: runs of 1 */
+    {4, {64, 2, 28, 28}, 4096},  /* the CNN's size of run, a mean of 2^12 */
+    {4, {2, 3, 1, 5}, 1e-3},     /* runs shorter than a vector */
+};
+#define N_BN32 (sizeof bn32_cases / sizeof bn32_cases[0])
+
+#define F32_EPS ((double)FLT_EPSILON) /* 2^-23 */
+
+Test(cnn_fast, bn_f32_matches_a_float64_reference_about_a_large_mean) {
+    const double eps = 1e-5, mom = 0.1;
+    for (size_t ci = 0; ci < N_BN32; ci++)
+        for (int affine = 0; affine < 2; affine++) {
+            const bn32_case *bc = &bn32_cases[ci];
+            tg__bn_geom g;
+            char msg[256];
+            cr_assert_eq(tg__bn_geom_init(&g, "batch_norm", bc->rank, bc->shape, 1, msg, sizeof msg),
+                         TG_OK, "%s", msg);
+            const int64_t C = g.C, HW = g.HW, M = g.N * HW, nx = M * C;
+            tg_rng rng;
+            tg_rng_seed(&rng, 900 + ci * 2 + (size_t)affine);
+            float *x = xmalloc(4 * (size_t)nx), *dy = xmalloc(4 * (size_t)nx);
+            float *y = xmalloc(4 * (size_t)nx), *dx = xmalloc(4 * (size_t)nx);
+            float *dx0 = xmalloc(4 * (size_t)nx);
+            float *gamma = affine ? xmalloc(4 * (size_t)C) : NULL;
+            float *beta = affine ? xmalloc(4 * (size_t)C) : NULL;
+            float *sm = xmalloc(4 * (size_t)C), *sr = xmalloc(4 * (size_t)C);
+            float *rm = xmalloc(4 * (size_t)C), *rv = xmalloc(4 * (size_t)C);
+            float *rm0 = xmalloc(4 * (size_t)C), *rv0 = xmalloc(4 * (size_t)C);
+            float *dg = xmalloc(4 * (size_t)C), *db = xmalloc(4 * (size_t)C);
+            for (int64_t i = 0; i < nx; i++) {
+                const int64_t c = (i / HW) % C;
+                x[i] = (float)(bc->offset + (double)(c + 1) * 0.5 * rnd(&rng));
+                dy[i] = (float)rnd(&rng);
+                dx0[i] = (float)rnd(&rng);
+            }
+            for (int64_t c = 0; c < C; c++) {
+                if (affine) {
+                    gamma[c] = (float)(1.5 * rnd(&rng));
+                    beta[c] = (float)rnd(&rng);
+                }
+                rm0[c] = (float)rnd(&rng);
+                rv0[c] = (float)(1 + tg_rng_uniform(&rng));
+                dg[c] = (float)rnd(&rng);
+                db[c] = (float)rnd(&rng);
+            }
+            memcpy(rm, rm0, 4 * (size_t)C);
+            memcpy(rv, rv0, 4 * (size_t)C);
+            memcpy(dx, dx0, 4 * (size_t)nx);
+            const float *dg0 = memcpy(xmalloc(4 * (size_t)C), dg, 4 * (size_t)C);
+            const float *db0 = memcpy(xmalloc(4 * (size_t)C), db, 4 * (size_t)C);
+
+            tg__bn_forward_train(&g, TG_F32, x, gamma, beta, eps, mom, y, sm, sr, rm, rv);
+            tg__bn_backward(&g, TG_F32, 1, x, gamma, sm, sr, dy, dx, dg, db);
+
+            int bad = 0;
+            for (int64_t c = 0; c < C && bad < 5; c++) {
+                /* the reference, in double from the same floats: two passes */
+                double s = 0, ss = 0;
+                for (int64_t n = 0; n < g.N; n++)
+                    for (int64_t q = 0; q < HW; q++)
+                        s += x[(n * C + c) * HW + q];
+                const double mean = s / (double)M;
+                for (int64_t n = 0; n < g.N; n++)
+                    for (int64_t q = 0; q < HW; q++) {
+                        const double d = x[(n * C + c) * HW + q] - mean;
+                        ss += d * d;
+                    }
+                const double var = ss / (double)M, rstd = 1 / sqrt(var + eps);
+                const double ga = gamma ? gamma[c] : 1, be = beta ? beta[c] : 0;
+                /* the statistics to within an ulp or two of their float value (the mean: of
+                 * its size or of the spread, which the float sums' rounding is relative to) */
+                const double sd = sqrt(var);
+                if (fabs(sm[c] - mean) > F32_EPS * (fabs(mean) + sd) ||
+                    fabs(sr[c] - rstd) > 2 * F32_EPS * rstd ||
+                    fabs(rm[c] - (0.9 * rm0[c] + 0.1 * mean)) >
+                        F32_EPS * (0.9 * fabs(rm0[c]) + 0.1 * fabs(mean)) * 2 ||
+                    fabs(rv[c] - (0.9 * rv0[c] + 0.1 * ss / (double)(M - 1))) >
+                        2 * F32_EPS * (0.9 * rv0[c] + 0.1 * ss / (double)(M - 1))) {
+                    cr_expect(0,
+                              "case %zu affine %d channel %lld: mean %.9g (want %.9g), rstd %.9g "
+                              "(%.9g), running %.9g %.9g",
+                              ci, affine, (long long)c, (double)sm[c], mean, (double)sr[c], rstd,
+                              (double)rm[c], (double)rv[c]);
+                    bad++;
+                }
+                /* y: a few roundings of values of size |xhat gamma| + |beta|, and the mean's
+                 * error above times rstd gamma (an ulp of |gamma|) */
+                for (int64_t n = 0; n < g.N; n++)
+                    for (int64_t q = 0; q < HW; q++) {
+                        const int64_t i = (n * C + c) * HW + q;
+                        const double xh = (x[i] - mean) * rstd, want = xh * ga + be;
+                        const double tol = 4 * F32_EPS * (fabs(xh * ga) + fabs(be) + fabs(ga));
+                        if (fabs(y[i] - want) > tol && bad++ < 5)
+                            cr_expect(0, "case %zu affine %d y[%lld] = %.9g, want %.9g (tol %.3g)",
+                                      ci, affine, (long long)i, (double)y[i], want, tol);
+                    }
+                /* backward from the saved (float) mean and rstd, in double */
+                const double mu = sm[c], rs = sr[c];
+                double sdy = 0, sdyx = 0, sady = 0, sadyx = 0;
+                for (int64_t n = 0; n < g.N; n++)
+                    for (int64_t q = 0; q < HW; q++) {
+                        const int64_t i = (n * C + c) * HW + q;
+                        const double xh = (x[i] - mu) * rs;
+                        sdy += dy[i], sdyx += dy[i] * xh;
+                        sady += fabs(dy[i]), sadyx += fabs(dy[i] * xh);
+                    }
+                const double k = ga * rs, mdy = sdy / (double)M, mdyx = sdyx / (double)M;
+                for (int64_t n = 0; n < g.N; n++)
+                    for (int64_t q = 0; q < HW; q++) {
+                        const int64_t i = (n * C + c) * HW + q;
+                        const double xh = (x[i] - mu) * rs;
+                        const double want = dx0[i] + k * (dy[i] - mdy - xh * mdyx);
+                        const double tol =
+                            4 * F32_EPS *
+                                (fabs(dx0[i]) + fabs(k) * (fabs(dy[i]) + fabs(mdy) +
+                                                           fabs(xh * mdyx))) +
+                            1e-30;
+                        if (fabs(dx[i] - want) > tol && bad++ < 5)
+                            cr_expect(0, "case %zu affine %d dx[%lld] = %.9g, want %.9g (tol %.3g)",
+                                      ci, affine, (long long)i, (double)dx[i], want, tol);
+                    }
+                const double wg = dg0[c] + sdyx, wb = db0[c] + sdy;
+                if (fabs(dg[c] - wg) > 4 * F32_EPS * (fabs(dg0[c]) + sadyx) ||
+                    fabs(db[c] - wb) > 4 * F32_EPS * (fabs(db0[c]) + sady)) {
+                    cr_expect(0, "case %zu affine %d channel %lld: dgamma %.9g (want %.9g), dbeta "
+                                 "%.9g (%.9g)",
+                              ci, affine, (long long)c, (double)dg[c], wg, (double)db[c], wb);
+                    bad++;
+                }
+            }
+            free(x), free(dy), free(y), free(dx), free(dx0), free(gamma), free(beta), free(sm);
+            free(sr), free(rm), free(rv), free(rm0), free(rv0), free(dg), free(db);
+            free((void *)dg0), free((void *)db0);
+        }
+}
+
+/* Evaluation: y = (x - running_mean) gamma rstd + beta, about a large running mean. */
+Test(cnn_fast, bn_f32_eval_about_a_large_running_mean) {
+    const int64_t shape[4] = {3, 2, 9, 11};
+    tg__bn_geom g;
+    char msg[256];
+    cr_assert_eq(tg__bn_geom_init(&g, "batch_norm", 4, shape, 0, msg, sizeof msg), TG_OK, "%s", msg);
+    const int64_t nx = g.N * g.C * g.HW;
+    tg_rng rng;
+    tg_rng_seed(&rng, 31);
+    float *x = xmalloc(4 * (size_t)nx), *y = xmalloc(4 * (size_t)nx);
+    const float gamma[2] = {0.75f, -2}, beta[2] = {0.25f, 1}, rm[2] = {2000, -3000},
+                rv[2] = {0.5f, 2};
+    float sm[2], sr[2], dx[2 * 99 * 3] = {0};
+    for (int64_t i = 0; i < nx; i++)
+        x[i] = (float)(rm[(i / g.HW) % 2] + rnd(&rng));
+    tg__bn_forward_eval(&g, TG_F32, x, gamma, beta, rm, rv, 1e-5, y, sm, sr);
+    for (int64_t i = 0; i < nx; i++) {
+        const int64_t c = (i / g.HW) % 2;
+        const double rstd = 1 / sqrt((double)rv[c] + 1e-5);
+        const double xh = ((double)x[i] - rm[c]) * rstd, want = xh * gamma[c] + beta[c];
+        cr_expect(fabs(y[i] - want) <= 4 * F32_EPS * (fabs(xh * gamma[c]) + fabs(beta[c])),
+                  "y[%lld] = %.9g, want %.9g", (long long)i, (double)y[i], want);
+    }
+    cr_expect(sm[0] == rm[0] && sm[1] == rm[1]);
+    /* eval backward: dx = dy gamma rstd */
+    float dy[2 * 99 * 3];
+    for (int64_t i = 0; i < nx; i++)
+        dy[i] = (float)rnd(&rng);
+    tg__bn_backward(&g, TG_F32, 0, x, gamma, sm, sr, dy, dx, NULL, NULL);
+    for (int64_t i = 0; i < nx; i++) {
+        const int64_t c = (i / g.HW) % 2;
+        const double want = (double)dy[i] * gamma[c] * sr[c];
+        cr_expect(fabs(dx[i] - want) <= 2 * F32_EPS * fabs(want), "dx[%lld] = %.9g, want %.9g",
+                  (long long)i, (double)dx[i], want);
+    }
+    free(x), free(y);
+}
+
+Test(cnn_fast, bn_f32_thread_count_bit_identity) {
+    const int64_t shape[4] = {8, 16, 24, 24};
+    tg__bn_geom g;
+    char msg[256];
+    cr_assert_eq(tg__bn_geom_init(&g, "batch_norm", 4, shape, 1, msg, sizeof msg), TG_OK, "%s", msg);
+    const int64_t nx = g.N * g.C * g.HW, C = g.C;
+    tg_rng rng;
+    tg_rng_seed(&rng, 12);
+    float *x = xmalloc(4 * (size_t)nx), *dy = xmalloc(4 * (size_t)nx);
+    float *gamma = xmalloc(4 * (size_t)C), *beta = xmalloc(4 * (size_t)C);
+    for (int64_t i = 0; i < nx; i++)
+        x[i] = (float)(3 + rnd(&rng)), dy[i] = (float)rnd(&rng);
+    for (int64_t c = 0; c < C; c++)
+        gamma[c] = (float)rnd(&rng), beta[c] = (float)rnd(&rng);
+    float *y[2], *dx[2], *st[2];
+    for (int t = 0; t < 2; t++) {
+        cr_assert_eq(tg_set_num_threads(t + 1), TG_OK);
+        y[t] = xmalloc(4 * (size_t)nx);
+        dx[t] = calloc((size_t)nx, 4);
+        st[t] = calloc(6 * (size_t)C, 4); /* mean, rstd, running mean, var, dgamma, dbeta */
+        cr_assert(dx[t] && st[t]);
+        float *s = st[t];
+        tg__bn_forward_train(&g, TG_F32, x, gamma, beta, 1e-5, 0.1, y[t], s, s + C, s + 2 * C,
+                             s + 3 * C);
+        tg__bn_backward(&g, TG_F32, 1, x, gamma, s, s + C, dy, dx[t], s + 4 * C, s + 5 * C);
+    }
+    cr_expect_eq(memcmp(y[0], y[1], 4 * (size_t)nx), 0);
+    cr_expect_eq(memcmp(dx[0], dx[1], 4 * (size_t)nx), 0);
+    cr_expect_eq(memcmp(st[0], st[1], 4 * 6 * (size_t)C), 0);
+    for (int t = 0; t < 2; t++)
+        free(y[t]), free(dx[t]), free(st[t]);
+    free(x), free(dy), free(gamma), free(beta);
+    tg_set_num_threads(1);
+}
+
+/* ---- Max pool 2x2, stride 2 ---- */
+
+/* PyTorch's scan, window by window: from -inf, take v when v > max or v is NaN; the index of
+ * the first pixel if nothing is taken (an all -inf window). */
+static void naive_pool2x2(const tg__pool2d_geom *g, const double *x, double *y, int32_t *am) {
+    for (int64_t p = 0; p < g->N * g->C; p++)
+        for (int64_t oh = 0; oh < g->OH; oh++)
+            for (int64_t ow = 0; ow < g->OW; ow++) {
+                double m = -INFINITY;
+                int64_t best = 2 * oh * g->W + 2 * ow;
+                for (int r = 0; r < 2; r++)
+                    for (int s = 0; s < 2; s++) {
+                        const int64_t at = (2 * oh + r) * g->W + 2 * ow + s;
+                        const double v = x[p * g->H * g->W + at];
+                        if (v > m || isnan(v))
+                            m = v, best = at;
+                    }
+                y[(p * g->OH + oh) * g->OW + ow] = m;
+                am[(p * g->OH + oh) * g->OW + ow] = (int32_t)best;
+            }
+}
+
+/* kind 0: distinct values; 1: ties from {-1, 0, 1}; 2: ties with NaN and -inf sprinkled in */
+static double pool_value(tg_rng *rng, int kind) {
+    if (kind == 0)
+        return rnd(rng);
+    const double v = (double)tg_rng_below(rng, 3) - 1;
+    if (kind == 2) {
+        const uint64_t r = tg_rng_below(rng, 8);
+        return r == 0 ? NAN : r == 1 ? -INFINITY : v;
+    }
+    return v;
+}
+
+Test(cnn_fast, maxpool2x2_fast_path_matches_a_naive_scan) {
+    /* odd heights and widths (a last row or column in no window), rows of 1, 3, 4, 7, 8, 15
+     * windows (shorter than a vector, the overlapping last group, whole vectors) */
+    static const int64_t shapes[][4] = {{2, 3, 7, 9}, {1, 2, 6, 8},  {3, 2, 5, 5},  {1, 1, 2, 2},
+                                        {2, 2, 4, 16}, {1, 3, 9, 15}, {1, 1, 3, 30}, {2, 2, 14, 14},
+                                        {1, 2, 29, 29}};
+    const int64_t k2[2] = {2, 2}, p0[2] = {0, 0};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int kind = 0; kind < 3; kind++)
+            for (int f32 = 0; f32 < 2; f32++) {
+                tg__pool2d_geom g;
+                char msg[256];
+                cr_assert_eq(tg__pool2d_geom_init(&g, "max_pool2d", 4, shapes[si], k2, k2, p0, msg,
+                                                  sizeof msg),
+                             TG_OK, "%s", msg);
+                const int64_t nx = g.N * g.C * g.H * g.W, ny = g.N * g.C * g.OH * g.OW;
+                tg_rng rng;
+                tg_rng_seed(&rng, 40 + si * 6 + (size_t)kind * 2 + (size_t)f32);
+                double *x = xmalloc(8 * (size_t)nx), *ry = xmalloc(8 * (size_t)ny);
+                double *dy = xmalloc(8 * (size_t)ny), *dx0 = xmalloc(8 * (size_t)nx);
+                int32_t *ram = xmalloc(4 * (size_t)ny), *am = xmalloc(4 * (size_t)ny);
+                for (int64_t i = 0; i < nx; i++) {
+                    x[i] = pool_value(&rng, kind);
+                    if (f32) /* the reference scans the same values */
+                        x[i] = (float)x[i];
+                    const uint64_t r = tg_rng_below(&rng, 4); /* some -0 and +0 to add to */
+                    dx0[i] = r == 0 ? -0.0 : r == 1 ? 0.0 : rnd(&rng);
+                }
+                for (int64_t i = 0; i < ny; i++) /* exact in float: the sums compare exactly */
+                    dy[i] = tg_rng_below(&rng, 5) == 0 ? -0.0 : (double)(int)tg_rng_below(&rng, 64) / 8 - 4;
+                naive_pool2x2(&g, x, ry, ram);
+                const tg_dtype dt = f32 ? TG_F32 : TG_F64;
+                const size_t es = f32 ? 4 : 8;
+                void *bx = xmalloc(es * (size_t)nx), *by = xmalloc(es * (size_t)ny);
+                void *bdy = xmalloc(es * (size_t)ny), *bdx = xmalloc(es * (size_t)nx);
+                void *wdx = xmalloc(es * (size_t)nx);
+                for (int64_t i = 0; i < nx; i++)
+                    if (f32)
+                        ((float *)bx)[i] = (float)x[i], ((float *)bdx)[i] = (float)dx0[i];
+                    else
+                        ((double *)bx)[i] = x[i], ((double *)bdx)[i] = dx0[i];
+                for (int64_t i = 0; i < ny; i++)
+                    if (f32)
+                        ((float *)bdy)[i] = (float)dy[i];
+                    else
+                        ((double *)bdy)[i] = dy[i];
+                memcpy(wdx, bdx, es * (size_t)nx);
+                tg__max_pool2d_forward(&g, dt, bx, by, am);
+                int bad = 0;
+                for (int64_t i = 0; i < ny && bad < 5; i++) {
+                    const double got = f32 ? ((float *)by)[i] : ((double *)by)[i];
+                    const bool same = isnan(ry[i]) ? isnan(got) : got == ry[i];
+                    if (!same || am[i] != ram[i]) {
+                        cr_expect(0, "shape %zu kind %d f32 %d: y[%lld] %g at %d, want %g at %d",
+                                  si, kind, f32, (long long)i, got, am[i], ry[i], ram[i]);
+                        bad++;
+                    }
+                }
+                /* backward: the scatter dx[a] += dy in the dtype, bit for bit */
+                const int64_t hw = g.H * g.W, ohow = g.OH * g.OW;
+                for (int64_t i = 0; i < ny; i++) {
+                    const int64_t at = (i / ohow) * hw + ram[i];
+                    if (f32)
+                        ((float *)wdx)[at] += ((float *)bdy)[i];
+                    else
+                        ((double *)wdx)[at] += ((double *)bdy)[i];
+                }
+                tg__max_pool2d_backward(&g, dt, am, bdy, bdx);
+                cr_expect_eq(memcmp(bdx, wdx, es * (size_t)nx), 0,
+                             "shape %zu kind %d f32 %d: dx differs from the scatter", si, kind, f32);
+                free(x), free(ry), free(dy), free(dx0), free(ram), free(am), free(bx), free(by);
+                free(bdy), free(bdx), free(wdx);
+            }
+}
+
+Test(cnn_fast, maxpool2x2_f32_thread_count_bit_identity) {
+    const int64_t shape[4] = {8, 16, 28, 28}, k2[2] = {2, 2}, p0[2] = {0, 0};
+    tg__pool2d_geom g;
+    char msg[256];
+    cr_assert_eq(tg__pool2d_geom_init(&g, "max_pool2d", 4, shape, k2, k2, p0, msg, sizeof msg),
+                 TG_OK, "%s", msg);
+    const int64_t nx = g.N * g.C * g.H * g.W, ny = g.N * g.C * g.OH * g.OW;
+    tg_rng rng;
+    tg_rng_seed(&rng, 13);
+    float *x = xmalloc(4 * (size_t)nx), *dy = xmalloc(4 * (size_t)ny);
+    for (int64_t i = 0; i < nx; i++)
+        x[i] = (float)pool_value(&rng, 1);
+    for (int64_t i = 0; i < ny; i++)
+        dy[i] = (float)rnd(&rng);
+    float *y[2], *dx[2];
+    int32_t *am[2];
+    for (int t = 0; t < 2; t++) {
+        cr_assert_eq(tg_set_num_threads(t + 1), TG_OK);
+        y[t] = xmalloc(4 * (size_t)ny);
+        am[t] = xmalloc(4 * (size_t)ny);
+        dx[t] = calloc((size_t)nx, 4);
+        cr_assert(dx[t]);
+        tg__max_pool2d_forward(&g, TG_F32, x, y[t], am[t]);
+        tg__max_pool2d_backward(&g, TG_F32, am[t], dy, dx[t]);
+    }
+    cr_expect_eq(memcmp(y[0], y[1], 4 * (size_t)ny), 0);
+    cr_expect_eq(memcmp(am[0], am[1], 4 * (size_t)ny), 0);
+    cr_expect_eq(memcmp(dx[0], dx[1], 4 * (size_t)nx), 0);
+    for (int t = 0; t < 2; t++)
+        free(y[t]), free(am[t]), free(dx[t]);
+    free(x), free(dy);
+    tg_set_num_threads(1);
+}
