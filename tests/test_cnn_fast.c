@@ -31,12 +31,12 @@ typedef struct bn32_case {
 } bn32_case;
 
 static const bn32_case bn32_cases[] = {
-    {4, {3, 2, 33, 34}, 0},      /* HW 1122: a chunk of 1024 and one of 98 */
-    {4, {3, 2, 33, 34}, 1000},   /* the same about a large mean */
-    {4, {5, 3, 7, 7}, -500},     /* HW 49: 3 vectors of 16 and a tail of 1 */
-    {2, {37, 5, 1, 1}, 300},     /* [N,F]: runs of 1 */
-    {4, {64, 2, 28, 28}, 4096},  /* the CNN's size of run, a mean of 2^12 */
-    {4, {2, 3, 1, 5}, 1e-3},     /* runs shorter than a vector */
+    {4, {3, 2, 33, 34}, 0},     /* HW 1122: a chunk of 1024 and one of 98 */
+    {4, {3, 2, 33, 34}, 1000},  /* the same about a large mean */
+    {4, {5, 3, 7, 7}, -500},    /* HW 49: 3 vectors of 16 and a tail of 1 */
+    {2, {37, 5, 1, 1}, 300},    /* [N,F]: runs of 1 */
+    {4, {64, 2, 28, 28}, 4096}, /* the CNN's size of run, a mean of 2^12 */
+    {4, {2, 3, 1, 5}, 1e-3},    /* runs shorter than a vector */
 };
 #define N_BN32 (sizeof bn32_cases / sizeof bn32_cases[0])
 
@@ -49,8 +49,9 @@ Test(cnn_fast, bn_f32_matches_a_float64_reference_about_a_large_mean) {
             const bn32_case *bc = &bn32_cases[ci];
             tg__bn_geom g;
             char msg[256];
-            cr_assert_eq(tg__bn_geom_init(&g, "batch_norm", bc->rank, bc->shape, 1, msg, sizeof msg),
-                         TG_OK, "%s", msg);
+            cr_assert_eq(
+                tg__bn_geom_init(&g, "batch_norm", bc->rank, bc->shape, 1, msg, sizeof msg), TG_OK,
+                "%s", msg);
             const int64_t C = g.C, HW = g.HW, M = g.N * HW, nx = M * C;
             tg_rng rng;
             tg_rng_seed(&rng, 900 + ci * 2 + (size_t)affine);
@@ -146,11 +147,10 @@ Test(cnn_fast, bn_f32_matches_a_float64_reference_about_a_large_mean) {
                         const int64_t i = (n * C + c) * HW + q;
                         const double xh = (x[i] - mu) * rs;
                         const double want = dx0[i] + k * (dy[i] - mdy - xh * mdyx);
-                        const double tol =
-                            4 * F32_EPS *
-                                (fabs(dx0[i]) + fabs(k) * (fabs(dy[i]) + fabs(mdy) +
-                                                           fabs(xh * mdyx))) +
-                            1e-30;
+                        const double tol = 4 * F32_EPS *
+                                               (fabs(dx0[i]) + fabs(k) * (fabs(dy[i]) + fabs(mdy) +
+                                                                          fabs(xh * mdyx))) +
+                                           1e-30;
                         if (fabs(dx[i] - want) > tol && bad++ < 5)
                             cr_expect(0, "case %zu affine %d dx[%lld] = %.9g, want %.9g (tol %.3g)",
                                       ci, affine, (long long)i, (double)dx[i], want, tol);
@@ -158,8 +158,9 @@ Test(cnn_fast, bn_f32_matches_a_float64_reference_about_a_large_mean) {
                 const double wg = dg0[c] + sdyx, wb = db0[c] + sdy;
                 if (fabs(dg[c] - wg) > 4 * F32_EPS * (fabs(dg0[c]) + sadyx) ||
                     fabs(db[c] - wb) > 4 * F32_EPS * (fabs(db0[c]) + sady)) {
-                    cr_expect(0, "case %zu affine %d channel %lld: dgamma %.9g (want %.9g), dbeta "
-                                 "%.9g (%.9g)",
+                    cr_expect(0,
+                              "case %zu affine %d channel %lld: dgamma %.9g (want %.9g), dbeta "
+                              "%.9g (%.9g)",
                               ci, affine, (long long)c, (double)dg[c], wg, (double)db[c], wb);
                     bad++;
                 }
@@ -175,7 +176,8 @@ Test(cnn_fast, bn_f32_eval_about_a_large_running_mean) {
     const int64_t shape[4] = {3, 2, 9, 11};
     tg__bn_geom g;
     char msg[256];
-    cr_assert_eq(tg__bn_geom_init(&g, "batch_norm", 4, shape, 0, msg, sizeof msg), TG_OK, "%s", msg);
+    cr_assert_eq(tg__bn_geom_init(&g, "batch_norm", 4, shape, 0, msg, sizeof msg), TG_OK, "%s",
+                 msg);
     const int64_t nx = g.N * g.C * g.HW;
     tg_rng rng;
     tg_rng_seed(&rng, 31);
@@ -212,7 +214,8 @@ Test(cnn_fast, bn_f32_thread_count_bit_identity) {
     const int64_t shape[4] = {8, 16, 24, 24};
     tg__bn_geom g;
     char msg[256];
-    cr_assert_eq(tg__bn_geom_init(&g, "batch_norm", 4, shape, 1, msg, sizeof msg), TG_OK, "%s", msg);
+    cr_assert_eq(tg__bn_geom_init(&g, "batch_norm", 4, shape, 1, msg, sizeof msg), TG_OK, "%s",
+                 msg);
     const int64_t nx = g.N * g.C * g.HW, C = g.C;
     tg_rng rng;
     tg_rng_seed(&rng, 12);
@@ -280,9 +283,9 @@ static double pool_value(tg_rng *rng, int kind) {
 Test(cnn_fast, maxpool2x2_fast_path_matches_a_naive_scan) {
     /* odd heights and widths (a last row or column in no window), rows of 1, 3, 4, 7, 8, 15
      * windows (shorter than a vector, the overlapping last group, whole vectors) */
-    static const int64_t shapes[][4] = {{2, 3, 7, 9}, {1, 2, 6, 8},  {3, 2, 5, 5},  {1, 1, 2, 2},
-                                        {2, 2, 4, 16}, {1, 3, 9, 15}, {1, 1, 3, 30}, {2, 2, 14, 14},
-                                        {1, 2, 29, 29}};
+    static const int64_t shapes[][4] = {{2, 3, 7, 9},  {1, 2, 6, 8},   {3, 2, 5, 5},
+                                        {1, 1, 2, 2},  {2, 2, 4, 16},  {1, 3, 9, 15},
+                                        {1, 1, 3, 30}, {2, 2, 14, 14}, {1, 2, 29, 29}};
     const int64_t k2[2] = {2, 2}, p0[2] = {0, 0};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
         for (int kind = 0; kind < 3; kind++)
@@ -306,7 +309,9 @@ Test(cnn_fast, maxpool2x2_fast_path_matches_a_naive_scan) {
                     dx0[i] = r == 0 ? -0.0 : r == 1 ? 0.0 : rnd(&rng);
                 }
                 for (int64_t i = 0; i < ny; i++) /* exact in float: the sums compare exactly */
-                    dy[i] = tg_rng_below(&rng, 5) == 0 ? -0.0 : (double)(int)tg_rng_below(&rng, 64) / 8 - 4;
+                    dy[i] = tg_rng_below(&rng, 5) == 0
+                                ? -0.0
+                                : (double)(int)tg_rng_below(&rng, 64) / 8 - 4;
                 naive_pool2x2(&g, x, ry, ram);
                 const tg_dtype dt = f32 ? TG_F32 : TG_F64;
                 const size_t es = f32 ? 4 : 8;
@@ -346,7 +351,8 @@ Test(cnn_fast, maxpool2x2_fast_path_matches_a_naive_scan) {
                 }
                 tg__max_pool2d_backward(&g, dt, am, bdy, bdx);
                 cr_expect_eq(memcmp(bdx, wdx, es * (size_t)nx), 0,
-                             "shape %zu kind %d f32 %d: dx differs from the scatter", si, kind, f32);
+                             "shape %zu kind %d f32 %d: dx differs from the scatter", si, kind,
+                             f32);
                 free(x), free(ry), free(dy), free(dx0), free(ram), free(am), free(bx), free(by);
                 free(bdy), free(bdx), free(wdx);
             }
@@ -384,4 +390,91 @@ Test(cnn_fast, maxpool2x2_f32_thread_count_bit_identity) {
         free(y[t]), free(am[t]), free(dx[t]);
     free(x), free(dy);
     tg_set_num_threads(1);
+}
+
+/* ---- conv2d: the flat im2col (strides 1, OW = W) ---- */
+
+/* y = conv2d(x, w), no bias, groups 1, straight from the definition. */
+static void naive_conv(const tg__conv2d_geom *g, const double *x, const double *w, double *y) {
+    for (int64_t n = 0; n < g->N; n++)
+        for (int64_t k = 0; k < g->K; k++)
+            for (int64_t oh = 0; oh < g->OH; oh++)
+                for (int64_t ow = 0; ow < g->OW; ow++) {
+                    double s = 0;
+                    for (int64_t c = 0; c < g->C; c++)
+                        for (int64_t r = 0; r < g->R; r++)
+                            for (int64_t q = 0; q < g->S; q++) {
+                                const int64_t ih = oh * g->stride[0] - g->pad[0] + r * g->dil[0];
+                                const int64_t iw = ow * g->stride[1] - g->pad[1] + q * g->dil[1];
+                                if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W)
+                                    continue;
+                                s += w[((k * g->C + c) * g->R + r) * g->S + q] *
+                                     x[((n * g->C + c) * g->H + ih) * g->W + iw];
+                            }
+                    y[((n * g->K + k) * g->OH + oh) * g->OW + ow] = s;
+                }
+}
+
+Test(cnn_fast, conv2d_flat_im2col_matches_a_naive_loop) {
+    /* {N, C, H, W, K, R, S, pad h, pad w, dil h, dil w}: all with OW = W at stride 1 */
+    static const int64_t cases[][11] = {
+        {2, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1}, /* the CNN's 3x3 pad 1 */
+        {2, 3, 6, 7, 4, 3, 3, 0, 1, 1, 1}, /* OH = H - 2: no padding rows */
+        {1, 2, 4, 6, 3, 2, 5, 1, 2, 1, 1}, /* 5 wide: shifts of -2..2 */
+        {1, 2, 5, 6, 2, 3, 3, 2, 2, 2, 2}, /* dilated */
+        {2, 1, 3, 2, 2, 5, 5, 2, 2, 1, 1}, /* shifts as wide as the image */
+        {1, 2, 4, 1, 3, 3, 1, 1, 0, 1, 1}, /* W = 1 */
+        {3, 2, 1, 9, 2, 1, 3, 0, 1, 1, 1}, /* H = 1 */
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
+        for (int f32 = 0; f32 < 2; f32++) {
+            const int64_t *cs = cases[ci];
+            const int64_t xs[4] = {cs[0], cs[1], cs[2], cs[3]},
+                          wsh[4] = {cs[4], cs[1], cs[5], cs[6]};
+            const int64_t one[2] = {1, 1}, pad[2] = {cs[7], cs[8]}, dil[2] = {cs[9], cs[10]};
+            tg__conv2d_geom g;
+            char msg[256];
+            cr_assert_eq(
+                tg__conv2d_geom_init(&g, 4, xs, 4, wsh, 0, NULL, one, pad, dil, 1, msg, sizeof msg),
+                TG_OK, "%s", msg);
+            cr_assert_eq(g.OW, g.W, "case %zu is not a flat case", ci);
+            const int64_t nx = g.N * g.C * g.H * g.W, nw = g.K * g.C * g.R * g.S;
+            const int64_t ny = g.N * g.K * g.OH * g.OW;
+            tg_rng rng;
+            tg_rng_seed(&rng, 70 + ci);
+            double *x = xmalloc(8 * (size_t)nx), *w = xmalloc(8 * (size_t)nw);
+            double *ry = xmalloc(8 * (size_t)ny);
+            for (int64_t i = 0; i < nx; i++) /* multiples of 1/8 and weights of 1/16: exact */
+                x[i] = (double)(int)tg_rng_below(&rng, 33) / 8 - 2;
+            for (int64_t i = 0; i < nw; i++)
+                w[i] = (double)(int)tg_rng_below(&rng, 17) / 16 - 0.5;
+            naive_conv(&g, x, w, ry);
+            const size_t es = f32 ? 4 : 8;
+            void *bx = xmalloc(es * (size_t)nx), *bw = xmalloc(es * (size_t)nw);
+            void *by = xmalloc(es * (size_t)ny);
+            for (int64_t i = 0; i < nx; i++)
+                if (f32)
+                    ((float *)bx)[i] = (float)x[i];
+                else
+                    ((double *)bx)[i] = x[i];
+            for (int64_t i = 0; i < nw; i++)
+                if (f32)
+                    ((float *)bw)[i] = (float)w[i];
+                else
+                    ((double *)bw)[i] = w[i];
+            const size_t wsb = tg__conv2d_workspace_bytes(&g, f32 ? TG_F32 : TG_F64, 1);
+            void *ws = aligned_alloc(64, (wsb + 63) & ~(size_t)63);
+            cr_assert(ws);
+            cr_assert_eq(tg__conv2d_forward(&g, f32 ? TG_F32 : TG_F64, bx, bw, NULL, by, ws, wsb),
+                         TG_OK, "%s", tg_last_errmsg());
+            int bad = 0;
+            for (int64_t i = 0; i < ny; i++) {
+                const double got = f32 ? ((float *)by)[i] : ((double *)by)[i];
+                /* every product and partial sum is a multiple of 2^-7 below 2^12: exact */
+                if (got != ry[i] && bad++ < 5)
+                    cr_expect(0, "case %zu f32 %d: y[%lld] = %.17g, want %.17g", ci, f32,
+                              (long long)i, got, ry[i]);
+            }
+            free(x), free(w), free(ry), free(bx), free(bw), free(by), free(ws);
+        }
 }

@@ -339,61 +339,140 @@ static void ow_range(const tg__conv2d_geom *g, int64_t s, int64_t *off, int64_t 
     *hi = h < l ? l : h;
 }
 
-#define IM2COL_FUNCS(T, sfx)                                                                       \
-    static void im2col_##sfx(const tg__conv2d_geom *g, const T *x, int64_t cr0, int64_t cr1,       \
-                             T *col, int64_t ld) {                                                 \
-        const int64_t H = g->H, W = g->W, R = g->R, S = g->S, OH = g->OH, OW = g->OW;              \
-        const int64_t sh = g->stride[0], sw = g->stride[1];                                        \
-        for (int64_t cr = cr0; cr < cr1; cr++) {                                                   \
-            const T *xc = x + (cr / R) * H * W;                                                    \
-            const int64_t ih0 = (cr % R) * g->dil[0] - g->pad[0];                                  \
-            for (int64_t s = 0; s < S; s++) {                                                      \
-                T *dst = col + (cr * S + s) * ld;                                                  \
-                int64_t off, lo, hi;                                                               \
-                ow_range(g, s, &off, &lo, &hi);                                                    \
-                for (int64_t oh = 0; oh < OH; oh++, dst += OW) {                                   \
-                    const int64_t ih = oh * sh + ih0;                                              \
-                    if (ih < 0 || ih >= H || lo == hi) {                                           \
-                        memset(dst, 0, (size_t)OW * sizeof(T));                                    \
-                        continue;                                                                  \
-                    }                                                                              \
-                    const T *src = xc + ih * W + (lo * sw + off);                                  \
-                    for (int64_t ow = 0; ow < lo; ow++)                                            \
-                        dst[ow] = 0;                                                               \
-                    if (sw == 1)                                                                   \
-                        memcpy(dst + lo, src, (size_t)(hi - lo) * sizeof(T));                      \
-                    else                                                                           \
-                        for (int64_t j = 0; j < hi - lo; j++)                                      \
-                            dst[lo + j] = src[j * sw];                                             \
-                    for (int64_t ow = hi; ow < OW; ow++)                                           \
-                        dst[ow] = 0;                                                               \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-    }                                                                                              \
+/* memcpy of a short run (im2col's rows are OW elements, 14 or 28 floats in the CNN: a call to
+ * memcpy per row costs more than the copy), 16 bytes at a time, then the rest. */
+static void copy_run(void *restrict dst, const void *restrict src, size_t bytes) {
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    size_t i = 0;
+    for (; i + 16 <= bytes; i += 16) {
+        unsigned char v[16];
+        memcpy(v, s + i, 16);
+        memcpy(d + i, v, 16);
+    }
+    for (; i + 4 <= bytes; i += 4) {
+        unsigned char v[4];
+        memcpy(v, s + i, 4);
+        memcpy(d + i, v, 4);
+    }
+    for (; i < bytes; i++)
+        d[i] = s[i];
+}
+
+/* memset to 0 of a short run (im2col's padding: a column or two), without a call. */
+static void zero_run(void *dst, size_t bytes) {
+    unsigned char *d = dst;
+    if (bytes > 16) {
+        memset(d, 0, bytes);
+        return;
+    }
+    const uint64_t z = 0;
+    if (bytes >= 8) { /* twice: up to 16 */
+        memcpy(d, &z, 8);
+        d += 8, bytes -= 8;
+    }
+    if (bytes >= 8) {
+        memcpy(d, &z, 8);
+        d += 8, bytes -= 8;
+    }
+    if (bytes >= 4) {
+        memcpy(d, &z, 4);
+        d += 4, bytes -= 4;
+    }
+    if (bytes >= 2) {
+        memcpy(d, &z, 2);
+        d += 2, bytes -= 2;
+    }
+    if (bytes)
+        *d = 0;
+}
+
+#define IM2COL_FUNCS(T, sfx)                                                                        \
+    /* One row of col when both strides are 1 and OW = W (a "same" padding, the CNN's 3x3 pad 1): \
+     * the image shifted by ih0 rows and o columns, read as one flat run                         \
+     * dst[q] = xc[q + ih0 W + o], then 0 in the rows outside the image and in the |o| columns  \
+     * that the flat run wrapped around from the next or previous row. */ \
+    static void im2col_flat_##sfx(const T *xc, int64_t H, int64_t W, int64_t OH, int64_t ih0,       \
+                                  int64_t o, T *dst) {                                              \
+        const int64_t n = OH * W, shift = ih0 * W + o;                                              \
+        const int64_t oh_lo = min64(max64(-ih0, 0), OH);                                            \
+        const int64_t oh_hi = max64(min64(H - ih0, OH), oh_lo);                                     \
+        const int64_t qa = min64(max64(oh_lo * W, -shift), oh_hi * W);                              \
+        const int64_t qb = max64(min64(oh_hi * W, H * W - shift), qa);                              \
+        if (qa > 0)                                                                                 \
+            memset(dst, 0, (size_t)qa * sizeof(T));                                                 \
+        memcpy(dst + qa, xc + qa + shift, (size_t)(qb - qa) * sizeof(T));                           \
+        if (qb < n)                                                                                 \
+            memset(dst + qb, 0, (size_t)(n - qb) * sizeof(T));                                      \
+        if (o == 0 || qa == qb)                                                                     \
+            return;                                                                                 \
+        const int64_t c0 = o < 0 ? 0 : max64(W - o, 0), c1 = o < 0 ? min64(-o, W) : W;              \
+        for (int64_t oh = oh_lo; oh < oh_hi; oh++)                                                  \
+            zero_run(dst + oh * W + c0, (size_t)(c1 - c0) * sizeof(T));                             \
+    }                                                                                               \
+    static void im2col_##sfx(const tg__conv2d_geom *g, const T *x, int64_t cr0, int64_t cr1,        \
+                             T *col, int64_t ld) {                                                  \
+        const int64_t H = g->H, W = g->W, R = g->R, S = g->S, OH = g->OH, OW = g->OW;               \
+        const int64_t sh = g->stride[0], sw = g->stride[1];                                         \
+        const bool flat = sh == 1 && sw == 1 && OW == W;                                            \
+        for (int64_t cr = cr0; cr < cr1; cr++) {                                                    \
+            const T *xc = x + (cr / R) * H * W;                                                     \
+            const int64_t ih0 = (cr % R) * g->dil[0] - g->pad[0];                                   \
+            for (int64_t s = 0; s < S; s++) {                                                       \
+                T *dst = col + (cr * S + s) * ld;                                                   \
+                int64_t off, lo, hi;                                                                \
+                ow_range(g, s, &off, &lo, &hi);                                                     \
+                if (flat) {                                                                         \
+                    im2col_flat_##sfx(xc, H, W, OH, ih0, off, dst);                                 \
+                    continue;                                                                       \
+                }                                                                                   \
+                for (int64_t oh = 0; oh < OH; oh++, dst += OW) {                                    \
+                    const int64_t ih = oh * sh + ih0;                                               \
+                    if (ih < 0 || ih >= H || lo == hi) {                                            \
+                        memset(dst, 0, (size_t)OW * sizeof(T));                                     \
+                        continue;                                                                   \
+                    }                                                                               \
+                    const T *src = xc + ih * W + (lo * sw + off);                                   \
+                    if (lo > 0)                                                                     \
+                        zero_run(dst, (size_t)lo * sizeof(T));                                      \
+                    if (sw == 1)                                                                    \
+                        copy_run(dst + lo, src, (size_t)(hi - lo) * sizeof(T));                     \
+                    else                                                                            \
+                        for (int64_t j = 0; j < hi - lo; j++)                                       \
+                            dst[lo + j] = src[j * sw];                                              \
+                    if (hi < OW)                                                                    \
+                        zero_run(dst + hi, (size_t)(OW - hi) * sizeof(T));                          \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
     /* dx[c, ih, iw] += col[row][oh*OW + ow] for every window position: the transpose of        \
-     * im2col. Each dx element receives its terms in the fixed order of this loop. */  \
-    static void col2im_##sfx(const tg__conv2d_geom *g, const T *col, int64_t cr0, int64_t cr1,     \
-                             T *dx) {                                                              \
-        const int64_t H = g->H, W = g->W, R = g->R, S = g->S, OH = g->OH, OW = g->OW;              \
-        const int64_t sh = g->stride[0], sw = g->stride[1];                                        \
-        for (int64_t cr = cr0; cr < cr1; cr++) {                                                   \
-            T *dc = dx + (cr / R) * H * W;                                                         \
-            const int64_t ih0 = (cr % R) * g->dil[0] - g->pad[0];                                  \
-            for (int64_t s = 0; s < S; s++) {                                                      \
-                const T *src = col + (cr * S + s) * OH * OW;                                       \
-                int64_t off, lo, hi;                                                               \
-                ow_range(g, s, &off, &lo, &hi);                                                    \
-                for (int64_t oh = 0; oh < OH; oh++, src += OW) {                                   \
-                    const int64_t ih = oh * sh + ih0;                                              \
-                    if (ih < 0 || ih >= H)                                                         \
-                        continue;                                                                  \
-                    T *d = dc + ih * W + (lo * sw + off);                                          \
-                    for (int64_t j = 0; j < hi - lo; j++)                                          \
-                        d[j * sw] += src[lo + j];                                                  \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
+     * im2col. Each dx element receives its terms in the fixed order of this loop. */   \
+    static void col2im_##sfx(const tg__conv2d_geom *g, const T *col, int64_t cr0, int64_t cr1,      \
+                             T *dx) {                                                               \
+        const int64_t H = g->H, W = g->W, R = g->R, S = g->S, OH = g->OH, OW = g->OW;               \
+        const int64_t sh = g->stride[0], sw = g->stride[1];                                         \
+        for (int64_t cr = cr0; cr < cr1; cr++) {                                                    \
+            T *dc = dx + (cr / R) * H * W;                                                          \
+            const int64_t ih0 = (cr % R) * g->dil[0] - g->pad[0];                                   \
+            for (int64_t s = 0; s < S; s++) {                                                       \
+                const T *src = col + (cr * S + s) * OH * OW;                                        \
+                int64_t off, lo, hi;                                                                \
+                ow_range(g, s, &off, &lo, &hi);                                                     \
+                for (int64_t oh = 0; oh < OH; oh++, src += OW) {                                    \
+                    const int64_t ih = oh * sh + ih0;                                               \
+                    if (ih < 0 || ih >= H)                                                          \
+                        continue;                                                                   \
+                    T *d = dc + ih * W + (lo * sw + off);                                           \
+                    if (sw == 1)                                                                    \
+                        for (int64_t j = 0; j < hi - lo; j++)                                       \
+                            d[j] += src[lo + j];                                                    \
+                    else                                                                            \
+                        for (int64_t j = 0; j < hi - lo; j++)                                       \
+                            d[j * sw] += src[lo + j];                                               \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
     }
 IM2COL_FUNCS(float, f32)
 IM2COL_FUNCS(double, f64)
