@@ -478,3 +478,36 @@ Test(cnn_fast, conv2d_flat_im2col_matches_a_naive_loop) {
             free(x), free(w), free(ry), free(bx), free(bw), free(by), free(ws);
         }
 }
+
+/* ---- dropout: the inline generator ---- */
+
+/* The mask is tg_rng_uniform(rng) >= p, one draw per element in order, and the rng is left as
+ * after those draws: checked against the rng itself, in both dtypes, for p that are and are not
+ * multiples of 2^-53 (the threshold's rounding). */
+Test(cnn_fast, dropout_mask_is_the_rng_sequence) {
+    static const double ps[] = {0.5, 0.25, 0.1, 1.0 / 3, 0x1p-53, 0.999999};
+    for (size_t pi = 0; pi < sizeof ps / sizeof ps[0]; pi++)
+        for (int f32 = 0; f32 < 2; f32++) {
+            tg_tape *tape = tg_tape_new();
+            cr_assert_not_null(tape);
+            const int64_t n = 1000;
+            tg_tensor *x = tg_tensor_ones(f32 ? TG_F32 : TG_F64, TG_SHAPE(n));
+            cr_assert_not_null(x);
+            tg_rng a, b;
+            tg_rng_seed(&a, 77 + pi);
+            tg_rng_seed(&b, 77 + pi);
+            tg_tensor *y = tg_dropout(tape, x, ps[pi], &a);
+            cr_assert_not_null(y, "%s", tg_tape_errmsg(tape));
+            const double scale = f32 ? (double)(float)(1.0 / (1.0 - ps[pi])) : 1.0 / (1.0 - ps[pi]);
+            int bad = 0;
+            for (int64_t i = 0; i < n; i++) {
+                const double want = tg_rng_uniform(&b) >= ps[pi] ? scale : 0;
+                if (tg_tensor_get(y, i) != want && bad++ < 5)
+                    cr_expect(0, "p %g f32 %d: y[%lld] = %g, want %g", ps[pi], f32, (long long)i,
+                              tg_tensor_get(y, i), want);
+            }
+            cr_expect_eq(memcmp(a.s, b.s, sizeof a.s), 0, "p %g: the rng after the mask", ps[pi]);
+            tg_tensor_free(x);
+            tg_tape_free(tape);
+        }
+}
