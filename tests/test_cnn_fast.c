@@ -511,3 +511,51 @@ Test(cnn_fast, dropout_mask_is_the_rng_sequence) {
             tg_tape_free(tape);
         }
 }
+
+/* ---- The AVX-512 and baseline builds of the f32 kernels: the same bits ---- */
+
+Test(cnn_fast, wide_and_baseline_simd_builds_agree_bit_for_bit) {
+    const int64_t shape[4] = {4, 6, 29, 31}, k2[2] = {2, 2}, p0[2] = {0, 0};
+    tg__bn_geom bg;
+    tg__pool2d_geom pg;
+    char msg[256];
+    cr_assert_eq(tg__bn_geom_init(&bg, "batch_norm", 4, shape, 1, msg, sizeof msg), TG_OK);
+    cr_assert_eq(tg__pool2d_geom_init(&pg, "max_pool2d", 4, shape, k2, k2, p0, msg, sizeof msg),
+                 TG_OK);
+    const int64_t nx = bg.N * bg.C * bg.HW, C = bg.C, ny = pg.N * pg.C * pg.OH * pg.OW;
+    tg_rng rng;
+    tg_rng_seed(&rng, 14);
+    float *x = xmalloc(4 * (size_t)nx), *dy = xmalloc(4 * (size_t)nx);
+    float *gamma = xmalloc(4 * (size_t)C), *beta = xmalloc(4 * (size_t)C);
+    for (int64_t i = 0; i < nx; i++)
+        x[i] = (float)(10 + rnd(&rng)), dy[i] = (float)rnd(&rng);
+    for (int64_t c = 0; c < C; c++)
+        gamma[c] = (float)rnd(&rng), beta[c] = (float)rnd(&rng);
+    float *out[2];
+    int32_t *am[2];
+    const int64_t nout = 3 * nx + 8 * C + ny; /* y, dx, eval y, 8 [C], pool y; then pool dx */
+    const int was = tg__conv_wide_simd(1);
+    for (int w = 0; w < 2; w++) {
+        tg__conv_wide_simd(w);
+        float *o = out[w] = calloc((size_t)(nout + nx), 4);
+        am[w] = xmalloc(4 * (size_t)ny);
+        cr_assert(o);
+        float *y = o, *dx = o + nx, *ye = o + 2 * nx, *st = o + 3 * nx;
+        float *py = st + 8 * C, *pdx = py + ny;
+        tg__bn_forward_train(&bg, TG_F32, x, gamma, beta, 1e-5, 0.1, y, st, st + C, st + 2 * C,
+                             st + 3 * C);
+        tg__bn_backward(&bg, TG_F32, 1, x, gamma, st, st + C, dy, dx, st + 4 * C, st + 5 * C);
+        for (int64_t c = 0; c < C; c++)
+            st[3 * C + c] += 1; /* a positive running variance */
+        tg__bn_forward_eval(&bg, TG_F32, x, gamma, beta, st + 2 * C, st + 3 * C, 1e-5, ye,
+                            st + 6 * C, st + 7 * C);
+        tg__max_pool2d_forward(&pg, TG_F32, y, py, am[w]);
+        tg__max_pool2d_backward(&pg, TG_F32, am[w], dy, pdx);
+    }
+    tg__conv_wide_simd(was);
+    cr_expect_eq(memcmp(out[0], out[1], 4 * (size_t)(nout + nx)), 0);
+    cr_expect_eq(memcmp(am[0], am[1], 4 * (size_t)ny), 0);
+    for (int w = 0; w < 2; w++)
+        free(out[w]), free(am[w]);
+    free(x), free(dy), free(gamma), free(beta);
+}

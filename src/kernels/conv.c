@@ -25,10 +25,46 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+
+/* Wide SIMD. The float32 batch-norm and 2x2-pool kernels are written once (TG_BODY: inlined
+ * into each caller) and built twice: for the baseline ISA and, on x86-64, for AVX-512 (wider
+ * vectors for the same arithmetic), chosen at run time. Their sums keep 16 explicit lanes and no
+ * multiply-add is fused (gcc in ISO C mode does not contract; clang is told not to), so both
+ * builds give the same bits. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+#define TG_BODY static inline __attribute__((always_inline))
+#if defined(__x86_64__)
+#define TG_WIDE_SIMD 1
+#define TG_WIDE __attribute__((target("avx512f")))
+#else
+#define TG_WIDE_SIMD 0
+#endif
+
+/* -1: not yet known; 0 or 1 (every thread computes the same value) */
+static atomic_int wide_simd = -1;
+
+static bool use_wide(void) {
+    int w = atomic_load_explicit(&wide_simd, memory_order_relaxed);
+    if (w < 0) {
+        w = TG_WIDE_SIMD && tg__kernel_available(TG_KERNEL_AVX512);
+        atomic_store_explicit(&wide_simd, w, memory_order_relaxed);
+    }
+    return w;
+}
+
+int tg__conv_wide_simd(int on) {
+    const int was = use_wide();
+    atomic_store_explicit(&wide_simd, on && TG_WIDE_SIMD && tg__kernel_available(TG_KERNEL_AVX512),
+                          memory_order_relaxed);
+    return was;
+}
 
 /* ---- Small helpers ---- */
 
@@ -99,7 +135,7 @@ typedef float v4f __attribute__((vector_size(16)));
 
 /* The 16 lanes, in 4 vectors of 4 (SSE registers in the baseline build), then the tail values
  * of the chunk added to lanes 0, 1, ..: all 16 summed in double. */
-static double lanes_sum(const v4f acc[4]) {
+TG_BODY double lanes_sum(const v4f acc[4]) {
     float l[16];
     memcpy(l, acc, sizeof l);
     double s = 0;
@@ -109,7 +145,7 @@ static double lanes_sum(const v4f acc[4]) {
 }
 
 /* s1 += sum over x[0..n) of x - mu, and (if s2) s2 += sum of (x - mu)^2. */
-static void sums_f32(const float *x, int64_t n, float mu, double *s1, double *s2) {
+TG_BODY void sums_f32(const float *x, int64_t n, float mu, double *s1, double *s2) {
     const v4f vmu = {mu, mu, mu, mu};
     for (int64_t c0 = 0; c0 < n; c0 += SUM_CHUNK) {
         const int64_t len = min64(SUM_CHUNK, n - c0);
@@ -139,8 +175,8 @@ static void sums_f32(const float *x, int64_t n, float mu, double *s1, double *s2
 }
 
 /* sdy += sum dy, sdyd += sum dy (x - mu), over [0, n). */
-static void dsums_f32(const float *x, const float *dy, int64_t n, float mu, double *sdy,
-                      double *sdyd) {
+TG_BODY void dsums_f32(const float *x, const float *dy, int64_t n, float mu, double *sdy,
+                       double *sdyd) {
     const v4f vmu = {mu, mu, mu, mu};
     for (int64_t c0 = 0; c0 < n; c0 += SUM_CHUNK) {
         const int64_t len = min64(SUM_CHUNK, n - c0);
@@ -811,8 +847,8 @@ static bool is_pool2x2(const tg__pool2d_geom *g) {
  * (take v if v > m or v is NaN), as the scalar loop. Returns the first column not done; a row
  * of at least 4 windows is done entirely (the last group overlaps the one before: it rewrites
  * the same values). */
-static int64_t maxpool2x2_row_sse(const float *r0, const float *r1, float *yr, int32_t *ar,
-                                  int64_t OW, int32_t base, int32_t w32) {
+TG_BODY int64_t maxpool2x2_row_sse(const float *r0, const float *r1, float *yr, int32_t *ar,
+                                   int64_t OW, int32_t base, int32_t w32) {
     if (OW < 4)
         return 0;
     const __m128i one = _mm_set1_epi32(1), vw = _mm_set1_epi32(w32), vw1 = _mm_set1_epi32(w32 + 1);
@@ -851,8 +887,8 @@ static int64_t maxpool2x2_row_sse(const float *r0, const float *r1, float *yr, i
  * all 4 pixels of each window, -0 to the 3 that are not its argmax (x + -0 is x, for x = -0
  * too, so nothing else changes). The argmax must be in its window, as forward leaves it.
  * Returns the first column not done. */
-static int64_t maxpool2x2_bwd_row_sse(float *d0, float *d1, const float *dyr, const int32_t *ar,
-                                      int64_t OW, int32_t base, int32_t w32) {
+TG_BODY int64_t maxpool2x2_bwd_row_sse(float *d0, float *d1, const float *dyr, const int32_t *ar,
+                                       int64_t OW, int32_t base, int32_t w32) {
     const __m128 nz = _mm_set1_ps(-0.0f);
     const __m128i one = _mm_set1_epi32(1), vw = _mm_set1_epi32(w32), vw1 = _mm_set1_epi32(w32 + 1);
     const __m128i step = _mm_setr_epi32(0, 2, 4, 6);
@@ -878,11 +914,90 @@ static int64_t maxpool2x2_bwd_row_sse(float *d0, float *d1, const float *dyr, co
 }
 #endif
 
+#if defined(__SSE2__)
+/* The 2x2 pool in float32 over planes [p0, p1): rows of 4 windows at a time (the SSE rows), the
+ * rest of a short row by the scalar scan. */
+TG_BODY void maxpool2x2_fwd_f32(const pool_job *j, int64_t p0, int64_t p1) {
+    const tg__pool2d_geom *g = j->g;
+    const int64_t W = g->W, OW = g->OW, hw = g->H * g->W, ohow = g->OH * g->OW;
+    const int32_t w32 = (int32_t)W;
+    for (int64_t pl = p0; pl < p1; pl++) {
+        const float *x = (const float *)j->x + pl * hw;
+        float *y = (float *)j->y + pl * ohow;
+        int32_t *am = j->argmax + pl * ohow;
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+            float *yr = y + oh * OW;
+            int32_t *ar = am + oh * OW;
+            const int32_t base = (int32_t)(2 * oh * W);
+            for (int64_t ow = maxpool2x2_row_sse(r0, r1, yr, ar, OW, base, w32); ow < OW; ow++) {
+                const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow];
+                const float d = r1[2 * ow + 1];
+                float m = a;
+                int32_t bi = 0;
+                bool t = (b > m) | (b != b);
+                m = t ? b : m;
+                bi = t ? 1 : bi;
+                t = (c > m) | (c != c);
+                m = t ? c : m;
+                bi = t ? w32 : bi;
+                t = (d > m) | (d != d);
+                m = t ? d : m;
+                bi = t ? w32 + 1 : bi;
+                yr[ow] = m;
+                ar[ow] = base + 2 * (int32_t)ow + bi;
+            }
+        }
+    }
+}
+
+/* Its backward: the SSE rows, then dx[a] += dy for the rest of a row. */
+TG_BODY void maxpool2x2_bwd_f32(const pool_job *j, int64_t p0, int64_t p1) {
+    const tg__pool2d_geom *g = j->g;
+    const int64_t W = g->W, OW = g->OW, hw = g->H * g->W, ohow = g->OH * g->OW;
+    for (int64_t pl = p0; pl < p1; pl++) {
+        const float *dy = (const float *)j->dy + pl * ohow;
+        const int32_t *am = j->argmax_in + pl * ohow;
+        float *dx = (float *)j->dx + pl * hw;
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            float *d0 = dx + 2 * oh * W;
+            const float *dyr = dy + oh * OW;
+            const int32_t *ar = am + oh * OW;
+            int64_t ow =
+                maxpool2x2_bwd_row_sse(d0, d0 + W, dyr, ar, OW, (int32_t)(2 * oh * W), (int32_t)W);
+            for (; ow < OW; ow++)
+                dx[ar[ow]] += dyr[ow];
+        }
+    }
+}
+
+#if TG_WIDE_SIMD
+TG_WIDE static void maxpool2x2_fwd_f32_wide(const pool_job *j, int64_t p0, int64_t p1) {
+    maxpool2x2_fwd_f32(j, p0, p1);
+}
+TG_WIDE static void maxpool2x2_bwd_f32_wide(const pool_job *j, int64_t p0, int64_t p1) {
+    maxpool2x2_bwd_f32(j, p0, p1);
+}
+#endif
+#endif
+
 static void maxpool_fwd_planes(void *ctx, int64_t p0, int64_t p1) {
     const pool_job *j = ctx;
     const tg__pool2d_geom *g = j->g;
     const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
     const bool pool2x2 = is_pool2x2(g);
+#if defined(__SSE2__)
+    if (pool2x2 && j->dtype == TG_F32) {
+#if TG_WIDE_SIMD
+        if (use_wide()) {
+            maxpool2x2_fwd_f32_wide(j, p0, p1);
+            return;
+        }
+#endif
+        maxpool2x2_fwd_f32(j, p0, p1);
+        return;
+    }
+#endif
     TG_FOR_DTYPE(j->dtype, T, {
         for (int64_t pl = p0; pl < p1; pl++) {
             const T *x = (const T *)j->x + pl * hw;
@@ -897,14 +1012,7 @@ static void maxpool_fwd_planes(void *ctx, int64_t p0, int64_t p1) {
                     T *yr = y + oh * OW;
                     int32_t *ar = am + oh * OW;
                     const int32_t base = (int32_t)(2 * oh * W);
-                    int64_t ow = 0;
-#if defined(__SSE2__)
-                    if (sizeof(T) == sizeof(float))
-                        ow = maxpool2x2_row_sse((const float *)(const void *)r0,
-                                                (const float *)(const void *)r1,
-                                                (float *)(void *)yr, ar, OW, base, w32);
-#endif
-                    for (; ow < OW; ow++) {
+                    for (int64_t ow = 0; ow < OW; ow++) {
                         const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow];
                         const T d = r1[2 * ow + 1];
                         /* starting from m = a is starting from -inf and taking a (or a = -inf) */
@@ -949,30 +1057,23 @@ static void maxpool_bwd_planes(void *ctx, int64_t p0, int64_t p1) {
     const pool_job *j = ctx;
     const tg__pool2d_geom *g = j->g;
     const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
-    const bool pool2x2 = is_pool2x2(g);
-    (void)pool2x2;
+#if defined(__SSE2__)
+    if (is_pool2x2(g) && j->dtype == TG_F32) {
+#if TG_WIDE_SIMD
+        if (use_wide()) {
+            maxpool2x2_bwd_f32_wide(j, p0, p1);
+            return;
+        }
+#endif
+        maxpool2x2_bwd_f32(j, p0, p1);
+        return;
+    }
+#endif
     TG_FOR_DTYPE(j->dtype, T, {
         for (int64_t pl = p0; pl < p1; pl++) {
             const T *dy = (const T *)j->dy + pl * ohow;
             const int32_t *am = j->argmax_in + pl * ohow;
             T *dx = (T *)j->dx + pl * hw;
-#if defined(__SSE2__)
-            if (pool2x2 && sizeof(T) == sizeof(float)) {
-                const int64_t W = g->W, OW = g->OW;
-                for (int64_t oh = 0; oh < g->OH; oh++) {
-                    T *d0 = dx + 2 * oh * W;
-                    const T *dyr = dy + oh * OW;
-                    const int32_t *ar = am + oh * OW;
-                    int64_t ow = maxpool2x2_bwd_row_sse(
-                        (float *)(void *)d0, (float *)(void *)(d0 + W),
-                        (const float *)(const void *)dyr, ar, OW, (int32_t)(2 * oh * W),
-                        (int32_t)W);
-                    for (; ow < OW; ow++)
-                        dx[ar[ow]] += dyr[ow];
-                }
-                continue;
-            }
-#endif
             for (int64_t q = 0; q < ohow; q++)
                 dx[am[q]] += dy[q];
         }
@@ -1127,13 +1228,13 @@ typedef struct bn_job {
  *   dx += A dy + B (x - mu) + C       A = gamma rstd, B = -A rstd mean(dy xhat), C = -A mean(dy)
  * with x - mu taken first for the same reason. The order of every sum is fixed by the shape. */
 /* y = (x - mu) a + b over one run of n values. */
-static void bn_affine_f32(const float *restrict x, float *restrict y, int64_t n, float mu, float a,
-                          float b) {
+TG_BODY void bn_affine_f32(const float *restrict x, float *restrict y, int64_t n, float mu, float a,
+                           float b) {
     for (int64_t i = 0; i < n; i++)
         y[i] = (x[i] - mu) * a + b;
 }
 
-static void bn_train_f32(const bn_job *j, int64_t c0, int64_t c1) {
+TG_BODY void bn_train_f32(const bn_job *j, int64_t c0, int64_t c1) {
     const tg__bn_geom *g = j->g;
     const int64_t HW = g->HW, CHW = g->C * g->HW;
     const double m = (double)(g->N * HW);
@@ -1165,7 +1266,7 @@ static void bn_train_f32(const bn_job *j, int64_t c0, int64_t c1) {
     }
 }
 
-static void bn_eval_f32(const bn_job *j, int64_t c0, int64_t c1) {
+TG_BODY void bn_eval_f32(const bn_job *j, int64_t c0, int64_t c1) {
     const tg__bn_geom *g = j->g;
     const int64_t HW = g->HW, CHW = g->C * g->HW;
     const float *x = j->x, *gamma = j->gamma, *beta = j->beta, *rm = j->rm_in, *rv = j->rv_in;
@@ -1184,13 +1285,13 @@ static void bn_eval_f32(const bn_job *j, int64_t c0, int64_t c1) {
 }
 
 /* dx += A dy + B (x - mu) + C over one run of n values. */
-static void bn_dx_f32(const float *restrict x, const float *restrict dy, float *restrict dx,
-                      int64_t n, float mu, float A, float B, float C) {
+TG_BODY void bn_dx_f32(const float *restrict x, const float *restrict dy, float *restrict dx,
+                       int64_t n, float mu, float A, float B, float C) {
     for (int64_t i = 0; i < n; i++)
         dx[i] += (A * dy[i] + B * (x[i] - mu)) + C;
 }
 
-static void bn_backward_f32(const bn_job *j, int64_t c0, int64_t c1) {
+TG_BODY void bn_backward_f32(const bn_job *j, int64_t c0, int64_t c1) {
     const tg__bn_geom *g = j->g;
     const int64_t HW = g->HW, CHW = g->C * g->HW;
     const double m = (double)(g->N * HW);
@@ -1221,9 +1322,27 @@ static void bn_backward_f32(const bn_job *j, int64_t c0, int64_t c1) {
     }
 }
 
+#if TG_WIDE_SIMD
+TG_WIDE static void bn_train_f32_wide(const bn_job *j, int64_t c0, int64_t c1) {
+    bn_train_f32(j, c0, c1);
+}
+TG_WIDE static void bn_eval_f32_wide(const bn_job *j, int64_t c0, int64_t c1) {
+    bn_eval_f32(j, c0, c1);
+}
+TG_WIDE static void bn_backward_f32_wide(const bn_job *j, int64_t c0, int64_t c1) {
+    bn_backward_f32(j, c0, c1);
+}
+#endif
+
 static void bn_train_channels(void *ctx, int64_t c0, int64_t c1) {
     const bn_job *j = ctx;
     if (j->dtype == TG_F32) {
+#if TG_WIDE_SIMD
+        if (use_wide()) {
+            bn_train_f32_wide(j, c0, c1);
+            return;
+        }
+#endif
         bn_train_f32(j, c0, c1);
         return;
     }
@@ -1257,6 +1376,12 @@ static void bn_train_channels(void *ctx, int64_t c0, int64_t c1) {
 static void bn_eval_channels(void *ctx, int64_t c0, int64_t c1) {
     const bn_job *j = ctx;
     if (j->dtype == TG_F32) {
+#if TG_WIDE_SIMD
+        if (use_wide()) {
+            bn_eval_f32_wide(j, c0, c1);
+            return;
+        }
+#endif
         bn_eval_f32(j, c0, c1);
         return;
     }
@@ -1287,6 +1412,12 @@ static void bn_eval_channels(void *ctx, int64_t c0, int64_t c1) {
 static void bn_backward_channels(void *ctx, int64_t c0, int64_t c1) {
     const bn_job *j = ctx;
     if (j->dtype == TG_F32) {
+#if TG_WIDE_SIMD
+        if (use_wide()) {
+            bn_backward_f32_wide(j, c0, c1);
+            return;
+        }
+#endif
         bn_backward_f32(j, c0, c1);
         return;
     }

@@ -133,4 +133,10 @@ void tg__bn_backward(const tg__bn_geom *g, tg_dtype dtype, int training, const v
                      const void *gamma, const void *mean, const void *rstd, const void *dy,
                      void *dx, void *dgamma, void *dbeta);
 
+/* ---- SIMD width (tests) ----
+ * The float32 batch-norm and 2x2 max-pool kernels run an AVX-512 build where the CPU has it and
+ * the baseline build otherwise, with the same results bit for bit. on = 0 forces the baseline,
+ * 1 restores the choice; returns the previous state (1: the AVX-512 build was in use). */
+int tg__conv_wide_simd(int on);
+
 #endif /* TG_KERNELS_CONV_H */
