@@ -559,3 +559,54 @@ Test(cnn_fast, wide_and_baseline_simd_builds_agree_bit_for_bit) {
         free(out[w]), free(am[w]);
     free(x), free(dy), free(gamma), free(beta);
 }
+
+/* ---- relu's float32 loops ---- */
+
+/* y = x < 0 ? 0 : x (NaN and -0 pass through, as in PyTorch), dx += dy [y > 0], over a length
+ * that is not a multiple of any vector and is split over threads. */
+Test(cnn_fast, relu_f32_values_and_gradient) {
+    const int64_t n = 70001;
+    float *xv = xmalloc(4 * (size_t)n);
+    tg_rng rng;
+    tg_rng_seed(&rng, 15);
+    for (int64_t i = 0; i < n; i++) {
+        const uint64_t r = tg_rng_below(&rng, 16);
+        xv[i] = r == 0   ? -0.0f
+                : r == 1 ? NAN
+                : r == 2 ? -INFINITY
+                : r == 3 ? INFINITY
+                         : (float)rnd(&rng);
+    }
+    for (int t = 1; t <= 2; t++) {
+        cr_assert_eq(tg_set_num_threads(t), TG_OK);
+        tg_tape *tape = tg_tape_new();
+        tg_tensor *x = tg_tensor_new(TG_F32, 1, (int64_t[]){n});
+        cr_assert(tape && x);
+        memcpy(tg_tensor_data(x), xv, 4 * (size_t)n);
+        tg_tensor_set_requires_grad(x, 1);
+        tg_tensor *y = tg_relu(tape, x);
+        cr_assert_not_null(y, "%s", tg_tape_errmsg(tape));
+        /* the loss sum(y * w), w the index mod 7 minus 3: dy = w */
+        tg_tensor *w = tg_tensor_new(TG_F32, 1, (int64_t[]){n});
+        cr_assert(w);
+        for (int64_t i = 0; i < n; i++)
+            ((float *)tg_tensor_data(w))[i] = (float)(i % 7 - 3);
+        cr_assert_eq(tg_backward(tape, tg_sum(tape, tg_mul(tape, y, w))), TG_OK, "%s",
+                     tg_tape_errmsg(tape));
+        const float *py = tg_tensor_cdata(y), *dx = tg_tensor_cdata(tg_tensor_grad(x));
+        int bad = 0;
+        for (int64_t i = 0; i < n && bad < 5; i++) {
+            const float want = xv[i] < 0 ? 0 : xv[i];
+            const float wg = py[i] > 0 ? (float)(i % 7 - 3) : 0;
+            if (memcmp(&py[i], &want, 4) != 0 || dx[i] != wg) {
+                cr_expect(0, "threads %d: x %g: y %g (want %g), dx %g (want %g)", t, (double)xv[i],
+                          (double)py[i], (double)want, (double)dx[i], (double)wg);
+                bad++;
+            }
+        }
+        tg_tensor_free(x), tg_tensor_free(w);
+        tg_tape_free(tape);
+    }
+    tg_set_num_threads(1);
+    free(xv);
+}
