@@ -610,3 +610,83 @@ Test(cnn_fast, relu_f32_values_and_gradient) {
     tg_set_num_threads(1);
     free(xv);
 }
+
+/* ---- Streaming stores for large outputs ---- */
+
+/* Batch norm of a tensor large enough for streaming stores, channel by channel equal bit for bit
+ * to batch norm of that channel alone (a tensor small enough for ordinary stores): channels are
+ * independent, and each is summed in the same order. Training and evaluation. */
+Test(cnn_fast, bn_f32_streamed_output_equals_ordinary_stores) {
+    const int64_t C = 8, H = 30, W = 31; /* HW odd: the rows start at every alignment */
+    const int64_t N = (int64_t)(tg__stream_min_bytes() / (4 * (size_t)(C * H * W))) + 1;
+    const int64_t shape[4] = {N, C, H, W}, shape1[4] = {N, 1, H, W}, HW = H * W;
+    tg__bn_geom g, g1;
+    char msg[256];
+    cr_assert_eq(tg__bn_geom_init(&g, "batch_norm", 4, shape, 1, msg, sizeof msg), TG_OK);
+    cr_assert_eq(tg__bn_geom_init(&g1, "batch_norm", 4, shape1, 1, msg, sizeof msg), TG_OK);
+    const int64_t nx = N * C * HW, n1 = N * HW;
+    cr_assert_geq((size_t)nx * 4, tg__stream_min_bytes());
+    cr_assert_lt((size_t)n1 * 4, tg__stream_min_bytes());
+    tg_rng rng;
+    tg_rng_seed(&rng, 16);
+    float *x = xmalloc(4 * (size_t)nx), *y = xmalloc(4 * (size_t)nx), *ye = xmalloc(4 * (size_t)nx);
+    float *x1 = xmalloc(4 * (size_t)n1), *y1 = xmalloc(4 * (size_t)n1);
+    float gamma[8], beta[8], sm[8], sr[8], rv[8];
+    for (int64_t i = 0; i < nx; i++)
+        x[i] = (float)(5 + rnd(&rng));
+    for (int64_t c = 0; c < C; c++)
+        gamma[c] = (float)rnd(&rng), beta[c] = (float)rnd(&rng), rv[c] = 1 + (float)c;
+    tg__bn_forward_train(&g, TG_F32, x, gamma, beta, 1e-5, 0.1, y, sm, sr, NULL, NULL);
+    tg__bn_forward_eval(&g, TG_F32, x, gamma, beta, sm, rv, 1e-5, ye, NULL, NULL);
+    for (int64_t c = 0; c < C; c++) {
+        for (int64_t n = 0; n < N; n++)
+            memcpy(x1 + n * HW, x + (n * C + c) * HW, 4 * (size_t)HW);
+        float sm1, sr1;
+        tg__bn_forward_train(&g1, TG_F32, x1, gamma + c, beta + c, 1e-5, 0.1, y1, &sm1, &sr1, NULL,
+                             NULL);
+        int same = sm1 == sm[c] && sr1 == sr[c];
+        for (int64_t n = 0; n < N; n++)
+            same &= memcmp(y1 + n * HW, y + (n * C + c) * HW, 4 * (size_t)HW) == 0;
+        cr_expect(same, "channel %lld: training output differs", (long long)c);
+        tg__bn_forward_eval(&g1, TG_F32, x1, gamma + c, beta + c, sm + c, rv + c, 1e-5, y1, NULL,
+                            NULL);
+        same = 1;
+        for (int64_t n = 0; n < N; n++)
+            same &= memcmp(y1 + n * HW, ye + (n * C + c) * HW, 4 * (size_t)HW) == 0;
+        cr_expect(same, "channel %lld: evaluation output differs", (long long)c);
+    }
+    free(x), free(y), free(ye), free(x1), free(y1);
+}
+
+/* relu of a tensor large enough for streaming stores (and of odd length), on 1 and 2 threads,
+ * against the plain loop bit for bit. */
+Test(cnn_fast, relu_f32_streamed_output) {
+    const int64_t n = (int64_t)(tg__stream_min_bytes() / 4) + 1001;
+    float *xv = xmalloc(4 * (size_t)n);
+    tg_rng rng;
+    tg_rng_seed(&rng, 17);
+    for (int64_t i = 0; i < n; i++) {
+        const uint64_t r = tg_rng_below(&rng, 64);
+        xv[i] = r == 0 ? -0.0f : r == 1 ? NAN : (float)rnd(&rng);
+    }
+    for (int t = 1; t <= 2; t++) {
+        cr_assert_eq(tg_set_num_threads(t), TG_OK);
+        tg_tape *tape = tg_tape_new();
+        tg_tensor *x = tg_tensor_new(TG_F32, 1, (int64_t[]){n});
+        cr_assert(tape && x);
+        memcpy(tg_tensor_data(x), xv, 4 * (size_t)n);
+        tg_tensor *y = tg_relu(tape, x);
+        cr_assert_not_null(y, "%s", tg_tape_errmsg(tape));
+        const float *py = tg_tensor_cdata(y);
+        int bad = 0;
+        for (int64_t i = 0; i < n && bad < 5; i++) {
+            const float want = xv[i] < 0 ? 0 : xv[i];
+            if (memcmp(&py[i], &want, 4) != 0 && bad++ < 5)
+                cr_expect(0, "threads %d: relu(%g) = %g", t, (double)xv[i], (double)py[i]);
+        }
+        tg_tensor_free(x);
+        tg_tape_free(tape);
+    }
+    tg_set_num_threads(1);
+    free(xv);
+}

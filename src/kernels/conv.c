@@ -59,6 +59,28 @@ static bool use_wide(void) {
     return w;
 }
 
+size_t tg__stream_min_bytes(void) {
+    static atomic_size_t min_bytes; /* 0: not yet known (every thread computes the same value) */
+    size_t b = atomic_load_explicit(&min_bytes, memory_order_relaxed);
+    if (b == 0) {
+        int64_t cs[3];
+        tg__gemm_cache_sizes(cs);
+        b = cs[1] > 0 ? 2 * (size_t)cs[1] : (size_t)4 << 20;
+        atomic_store_explicit(&min_bytes, b, memory_order_relaxed);
+    }
+    return b;
+}
+
+/* After streaming stores: ordered before what follows (the job's end, another thread's read). */
+static void stream_fence(bool streamed) {
+#if defined(__SSE2__)
+    if (streamed)
+        _mm_sfence();
+#else
+    (void)streamed;
+#endif
+}
+
 int tg__conv_wide_simd(int on) {
     const int was = use_wide();
     atomic_store_explicit(&wide_simd, on && TG_WIDE_SIMD && tg__kernel_available(TG_KERNEL_AVX512),
@@ -1195,6 +1217,7 @@ typedef struct bn_job {
     const tg__bn_geom *g;
     tg_dtype dtype;
     int training;
+    bool stream; /* f32 forward: y stored around the caches (see tg__stream_min_bytes) */
     double eps, momentum;
     const void *x, *gamma, *beta, *mean, *rstd, *dy, *rm_in, *rv_in;
     void *y, *save_mean, *save_rstd, *rm, *rv, *dx, *dgamma, *dbeta;
@@ -1229,13 +1252,27 @@ typedef struct bn_job {
  * with x - mu taken first for the same reason. The order of every sum is fixed by the shape. */
 /* y = (x - mu) a + b over one run of n values. */
 TG_BODY void bn_affine_f32(const float *restrict x, float *restrict y, int64_t n, float mu, float a,
-                           float b) {
-    for (int64_t i = 0; i < n; i++)
+                           float b, bool stream) {
+    int64_t i = 0;
+#if defined(__SSE2__)
+    if (stream) { /* the same arithmetic, stored around the caches */
+        for (; i < n && ((uintptr_t)(y + i) & 15) != 0; i++)
+            y[i] = (x[i] - mu) * a + b;
+        const __m128 vm = _mm_set1_ps(mu), va = _mm_set1_ps(a), vb = _mm_set1_ps(b);
+        for (; i + 4 <= n; i += 4)
+            _mm_stream_ps(y + i,
+                          _mm_add_ps(_mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(x + i), vm), va), vb));
+    }
+#else
+    (void)stream;
+#endif
+    for (; i < n; i++)
         y[i] = (x[i] - mu) * a + b;
 }
 
 TG_BODY void bn_train_f32(const bn_job *j, int64_t c0, int64_t c1) {
     const tg__bn_geom *g = j->g;
+    const bool stream = j->stream;
     const int64_t HW = g->HW, CHW = g->C * g->HW;
     const double m = (double)(g->N * HW);
     const float *x = j->x, *gamma = j->gamma, *beta = j->beta;
@@ -1256,7 +1293,7 @@ TG_BODY void bn_train_f32(const bn_job *j, int64_t c0, int64_t c1) {
         const double a = (gamma ? (double)gamma[c] : 1.0) * rstd;
         const float fa = (float)a, fb = (float)((beta ? (double)beta[c] : 0.0) - dm * a);
         for (int64_t n = 0; n < g->N; n++)
-            bn_affine_f32(xc + n * CHW, y + c * HW + n * CHW, HW, muf, fa, fb);
+            bn_affine_f32(xc + n * CHW, y + c * HW + n * CHW, HW, muf, fa, fb, stream);
         ((float *)j->save_mean)[c] = (float)mean;
         ((float *)j->save_rstd)[c] = (float)rstd;
         if (rm)
@@ -1268,6 +1305,7 @@ TG_BODY void bn_train_f32(const bn_job *j, int64_t c0, int64_t c1) {
 
 TG_BODY void bn_eval_f32(const bn_job *j, int64_t c0, int64_t c1) {
     const tg__bn_geom *g = j->g;
+    const bool stream = j->stream;
     const int64_t HW = g->HW, CHW = g->C * g->HW;
     const float *x = j->x, *gamma = j->gamma, *beta = j->beta, *rm = j->rm_in, *rv = j->rv_in;
     float *y = j->y;
@@ -1276,7 +1314,7 @@ TG_BODY void bn_eval_f32(const bn_job *j, int64_t c0, int64_t c1) {
         const float fa = (float)((gamma ? (double)gamma[c] : 1.0) * rstd);
         const float fb = beta ? beta[c] : 0.0f;
         for (int64_t n = 0; n < g->N; n++)
-            bn_affine_f32(x + c * HW + n * CHW, y + c * HW + n * CHW, HW, rm[c], fa, fb);
+            bn_affine_f32(x + c * HW + n * CHW, y + c * HW + n * CHW, HW, rm[c], fa, fb, stream);
         if (j->save_mean)
             ((float *)j->save_mean)[c] = rm[c];
         if (j->save_rstd)
@@ -1338,12 +1376,12 @@ static void bn_train_channels(void *ctx, int64_t c0, int64_t c1) {
     const bn_job *j = ctx;
     if (j->dtype == TG_F32) {
 #if TG_WIDE_SIMD
-        if (use_wide()) {
+        if (use_wide())
             bn_train_f32_wide(j, c0, c1);
-            return;
-        }
+        else
 #endif
-        bn_train_f32(j, c0, c1);
+            bn_train_f32(j, c0, c1);
+        stream_fence(j->stream);
         return;
     }
     const tg__bn_geom *g = j->g;
@@ -1377,12 +1415,12 @@ static void bn_eval_channels(void *ctx, int64_t c0, int64_t c1) {
     const bn_job *j = ctx;
     if (j->dtype == TG_F32) {
 #if TG_WIDE_SIMD
-        if (use_wide()) {
+        if (use_wide())
             bn_eval_f32_wide(j, c0, c1);
-            return;
-        }
+        else
 #endif
-        bn_eval_f32(j, c0, c1);
+            bn_eval_f32(j, c0, c1);
+        stream_fence(j->stream);
         return;
     }
     const tg__bn_geom *g = j->g;
@@ -1467,7 +1505,8 @@ void tg__bn_forward_train(const tg__bn_geom *g, tg_dtype dtype, const void *x, c
                 .save_mean = save_mean,
                 .save_rstd = save_rstd,
                 .rm = running_mean,
-                .rv = running_var};
+                .rv = running_var,
+                .stream = dtype == TG_F32 && (size_t)bn_work(g) * 4 >= tg__stream_min_bytes()};
     parallel_items(g->C, 3 * bn_work(g), bn_train_channels, &j);
 }
 
@@ -1484,7 +1523,8 @@ void tg__bn_forward_eval(const tg__bn_geom *g, tg_dtype dtype, const void *x, co
                 .rv_in = running_var,
                 .y = y,
                 .save_mean = save_mean,
-                .save_rstd = save_rstd};
+                .save_rstd = save_rstd,
+                .stream = dtype == TG_F32 && (size_t)bn_work(g) * 4 >= tg__stream_min_bytes()};
     parallel_items(g->C, bn_work(g), bn_eval_channels, &j);
 }
 

@@ -139,4 +139,10 @@ void tg__bn_backward(const tg__bn_geom *g, tg_dtype dtype, int training, const v
  * 1 restores the choice; returns the previous state (1: the AVX-512 build was in use). */
 int tg__conv_wide_simd(int on);
 
+/* Outputs of at least this many bytes (twice the L2 cache; 4 MiB if unknown) are written by the
+ * float32 batch-norm forward and relu with streaming (non-temporal) stores: they cannot stay in
+ * the caches for the next op anyway, and streaming them saves reading each line before it is
+ * written. The values are the same. */
+size_t tg__stream_min_bytes(void);
+
 #endif /* TG_KERNELS_CONV_H */
