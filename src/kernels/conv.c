@@ -1250,7 +1250,8 @@ typedef struct bn_job {
  *   y  = (x - mu_f) a + b'            a = gamma rstd, b' = beta - (mean - mu_f) a
  *   dx += A dy + B (x - mu) + C       A = gamma rstd, B = -A rstd mean(dy xhat), C = -A mean(dy)
  * with x - mu taken first for the same reason. The order of every sum is fixed by the shape. */
-/* y = (x - mu) a + b over one run of n values. */
+
+/* y = (x - mu) a + b over one run of n values (stream: with streaming stores). */
 TG_BODY void bn_affine_f32(const float *restrict x, float *restrict y, int64_t n, float mu, float a,
                            float b, bool stream) {
     int64_t i = 0;

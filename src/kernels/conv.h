@@ -101,7 +101,10 @@ void tg__avg_pool2d_backward(const tg__pool2d_geom *g, tg_dtype dtype, int count
  * the statistics over its M = N*H*W values,
  *   y = (x - mean) * rstd * gamma[c] + beta[c],   rstd = 1 / sqrt(var + eps)
  * gamma and beta are optional (NULL: 1 and 0, PyTorch's affine=False). Statistics are summed in
- * double in both dtypes; mean, rstd and the running statistics are [C] in x's dtype. */
+ * double in float64; in float32 in 16 float lanes over chunks of at most 1024 values, the lanes
+ * and chunks added in double, the variance by the corrected two-pass formula about the mean (so a
+ * large mean costs no accuracy), and y and dx formed about the mean too (conv.c). Mean, rstd and
+ * the running statistics are [C] in x's dtype. */
 typedef struct tg__bn_geom {
     int64_t N, C, HW;
 } tg__bn_geom;
