@@ -690,3 +690,114 @@ Test(cnn_fast, relu_f32_streamed_output) {
     tg_set_num_threads(1);
     free(xv);
 }
+
+/* ---- conv2d with a short inner dimension (C/groups R S <= 32: direct products) ---- */
+
+/* conv1 of the CNN and a grouped, strided variant, big enough to run on 2 threads: forward and
+ * backward against the naive loop at float32's accuracy, and bit for bit across thread counts. */
+Test(cnn_fast, conv2d_short_inner_dimension_f32) {
+    static const int64_t cases[][9] = {
+        /* N, C, H, W, K, R, S, stride, groups */
+        {16, 1, 28, 28, 32, 3, 3, 1, 1},
+        {12, 4, 17, 19, 6, 3, 3, 2, 2},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int64_t *cs = cases[ci];
+        const int64_t xs[4] = {cs[0], cs[1], cs[2], cs[3]};
+        const int64_t wsh[4] = {cs[4], cs[1] / cs[8], cs[5], cs[6]}, bs[1] = {cs[4]};
+        const int64_t st[2] = {cs[7], cs[7]}, pad[2] = {1, 1}, dil[2] = {1, 1};
+        tg__conv2d_geom g;
+        char msg[256];
+        cr_assert_eq(
+            tg__conv2d_geom_init(&g, 4, xs, 4, wsh, 1, bs, st, pad, dil, cs[8], msg, sizeof msg),
+            TG_OK, "%s", msg);
+        const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, crs = Cg * g.R * g.S;
+        cr_assert_leq(crs, 32);
+        const int64_t nx = g.N * g.C * g.H * g.W, nw = g.K * crs, ny = g.N * g.K * g.OH * g.OW;
+        tg_rng rng;
+        tg_rng_seed(&rng, 80 + ci);
+        float *x = xmalloc(4 * (size_t)nx), *w = xmalloc(4 * (size_t)nw);
+        float *b = xmalloc(4 * (size_t)g.K), *dy = xmalloc(4 * (size_t)ny);
+        for (int64_t i = 0; i < nx; i++)
+            x[i] = (float)rnd(&rng);
+        for (int64_t i = 0; i < nw; i++)
+            w[i] = (float)rnd(&rng);
+        for (int64_t i = 0; i < g.K; i++)
+            b[i] = (float)rnd(&rng);
+        for (int64_t i = 0; i < ny; i++)
+            dy[i] = (float)rnd(&rng);
+        float *y[2], *dx[2], *dw[2], *db[2];
+        for (int t = 0; t < 2; t++) {
+            cr_assert_eq(tg_set_num_threads(t + 1), TG_OK);
+            const size_t wsb = tg__conv2d_workspace_bytes(&g, TG_F32, t + 1);
+            void *ws = aligned_alloc(64, (wsb + 63) & ~(size_t)63);
+            y[t] = xmalloc(4 * (size_t)ny);
+            dx[t] = calloc((size_t)nx, 4), dw[t] = calloc((size_t)nw, 4);
+            db[t] = calloc((size_t)g.K, 4);
+            cr_assert(ws && dx[t] && dw[t] && db[t]);
+            cr_assert_eq(tg__conv2d_forward(&g, TG_F32, x, w, b, y[t], ws, wsb), TG_OK);
+            cr_assert_eq(tg__conv2d_backward(&g, TG_F32, x, w, dy, dx[t], dw[t], db[t], ws, wsb),
+                         TG_OK);
+            free(ws);
+        }
+        tg_set_num_threads(1);
+        cr_expect_eq(memcmp(y[0], y[1], 4 * (size_t)ny), 0, "case %zu y", ci);
+        cr_expect_eq(memcmp(dx[0], dx[1], 4 * (size_t)nx), 0, "case %zu dx", ci);
+        cr_expect_eq(memcmp(dw[0], dw[1], 4 * (size_t)nw), 0, "case %zu dw", ci);
+        cr_expect_eq(memcmp(db[0], db[1], 4 * (size_t)g.K), 0, "case %zu db", ci);
+        /* the naive loop in double: y and dw, each within float rounding of its terms' size */
+        int bad = 0;
+        for (int64_t n = 0; n < g.N; n++)
+            for (int64_t k = 0; k < g.K; k++) {
+                const int64_t gi = k / Kg;
+                for (int64_t oh = 0; oh < g.OH; oh++)
+                    for (int64_t ow = 0; ow < g.OW; ow++) {
+                        double s = b[k], sa = fabs(b[k]);
+                        const int64_t o = ((n * g.K + k) * g.OH + oh) * g.OW + ow;
+                        for (int64_t c = 0; c < Cg; c++)
+                            for (int64_t r = 0; r < g.R; r++)
+                                for (int64_t q = 0; q < g.S; q++) {
+                                    const int64_t ih = oh * g.stride[0] - 1 + r;
+                                    const int64_t iw = ow * g.stride[1] - 1 + q;
+                                    if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W)
+                                        continue;
+                                    const double t =
+                                        (double)w[((k * Cg + c) * g.R + r) * g.S + q] *
+                                        x[((n * g.C + gi * Cg + c) * g.H + ih) * g.W + iw];
+                                    s += t, sa += fabs(t);
+                                }
+                        if (fabs(y[0][o] - s) > 4 * F32_EPS * (double)(crs + 1) * sa && bad++ < 5)
+                            cr_expect(0, "case %zu y[%lld] = %.9g, want %.9g", ci, (long long)o,
+                                      (double)y[0][o], s);
+                    }
+            }
+        for (int64_t k = 0; k < g.K; k++) {
+            const int64_t gi = k / Kg;
+            for (int64_t c = 0; c < Cg; c++)
+                for (int64_t r = 0; r < g.R; r++)
+                    for (int64_t q = 0; q < g.S; q++) {
+                        double s = 0, sa = 0;
+                        for (int64_t n = 0; n < g.N; n++)
+                            for (int64_t oh = 0; oh < g.OH; oh++)
+                                for (int64_t ow = 0; ow < g.OW; ow++) {
+                                    const int64_t ih = oh * g.stride[0] - 1 + r;
+                                    const int64_t iw = ow * g.stride[1] - 1 + q;
+                                    if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W)
+                                        continue;
+                                    const double t =
+                                        (double)dy[((n * g.K + k) * g.OH + oh) * g.OW + ow] *
+                                        x[((n * g.C + gi * Cg + c) * g.H + ih) * g.W + iw];
+                                    s += t, sa += fabs(t);
+                                }
+                        const int64_t i = ((k * Cg + c) * g.R + r) * g.S + q;
+                        /* sums of up to N OH OW terms in float lanes and partial sums */
+                        if (fabs(dw[0][i] - s) > 64 * F32_EPS * sa && bad++ < 5)
+                            cr_expect(0, "case %zu dw[%lld] = %.9g, want %.9g", ci, (long long)i,
+                                      (double)dw[0][i], s);
+                    }
+        }
+        for (int t = 0; t < 2; t++)
+            free(y[t]), free(dx[t]), free(dw[t]), free(db[t]);
+        free(x), free(w), free(b), free(dy);
+    }
+}

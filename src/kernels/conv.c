@@ -30,6 +30,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 /* Wide SIMD. The float32 batch-norm and 2x2-pool kernels are written once (TG_BODY: inlined
  * into each caller) and built twice: for the baseline ISA and, on x86-64, for AVX-512 (wider
@@ -575,10 +578,67 @@ static const void *cbyte_off(const void *p, size_t bytes) {
 #define AT(ptr, elems) byte_off((ptr), (size_t)(elems)*j->esz)
 #define CAT(ptr, elems) cbyte_off((ptr), (size_t)(elems)*j->esz)
 
+/* ---- conv2d: products with a short inner dimension ----
+ * When C/groups R S is small (conv1 of the CNN: 9), tg_gemm's packing and tiles cost more than
+ * the products; in float32 with AVX-512 they are done directly, 16 columns at a time with fused
+ * multiply-adds (so they differ from tg_gemm's results by rounding, and from the baseline build,
+ * which keeps tg_gemm; each is the same for any thread count). */
+#define SMALL_CRS 32
+
+static bool small_crs(const conv_job *j) {
+    return TG_WIDE_SIMD && j->dtype == TG_F32 && j->p.crs_g <= SMALL_CRS && use_wide();
+}
+
+#if TG_WIDE_SIMD
+/* y[k][q] = sum_j w[k*ldw + j] col[j][q] for k < M, q < n, j < crs: in increasing j, from
+ * w[k][0] col[0][q] by fused multiply-adds. */
+TG_WIDE static void small_forward(const float *w, int64_t ldw, const float *col, float *y,
+                                  int64_t M, int64_t crs, int64_t n) {
+    for (int64_t q = 0; q < n; q += 16) {
+        const __mmask16 mk = n - q >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - q)) - 1);
+        for (int64_t k = 0; k < M; k++) {
+            const float *wk = w + k * ldw;
+            __m512 acc = _mm512_mul_ps(_mm512_set1_ps(wk[0]), _mm512_maskz_loadu_ps(mk, col + q));
+            for (int64_t j = 1; j < crs; j++)
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(wk[j]),
+                                      _mm512_maskz_loadu_ps(mk, col + j * n + q), acc);
+            _mm512_mask_storeu_ps(y + k * n + q, mk, acc);
+        }
+    }
+}
+
+/* sum[j*lds + k] (+)= sum_q col[j][q] dy[k][q] for j < crs, k < M (accumulate: added to the
+ * stored sum, else stored): each in 16 lanes of fused multiply-adds over q in increasing order,
+ * the lanes added in double. */
+TG_WIDE static void small_dw(const float *col, const float *dy, float *sum, int64_t lds, int64_t M,
+                             int64_t crs, int64_t n, bool accumulate) {
+    for (int64_t k = 0; k < M; k++)
+        for (int64_t jj = 0; jj < crs; jj++) {
+            const float *c = col + jj * n, *d = dy + k * n;
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t q = 0; q < n; q += 16) {
+                const __mmask16 mk =
+                    n - q >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - q)) - 1);
+                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, c + q),
+                                      _mm512_maskz_loadu_ps(mk, d + q), acc);
+            }
+            float l[16];
+            _mm512_storeu_ps(l, acc);
+            double s = 0;
+            for (int i = 0; i < 16; i++)
+                s += (double)l[i];
+            float *dst = sum + jj * lds + k;
+            *dst = accumulate ? *dst + (float)s : (float)s;
+        }
+}
+#endif
+
 static void forward_images(const conv_job *j, int64_t n0, int64_t n1, void *col) {
     const tg__conv2d_geom *g = j->g;
     const conv_plan *p = &j->p;
     const int64_t chw = g->C * g->H * g->W, kohow = g->K * p->ohow;
+    const bool small = small_crs(j);
+    (void)small;
     for (int64_t n = n0; n < n1; n++) {
         const void *xn = CAT(j->x, n * chw);
         void *yn = AT(j->y, n * kohow);
@@ -589,6 +649,13 @@ static void forward_images(const conv_job *j, int64_t n0, int64_t n1, void *col)
                 im2col(j->dtype, g, xg, 0, p->Cg * g->R, col, p->ohow);
                 bmat = col;
             }
+#if TG_WIDE_SIMD
+            if (small) {
+                small_forward((const float *)CAT(j->w, gi * p->Kg * p->crs_g), p->crs_g, bmat,
+                              AT(yn, gi * p->Kg * p->ohow), p->Kg, p->crs_g, p->ohow);
+                continue;
+            }
+#endif
             tg__gemm(j->dtype, false, false, p->Kg, p->ohow, p->crs_g,
                      CAT(j->w, gi * p->Kg * p->crs_g), p->crs_g, bmat, p->ohow, 0,
                      AT(yn, gi * p->Kg * p->ohow), p->ohow);
@@ -680,6 +747,8 @@ static void backward_partition(const conv_job *j, int64_t part, void *col) {
     const int64_t chw = g->C * g->H * g->W, kohow = g->K * p->ohow;
     void *sum = byte_off(j->ws, (size_t)part * (p->sum_bytes + p->dbsum_bytes));
     double *dbsum = byte_off(sum, p->sum_bytes);
+    const bool small = small_crs(j);
+    (void)small;
     int64_t n0, n1;
     tg__split(g->N, 1, (int)part, (int)p->parts, &n0, &n1);
     for (int64_t n = n0; n < n1; n++) {
@@ -706,8 +775,14 @@ static void backward_partition(const conv_job *j, int64_t part, void *col) {
                     im2col(j->dtype, g, xg, 0, p->Cg * g->R, col, p->ohow);
                     amat = col;
                 }
-                tg__gemm(j->dtype, false, true, p->crs_g, p->Kg, p->ohow, amat, p->ohow, dyg,
-                         p->ohow, n > n0, AT(sum, gi * p->crs_g * p->Kg), p->Kg);
+#if TG_WIDE_SIMD
+                if (small)
+                    small_dw(amat, dyg, AT(sum, gi * p->crs_g * p->Kg), p->Kg, p->Kg, p->crs_g,
+                             p->ohow, n > n0);
+                else
+#endif
+                    tg__gemm(j->dtype, false, true, p->crs_g, p->Kg, p->ohow, amat, p->ohow, dyg,
+                             p->ohow, n > n0, AT(sum, gi * p->crs_g * p->Kg), p->Kg);
             }
             if (j->dx) { /* dcol = W_g^T dY_g, then col2im into dx (1x1: straight into dx) */
                 void *dxg = AT(j->dx, n * chw + gi * p->Cg * g->H * g->W);
