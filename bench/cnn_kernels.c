@@ -14,7 +14,10 @@
  * Each at 1 and 2 threads. In each round the conv and the GEMMs run back to back (alternating
  * sides, so load from other processes falls on both); the best of the rounds is kept.
  *
- * Usage: tg_cnn_bench [--rounds R]   (default 7) */
+ * Usage: tg_cnn_bench [--rounds R] [--only conv|bn_pool] [--cpu]
+ *   --rounds R  (default 7); --only: one half of the figures; --cpu: 1 thread only, timed by
+ *   the thread's CPU clock (on a loaded machine, to compare two builds); --narrow: the baseline
+ *   SIMD build of the batch-norm and pooling kernels even where AVX-512 is available */
 #include "kernels/conv.h"
 #include "kernels/parallel.h"
 
@@ -22,9 +25,13 @@
 #include <string.h>
 #include <time.h>
 
+/* --cpu: the calling thread's CPU time instead of the wall clock (for 1 thread on a loaded
+ * machine: time the scheduler gives to others is not counted; 2-thread runs keep the wall clock) */
+static bool use_cpu_clock;
+
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(use_cpu_clock ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -160,23 +167,39 @@ static void bench_bn_pool(const char *name, int64_t N, int64_t C, int64_t H, int
 }
 
 int main(int argc, char **argv) {
-    int rounds = 7;
+    int rounds = 7, max_threads = 2;
+    bool conv = true, bn_pool = true;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
             rounds = atoi(argv[++i]);
             if (rounds < 1)
                 rounds = 1;
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            ++i;
+            conv = strcmp(argv[i], "conv") == 0;
+            bn_pool = strcmp(argv[i], "bn_pool") == 0;
+            if (!conv && !bn_pool) {
+                fprintf(stderr, "%s: --only conv or --only bn_pool\n", argv[0]);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--narrow") == 0) {
+            tg__conv_wide_simd(0);
+        } else if (strcmp(argv[i], "--cpu") == 0) {
+            use_cpu_clock = true;
+            max_threads = 1;
         } else {
-            fprintf(stderr, "usage: %s [--rounds R]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--rounds R] [--only conv|bn_pool] [--cpu (1 thread)] [--narrow]\n",
+                    argv[0]);
             return 2;
         }
     }
     const layer layers[2] = {{"conv1", 128, 1, 28, 28, 32, false},
                              {"conv2", 128, 32, 14, 14, 64, true}};
-    for (int t = 1; t <= 2; t++)
+    for (int t = 1; conv && t <= max_threads; t++)
         for (int l = 0; l < 2; l++)
             bench_conv(&layers[l], t, rounds);
-    for (int t = 1; t <= 2; t++) {
+    for (int t = 1; bn_pool && t <= max_threads; t++) {
         bench_bn_pool("conv1", 128, 32, 28, 28, t, rounds);
         bench_bn_pool("conv2", 128, 64, 14, 14, t, rounds);
     }

@@ -14,6 +14,19 @@ typedef struct dropout_params {
     int training; /* the tape's mode at recording time */
 } dropout_params;
 
+/* tg_rng_next's step (xoshiro256**, src/core/rng.c) on a state s: its next output. */
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rng_step(uint64_t s[4]) {
+    const uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
 static bool dropout_identity(const dropout_params *p) { return !p->training || p->p == 0; }
 
 static tg_status dropout_shape(tg_tensor *y, char *msg, size_t len) {
@@ -40,11 +53,18 @@ static tg_status dropout_forward(tg_tape *tape, tg_tensor *y) {
     if (!mask)
         return TG_ERR_NOMEM;
     y->saved = mask;
+    /* u_i = tg_rng_uniform = (next >> 11) 2^-53 >= p  <=>  next >> 11 >= ceil(p 2^53), exactly
+     * (p 2^53 is exact, and next >> 11 an integer); the generator's step inline, on a copy of
+     * the state written back at the end: the same draws as numel calls of tg_rng_uniform. */
+    const uint64_t thresh = (uint64_t)ceil(p->p * 0x1p53);
+    uint64_t st[4];
+    memcpy(st, p->rng->s, sizeof st);
     TG_FOR_DTYPE(y->dtype, T, const T scale = (T)(1.0 / (1.0 - p->p)); const T *px = x->data;
                  T *py = y->data; T *m = mask; for (int64_t i = 0; i < y->numel; i++) {
-                     m[i] = tg_rng_uniform(p->rng) >= p->p ? scale : 0;
+                     m[i] = (rng_step(st) >> 11) >= thresh ? scale : 0;
                      py[i] = px[i] * m[i];
                  });
+    memcpy(p->rng->s, st, sizeof st);
     return TG_OK;
 }
 

@@ -25,7 +25,71 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+/* Wide SIMD. The float32 batch-norm and 2x2-pool kernels are written once (TG_BODY: inlined
+ * into each caller) and built twice: for the baseline ISA and, on x86-64, for AVX-512 (wider
+ * vectors for the same arithmetic), chosen at run time. Their sums keep 16 explicit lanes and no
+ * multiply-add is fused (gcc in ISO C mode does not contract; clang is told not to), so both
+ * builds give the same bits. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+#define TG_BODY static inline __attribute__((always_inline))
+#if defined(__x86_64__)
+#define TG_WIDE_SIMD 1
+#define TG_WIDE __attribute__((target("avx512f")))
+#else
+#define TG_WIDE_SIMD 0
+#endif
+
+/* -1: not yet known; 0 or 1 (every thread computes the same value) */
+static atomic_int wide_simd = -1;
+
+static bool use_wide(void) {
+    int w = atomic_load_explicit(&wide_simd, memory_order_relaxed);
+    if (w < 0) {
+        w = TG_WIDE_SIMD && tg__kernel_available(TG_KERNEL_AVX512);
+        atomic_store_explicit(&wide_simd, w, memory_order_relaxed);
+    }
+    return w;
+}
+
+size_t tg__stream_min_bytes(void) {
+    static atomic_size_t min_bytes; /* 0: not yet known (every thread computes the same value) */
+    size_t b = atomic_load_explicit(&min_bytes, memory_order_relaxed);
+    if (b == 0) {
+        int64_t cs[3];
+        tg__gemm_cache_sizes(cs);
+        b = cs[1] > 0 ? 2 * (size_t)cs[1] : (size_t)4 << 20;
+        atomic_store_explicit(&min_bytes, b, memory_order_relaxed);
+    }
+    return b;
+}
+
+/* After streaming stores: ordered before what follows (the job's end, another thread's read). */
+static void stream_fence(bool streamed) {
+#if defined(__SSE2__)
+    if (streamed)
+        _mm_sfence();
+#else
+    (void)streamed;
+#endif
+}
+
+int tg__conv_wide_simd(int on) {
+    const int was = use_wide();
+    atomic_store_explicit(&wide_simd, on && TG_WIDE_SIMD && tg__kernel_available(TG_KERNEL_AVX512),
+                          memory_order_relaxed);
+    return was;
+}
 
 /* ---- Small helpers ---- */
 
@@ -83,6 +147,90 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
         (out) += ((acc_[0] + acc_[1]) + (acc_[2] + acc_[3])) +                                     \
                  ((acc_[4] + acc_[5]) + (acc_[6] + acc_[7]));                                      \
     } while (0)
+
+/* ---- Float32 sums in float lanes ----
+ * An f32 sum that vectorizes and stays accurate: the run is cut into chunks of at most SUM_CHUNK
+ * values, each chunk summed in 16 float lanes (at most 64 values a lane), the lanes added in
+ * double, the chunks in double. The order depends on n alone. */
+typedef float v4f __attribute__((vector_size(16)));
+#define SUM_CHUNK 1024
+
+/* v = the 4 floats at p (unaligned; a macro: a vector value crossing a call changes the ABI) */
+#define V4_LOAD(v, p) memcpy(&(v), (p), sizeof(v))
+
+/* The 16 lanes, in 4 vectors of 4 (SSE registers in the baseline build), then the tail values
+ * of the chunk added to lanes 0, 1, ..: all 16 summed in double. */
+TG_BODY double lanes_sum(const v4f acc[4]) {
+    float l[16];
+    memcpy(l, acc, sizeof l);
+    double s = 0;
+    for (int i = 0; i < 16; i++)
+        s += (double)l[i];
+    return s;
+}
+
+/* s1 += sum over x[0..n) of x - mu, and (if s2) s2 += sum of (x - mu)^2. */
+TG_BODY void sums_f32(const float *x, int64_t n, float mu, double *s1, double *s2) {
+    const v4f vmu = {mu, mu, mu, mu};
+    for (int64_t c0 = 0; c0 < n; c0 += SUM_CHUNK) {
+        const int64_t len = min64(SUM_CHUNK, n - c0);
+        const float *p = x + c0;
+        v4f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+        int64_t i = 0;
+        for (; i + 16 <= len; i += 16) {
+            v4f d0, d1, d2, d3;
+            V4_LOAD(d0, p + i);
+            V4_LOAD(d1, p + i + 4);
+            V4_LOAD(d2, p + i + 8);
+            V4_LOAD(d3, p + i + 12);
+            d0 -= vmu, d1 -= vmu, d2 -= vmu, d3 -= vmu;
+            a0 += d0, a1 += d1, a2 += d2, a3 += d3;
+            b0 += d0 * d0, b1 += d1 * d1, b2 += d2 * d2, b3 += d3 * d3;
+        }
+        v4f a[4] = {a0, a1, a2, a3}, b[4] = {b0, b1, b2, b3};
+        for (int l = 0; i < len; i++, l++) {
+            const float d = p[i] - mu;
+            a[l / 4][l % 4] += d;
+            b[l / 4][l % 4] += d * d;
+        }
+        *s1 += lanes_sum(a);
+        if (s2)
+            *s2 += lanes_sum(b);
+    }
+}
+
+/* sdy += sum dy, sdyd += sum dy (x - mu), over [0, n). */
+TG_BODY void dsums_f32(const float *x, const float *dy, int64_t n, float mu, double *sdy,
+                       double *sdyd) {
+    const v4f vmu = {mu, mu, mu, mu};
+    for (int64_t c0 = 0; c0 < n; c0 += SUM_CHUNK) {
+        const int64_t len = min64(SUM_CHUNK, n - c0);
+        const float *px = x + c0, *pd = dy + c0;
+        v4f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+        int64_t i = 0;
+        for (; i + 16 <= len; i += 16) {
+            v4f g0, g1, g2, g3, v0, v1, v2, v3;
+            V4_LOAD(g0, pd + i);
+            V4_LOAD(g1, pd + i + 4);
+            V4_LOAD(g2, pd + i + 8);
+            V4_LOAD(g3, pd + i + 12);
+            V4_LOAD(v0, px + i);
+            V4_LOAD(v1, px + i + 4);
+            V4_LOAD(v2, px + i + 8);
+            V4_LOAD(v3, px + i + 12);
+            a0 += g0, a1 += g1, a2 += g2, a3 += g3;
+            b0 += g0 * (v0 - vmu), b1 += g1 * (v1 - vmu);
+            b2 += g2 * (v2 - vmu), b3 += g3 * (v3 - vmu);
+        }
+        v4f a[4] = {a0, a1, a2, a3}, b[4] = {b0, b1, b2, b3};
+        for (int l = 0; i < len; i++, l++) {
+            a[l / 4][l % 4] += pd[i];
+            b[l / 4][l % 4] += pd[i] * (px[i] - mu);
+        }
+        *sdy += lanes_sum(a);
+        *sdyd += lanes_sum(b);
+    }
+}
 
 /* Runs body(ctx, i0, i1) over [0, n) items, on several threads when `work` (elements touched)
  * is worth a wake-up. Items must be independent: the result cannot depend on the split. */
@@ -252,61 +400,140 @@ static void ow_range(const tg__conv2d_geom *g, int64_t s, int64_t *off, int64_t 
     *hi = h < l ? l : h;
 }
 
-#define IM2COL_FUNCS(T, sfx)                                                                       \
-    static void im2col_##sfx(const tg__conv2d_geom *g, const T *x, int64_t cr0, int64_t cr1,       \
-                             T *col, int64_t ld) {                                                 \
-        const int64_t H = g->H, W = g->W, R = g->R, S = g->S, OH = g->OH, OW = g->OW;              \
-        const int64_t sh = g->stride[0], sw = g->stride[1];                                        \
-        for (int64_t cr = cr0; cr < cr1; cr++) {                                                   \
-            const T *xc = x + (cr / R) * H * W;                                                    \
-            const int64_t ih0 = (cr % R) * g->dil[0] - g->pad[0];                                  \
-            for (int64_t s = 0; s < S; s++) {                                                      \
-                T *dst = col + (cr * S + s) * ld;                                                  \
-                int64_t off, lo, hi;                                                               \
-                ow_range(g, s, &off, &lo, &hi);                                                    \
-                for (int64_t oh = 0; oh < OH; oh++, dst += OW) {                                   \
-                    const int64_t ih = oh * sh + ih0;                                              \
-                    if (ih < 0 || ih >= H || lo == hi) {                                           \
-                        memset(dst, 0, (size_t)OW * sizeof(T));                                    \
-                        continue;                                                                  \
-                    }                                                                              \
-                    const T *src = xc + ih * W + (lo * sw + off);                                  \
-                    for (int64_t ow = 0; ow < lo; ow++)                                            \
-                        dst[ow] = 0;                                                               \
-                    if (sw == 1)                                                                   \
-                        memcpy(dst + lo, src, (size_t)(hi - lo) * sizeof(T));                      \
-                    else                                                                           \
-                        for (int64_t j = 0; j < hi - lo; j++)                                      \
-                            dst[lo + j] = src[j * sw];                                             \
-                    for (int64_t ow = hi; ow < OW; ow++)                                           \
-                        dst[ow] = 0;                                                               \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-    }                                                                                              \
+/* memcpy of a short run (im2col's rows are OW elements, 14 or 28 floats in the CNN: a call to
+ * memcpy per row costs more than the copy), 16 bytes at a time, then the rest. */
+static void copy_run(void *restrict dst, const void *restrict src, size_t bytes) {
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    size_t i = 0;
+    for (; i + 16 <= bytes; i += 16) {
+        unsigned char v[16];
+        memcpy(v, s + i, 16);
+        memcpy(d + i, v, 16);
+    }
+    for (; i + 4 <= bytes; i += 4) {
+        unsigned char v[4];
+        memcpy(v, s + i, 4);
+        memcpy(d + i, v, 4);
+    }
+    for (; i < bytes; i++)
+        d[i] = s[i];
+}
+
+/* memset to 0 of a short run (im2col's padding: a column or two), without a call. */
+static void zero_run(void *dst, size_t bytes) {
+    unsigned char *d = dst;
+    if (bytes > 16) {
+        memset(d, 0, bytes);
+        return;
+    }
+    const uint64_t z = 0;
+    if (bytes >= 8) { /* twice: up to 16 */
+        memcpy(d, &z, 8);
+        d += 8, bytes -= 8;
+    }
+    if (bytes >= 8) {
+        memcpy(d, &z, 8);
+        d += 8, bytes -= 8;
+    }
+    if (bytes >= 4) {
+        memcpy(d, &z, 4);
+        d += 4, bytes -= 4;
+    }
+    if (bytes >= 2) {
+        memcpy(d, &z, 2);
+        d += 2, bytes -= 2;
+    }
+    if (bytes)
+        *d = 0;
+}
+
+#define IM2COL_FUNCS(T, sfx)                                                                        \
+    /* One row of col when both strides are 1 and OW = W (a "same" padding, the CNN's 3x3 pad 1): \
+     * the image shifted by ih0 rows and o columns, read as one flat run                         \
+     * dst[q] = xc[q + ih0 W + o], then 0 in the rows outside the image and in the |o| columns  \
+     * that the flat run wrapped around from the next or previous row. */ \
+    static void im2col_flat_##sfx(const T *xc, int64_t H, int64_t W, int64_t OH, int64_t ih0,       \
+                                  int64_t o, T *dst) {                                              \
+        const int64_t n = OH * W, shift = ih0 * W + o;                                              \
+        const int64_t oh_lo = min64(max64(-ih0, 0), OH);                                            \
+        const int64_t oh_hi = max64(min64(H - ih0, OH), oh_lo);                                     \
+        const int64_t qa = min64(max64(oh_lo * W, -shift), oh_hi * W);                              \
+        const int64_t qb = max64(min64(oh_hi * W, H * W - shift), qa);                              \
+        if (qa > 0)                                                                                 \
+            memset(dst, 0, (size_t)qa * sizeof(T));                                                 \
+        memcpy(dst + qa, xc + qa + shift, (size_t)(qb - qa) * sizeof(T));                           \
+        if (qb < n)                                                                                 \
+            memset(dst + qb, 0, (size_t)(n - qb) * sizeof(T));                                      \
+        if (o == 0 || qa == qb)                                                                     \
+            return;                                                                                 \
+        const int64_t c0 = o < 0 ? 0 : max64(W - o, 0), c1 = o < 0 ? min64(-o, W) : W;              \
+        for (int64_t oh = oh_lo; oh < oh_hi; oh++)                                                  \
+            zero_run(dst + oh * W + c0, (size_t)(c1 - c0) * sizeof(T));                             \
+    }                                                                                               \
+    static void im2col_##sfx(const tg__conv2d_geom *g, const T *x, int64_t cr0, int64_t cr1,        \
+                             T *col, int64_t ld) {                                                  \
+        const int64_t H = g->H, W = g->W, R = g->R, S = g->S, OH = g->OH, OW = g->OW;               \
+        const int64_t sh = g->stride[0], sw = g->stride[1];                                         \
+        const bool flat = sh == 1 && sw == 1 && OW == W;                                            \
+        for (int64_t cr = cr0; cr < cr1; cr++) {                                                    \
+            const T *xc = x + (cr / R) * H * W;                                                     \
+            const int64_t ih0 = (cr % R) * g->dil[0] - g->pad[0];                                   \
+            for (int64_t s = 0; s < S; s++) {                                                       \
+                T *dst = col + (cr * S + s) * ld;                                                   \
+                int64_t off, lo, hi;                                                                \
+                ow_range(g, s, &off, &lo, &hi);                                                     \
+                if (flat) {                                                                         \
+                    im2col_flat_##sfx(xc, H, W, OH, ih0, off, dst);                                 \
+                    continue;                                                                       \
+                }                                                                                   \
+                for (int64_t oh = 0; oh < OH; oh++, dst += OW) {                                    \
+                    const int64_t ih = oh * sh + ih0;                                               \
+                    if (ih < 0 || ih >= H || lo == hi) {                                            \
+                        memset(dst, 0, (size_t)OW * sizeof(T));                                     \
+                        continue;                                                                   \
+                    }                                                                               \
+                    const T *src = xc + ih * W + (lo * sw + off);                                   \
+                    if (lo > 0)                                                                     \
+                        zero_run(dst, (size_t)lo * sizeof(T));                                      \
+                    if (sw == 1)                                                                    \
+                        copy_run(dst + lo, src, (size_t)(hi - lo) * sizeof(T));                     \
+                    else                                                                            \
+                        for (int64_t j = 0; j < hi - lo; j++)                                       \
+                            dst[lo + j] = src[j * sw];                                              \
+                    if (hi < OW)                                                                    \
+                        zero_run(dst + hi, (size_t)(OW - hi) * sizeof(T));                          \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
     /* dx[c, ih, iw] += col[row][oh*OW + ow] for every window position: the transpose of        \
-     * im2col. Each dx element receives its terms in the fixed order of this loop. */  \
-    static void col2im_##sfx(const tg__conv2d_geom *g, const T *col, int64_t cr0, int64_t cr1,     \
-                             T *dx) {                                                              \
-        const int64_t H = g->H, W = g->W, R = g->R, S = g->S, OH = g->OH, OW = g->OW;              \
-        const int64_t sh = g->stride[0], sw = g->stride[1];                                        \
-        for (int64_t cr = cr0; cr < cr1; cr++) {                                                   \
-            T *dc = dx + (cr / R) * H * W;                                                         \
-            const int64_t ih0 = (cr % R) * g->dil[0] - g->pad[0];                                  \
-            for (int64_t s = 0; s < S; s++) {                                                      \
-                const T *src = col + (cr * S + s) * OH * OW;                                       \
-                int64_t off, lo, hi;                                                               \
-                ow_range(g, s, &off, &lo, &hi);                                                    \
-                for (int64_t oh = 0; oh < OH; oh++, src += OW) {                                   \
-                    const int64_t ih = oh * sh + ih0;                                              \
-                    if (ih < 0 || ih >= H)                                                         \
-                        continue;                                                                  \
-                    T *d = dc + ih * W + (lo * sw + off);                                          \
-                    for (int64_t j = 0; j < hi - lo; j++)                                          \
-                        d[j * sw] += src[lo + j];                                                  \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
+     * im2col. Each dx element receives its terms in the fixed order of this loop. */   \
+    static void col2im_##sfx(const tg__conv2d_geom *g, const T *col, int64_t cr0, int64_t cr1,      \
+                             T *dx) {                                                               \
+        const int64_t H = g->H, W = g->W, R = g->R, S = g->S, OH = g->OH, OW = g->OW;               \
+        const int64_t sh = g->stride[0], sw = g->stride[1];                                         \
+        for (int64_t cr = cr0; cr < cr1; cr++) {                                                    \
+            T *dc = dx + (cr / R) * H * W;                                                          \
+            const int64_t ih0 = (cr % R) * g->dil[0] - g->pad[0];                                   \
+            for (int64_t s = 0; s < S; s++) {                                                       \
+                const T *src = col + (cr * S + s) * OH * OW;                                        \
+                int64_t off, lo, hi;                                                                \
+                ow_range(g, s, &off, &lo, &hi);                                                     \
+                for (int64_t oh = 0; oh < OH; oh++, src += OW) {                                    \
+                    const int64_t ih = oh * sh + ih0;                                               \
+                    if (ih < 0 || ih >= H)                                                          \
+                        continue;                                                                   \
+                    T *d = dc + ih * W + (lo * sw + off);                                           \
+                    if (sw == 1)                                                                    \
+                        for (int64_t j = 0; j < hi - lo; j++)                                       \
+                            d[j] += src[lo + j];                                                    \
+                    else                                                                            \
+                        for (int64_t j = 0; j < hi - lo; j++)                                       \
+                            d[j * sw] += src[lo + j];                                               \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
     }
 IM2COL_FUNCS(float, f32)
 IM2COL_FUNCS(double, f64)
@@ -351,10 +578,67 @@ static const void *cbyte_off(const void *p, size_t bytes) {
 #define AT(ptr, elems) byte_off((ptr), (size_t)(elems)*j->esz)
 #define CAT(ptr, elems) cbyte_off((ptr), (size_t)(elems)*j->esz)
 
+/* ---- conv2d: products with a short inner dimension ----
+ * When C/groups R S is small (conv1 of the CNN: 9), tg_gemm's packing and tiles cost more than
+ * the products; in float32 with AVX-512 they are done directly, 16 columns at a time with fused
+ * multiply-adds (so they differ from tg_gemm's results by rounding, and from the baseline build,
+ * which keeps tg_gemm; each is the same for any thread count). */
+#define SMALL_CRS 32
+
+static bool small_crs(const conv_job *j) {
+    return TG_WIDE_SIMD && j->dtype == TG_F32 && j->p.crs_g <= SMALL_CRS && use_wide();
+}
+
+#if TG_WIDE_SIMD
+/* y[k][q] = sum_j w[k*ldw + j] col[j][q] for k < M, q < n, j < crs: in increasing j, from
+ * w[k][0] col[0][q] by fused multiply-adds. */
+TG_WIDE static void small_forward(const float *w, int64_t ldw, const float *col, float *y,
+                                  int64_t M, int64_t crs, int64_t n) {
+    for (int64_t q = 0; q < n; q += 16) {
+        const __mmask16 mk = n - q >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - q)) - 1);
+        for (int64_t k = 0; k < M; k++) {
+            const float *wk = w + k * ldw;
+            __m512 acc = _mm512_mul_ps(_mm512_set1_ps(wk[0]), _mm512_maskz_loadu_ps(mk, col + q));
+            for (int64_t j = 1; j < crs; j++)
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(wk[j]),
+                                      _mm512_maskz_loadu_ps(mk, col + j * n + q), acc);
+            _mm512_mask_storeu_ps(y + k * n + q, mk, acc);
+        }
+    }
+}
+
+/* sum[j*lds + k] (+)= sum_q col[j][q] dy[k][q] for j < crs, k < M (accumulate: added to the
+ * stored sum, else stored): each in 16 lanes of fused multiply-adds over q in increasing order,
+ * the lanes added in double. */
+TG_WIDE static void small_dw(const float *col, const float *dy, float *sum, int64_t lds, int64_t M,
+                             int64_t crs, int64_t n, bool accumulate) {
+    for (int64_t k = 0; k < M; k++)
+        for (int64_t jj = 0; jj < crs; jj++) {
+            const float *c = col + jj * n, *d = dy + k * n;
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t q = 0; q < n; q += 16) {
+                const __mmask16 mk =
+                    n - q >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - q)) - 1);
+                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, c + q),
+                                      _mm512_maskz_loadu_ps(mk, d + q), acc);
+            }
+            float l[16];
+            _mm512_storeu_ps(l, acc);
+            double s = 0;
+            for (int i = 0; i < 16; i++)
+                s += (double)l[i];
+            float *dst = sum + jj * lds + k;
+            *dst = accumulate ? *dst + (float)s : (float)s;
+        }
+}
+#endif
+
 static void forward_images(const conv_job *j, int64_t n0, int64_t n1, void *col) {
     const tg__conv2d_geom *g = j->g;
     const conv_plan *p = &j->p;
     const int64_t chw = g->C * g->H * g->W, kohow = g->K * p->ohow;
+    const bool small = small_crs(j);
+    (void)small;
     for (int64_t n = n0; n < n1; n++) {
         const void *xn = CAT(j->x, n * chw);
         void *yn = AT(j->y, n * kohow);
@@ -365,6 +649,13 @@ static void forward_images(const conv_job *j, int64_t n0, int64_t n1, void *col)
                 im2col(j->dtype, g, xg, 0, p->Cg * g->R, col, p->ohow);
                 bmat = col;
             }
+#if TG_WIDE_SIMD
+            if (small) {
+                small_forward((const float *)CAT(j->w, gi * p->Kg * p->crs_g), p->crs_g, bmat,
+                              AT(yn, gi * p->Kg * p->ohow), p->Kg, p->crs_g, p->ohow);
+                continue;
+            }
+#endif
             tg__gemm(j->dtype, false, false, p->Kg, p->ohow, p->crs_g,
                      CAT(j->w, gi * p->Kg * p->crs_g), p->crs_g, bmat, p->ohow, 0,
                      AT(yn, gi * p->Kg * p->ohow), p->ohow);
@@ -456,6 +747,8 @@ static void backward_partition(const conv_job *j, int64_t part, void *col) {
     const int64_t chw = g->C * g->H * g->W, kohow = g->K * p->ohow;
     void *sum = byte_off(j->ws, (size_t)part * (p->sum_bytes + p->dbsum_bytes));
     double *dbsum = byte_off(sum, p->sum_bytes);
+    const bool small = small_crs(j);
+    (void)small;
     int64_t n0, n1;
     tg__split(g->N, 1, (int)part, (int)p->parts, &n0, &n1);
     for (int64_t n = n0; n < n1; n++) {
@@ -466,7 +759,10 @@ static void backward_partition(const conv_job *j, int64_t part, void *col) {
                 for (int64_t k = 0; k < g->K; k++) {
                     const T *row = d + k * p->ohow;
                     double s = 0;
-                    LANE_SUM(p->ohow, q, s, (double)row[q]);
+                    if (j->dtype == TG_F32) /* (T is float here: the cast is a no-op) */
+                        sums_f32((const float *)(const void *)row, p->ohow, 0.0f, &s, NULL);
+                    else
+                        LANE_SUM(p->ohow, q, s, (double)row[q]);
                     dbsum[k] = n > n0 ? dbsum[k] + s : s;
                 }
             });
@@ -479,8 +775,14 @@ static void backward_partition(const conv_job *j, int64_t part, void *col) {
                     im2col(j->dtype, g, xg, 0, p->Cg * g->R, col, p->ohow);
                     amat = col;
                 }
-                tg__gemm(j->dtype, false, true, p->crs_g, p->Kg, p->ohow, amat, p->ohow, dyg,
-                         p->ohow, n > n0, AT(sum, gi * p->crs_g * p->Kg), p->Kg);
+#if TG_WIDE_SIMD
+                if (small)
+                    small_dw(amat, dyg, AT(sum, gi * p->crs_g * p->Kg), p->Kg, p->Kg, p->crs_g,
+                             p->ohow, n > n0);
+                else
+#endif
+                    tg__gemm(j->dtype, false, true, p->crs_g, p->Kg, p->ohow, amat, p->ohow, dyg,
+                             p->ohow, n > n0, AT(sum, gi * p->crs_g * p->Kg), p->Kg);
             }
             if (j->dx) { /* dcol = W_g^T dY_g, then col2im into dx (1x1: straight into dx) */
                 void *dxg = AT(j->dx, n * chw + gi * p->Cg * g->H * g->W);
@@ -629,12 +931,170 @@ typedef struct pool_job {
     const int64_t h0 = max64(hs_, 0), h1 = min64(hs_ + (g)->kernel[0], (g)->H);                    \
     const int64_t w0 = max64(ws_, 0), w1 = min64(ws_ + (g)->kernel[1], (g)->W)
 
+/* 2x2 windows at stride 2, no padding: the CNN's pool. The windows do not overlap and hold 4
+ * image pixels each (a last odd row or column belongs to none). */
+static bool is_pool2x2(const tg__pool2d_geom *g) {
+    return g->kernel[0] == 2 && g->kernel[1] == 2 && g->stride[0] == 2 && g->stride[1] == 2 &&
+           g->pad[0] == 0 && g->pad[1] == 0;
+}
+
+#if defined(__SSE2__)
+/* One output row of the 2x2 pool in float32, 4 windows at a time: a, b (row r0) and c, d (row
+ * r1) de-interleaved from the two input rows, then the scan a, b, c, d as selects
+ * (take v if v > m or v is NaN), as the scalar loop. Returns the first column not done; a row
+ * of at least 4 windows is done entirely (the last group overlaps the one before: it rewrites
+ * the same values). */
+TG_BODY int64_t maxpool2x2_row_sse(const float *r0, const float *r1, float *yr, int32_t *ar,
+                                   int64_t OW, int32_t base, int32_t w32) {
+    if (OW < 4)
+        return 0;
+    const __m128i one = _mm_set1_epi32(1), vw = _mm_set1_epi32(w32), vw1 = _mm_set1_epi32(w32 + 1);
+    const __m128i step = _mm_setr_epi32(0, 2, 4, 6);
+    for (int64_t ow = 0;; ow += 4) {
+        if (ow + 4 > OW)
+            ow = OW - 4;
+        const __m128 p0 = _mm_loadu_ps(r0 + 2 * ow), p1 = _mm_loadu_ps(r0 + 2 * ow + 4);
+        const __m128 q0 = _mm_loadu_ps(r1 + 2 * ow), q1 = _mm_loadu_ps(r1 + 2 * ow + 4);
+        const __m128 a = _mm_shuffle_ps(p0, p1, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m128 b = _mm_shuffle_ps(p0, p1, _MM_SHUFFLE(3, 1, 3, 1));
+        const __m128 c = _mm_shuffle_ps(q0, q1, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m128 d = _mm_shuffle_ps(q0, q1, _MM_SHUFFLE(3, 1, 3, 1));
+        __m128 m = a;
+        __m128i bi = _mm_setzero_si128();
+#define POOL_TAKE(v, idx)                                                                          \
+    do {                                                                                           \
+        const __m128 t_ = _mm_or_ps(_mm_cmpgt_ps(v, m), _mm_cmpunord_ps(v, v));                    \
+        const __m128i ti_ = _mm_castps_si128(t_);                                                  \
+        m = _mm_or_ps(_mm_and_ps(t_, v), _mm_andnot_ps(t_, m));                                    \
+        bi = _mm_or_si128(_mm_and_si128(ti_, idx), _mm_andnot_si128(ti_, bi));                     \
+    } while (0)
+        POOL_TAKE(b, one);
+        POOL_TAKE(c, vw);
+        POOL_TAKE(d, vw1);
+#undef POOL_TAKE
+        _mm_storeu_ps(yr + ow, m);
+        const __m128i at = _mm_add_epi32(_mm_set1_epi32(base + 2 * (int32_t)ow), step);
+        _mm_storeu_si128((__m128i *)(void *)(ar + ow), _mm_add_epi32(at, bi));
+        if (ow + 4 >= OW)
+            return OW;
+    }
+}
+
+/* The backward of one output row: dx[argmax] += dy for 4 windows at a time, written as adds to
+ * all 4 pixels of each window, -0 to the 3 that are not its argmax (x + -0 is x, for x = -0
+ * too, so nothing else changes). The argmax must be in its window, as forward leaves it.
+ * Returns the first column not done. */
+TG_BODY int64_t maxpool2x2_bwd_row_sse(float *d0, float *d1, const float *dyr, const int32_t *ar,
+                                       int64_t OW, int32_t base, int32_t w32) {
+    const __m128 nz = _mm_set1_ps(-0.0f);
+    const __m128i one = _mm_set1_epi32(1), vw = _mm_set1_epi32(w32), vw1 = _mm_set1_epi32(w32 + 1);
+    const __m128i step = _mm_setr_epi32(0, 2, 4, 6);
+    int64_t ow = 0;
+    for (; ow + 4 <= OW; ow += 4) {
+        const __m128 g = _mm_loadu_ps(dyr + ow);
+        const __m128i at = _mm_add_epi32(_mm_set1_epi32(base + 2 * (int32_t)ow), step);
+        const __m128i k =
+            _mm_sub_epi32(_mm_loadu_si128((const __m128i *)(const void *)(ar + ow)), at);
+#define POOL_PART(idx)                                                                             \
+    _mm_or_ps(_mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, idx)), g),                            \
+              _mm_andnot_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, idx)), nz))
+        const __m128 ga = POOL_PART(_mm_setzero_si128()), gb = POOL_PART(one);
+        const __m128 gc = POOL_PART(vw), gd = POOL_PART(vw1);
+#undef POOL_PART
+        float *p = d0 + 2 * ow, *q = d1 + 2 * ow;
+        _mm_storeu_ps(p, _mm_add_ps(_mm_loadu_ps(p), _mm_unpacklo_ps(ga, gb)));
+        _mm_storeu_ps(p + 4, _mm_add_ps(_mm_loadu_ps(p + 4), _mm_unpackhi_ps(ga, gb)));
+        _mm_storeu_ps(q, _mm_add_ps(_mm_loadu_ps(q), _mm_unpacklo_ps(gc, gd)));
+        _mm_storeu_ps(q + 4, _mm_add_ps(_mm_loadu_ps(q + 4), _mm_unpackhi_ps(gc, gd)));
+    }
+    return ow;
+}
+#endif
+
+#if defined(__SSE2__)
+/* The 2x2 pool in float32 over planes [p0, p1): rows of 4 windows at a time (the SSE rows), the
+ * rest of a short row by the scalar scan. */
+TG_BODY void maxpool2x2_fwd_f32(const pool_job *j, int64_t p0, int64_t p1) {
+    const tg__pool2d_geom *g = j->g;
+    const int64_t W = g->W, OW = g->OW, hw = g->H * g->W, ohow = g->OH * g->OW;
+    const int32_t w32 = (int32_t)W;
+    for (int64_t pl = p0; pl < p1; pl++) {
+        const float *x = (const float *)j->x + pl * hw;
+        float *y = (float *)j->y + pl * ohow;
+        int32_t *am = j->argmax + pl * ohow;
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+            float *yr = y + oh * OW;
+            int32_t *ar = am + oh * OW;
+            const int32_t base = (int32_t)(2 * oh * W);
+            for (int64_t ow = maxpool2x2_row_sse(r0, r1, yr, ar, OW, base, w32); ow < OW; ow++) {
+                const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow];
+                const float d = r1[2 * ow + 1];
+                float m = a;
+                int32_t bi = 0;
+                bool t = (b > m) | (b != b);
+                m = t ? b : m;
+                bi = t ? 1 : bi;
+                t = (c > m) | (c != c);
+                m = t ? c : m;
+                bi = t ? w32 : bi;
+                t = (d > m) | (d != d);
+                m = t ? d : m;
+                bi = t ? w32 + 1 : bi;
+                yr[ow] = m;
+                ar[ow] = base + 2 * (int32_t)ow + bi;
+            }
+        }
+    }
+}
+
+/* Its backward: the SSE rows, then dx[a] += dy for the rest of a row. */
+TG_BODY void maxpool2x2_bwd_f32(const pool_job *j, int64_t p0, int64_t p1) {
+    const tg__pool2d_geom *g = j->g;
+    const int64_t W = g->W, OW = g->OW, hw = g->H * g->W, ohow = g->OH * g->OW;
+    for (int64_t pl = p0; pl < p1; pl++) {
+        const float *dy = (const float *)j->dy + pl * ohow;
+        const int32_t *am = j->argmax_in + pl * ohow;
+        float *dx = (float *)j->dx + pl * hw;
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            float *d0 = dx + 2 * oh * W;
+            const float *dyr = dy + oh * OW;
+            const int32_t *ar = am + oh * OW;
+            int64_t ow =
+                maxpool2x2_bwd_row_sse(d0, d0 + W, dyr, ar, OW, (int32_t)(2 * oh * W), (int32_t)W);
+            for (; ow < OW; ow++)
+                dx[ar[ow]] += dyr[ow];
+        }
+    }
+}
+
+#if TG_WIDE_SIMD
+TG_WIDE static void maxpool2x2_fwd_f32_wide(const pool_job *j, int64_t p0, int64_t p1) {
+    maxpool2x2_fwd_f32(j, p0, p1);
+}
+TG_WIDE static void maxpool2x2_bwd_f32_wide(const pool_job *j, int64_t p0, int64_t p1) {
+    maxpool2x2_bwd_f32(j, p0, p1);
+}
+#endif
+#endif
+
 static void maxpool_fwd_planes(void *ctx, int64_t p0, int64_t p1) {
     const pool_job *j = ctx;
     const tg__pool2d_geom *g = j->g;
     const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
-    const bool pool2x2 = g->kernel[0] == 2 && g->kernel[1] == 2 && g->stride[0] == 2 &&
-                         g->stride[1] == 2 && g->pad[0] == 0 && g->pad[1] == 0;
+    const bool pool2x2 = is_pool2x2(g);
+#if defined(__SSE2__)
+    if (pool2x2 && j->dtype == TG_F32) {
+#if TG_WIDE_SIMD
+        if (use_wide()) {
+            maxpool2x2_fwd_f32_wide(j, p0, p1);
+            return;
+        }
+#endif
+        maxpool2x2_fwd_f32(j, p0, p1);
+        return;
+    }
+#endif
     TG_FOR_DTYPE(j->dtype, T, {
         for (int64_t pl = p0; pl < p1; pl++) {
             const T *x = (const T *)j->x + pl * hw;
@@ -694,6 +1154,18 @@ static void maxpool_bwd_planes(void *ctx, int64_t p0, int64_t p1) {
     const pool_job *j = ctx;
     const tg__pool2d_geom *g = j->g;
     const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
+#if defined(__SSE2__)
+    if (is_pool2x2(g) && j->dtype == TG_F32) {
+#if TG_WIDE_SIMD
+        if (use_wide()) {
+            maxpool2x2_bwd_f32_wide(j, p0, p1);
+            return;
+        }
+#endif
+        maxpool2x2_bwd_f32(j, p0, p1);
+        return;
+    }
+#endif
     TG_FOR_DTYPE(j->dtype, T, {
         for (int64_t pl = p0; pl < p1; pl++) {
             const T *dy = (const T *)j->dy + pl * ohow;
@@ -820,6 +1292,7 @@ typedef struct bn_job {
     const tg__bn_geom *g;
     tg_dtype dtype;
     int training;
+    bool stream; /* f32 forward: y stored around the caches (see tg__stream_min_bytes) */
     double eps, momentum;
     const void *x, *gamma, *beta, *mean, *rstd, *dy, *rm_in, *rv_in;
     void *y, *save_mean, *save_rstd, *rm, *rv, *dx, *dgamma, *dbeta;
@@ -840,8 +1313,153 @@ typedef struct bn_job {
         }                                                                                          \
     }
 
+/* ---- Batch norm in float32 ----
+ * The f32 kernels keep every elementwise pass in float, so that it vectorizes, and keep the sums
+ * accurate by blocking: each image's run of a channel is cut into chunks of at most SUM_CHUNK
+ * values, each chunk summed in 16 float lanes (64 values a lane at most), the lanes added in
+ * double, the chunks and images in double. The mean and variance take two passes (the second is
+ * over data still in cache: a channel of the CNN is at most 400 KB), the corrected two-pass
+ * formula: with mu_f the float mean of the first pass and d = x - mu_f,
+ *   mean = mu_f + sum d / M,   var = sum d^2 / M - (sum d / M)^2
+ * so a large mean costs no accuracy (no sum x^2 - (sum x)^2 cancellation). The outputs are then
+ *   y  = (x - mu_f) a + b'            a = gamma rstd, b' = beta - (mean - mu_f) a
+ *   dx += A dy + B (x - mu) + C       A = gamma rstd, B = -A rstd mean(dy xhat), C = -A mean(dy)
+ * with x - mu taken first for the same reason. The order of every sum is fixed by the shape. */
+
+/* y = (x - mu) a + b over one run of n values (stream: with streaming stores). */
+TG_BODY void bn_affine_f32(const float *restrict x, float *restrict y, int64_t n, float mu, float a,
+                           float b, bool stream) {
+    int64_t i = 0;
+#if defined(__SSE2__)
+    if (stream) { /* the same arithmetic, stored around the caches */
+        for (; i < n && ((uintptr_t)(y + i) & 15) != 0; i++)
+            y[i] = (x[i] - mu) * a + b;
+        const __m128 vm = _mm_set1_ps(mu), va = _mm_set1_ps(a), vb = _mm_set1_ps(b);
+        for (; i + 4 <= n; i += 4)
+            _mm_stream_ps(y + i,
+                          _mm_add_ps(_mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(x + i), vm), va), vb));
+    }
+#else
+    (void)stream;
+#endif
+    for (; i < n; i++)
+        y[i] = (x[i] - mu) * a + b;
+}
+
+TG_BODY void bn_train_f32(const bn_job *j, int64_t c0, int64_t c1) {
+    const tg__bn_geom *g = j->g;
+    const bool stream = j->stream;
+    const int64_t HW = g->HW, CHW = g->C * g->HW;
+    const double m = (double)(g->N * HW);
+    const float *x = j->x, *gamma = j->gamma, *beta = j->beta;
+    float *y = j->y, *rm = j->rm, *rv = j->rv;
+    for (int64_t c = c0; c < c1; c++) {
+        const float *xc = x + c * HW;
+        double s = 0;
+        for (int64_t n = 0; n < g->N; n++)
+            sums_f32(xc + n * CHW, HW, 0.0f, &s, NULL);
+        const float muf = (float)(s / m);
+        double s1 = 0, s2 = 0;
+        for (int64_t n = 0; n < g->N; n++)
+            sums_f32(xc + n * CHW, HW, muf, &s1, &s2);
+        const double dm = s1 / m, mean = (double)muf + dm;
+        double ss = s2 - s1 * dm; /* sum (x - mean)^2 */
+        ss = ss > 0 ? ss : 0;
+        const double var = ss / m, rstd = 1.0 / sqrt(var + j->eps);
+        const double a = (gamma ? (double)gamma[c] : 1.0) * rstd;
+        const float fa = (float)a, fb = (float)((beta ? (double)beta[c] : 0.0) - dm * a);
+        for (int64_t n = 0; n < g->N; n++)
+            bn_affine_f32(xc + n * CHW, y + c * HW + n * CHW, HW, muf, fa, fb, stream);
+        ((float *)j->save_mean)[c] = (float)mean;
+        ((float *)j->save_rstd)[c] = (float)rstd;
+        if (rm)
+            rm[c] = (float)((1.0 - j->momentum) * rm[c] + j->momentum * mean);
+        if (rv)
+            rv[c] = (float)((1.0 - j->momentum) * rv[c] + j->momentum * (ss / (m - 1.0)));
+    }
+}
+
+TG_BODY void bn_eval_f32(const bn_job *j, int64_t c0, int64_t c1) {
+    const tg__bn_geom *g = j->g;
+    const bool stream = j->stream;
+    const int64_t HW = g->HW, CHW = g->C * g->HW;
+    const float *x = j->x, *gamma = j->gamma, *beta = j->beta, *rm = j->rm_in, *rv = j->rv_in;
+    float *y = j->y;
+    for (int64_t c = c0; c < c1; c++) {
+        const double rstd = 1.0 / sqrt((double)rv[c] + j->eps);
+        const float fa = (float)((gamma ? (double)gamma[c] : 1.0) * rstd);
+        const float fb = beta ? beta[c] : 0.0f;
+        for (int64_t n = 0; n < g->N; n++)
+            bn_affine_f32(x + c * HW + n * CHW, y + c * HW + n * CHW, HW, rm[c], fa, fb, stream);
+        if (j->save_mean)
+            ((float *)j->save_mean)[c] = rm[c];
+        if (j->save_rstd)
+            ((float *)j->save_rstd)[c] = (float)rstd;
+    }
+}
+
+/* dx += A dy + B (x - mu) + C over one run of n values. */
+TG_BODY void bn_dx_f32(const float *restrict x, const float *restrict dy, float *restrict dx,
+                       int64_t n, float mu, float A, float B, float C) {
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += (A * dy[i] + B * (x[i] - mu)) + C;
+}
+
+TG_BODY void bn_backward_f32(const bn_job *j, int64_t c0, int64_t c1) {
+    const tg__bn_geom *g = j->g;
+    const int64_t HW = g->HW, CHW = g->C * g->HW;
+    const double m = (double)(g->N * HW);
+    const float *x = j->x, *dy = j->dy, *gamma = j->gamma, *mean = j->mean, *rstd = j->rstd;
+    float *dx = j->dx, *dgamma = j->dgamma, *dbeta = j->dbeta;
+    for (int64_t c = c0; c < c1; c++) {
+        const float mu = mean[c];
+        const double rs = rstd[c];
+        double sdy = 0, sdyd = 0; /* sum dy, sum dy (x - mu) */
+        if (dgamma || dbeta || (dx && j->training))
+            for (int64_t n = 0; n < g->N; n++)
+                dsums_f32(x + c * HW + n * CHW, dy + c * HW + n * CHW, HW, mu, &sdy, &sdyd);
+        if (dbeta)
+            dbeta[c] += (float)sdy;
+        if (dgamma)
+            dgamma[c] += (float)(sdyd * rs);
+        if (!dx)
+            continue;
+        const double k = (gamma ? (double)gamma[c] : 1.0) * rs;
+        float A = (float)k, B = 0, C = 0;
+        if (j->training) {
+            B = (float)(-k * rs * (sdyd * rs / m));
+            C = (float)(-k * (sdy / m));
+        }
+        for (int64_t n = 0; n < g->N; n++)
+            bn_dx_f32(x + c * HW + n * CHW, dy + c * HW + n * CHW, dx + c * HW + n * CHW, HW, mu, A,
+                      B, C);
+    }
+}
+
+#if TG_WIDE_SIMD
+TG_WIDE static void bn_train_f32_wide(const bn_job *j, int64_t c0, int64_t c1) {
+    bn_train_f32(j, c0, c1);
+}
+TG_WIDE static void bn_eval_f32_wide(const bn_job *j, int64_t c0, int64_t c1) {
+    bn_eval_f32(j, c0, c1);
+}
+TG_WIDE static void bn_backward_f32_wide(const bn_job *j, int64_t c0, int64_t c1) {
+    bn_backward_f32(j, c0, c1);
+}
+#endif
+
 static void bn_train_channels(void *ctx, int64_t c0, int64_t c1) {
     const bn_job *j = ctx;
+    if (j->dtype == TG_F32) {
+#if TG_WIDE_SIMD
+        if (use_wide())
+            bn_train_f32_wide(j, c0, c1);
+        else
+#endif
+            bn_train_f32(j, c0, c1);
+        stream_fence(j->stream);
+        return;
+    }
     const tg__bn_geom *g = j->g;
     const double m = (double)(g->N * g->HW);
     TG_FOR_DTYPE(j->dtype, T, {
@@ -871,6 +1489,16 @@ static void bn_train_channels(void *ctx, int64_t c0, int64_t c1) {
 
 static void bn_eval_channels(void *ctx, int64_t c0, int64_t c1) {
     const bn_job *j = ctx;
+    if (j->dtype == TG_F32) {
+#if TG_WIDE_SIMD
+        if (use_wide())
+            bn_eval_f32_wide(j, c0, c1);
+        else
+#endif
+            bn_eval_f32(j, c0, c1);
+        stream_fence(j->stream);
+        return;
+    }
     const tg__bn_geom *g = j->g;
     TG_FOR_DTYPE(j->dtype, T, {
         const T *x = j->x, *gamma = j->gamma, *beta = j->beta, *rm = j->rm_in, *rv = j->rv_in;
@@ -897,6 +1525,16 @@ static void bn_eval_channels(void *ctx, int64_t c0, int64_t c1) {
  * eval they are constants: dx = gamma rstd dy. */
 static void bn_backward_channels(void *ctx, int64_t c0, int64_t c1) {
     const bn_job *j = ctx;
+    if (j->dtype == TG_F32) {
+#if TG_WIDE_SIMD
+        if (use_wide()) {
+            bn_backward_f32_wide(j, c0, c1);
+            return;
+        }
+#endif
+        bn_backward_f32(j, c0, c1);
+        return;
+    }
     const tg__bn_geom *g = j->g;
     const double m = (double)(g->N * g->HW);
     TG_FOR_DTYPE(j->dtype, T, {
@@ -943,7 +1581,8 @@ void tg__bn_forward_train(const tg__bn_geom *g, tg_dtype dtype, const void *x, c
                 .save_mean = save_mean,
                 .save_rstd = save_rstd,
                 .rm = running_mean,
-                .rv = running_var};
+                .rv = running_var,
+                .stream = dtype == TG_F32 && (size_t)bn_work(g) * 4 >= tg__stream_min_bytes()};
     parallel_items(g->C, 3 * bn_work(g), bn_train_channels, &j);
 }
 
@@ -960,7 +1599,8 @@ void tg__bn_forward_eval(const tg__bn_geom *g, tg_dtype dtype, const void *x, co
                 .rv_in = running_var,
                 .y = y,
                 .save_mean = save_mean,
-                .save_rstd = save_rstd};
+                .save_rstd = save_rstd,
+                .stream = dtype == TG_F32 && (size_t)bn_work(g) * 4 >= tg__stream_min_bytes()};
     parallel_items(g->C, bn_work(g), bn_eval_channels, &j);
 }
 

@@ -101,7 +101,10 @@ void tg__avg_pool2d_backward(const tg__pool2d_geom *g, tg_dtype dtype, int count
  * the statistics over its M = N*H*W values,
  *   y = (x - mean) * rstd * gamma[c] + beta[c],   rstd = 1 / sqrt(var + eps)
  * gamma and beta are optional (NULL: 1 and 0, PyTorch's affine=False). Statistics are summed in
- * double in both dtypes; mean, rstd and the running statistics are [C] in x's dtype. */
+ * double in float64; in float32 in 16 float lanes over chunks of at most 1024 values, the lanes
+ * and chunks added in double, the variance by the corrected two-pass formula about the mean (so a
+ * large mean costs no accuracy), and y and dx formed about the mean too (conv.c). Mean, rstd and
+ * the running statistics are [C] in x's dtype. */
 typedef struct tg__bn_geom {
     int64_t N, C, HW;
 } tg__bn_geom;
@@ -132,5 +135,17 @@ void tg__bn_forward_eval(const tg__bn_geom *g, tg_dtype dtype, const void *x, co
 void tg__bn_backward(const tg__bn_geom *g, tg_dtype dtype, int training, const void *x,
                      const void *gamma, const void *mean, const void *rstd, const void *dy,
                      void *dx, void *dgamma, void *dbeta);
+
+/* ---- SIMD width (tests) ----
+ * The float32 batch-norm and 2x2 max-pool kernels run an AVX-512 build where the CPU has it and
+ * the baseline build otherwise, with the same results bit for bit. on = 0 forces the baseline,
+ * 1 restores the choice; returns the previous state (1: the AVX-512 build was in use). */
+int tg__conv_wide_simd(int on);
+
+/* Outputs of at least this many bytes (twice the L2 cache; 4 MiB if unknown) are written by the
+ * float32 batch-norm forward and relu with streaming (non-temporal) stores: they cannot stay in
+ * the caches for the next op anyway, and streaming them saves reading each line before it is
+ * written. The values are the same. */
+size_t tg__stream_min_bytes(void);
 
 #endif /* TG_KERNELS_CONV_H */
