@@ -82,7 +82,8 @@ typedef struct options {
     long bench;         /* > 0: time this many steps and print JSON instead of training */
     int log_every;      /* plain-line mode: a line every this many batches (0: once per epoch) */
     int no_pictures;
-    int flip; /* mirror a random half of each training batch left-right */
+    int flip;  /* mirror a random half of each training batch left-right */
+    int shift; /* move each training image by up to this many pixels in x and y */
 } options;
 
 static const options defaults = {.data = TG_FASHION_MNIST_DIR,
@@ -121,6 +122,8 @@ static void usage(FILE *f, const char *prog) {
         "  --threads T       threads for the kernels (default %d)\n"
         "  --weight-decay W  L2 penalty added to the gradients, g += W p (default %g)\n"
         "  --flip 0|1        mirror a random half of each training batch left-right (default %d)\n"
+        "  --shift K         move each training image by a random -K..K pixels across and down,\n"
+        "                    the uncovered border background (default %d)\n"
         "  --train-eval N    measure the training accuracy on the first N training images\n"
         "                    (0: all of them; default %lld)\n"
         "  --out DIR         folder for the pictures filters.png, feature_maps.png,\n"
@@ -140,8 +143,8 @@ static void usage(FILE *f, const char *prog) {
         "  --help            this text\n",
         prog, defaults.data, defaults.epochs, ADAM_LR, SGD_LR, defaults.schedule,
         defaults.halve_every, defaults.batch, defaults.seed, defaults.threads,
-        defaults.weight_decay, defaults.flip, (long long)defaults.train_eval, defaults.out,
-        BENCH_WARMUP);
+        defaults.weight_decay, defaults.flip, defaults.shift, (long long)defaults.train_eval,
+        defaults.out, BENCH_WARMUP);
 }
 
 /* Parses argv into o; returns 0, 1 after --help, or -1 on a bad flag (with a message). */
@@ -214,6 +217,8 @@ static int parse_args(int argc, char **argv, options *o) {
             o->weight_decay = strtod(v, &end);
         else if (!strcmp(a, "--flip"))
             o->flip = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--shift"))
+            o->shift = (int)strtol(v, &end, 10);
         else if (!strcmp(a, "--train-eval"))
             o->train_eval = strtoll(v, &end, 10);
         else if (!strcmp(a, "--bench"))
@@ -233,11 +238,11 @@ static int parse_args(int argc, char **argv, options *o) {
         o->lr = o->sgd ? SGD_LR : ADAM_LR;
     if (o->epochs < 1 || o->batch < 1 || o->threads < 1 || o->threads > 256 || o->bench < 0 ||
         o->log_every < 0 || o->halve_every < 0 || o->train_eval < 0 || !(o->lr > 0) ||
-        (o->flip != 0 && o->flip != 1)) {
+        (o->flip != 0 && o->flip != 1) || o->shift < 0 || o->shift > 8) {
         fprintf(stderr,
                 "%s: need --epochs >= 1, --lr > 0, --batch >= 1, --threads in 1..256, "
                 "--bench >= 0, --log-every >= 0, --halve-every >= 0, --train-eval >= 0, --flip 0 "
-                "or 1\n",
+                "or 1, --shift in 0..8\n",
                 argv[0]);
         return -1;
     }
@@ -264,6 +269,7 @@ typedef struct model {
     tg_linear *fc1, *fc2;
     tg_rng dropout_rng, flip_rng;
     int flip;                    /* --flip */
+    int shift;                   /* --shift (its draws come from flip_rng too) */
     tg_tensor *params[N_PARAMS]; /* what Adam updates */
     /* What a checkpoint holds: the parameters, batch norm's running means and variances, and the
      * standardization as the one-element tensors "input.mean" and "input.std". */
@@ -387,6 +393,27 @@ static void model_flip(model *m, tg_tensor *x) {
     }
 }
 
+/* Moves each image of x (standardized) by dx, dy in -shift..shift, drawn per image; the pixels
+ * moved in from outside are the background (a 0 pixel, standardized). */
+static void model_shift(model *m, tg_tensor *x) {
+    float *d = tg_tensor_data(x);
+    const int64_t n = tg_tensor_dim(x, 0), k = m->shift;
+    const float background = (0.0f - m->mean) * m->inv_std;
+    float img[SIDE * SIDE];
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t dx = (int64_t)tg_rng_below(&m->flip_rng, (uint64_t)(2 * k + 1)) - k;
+        const int64_t dy = (int64_t)tg_rng_below(&m->flip_rng, (uint64_t)(2 * k + 1)) - k;
+        float *im = d + i * SIDE * SIDE;
+        memcpy(img, im, sizeof img);
+        for (int64_t r = 0; r < SIDE; r++)
+            for (int64_t c = 0; c < SIDE; c++) {
+                const int64_t sr = r - dy, sc = c - dx;
+                im[r * SIDE + c] =
+                    sr >= 0 && sr < SIDE && sc >= 0 && sc < SIDE ? img[sr * SIDE + sc] : background;
+            }
+    }
+}
+
 /* The logits [B,10] of x [B,1,28,28]. Batch norm and dropout follow the tape's mode. */
 static tg_tensor *model_logits(tg_tape *t, model *m, tg_tensor *x) {
     const tg_pool2d_opts pool2 = {.kernel = {2, 2}};
@@ -497,6 +524,8 @@ static int train_step(tg_tape *t, model *m, tg_optim *opt, tg_tensor *x, tg_tens
     model_standardize(m, x);
     if (m->flip)
         model_flip(m, x);
+    if (m->shift)
+        model_shift(m, x);
     tg_tape_reset(t);
     tg_tensor *l = tg_softmax_cross_entropy(t, model_logits(t, m, x), y);
     tg_optim_zero_grad(opt);
@@ -1130,6 +1159,7 @@ int main(int argc, char **argv) {
     if (split_init(&train, train_ds, o.batch) || model_init(&m, o.seed))
         goto done;
     m.flip = o.flip;
+    m.shift = o.shift;
     model_set_standardization(&m, train_ds);
     const int64_t n_test = test ? tg_idx_dataset_size(test) : 0;
     const int64_t n_train_eval =
@@ -1144,6 +1174,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < N_PARAMS; i++)
         n_params += tg_tensor_numel(m.params[i]);
     const int halve = !strcmp(o.schedule, "halve") && o.halve_every > 0;
+    char shifting[64] = "";
+    if (o.shift)
+        snprintf(shifting, sizeof shifting, "; training images shifted by up to %d pixel%s",
+                 o.shift, o.shift == 1 ? "" : "s");
     char halving[48] = "";
     if (!strcmp(o.schedule, "cosine"))
         snprintf(halving, sizeof halving, ", cosine decay to 0");
@@ -1156,13 +1190,14 @@ int main(int argc, char **argv) {
                "std\n"
                "model: conv 32 - bn - relu - pool, conv 64 - bn - relu - pool, dropout 0.25,\n"
                "       linear 3136-128 - relu - 10; %lld parameters; %s (lr %g%s), batch %lld,\n"
-               "       seed %llu, %d thread%s%s\n"
+               "       seed %llu, %d thread%s%s%s\n"
                "After each epoch: the mean training loss of its batches, then the accuracy (in\n"
                "evaluation mode) on %s and on all test images.\n",
                o.data, (long long)train.n, (long long)n_test, now_seconds() - start, m.mean,
                1 / m.inv_std, (long long)n_params, o.sgd ? "SGD with momentum 0.9" : "Adam", o.lr,
                halving, (long long)train.batch, o.seed, o.threads, o.threads == 1 ? "" : "s",
-               o.flip ? "; random left-right flips of the training images" : "", train_what);
+               o.flip ? "; random left-right flips of the training images" : "", shifting,
+               train_what);
     tg_optim_config cfg = tg_optim_defaults(o.sgd ? TG_OPTIM_MOMENTUM : TG_OPTIM_ADAM, o.lr);
     cfg.weight_decay = o.weight_decay;
     if (!strcmp(o.schedule, "cosine"))
