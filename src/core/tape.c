@@ -120,8 +120,23 @@ void tg_tape_reset(tg_tape *t) {
     t->errmsg[0] = '\0';
 }
 
+static size_t round_up(size_t bytes) { return (bytes + TG_ALIGN - 1) & ~(size_t)(TG_ALIGN - 1); }
+
+/* A tensor struct's piece of the arena (round_up(sizeof(tg_tensor)) bytes, aligned), zeroed with
+ * plain vector stores: a memset of this constant size compiles to rep stos, which takes longer
+ * to start than these take to finish, twice per node of a small graph. */
+typedef uint64_t tg__zero_vec __attribute__((vector_size(16)));
+_Static_assert(sizeof(tg_tensor) > 192 && sizeof(tg_tensor) <= 256,
+               "zero_tensor_piece clears the 256 bytes of round_up(sizeof(tg_tensor))");
+static void zero_tensor_piece(void *p) {
+    tg__zero_vec *v = p;
+    const tg__zero_vec z = {0, 0};
+    v[0] = z, v[1] = z, v[2] = z, v[3] = z, v[4] = z, v[5] = z, v[6] = z, v[7] = z;
+    v[8] = z, v[9] = z, v[10] = z, v[11] = z, v[12] = z, v[13] = z, v[14] = z, v[15] = z;
+}
+
 static void *arena_alloc(tg_tape *t, size_t bytes, bool zero) {
-    size_t need = (bytes + TG_ALIGN - 1) & ~(size_t)(TG_ALIGN - 1);
+    size_t need = round_up(bytes);
     if (need == 0)
         need = TG_ALIGN;
     tg_block *b = t->blocks;
@@ -408,11 +423,16 @@ tg_tensor *tg__record(tg_tape *t, const tg__op_desc *d, tg_tensor *const *inputs
         needs_grad |= x->requires_grad;
     }
 
-    tg_tensor *out = tg__tape_alloc_raw(t, sizeof *out); /* every field is set below */
-    tg_tensor **in = out && n_inputs ? tg__tape_alloc_raw(t, sizeof *in * (size_t)n_inputs) : NULL;
-    void *p = out && d->params_size ? tg__tape_alloc_raw(t, d->params_size) : NULL;
-    if (!out || (n_inputs && !in) || (d->params_size && !p))
+    /* The node, its inputs and its params in one piece of the arena (each part aligned). */
+    const size_t node_bytes = round_up(sizeof(tg_tensor)), /* 256 */
+        in_bytes = round_up(sizeof(tg_tensor *) * (size_t)n_inputs);
+    unsigned char *piece = arena_alloc(t, node_bytes + in_bytes + d->params_size, false);
+    if (!piece)
         return NULL;
+    tg_tensor *out = (tg_tensor *)piece;
+    zero_tensor_piece(out);
+    tg_tensor **in = n_inputs ? (tg_tensor **)(piece + node_bytes) : NULL;
+    void *p = d->params_size ? piece + node_bytes + in_bytes : NULL;
     if (n_inputs)
         memcpy(in, inputs, sizeof *in * (size_t)n_inputs);
     if (d->params_size) {
@@ -425,19 +445,21 @@ tg_tensor *tg__record(tg_tape *t, const tg__op_desc *d, tg_tensor *const *inputs
         t->last_file = file;
         t->last_base = tg__base_name(file);
     }
-    *out = (tg_tensor){.dtype = first_float ? first_float->dtype : TG_F32,
-                       .requires_grad = needs_grad,
-                       .on_tape = true,
-                       .owner = TG__OWN_TAPE,
-                       .op = d,
-                       .n_inputs = n_inputs,
-                       .inputs = in,
-                       .params = p,
-                       .tape_index = -1,
-                       .tape = t,
-                       .generation = t->generation,
-                       .src_file = t->last_base,
-                       .src_line = line};
+    /* The struct is zeroed (one short memset: a compound literal here compiles to rep stos,
+     * slower for 256 bytes); the rest is set field by field. */
+    out->on_tape = true;
+    out->owner = TG__OWN_TAPE;
+    out->tape = t;
+    out->generation = t->generation;
+    out->op = d;
+    out->dtype = first_float ? first_float->dtype : TG_F32;
+    out->n_inputs = n_inputs;
+    out->inputs = in;
+    out->params = p;
+    out->requires_grad = needs_grad;
+    out->src_file = t->last_base;
+    out->src_line = line;
+    out->tape_index = -1;
 
     char msg[TG_ERRMSG_LEN / 2];
     msg[0] = '\0';
@@ -451,7 +473,9 @@ tg_tensor *tg__record(tg_tape *t, const tg__op_desc *d, tg_tensor *const *inputs
     out->numel = 1;
     int64_t sizes = 1; /* as tensor.c: the product of the nonzero sizes, which bounds strides */
     for (int i = 0; i < out->rank; i++) {
-        if (out->shape[i] > 0 && sizes > INT64_MAX / 16 / out->shape[i]) {
+        int64_t grown; /* sizes * shape[i] <= INT64_MAX / 16, without a division */
+        if (out->shape[i] > 0 &&
+            (__builtin_mul_overflow(sizes, out->shape[i], &grown) || grown > INT64_MAX / 16)) {
             char s[TG_SHAPE_STR_LEN];
             tg__tape_fail(t, TG_ERR_VALUE, file, line, opname, "output %s has too many elements",
                           tg__shape_str(out, s, sizeof s));
@@ -498,20 +522,20 @@ static tg_status ensure_grad(tg_tape *t, tg_tensor *x) {
     size_t bytes = (size_t)x->numel * tg__dtype_size(x->dtype);
     tg_tensor *g;
     if (x->on_tape) {
-        g = tg__tape_alloc_raw(t, sizeof *g);
-        if (!g)
+        unsigned char *piece = arena_alloc(t, round_up(sizeof *g) + bytes, false);
+        if (!piece)
             return TG_ERR_NOMEM;
-        *g = (tg_tensor){.dtype = x->dtype,
-                         .rank = x->rank,
-                         .numel = x->numel,
-                         .on_tape = true,
-                         .owner = TG__OWN_TAPE,
-                         .tape = t,
-                         .generation = t->generation,
-                         .tape_index = -1};
-        g->data = tg__tape_alloc_raw(t, bytes);
-        if (!g->data)
-            return TG_ERR_NOMEM;
+        g = (tg_tensor *)piece;
+        zero_tensor_piece(g);
+        g->data = piece + round_up(sizeof *g);
+        g->dtype = x->dtype;
+        g->rank = x->rank;
+        g->numel = x->numel;
+        g->on_tape = true;
+        g->owner = TG__OWN_TAPE;
+        g->tape = t;
+        g->generation = t->generation;
+        g->tape_index = -1;
     } else {
         g = tg_tensor_new(x->dtype, x->rank, x->shape);
         if (!g) {
