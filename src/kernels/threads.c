@@ -79,10 +79,11 @@ static int64_t now_ns(void) {
 
 /* ---- Waiting for a word to change: poll briefly, then sleep in the kernel (futex) ----
  * Polling alone is fast on a quiet machine but, when the thread we wait for has been preempted
- * by another job, burns our own time slice for nothing (sched_yield hardly helps under CFS): a
- * 2-thread training step was then several times slower than 1 thread. So after TG_WAIT_SPIN_NS
- * the waiter sleeps until the writer's tg__wake. The writer makes the syscall only when someone
- * sleeps (n_futex_sleepers, checked after the write; the sleeper counts itself before its last
+ * by another job, burns our own time slice for nothing: a 2-thread training step was then
+ * several times slower than 1 thread. A sched_yield between polls hands the CPU to a thread of
+ * ours that shares it (seen on a busy machine), not to one preempted elsewhere; so after
+ * TG_WAIT_SPIN_NS the waiter sleeps until the writer's tg__wake. The writer makes the syscall
+ * only when someone sleeps (n_futex_sleepers, checked after the write; the sleeper counts itself before its last
  * look, and FUTEX_WAIT rechecks the word in the kernel, so no wake-up is lost). */
 #define TG_WAIT_SPIN_NS 50000
 static atomic_int n_futex_sleepers;
@@ -282,10 +283,10 @@ tg_status tg_set_num_threads(int n) {
  * On a machine busier than its cores the workers get the CPU late, or share the caller's: the
  * caller then runs every part itself (or waits for a part a preempted worker claimed), and each
  * job pays the hand-off for nothing. So the caller counts the jobs the workers did not help with
- * (they ran no part, or the caller waited for them longer than its own part took), and after
- * TG_POOL_MISSES such jobs in a row runs the next `solo_left` jobs alone -- 64 at first, twice as
- * many after each probe that fails again, at most 4096 (a few training steps) -- and then tries
- * the workers again. Alone, it runs every part in order, as it does the parts no worker claimed:
+ * (they ran no part of a job long enough for them to come, or the caller waited for them far
+ * longer than its own parts took), and after TG_POOL_MISSES such jobs in a row runs the next
+ * `solo_left` jobs alone -- 64 at first, twice as many after each probe that fails again, at most
+ * 4096 (a hundred-odd MLP steps) -- and then tries the workers again. Alone, it runs every part in order, as it does the parts no worker claimed:
  * the split, and so the result, is the one the job has with the workers. Guarded by run_mu
  * (only the thread holding it reads or writes these). */
 #define TG_POOL_MISSES 4
@@ -297,6 +298,9 @@ static long solo_len = TG_POOL_SOLO_MIN; /* how many the next solo period lasts 
 /* How much longer than its own parts the caller may wait for the workers' before the job counts
  * as not helped: a worker preempted mid-part makes the caller wait for a whole time slice. */
 #define TG_POOL_LATE_NS 20000
+/* Parts the caller ran alone for at least this long mean no worker was polling: one notices a
+ * job well within a microsecond. */
+#define TG_POOL_TELL_NS 5000
 
 void tg__parallel_run(int nth, tg__job_fn fn, void *ctx) {
     int avail = tg_get_num_threads();
@@ -352,12 +356,16 @@ void tg__parallel_run(int nth, tg__job_fn fn, void *ctx) {
     for (unsigned p; (p = atomic_load_explicit(&job_pending, memory_order_acquire)) > 0;)
         wait_change(&job_pending, p);
     job_ctx = NULL; /* every part is done: nothing reads it until the next job sets it */
-    const bool helped = atomic_load_explicit(&parts_by_workers, memory_order_relaxed) > 0 &&
-                        now_ns() - t1 <= t1 - t0 + TG_POOL_LATE_NS;
-    if (helped) {
+    const int64_t own = t1 - t0, waited = now_ns() - t1;
+    const bool worker_ran = atomic_load_explicit(&parts_by_workers, memory_order_relaxed) > 0;
+    /* A miss: the caller waited far longer than its own parts took (a preempted worker), or ran
+     * every part over a time a polling worker would have come in. A job too short to tell
+     * counts neither way. */
+    const bool missed = waited > own + TG_POOL_LATE_NS || (!worker_ran && own >= TG_POOL_TELL_NS);
+    if (worker_ran && !missed) {
         pool_misses = 0;
         solo_len = TG_POOL_SOLO_MIN;
-    } else if (++pool_misses >= TG_POOL_MISSES) {
+    } else if (missed && ++pool_misses >= TG_POOL_MISSES) {
         pool_misses = TG_POOL_MISSES - 1; /* after the solo period, one more miss starts another */
         solo_left = solo_len;
         solo_len = solo_len * 2 < TG_POOL_SOLO_MAX ? solo_len * 2 : TG_POOL_SOLO_MAX;
