@@ -83,8 +83,8 @@ static int64_t now_ns(void) {
  * several times slower than 1 thread. A sched_yield between polls hands the CPU to a thread of
  * ours that shares it (seen on a busy machine), not to one preempted elsewhere; so after
  * TG_WAIT_SPIN_NS the waiter sleeps until the writer's tg__wake. The writer makes the syscall
- * only when someone sleeps (n_futex_sleepers, checked after the write; the sleeper counts itself before its last
- * look, and FUTEX_WAIT rechecks the word in the kernel, so no wake-up is lost). */
+ * only when someone sleeps (n_futex_sleepers, checked after the write; the sleeper counts itself
+ * before its last look, and FUTEX_WAIT rechecks the word in the kernel, so no wake-up is lost). */
 #define TG_WAIT_SPIN_NS 50000
 static atomic_int n_futex_sleepers;
 
