@@ -286,9 +286,9 @@ tg_status tg_set_num_threads(int n) {
  * (they ran no part of a job long enough for them to come, or the caller waited for them far
  * longer than its own parts took), and after TG_POOL_MISSES such jobs in a row runs the next
  * `solo_left` jobs alone -- 64 at first, twice as many after each probe that fails again, at most
- * 4096 (a hundred-odd MLP steps) -- and then tries the workers again. Alone, it runs every part in order, as it does the parts no worker claimed:
- * the split, and so the result, is the one the job has with the workers. Guarded by run_mu
- * (only the thread holding it reads or writes these). */
+ * 4096 (a hundred-odd MLP steps) -- and then tries the workers again. Alone, it runs every part
+ * in order, as it does the parts no worker claimed: the split, and so the result, is the one the
+ * job has with the workers. Guarded by run_mu (only the thread holding it reads or writes these). */
 #define TG_POOL_MISSES 4
 #define TG_POOL_SOLO_MIN 64
 #define TG_POOL_SOLO_MAX 4096

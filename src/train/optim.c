@@ -438,7 +438,8 @@ void tg_optim_zero_grad(tg_optim *o) {
     for (int i = 0; i < o->n_params; i++)
         if (o->params[i]->grad)
             zp.total += o->params[i]->numel;
-    /* memset moves some 16 bytes a cycle: below ~64k elements a hand-off costs more than it saves */
+    /* memset moves tens of bytes a cycle: below ~64k elements a hand-off costs more than it
+     * saves */
     const int64_t per = 4 * TG_PAR_MIN_ELEMS;
     const int nth = zp.total < 2 * per ? 1 : (int)(zp.total / per < 256 ? zp.total / per : 256);
     tg__parallel_run(nth, zero_pass_run, &zp);
