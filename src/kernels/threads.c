@@ -288,7 +288,7 @@ tg_status tg_set_num_threads(int n) {
  * `solo_left` jobs alone -- 64 at first, twice as many after each probe that fails again, at most
  * 4096 (a hundred-odd MLP steps) -- and then tries the workers again. Alone, it runs every part
  * in order, as it does the parts no worker claimed: the split, and so the result, is the one the
- * job has with the workers. Guarded by run_mu (only the thread holding it reads or writes these). */
+ * job has with the workers. Guarded by run_mu (only its holder reads or writes these). */
 #define TG_POOL_MISSES 4
 #define TG_POOL_SOLO_MIN 64
 #define TG_POOL_SOLO_MAX 4096
