@@ -390,6 +390,47 @@ Test(idx, dataset_batch_f32_shuffled) {
     tg_idx_dataset_free(ds);
 }
 
+/* A batch big enough to be split over the threads (tg__parallel_range over rows) is the same
+ * at 1 and 2 threads, and each value is exactly pixel / 255. 300 rows of 100 bytes, visited
+ * backwards with repeats. */
+Test(idx, dataset_batch_split_over_threads_is_exact) {
+    enum { N = 300, F = 100, B = 256 };
+    static uint8_t img[16 + N * F], lab[8 + N], px[N * F], lb[N];
+    for (int i = 0; i < N * F; i++)
+        px[i] = (uint8_t)(i * 7 + i / F);
+    for (int i = 0; i < N; i++)
+        lb[i] = (uint8_t)(i % 10);
+    const uint32_t dims[2] = {N, F}, ldims[1] = {N};
+    size_t ni = make_idx(img, 2, dims, px, sizeof px), nl = make_idx(lab, 1, ldims, lb, N);
+    tg_idx_dataset *ds =
+        tg_idx_dataset_load(write_plain("big", img, ni), write_plain("bigl", lab, nl));
+    cr_assert_not_null(ds, "%s", tg_last_errmsg());
+    int64_t idx[B];
+    for (int i = 0; i < B; i++)
+        idx[i] = (N - 1 - 3 * i % N + N) % N;
+    tg_tensor *x[2], *y[2];
+    for (int th = 1; th <= 2; th++) {
+        cr_assert_eq(tg_set_num_threads(th), TG_OK);
+        x[th - 1] = tg_tensor_new(TG_F32, TG_SHAPE(B, F));
+        y[th - 1] = tg_tensor_new(TG_I32, TG_SHAPE(B));
+        cr_assert_eq(tg_idx_dataset_batch(ds, idx, B, x[th - 1], y[th - 1]), TG_OK, "%s",
+                     tg_last_errmsg());
+    }
+    tg_set_num_threads(1);
+    const float *a = tg_tensor_cdata(x[0]), *b = tg_tensor_cdata(x[1]);
+    for (int i = 0; i < B; i++) {
+        cr_expect_eq(((const int32_t *)tg_tensor_cdata(y[1]))[i], lb[idx[i]]);
+        for (int j = 0; j < F; j++)
+            cr_assert_eq(b[i * F + j], (float)px[idx[i] * F + j] / 255.0f, "row %d col %d", i, j);
+    }
+    cr_expect_eq(memcmp(a, b, sizeof(float) * B * F), 0);
+    for (int k = 0; k < 2; k++) {
+        tg_tensor_free(x[k]);
+        tg_tensor_free(y[k]);
+    }
+    tg_idx_dataset_free(ds);
+}
+
 Test(idx, dataset_batch_f64_image_shaped_without_labels) {
     tg_idx_dataset *ds = small_dataset(0);
     tg_tensor *x = tg_tensor_new(TG_F64, TG_SHAPE(2, 2, 2));

@@ -257,6 +257,41 @@ Test(optim, skips_parameters_without_gradient_and_refuses_nan) {
     quad_free(&q);
 }
 
+/* tg_optim_zero_grad zeroes every gradient whole, split over the threads when the parameters are
+ * big (here 3 parameters, 140k elements, the split falling inside the second), and leaves a
+ * parameter without a gradient without one. */
+Test(optim, zero_grad_on_two_threads_zeroes_everything) {
+    const int64_t sizes[3] = {50000, 70001, 20000};
+    tg_tensor *p[4];
+    for (int i = 0; i < 3; i++) {
+        p[i] = tg_tensor_ones(TG_F32, TG_SHAPE(sizes[i]));
+        tg_tensor_set_requires_grad(p[i], 1);
+    }
+    p[3] = tg_tensor_ones(TG_F32, TG_SHAPE(5)); /* never reached by a backward */
+    tg_tensor_set_requires_grad(p[3], 1);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *l = tg_add(t, tg_add(t, tg_sum(t, p[0]), tg_sum(t, p[1])), tg_sum(t, p[2]));
+    cr_assert_eq(tg_backward(t, l), TG_OK, "%s", tg_tape_errmsg(t));
+    tg_optim_config cfg = tg_optim_defaults(TG_OPTIM_SGD, 0.1);
+    tg_optim *opt = tg_optim_new(&cfg, p, 4);
+    cr_assert_not_null(opt, "%s", tg_last_errmsg());
+    cr_assert_eq(tg_set_num_threads(2), TG_OK);
+    tg_optim_zero_grad(opt);
+    tg_set_num_threads(1);
+    for (int i = 0; i < 3; i++) {
+        const float *g = tg_tensor_cdata(tg_tensor_grad(p[i]));
+        int64_t nonzero = 0;
+        for (int64_t k = 0; k < sizes[i]; k++)
+            nonzero += g[k] != 0;
+        cr_expect_eq(nonzero, 0, "params[%d] has %lld nonzero gradients", i, (long long)nonzero);
+    }
+    cr_expect_null(tg_tensor_grad(p[3]));
+    tg_optim_free(opt);
+    tg_tape_free(t);
+    for (int i = 0; i < 4; i++)
+        tg_tensor_free(p[i]);
+}
+
 Test(optim, bad_arguments) {
     tg_tensor *p = tg_tensor_ones(TG_F64, TG_SHAPE(2));
     tg_tensor_set_name(p, "W");

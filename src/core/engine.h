@@ -41,7 +41,9 @@ struct tg_tensor {
     void *data;
 
     /* The gradient: same shape and dtype, or NULL. A leaf's is malloc'ed and persists; a node's
-     * lives in the tape's arena and is zeroed by each backward pass that reaches the node. */
+     * lives in the tape's arena and is zeroed by each backward pass that reaches the node, right
+     * before the first backward that adds into it (until then, during the pass, it holds older
+     * bytes: an observer reads only the grads its event hands it). */
     struct tg_tensor *grad;
     bool requires_grad; /* leaves: set by the caller; nodes: any input's, at recording time */
     bool on_tape;       /* owned by a tape: data, grad and this struct live in its arena */
