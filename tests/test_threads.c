@@ -4,10 +4,8 @@
 #include "kernels/parallel.h"
 
 #include <criterion/criterion.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 /* loss = sum(w * (softmax(tanh(a + bias)) + relu(a + c))) on [rows, cols]; returns the clones of
@@ -187,43 +185,4 @@ static void optim_check(tg_optim_kind kind, const char *name) {
 Test(threads, optimizer_bit_identical) {
     optim_check(TG_OPTIM_ADAM, "adam");
     optim_check(TG_OPTIM_MOMENTUM, "momentum");
-}
-
-/* When the workers do not help (here: a worker's part takes far longer than the caller's, or
- * the caller ran every part), the caller runs the following jobs alone: every part once, in
- * order, on the calling thread, with the job's own part count. */
-typedef struct who_ran {
-    pthread_t thread[2];
-    int order[2], n;
-    int slow; /* 1: part 1 sleeps 2 ms; 2: part 0 sleeps 0.2 ms (time for a worker to come) */
-} who_ran;
-
-static void who_job(void *ctx, int tid, int nth) {
-    who_ran *w = ctx;
-    cr_assert_eq(nth, 2);
-    if (w->slow == 1 && tid == 1)
-        nanosleep(&(struct timespec){0, 2000000}, NULL);
-    if (w->slow == 2 && tid == 0)
-        nanosleep(&(struct timespec){0, 200000}, NULL);
-    w->thread[tid] = pthread_self();
-    w->order[__atomic_fetch_add(&w->n, 1, __ATOMIC_SEQ_CST)] = tid;
-}
-
-Test(threads, caller_goes_alone_after_jobs_the_workers_did_not_help_with) {
-    cr_assert_eq(tg_set_num_threads(2), TG_OK);
-    for (int i = 0; i < 4; i++) { /* four misses in a row */
-        who_ran w = {.slow = 1};
-        tg__parallel_run(2, who_job, &w);
-        cr_assert_eq(w.n, 2);
-    }
-    for (int i = 0; i < 64; i++) { /* the solo period */
-        who_ran w = {.slow = 2};
-        tg__parallel_run(2, who_job, &w);
-        cr_assert_eq(w.n, 2, "job %d: %d parts ran", i, w.n);
-        cr_assert(pthread_equal(w.thread[0], pthread_self()) &&
-                      pthread_equal(w.thread[1], pthread_self()),
-                  "job %d of the solo period ran a part on a worker", i);
-        cr_assert(w.order[0] == 0 && w.order[1] == 1, "job %d ran its parts out of order", i);
-    }
-    tg_set_num_threads(1);
 }

@@ -9,8 +9,7 @@
  * A fixed set of tg_get_num_threads() - 1 workers plus the calling thread. Between jobs a worker
  * polls for a while (yielding its CPU), then sleeps on a condition variable, so a job costs a
  * hand-off well under a microsecond in a training loop; callers only go parallel above a size
- * threshold. When the workers keep coming too late to help (a machine busier than its cores),
- * the caller runs the next jobs' parts alone, in order, for a while. */
+ * threshold. */
 
 /* A job: run by `nth` threads, thread `tid` in 0..nth-1 (the caller is 0). */
 typedef void (*tg__job_fn)(void *ctx, int tid, int nth);

@@ -4,8 +4,7 @@
  * LeakSanitizer see no thread left behind, and a job costs no allocation (the zero-allocation
  * steady state holds with threads too). A worker that finished a job polls for the next one for
  * a while (yielding its CPU as it does, for a caller that may share it), then sleeps on a
- * condition variable; when the workers keep arriving too late to help (a machine busier than its
- * cores), the caller runs jobs alone for a while (see "Going alone" below).
+ * condition variable.
  *
  * Determinism: every job must compute the same result whatever the number of threads it gets (the
  * pool may run it on the caller alone). The matmul splits C into blocks of rows or columns, never
@@ -49,10 +48,9 @@ static pthread_mutex_t run_mu = PTHREAD_MUTEX_INITIALIZER;
 static atomic_ulong job_word;
 static tg__job_fn job_fn;
 static void *job_ctx;
-static atomic_ulong job_claim;       /* the job's generation and its next unclaimed part */
-static atomic_uint job_pending;      /* parts other than the caller's part 0 not yet finished */
-static atomic_int n_sleeping;        /* workers blocked on pool_wake */
-static atomic_uint parts_by_workers; /* parts of the current job a worker ran */
+static atomic_ulong job_claim;  /* the job's generation and its next unclaimed part */
+static atomic_uint job_pending; /* parts other than the caller's part 0 not yet finished */
+static atomic_int n_sleeping;   /* workers blocked on pool_wake */
 static atomic_bool stopping;
 
 /* Sleeping workers wait here; pool_mu also guards the worker list. */
@@ -173,15 +171,11 @@ static int claim_part(unsigned long w) {
 
 /* Runs parts of job w until none is left. Each part is the same function call whichever thread
  * makes it, so the result does not depend on who ran what. */
-static _Thread_local bool is_worker;
-
 static void run_parts(unsigned long w) {
     for (int part; (part = claim_part(w)) >= 0;) {
         in_job = true;
         job_fn(job_ctx, part, (int)(w & TG_NTH_MASK));
         in_job = false;
-        if (is_worker)
-            atomic_fetch_add_explicit(&parts_by_workers, 1, memory_order_relaxed);
         if (atomic_fetch_sub_explicit(&job_pending, 1, memory_order_acq_rel) == 1)
             wake(&job_pending);
     }
@@ -189,7 +183,6 @@ static void run_parts(unsigned long w) {
 
 static void *worker_main(void *arg) {
     const int tid = (int)(intptr_t)arg;
-    is_worker = true;
     /* Not job_word: a job may have been posted between pthread_create and this line. */
     unsigned long seen = start_word[tid];
     for (;;) {
@@ -279,44 +272,12 @@ tg_status tg_set_num_threads(int n) {
     return TG_OK;
 }
 
-/* ---- Going alone while the workers do not come ----
- * On a machine busier than its cores the workers get the CPU late, or share the caller's: the
- * caller then runs every part itself (or waits for a part a preempted worker claimed), and each
- * job pays the hand-off for nothing. So the caller counts the jobs the workers did not help with
- * (they ran no part of a job long enough for them to come, or the caller waited for them far
- * longer than its own parts took), and after TG_POOL_MISSES such jobs in a row runs the next
- * `solo_left` jobs alone -- 64 at first, twice as many after each probe that fails again, at most
- * 4096 (a hundred-odd MLP steps) -- and then tries the workers again. Alone, it runs every part
- * in order, as it does the parts no worker claimed: the split, and so the result, is the one the
- * job has with the workers. Guarded by run_mu (only its holder reads or writes these). */
-#define TG_POOL_MISSES 4
-#define TG_POOL_SOLO_MIN 64
-#define TG_POOL_SOLO_MAX 4096
-static int pool_misses;                  /* jobs in a row the workers did not help with */
-static long solo_left;                   /* jobs still to run alone */
-static long solo_len = TG_POOL_SOLO_MIN; /* how many the next solo period lasts */
-/* How much longer than its own parts the caller may wait for the workers' before the job counts
- * as not helped: a worker preempted mid-part makes the caller wait for a whole time slice. */
-#define TG_POOL_LATE_NS 20000
-/* Parts the caller ran alone for at least this long mean no worker was polling: one notices a
- * job well within a microsecond. */
-#define TG_POOL_TELL_NS 5000
-
 void tg__parallel_run(int nth, tg__job_fn fn, void *ctx) {
     int avail = tg_get_num_threads();
     if (nth > avail)
         nth = avail;
     if (nth <= 1 || in_job || pthread_mutex_trylock(&run_mu) != 0) {
         fn(ctx, 0, 1);
-        return;
-    }
-    if (solo_left > 0) { /* every part, in order, on this thread: as if no worker came */
-        solo_left--;
-        pthread_mutex_unlock(&run_mu);
-        in_job = true;
-        for (int part = 0; part < nth; part++)
-            fn(ctx, part, nth);
-        in_job = false;
         return;
     }
     int have = start_workers(nth - 1);
@@ -329,7 +290,6 @@ void tg__parallel_run(int nth, tg__job_fn fn, void *ctx) {
     }
     job_fn = fn;
     job_ctx = ctx;
-    atomic_store_explicit(&parts_by_workers, 0, memory_order_relaxed);
     atomic_store_explicit(&job_pending, (unsigned)(nth - 1), memory_order_relaxed);
     const unsigned long gen =
         (atomic_load_explicit(&job_word, memory_order_relaxed) >> TG_NTH_BITS) + 1;
@@ -342,7 +302,6 @@ void tg__parallel_run(int nth, tg__job_fn fn, void *ctx) {
         pthread_mutex_unlock(&pool_mu);
     }
 
-    const int64_t t0 = now_ns();
     in_job = true;
     fn(ctx, 0, nth);
     in_job = false;
@@ -350,26 +309,11 @@ void tg__parallel_run(int nth, tg__job_fn fn, void *ctx) {
      * other (the matmul's barrier) never gets here with parts unclaimed: part 0 returns only
      * after every part reached the barrier. */
     run_parts(w);
-    const int64_t t1 = now_ns();
 
     /* The workers are running parts of the same size as ours: poll, then sleep. */
     for (unsigned p; (p = atomic_load_explicit(&job_pending, memory_order_acquire)) > 0;)
         wait_change(&job_pending, p);
     job_ctx = NULL; /* every part is done: nothing reads it until the next job sets it */
-    const int64_t own = t1 - t0, waited = now_ns() - t1;
-    const bool worker_ran = atomic_load_explicit(&parts_by_workers, memory_order_relaxed) > 0;
-    /* A miss: the caller waited far longer than its own parts took (a preempted worker), or ran
-     * every part over a time a polling worker would have come in. A job too short to tell
-     * counts neither way. */
-    const bool missed = waited > own + TG_POOL_LATE_NS || (!worker_ran && own >= TG_POOL_TELL_NS);
-    if (worker_ran && !missed) {
-        pool_misses = 0;
-        solo_len = TG_POOL_SOLO_MIN;
-    } else if (missed && ++pool_misses >= TG_POOL_MISSES) {
-        pool_misses = TG_POOL_MISSES - 1; /* after the solo period, one more miss starts another */
-        solo_left = solo_len;
-        solo_len = solo_len * 2 < TG_POOL_SOLO_MAX ? solo_len * 2 : TG_POOL_SOLO_MAX;
-    }
     pthread_mutex_unlock(&run_mu);
 }
 
