@@ -258,6 +258,52 @@ Test(gemm, direct_path_gives_the_blocked_bits) {
                  bad);
 }
 
+/* A product between 2^21 and 2^24 multiply-adds runs in the direct kernel on one thread and
+ * blocked, packed and split on two (K = 784: several K blocks): the same bits either way. */
+Test(gemm, one_thread_direct_equals_two_thread_blocked) {
+    int bad = 0;
+    for (int d = 0; d < 2; d++)
+        for (int form = 0; form < 4; form++)
+            for (int beta = 0; beta < 2; beta++) {
+                const tg_dtype dtype = d ? TG_F64 : TG_F32;
+                const bool ta = form & 1, tb = form >> 1;
+                const int64_t M = 128, N = 128, K = 784; /* 12.8M multiply-adds */
+                const int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 3, ldc = N + 3;
+                const int64_t na = (ta ? K : M) * lda, nb = (tb ? N : K) * ldb, nc = M * ldc;
+                const size_t esz = tg__dtype_size(dtype);
+                unsigned char *A = malloc(esz * (size_t)na), *B = malloc(esz * (size_t)nb);
+                unsigned char *C1 = malloc(esz * (size_t)nc), *C2 = malloc(esz * (size_t)nc);
+                cr_assert(A && B && C1 && C2);
+                tg_rng rng;
+                tg_rng_seed(&rng, (uint64_t)(d * 16 + form * 2 + beta));
+                for (int64_t i = 0; i < na; i++)
+                    d ? (void)(((double *)A)[i] = rnd(&rng))
+                      : (void)(((float *)A)[i] = (float)rnd(&rng));
+                for (int64_t i = 0; i < nb; i++)
+                    d ? (void)(((double *)B)[i] = rnd(&rng))
+                      : (void)(((float *)B)[i] = (float)rnd(&rng));
+                for (int64_t i = 0; i < nc; i++)
+                    d ? (void)(((double *)C1)[i] = rnd(&rng))
+                      : (void)(((float *)C1)[i] = (float)rnd(&rng));
+                memcpy(C2, C1, esz * (size_t)nc);
+                tg_set_num_threads(1);
+                tg__gemm(dtype, ta, tb, M, N, K, A, lda, B, ldb, beta, C1, ldc);
+                cr_assert_eq(tg_set_num_threads(2), TG_OK);
+                tg__gemm(dtype, ta, tb, M, N, K, A, lda, B, ldb, beta, C2, ldc);
+                tg_set_num_threads(1);
+                if (memcmp(C1, C2, esz * (size_t)nc) != 0) {
+                    bad++;
+                    cr_log_error("%s ta %d tb %d beta %d: 1 and 2 threads differ",
+                                 tg__dtype_name(dtype), ta, tb, beta);
+                }
+                free(A);
+                free(B);
+                free(C1);
+                free(C2);
+            }
+    cr_expect_eq(bad, 0, "%d of 16 products differ between 1 and 2 threads", bad);
+}
+
 Test(gemm, empty_inner_dimension_gives_beta_c) {
     float C[6] = {1, 2, 3, 4, 5, 6};
     const float dummy = 7;

@@ -43,6 +43,13 @@
  * machine (1.04x at 128^3 to 10x at 16^3 and on shapes with a side under the tile), and the
  * blocked path's threads only start at 2^21. The result is the same either way. */
 #define TG_GEMM_DIRECT_MAX TG_GEMM_PAR_MIN
+/* A product that runs on one thread anyway (one thread set, or called from inside a job, as the
+ * convolutions' per-image products are) takes the direct kernel up to this size: packing costs
+ * more than it saves below it (measured on AVX-512 at 1 thread: the Fashion-MNIST MLP step 3-4%
+ * faster, the CNN's 5-7%, the char-level transformer's 5-9%; at 2^25 the MLP's 128 x 784 x 256
+ * went direct too and its step got slower). Same result, so the thread count still changes
+ * nothing. */
+#define TG_GEMM_DIRECT_1T_MAX ((int64_t)1 << 24)
 
 /* ---- The portable micro-kernel: plain C the compiler vectorizes with SSE2 ---- */
 
@@ -788,7 +795,9 @@ void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, 
         return;
     }
     const tg__kernel_id id = tg__kernel_get();
-    if (M * N * K < TG_GEMM_DIRECT_MAX) {
+    const int64_t macs = M * N * K;
+    if (macs < TG_GEMM_DIRECT_MAX ||
+        (macs < TG_GEMM_DIRECT_1T_MAX && (tg_get_num_threads() == 1 || tg__parallel_in_job()))) {
         gemm_direct(direct_kernel_for(id, dtype), dtype, trans_a, trans_b, M, N, K, A, lda, B, ldb,
                     beta, C, ldc);
         return;

@@ -18,6 +18,8 @@ typedef void (*tg__job_fn)(void *ctx, int tid, int nth);
  * caller alone (tid 0, nth 1) when nth <= 1, when called from inside a job, or when another
  * thread is using the pool: jobs must therefore give the same result for any nth. */
 void tg__parallel_run(int nth, tg__job_fn fn, void *ctx);
+/* Whether this thread is running a part of a job (a tg__parallel_run inside runs on it alone). */
+bool tg__parallel_in_job(void);
 
 /* The part [begin, end) of n items, in units of `align` items, that thread tid of nth gets.
  * Contiguous and in order, so the split is the same for a given nth. */

@@ -272,6 +272,8 @@ tg_status tg_set_num_threads(int n) {
     return TG_OK;
 }
 
+bool tg__parallel_in_job(void) { return in_job; }
+
 void tg__parallel_run(int nth, tg__job_fn fn, void *ctx) {
     int avail = tg_get_num_threads();
     if (nth > avail)
