@@ -36,7 +36,7 @@ static void add_forward_rows(void *ctx, int64_t r0, int64_t r1) {
     /* A short row (a layer's bias of 2..16) is repeated into a buffer of whole rows of about 64
      * elements, so the inner loop is long enough to vectorize; each output is still one add. */
     TG_FOR_DTYPE(y->dtype, T, const T *pa = a->data; const T *pb = b->data; T *py = y->data;
-                 int64_t o = r0 * row; const int64_t end = r1 * row; if (row < 16) {
+                 int64_t o = r0 * row; const int64_t end = r1 * row; if (row > 0 && row < 16) {
                      T rep[64];
                      const int64_t len = (64 / row) * row;
                      for (int64_t c = 0; c < len; c += row) for (int64_t k = 0; k < row; k++)

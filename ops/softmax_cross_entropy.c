@@ -25,6 +25,10 @@ static tg_status sce_shape(tg_tensor *y, char *msg, size_t len) {
         return TG_ERR_SHAPE;
     }
     const int64_t N = z->shape[0], C = z->shape[1];
+    if (C == 0) { /* a softmax over no classes: no row max, no probabilities */
+        snprintf(msg, len, "logits %s have no classes", tg__shape_str(z, s1, sizeof s1));
+        return TG_ERR_SHAPE;
+    }
     if (t->dtype == TG_I32) {
         if (t->rank != 1 || t->shape[0] != N) {
             snprintf(msg, len, "class-index targets must be [%lld] for logits %s, got %s",

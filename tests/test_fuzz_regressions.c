@@ -150,3 +150,22 @@ Test(fuzz_regressions, an_impossible_tensor_header_is_refused) {
     free(bad);
     tg_tape_free(t);
 }
+
+/* ---- Cross-entropy over no classes (UBSan: division by zero in the float32 path) -----------
+ * Logits [N,0] with probability targets [N,0] passed the shape check; the float32 forward
+ * divided its block size by C and the generic one read the row's first logit. Refused now. */
+Test(fuzz_regressions, cross_entropy_over_no_classes_is_refused) {
+    tg_tape *t = tg_tape_new();
+    for (int d = 0; d < 2; d++) {
+        const tg_dtype dt = d ? TG_F64 : TG_F32;
+        tg_tensor *z = tg_tensor_new(dt, TG_SHAPE(3, 0)), *p = tg_tensor_new(dt, TG_SHAPE(3, 0));
+        cr_assert(z && p, "%s", tg_last_errmsg());
+        cr_expect_null(tg_softmax_cross_entropy(t, z, p));
+        cr_expect(strstr(tg_tape_errmsg(t), "logits [3,0] have no classes") != NULL, "%s",
+                  tg_tape_errmsg(t));
+        tg_tape_reset(t);
+        tg_tensor_free(z);
+        tg_tensor_free(p);
+    }
+    tg_tape_free(t);
+}

@@ -2,7 +2,6 @@
  * The reverse pass is the one place that calls an op's backward (besides the teaching tools'
  * local derivatives); it alone decides which gradients flow. */
 #include "engine.h"
-#include "kernels/parallel.h"
 
 #include <stdlib.h>
 
@@ -613,23 +612,10 @@ static tg_status check_output(tg_tape *t, const tg_tensor *output, const tg_tens
  * gradient not yet zeroed, ZEROED once it has been (tg__node_runs reads any nonzero as "runs"). */
 enum { ON_PATH = 1, ZEROED = 2 };
 
-/* Zeroing a gradient: memset, split over the threads when it is big enough to pay for the
- * hand-off (a memset moves some 64 bytes a nanosecond into L2: the MLP's 128 KB [128,256]
- * gradients take 2 us, a hand-off to a polling worker a fraction of one). */
-#define TG_ZERO_PAR_BYTES ((int64_t)1 << 17)
-
-static void zero_range(void *ctx, int64_t b0, int64_t b1) {
-    memset((char *)ctx + b0, 0, (size_t)(b1 - b0));
-}
-
 /* Node x's gradient starts the pass from zero, right before the first backward adds into it, so
  * that its memory is in cache when the += comes (and never zeroed long before). */
 static void zero_node_grad(tg_tensor *x) {
-    const int64_t bytes = x->numel * (int64_t)tg__dtype_size(x->dtype);
-    if (bytes >= TG_ZERO_PAR_BYTES)
-        tg__parallel_range(bytes, TG_ZERO_PAR_BYTES, zero_range, x->grad->data);
-    else
-        memset(x->grad->data, 0, (size_t)bytes);
+    memset(x->grad->data, 0, (size_t)x->numel * tg__dtype_size(x->dtype));
     x->ready_after = ZEROED;
 }
 

@@ -92,14 +92,15 @@ TG_AVX2 static void uk_avx2_f64(int64_t kc, const void *a_, const void *b_, void
         _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                        \
             _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) acc[r][v] =                        \
                 !beta               ? ZERO()                                                       \
-                : (P && v == V - 1) ? MLOAD(c + r * ldc + v * (L), mask)                           \
-                                    : LOADU(c + r * ldc + v * (L));                                \
+                : (P && v == V - 1) ? MLOAD(c + r * ldc + (int64_t)v * (L), mask)                  \
+                                    : LOADU(c + r * ldc + (int64_t)v * (L));                       \
         /* op(A)[r][k] at a + r*sr + k*sk */                                                       \
         const int64_t sr = ta ? 1 : lda, sk = ta ? lda : 1;                                        \
         for (int64_t k = 0; k < K; k++, a += sk, b += ldb) {                                       \
             VT bv[2];                                                                              \
             _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) bv[v] =                            \
-                (P && v == V - 1) ? MLOAD(b + v * (L), mask) : LOADU(b + v * (L));                 \
+                (P && v == V - 1) ? MLOAD(b + (int64_t)v * (L), mask)                              \
+                                  : LOADU(b + (int64_t)v * (L));                                   \
             _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {                                  \
                 const VT ar = SET1(a + r * sr);                                                    \
                 _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) acc[r][v] =                    \
@@ -109,9 +110,9 @@ TG_AVX2 static void uk_avx2_f64(int64_t kc, const void *a_, const void *b_, void
         _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                        \
             _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) {                                  \
             if (P && v == V - 1)                                                                   \
-                MSTORE(c + r * ldc + v * (L), mask, acc[r][v]);                                    \
+                MSTORE(c + r * ldc + (int64_t)v * (L), mask, acc[r][v]);                           \
             else                                                                                   \
-                STOREU(c + r * ldc + v * (L), acc[r][v]);                                          \
+                STOREU(c + r * ldc + (int64_t)v * (L), acc[r][v]);                                 \
         }                                                                                          \
     }                                                                                              \
     TG_AVX2 static inline __attribute__((always_inline)) void drive_##sfx(                         \
@@ -119,8 +120,8 @@ TG_AVX2 static void uk_avx2_f64(int64_t kc, const void *a_, const void *b_, void
         const void *B_, int64_t ldb, int beta, void *C_, int64_t ldc) {                            \
         const T *A = A_, *B = B_;                                                                  \
         T *C = C_;                                                                                 \
-        for (int64_t j0 = 0; j0 < N; j0 += 2 * (L)) {                                              \
-            const int64_t nj = N - j0 < 2 * (L) ? N - j0 : 2 * (L);                                \
+        for (int64_t j0 = 0; j0 < N; j0 += (int64_t)2 * (L)) {                                     \
+            const int64_t nj = N - j0 < (int64_t)2 * (L) ? N - j0 : (int64_t)2 * (L);              \
             const int V = nj > (L) ? 2 : 1, P = nj % (L) != 0;                                     \
             const __m256i mask = tail_mask_##sfx(nj % (L));                                        \
             for (int64_t i0 = 0; i0 < M;) {                                                        \

@@ -146,13 +146,13 @@ TG_AVX512 static void edge_avx512_f64(int64_t kc, const void *a_, const void *b_
         const MT m[2] = {m0, m1};                                                                  \
         _Pragma("GCC unroll 12") for (int r = 0; r < R; r++)                                       \
             _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) acc[r][v] =                        \
-                beta ? LOADZ(m[v], c + r * ldc + v * (L)) : ZERO();                                \
+                beta ? LOADZ(m[v], c + r * ldc + (int64_t)v * (L)) : ZERO();                       \
         /* op(A)[r][k] at a + r*sr + k*sk */                                                       \
         const int64_t sr = ta ? 1 : lda, sk = ta ? lda : 1;                                        \
         for (int64_t k = 0; k < K; k++, a += sk, b += ldb) {                                       \
             VT bv[2];                                                                              \
             _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) bv[v] =                            \
-                P && v == V - 1 ? LOADZ(m[v], b + v * (L)) : LOADU(b + v * (L));                   \
+                P && v == V - 1 ? LOADZ(m[v], b + (int64_t)v * (L)) : LOADU(b + (int64_t)v * (L)); \
             _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                 \
                 const VT ar = SET1(a[r * sr]);                                                     \
                 _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) acc[r][v] =                    \
@@ -162,9 +162,9 @@ TG_AVX512 static void edge_avx512_f64(int64_t kc, const void *a_, const void *b_
         _Pragma("GCC unroll 12") for (int r = 0; r < R; r++)                                       \
             _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) {                                  \
             if (P && v == V - 1)                                                                   \
-                STOREM(c + r * ldc + v * (L), m[v], acc[r][v]);                                    \
+                STOREM(c + r * ldc + (int64_t)v * (L), m[v], acc[r][v]);                           \
             else                                                                                   \
-                STOREU(c + r * ldc + v * (L), acc[r][v]);                                          \
+                STOREU(c + r * ldc + (int64_t)v * (L), acc[r][v]);                                 \
         }                                                                                          \
     }                                                                                              \
     TG_AVX512 static inline __attribute__((always_inline)) void drive_##sfx(                       \
@@ -172,8 +172,8 @@ TG_AVX512 static void edge_avx512_f64(int64_t kc, const void *a_, const void *b_
         const void *B_, int64_t ldb, int beta, void *C_, int64_t ldc) {                            \
         const T *A = A_, *B = B_;                                                                  \
         T *C = C_;                                                                                 \
-        for (int64_t j0 = 0; j0 < N; j0 += 2 * (L)) {                                              \
-            const int64_t nj = N - j0 < 2 * (L) ? N - j0 : 2 * (L);                                \
+        for (int64_t j0 = 0; j0 < N; j0 += (int64_t)2 * (L)) {                                     \
+            const int64_t nj = N - j0 < (int64_t)2 * (L) ? N - j0 : (int64_t)2 * (L);              \
             const int V = nj > (L) ? 2 : 1, P = nj % (L) != 0;                                     \
             const MT full = (MT)((1u << (L)) - 1);                                                 \
             const MT m0 = V == 2 ? full : (MT)((1u << nj) - 1);                                    \
@@ -261,17 +261,17 @@ TRANSPOSE_FUNC(f64, double, 8, __mmask8, GATHER_PD, __m512i, _mm512_mask_storeu_
  * within 128-bit lanes, then 4 x 4 of the lanes). */
 TG_AVX512 static inline __attribute__((always_inline)) void transpose16_ps(__m512 r[16]) {
     __m512 t[16], u[16];
-    for (int m = 0; m < 8; m++) {
+    for (int64_t m = 0; m < 8; m++) {
         t[2 * m] = _mm512_unpacklo_ps(r[2 * m], r[2 * m + 1]);
         t[2 * m + 1] = _mm512_unpackhi_ps(r[2 * m], r[2 * m + 1]);
     }
-    for (int q = 0; q < 4; q++) { /* u[4q + c], lane L: rows 4q..4q+3 at column 4L + c */
+    for (int64_t q = 0; q < 4; q++) { /* u[4q + c], lane L: rows 4q..4q+3 at column 4L + c */
         u[4 * q + 0] = _mm512_shuffle_ps(t[4 * q], t[4 * q + 2], 0x44);
         u[4 * q + 1] = _mm512_shuffle_ps(t[4 * q], t[4 * q + 2], 0xEE);
         u[4 * q + 2] = _mm512_shuffle_ps(t[4 * q + 1], t[4 * q + 3], 0x44);
         u[4 * q + 3] = _mm512_shuffle_ps(t[4 * q + 1], t[4 * q + 3], 0xEE);
     }
-    for (int c = 0; c < 4; c++) {
+    for (int64_t c = 0; c < 4; c++) {
         const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);
         const __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
         const __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
@@ -286,11 +286,11 @@ TG_AVX512 static inline __attribute__((always_inline)) void transpose16_ps(__m51
 /* The same for 8 x 8 doubles: unpack pairs, then 4 x 4 of the 128-bit lanes. */
 TG_AVX512 static inline __attribute__((always_inline)) void transpose8_pd(__m512d r[8]) {
     __m512d t[8];
-    for (int m = 0; m < 4; m++) { /* t[2m + c], lane L: rows 2m, 2m+1 at column 2L + c */
+    for (int64_t m = 0; m < 4; m++) { /* t[2m + c], lane L: rows 2m, 2m+1 at column 2L + c */
         t[2 * m] = _mm512_unpacklo_pd(r[2 * m], r[2 * m + 1]);
         t[2 * m + 1] = _mm512_unpackhi_pd(r[2 * m], r[2 * m + 1]);
     }
-    for (int c = 0; c < 2; c++) {
+    for (int64_t c = 0; c < 2; c++) {
         const __m512d v0 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0x44);
         const __m512d v1 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0xEE);
         const __m512d v2 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0x44);
@@ -323,7 +323,7 @@ TG_AVX512 static inline __attribute__((always_inline)) void transpose8_pd(__m512
                     TRANSPOSE(r);                                                                  \
                     T *d = dst + k0 * w + i0;                                                      \
                     for (int k = 0; k < nk; k++)                                                   \
-                        STOREM(d + k * w, sm, r[k]);                                               \
+                        STOREM(d + (int64_t)k * w, sm, r[k]);                                      \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
