@@ -351,7 +351,7 @@ TG_API tg_tensor *tg_softmax_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
 TG_API tg_tensor *tg_log_softmax_at(tg_tape *t, tg_tensor *x, TG_LOC_PARAMS);
 /** Mean over the batch of -sum_c target_c log softmax(logits)_c, fused and stable.
  *  logits [N,C]; targets either class indices (TG_I32, shape [N], each in [0,C)) or probability
- *  rows (logits' dtype, shape [N,C]). Output rank 0. */
+ *  rows (logits' dtype, shape [N,C]); N and C at least 1. Output rank 0. */
 TG_API tg_tensor *tg_softmax_cross_entropy_at(tg_tape *t, tg_tensor *logits, tg_tensor *targets,
                                               TG_LOC_PARAMS);
 /** Mean squared error: mean((a - b)^2) over all elements, a and b of one shape. Output rank 0. */

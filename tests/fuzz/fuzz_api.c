@@ -548,6 +548,8 @@ static expect predict(const state *s, tg_tape *t, const insn *c, const operand *
         const tg_tensor *y = in[1].x;
         if (r != 2 || sh[0] == 0) /* an empty batch has no mean (the header does not say) */
             return e;
+        if (sh[1] == 0) /* no classes: no softmax */
+            return e;
         if (tg_tensor_dtype(y) == TG_I32) {
             if (tg_tensor_rank(y) != 1 || tg_tensor_shape(y)[0] != sh[0])
                 return e;
