@@ -87,7 +87,8 @@ static void bench_conv(const layer *L, int threads, int rounds) {
         double t0 = now();
         tg__conv2d_forward(&g, TG_F32, x, w, b, y, ws, ws_bytes);
         double t1 = now();
-        tg__conv2d_backward(&g, TG_F32, x, w, dy, L->need_dx ? dx : NULL, dw, db, ws, ws_bytes);
+        tg__conv2d_backward(&g, TG_F32, x, w, dy, L->need_dx ? dx : NULL, dw, db, ws, ws_bytes,
+                            false);
         double t2 = now();
         tg__gemm(TG_F32, false, false, g.K, cols, crs, w, crs, col, cols, 0, yk, cols);
         double t3 = now();
@@ -145,11 +146,11 @@ static void bench_bn_pool(const char *name, int64_t N, int64_t C, int64_t H, int
         double t0 = now();
         tg__bn_forward_train(&bg, TG_F32, x, gamma, beta, 1e-5, 0.1, y, sm, sr, rm, rv);
         double t1 = now();
-        tg__bn_backward(&bg, TG_F32, 1, x, gamma, sm, sr, dy, dx, dg, dbt);
+        tg__bn_backward(&bg, TG_F32, 1, x, gamma, sm, sr, dy, dx, dg, dbt, false);
         double t2 = now();
         tg__max_pool2d_forward(&pg, TG_F32, x, py, am);
         double t3 = now();
-        tg__max_pool2d_backward(&pg, TG_F32, am, pdy, dx);
+        tg__max_pool2d_backward(&pg, TG_F32, am, pdy, dx, false);
         double t4 = now();
         if (r == 0)
             continue;

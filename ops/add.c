@@ -59,6 +59,12 @@ static void add_forward_same(void *ctx, int64_t i0, int64_t i1) {
 static void add_backward_da(void *ctx, int64_t i0, int64_t i1) {
     const tg__backward_args *g = ctx;
     const tg_tensor *y = g->y;
+    if (tg__dx_fresh(g->din[0])) {
+        memcpy((char *)g->din[0]->data + i0 * (int64_t)tg__dtype_size(y->dtype),
+               (const char *)g->dout->data + i0 * (int64_t)tg__dtype_size(y->dtype),
+               (size_t)(i1 - i0) * tg__dtype_size(y->dtype));
+        return;
+    }
     TG_FOR_DTYPE(y->dtype, T, const T *dy = g->dout->data; T *da = g->din[0]->data;
                  for (int64_t o = i0; o < i1; o++) da[o] += dy[o];);
 }
@@ -96,12 +102,17 @@ static void add_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *c
             tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, add_backward_da, &g);
         /* db: a sum over rows, in row order on one thread (the order fixes the bits); a short
          * row (a layer's bias of 2..8) is summed in registers, with its length known. */
-        if (din[1]) {
+        if (din[1] && row == y->numel && tg__dx_fresh(din[1])) { /* b of y's shape: a copy */
+            memcpy(din[1]->data, dout->data, (size_t)y->numel * tg__dtype_size(y->dtype));
+        } else if (din[1]) {
+            const bool fresh = tg__dx_fresh(din[1]); /* the sum starts from 0, not db */
+            if (fresh && row > 8)
+                memset(din[1]->data, 0, (size_t)row * tg__dtype_size(y->dtype));
             switch (row) {
 #define ADD_DB_CASE(RR)                                                                            \
     case RR:                                                                                       \
         TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *db = din[1]->data; T acc[RR];    \
-                     for (int c = 0; c < (RR); c++) acc[c] = db[c];                                \
+                     for (int c = 0; c < (RR); c++) acc[c] = fresh ? 0 : db[c];                    \
                      for (int64_t o = 0; o < y->numel; o += (RR))                                  \
                          for (int c = 0; c < (RR); c++) acc[c] += dy[o + c];                       \
                      for (int c = 0; c < (RR); c++) db[c] = acc[c];);          \
@@ -118,6 +129,8 @@ static void add_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *c
         }
         return;
     }
+    tg__dx_zero_if_fresh(din[0]); /* broadcast sums add into their gradients */
+    tg__dx_zero_if_fresh(din[1]);
     TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data;
                  T *da = din[0] ? din[0]->data : NULL; T *db = din[1] ? din[1]->data : NULL;
                  if (da) TG_BCAST_FOR(bc, o, ia, ib, (void)ib; da[ia] += dy[o];);
@@ -129,7 +142,7 @@ const tg__op_desc tg__op_add = {
     .saves = "nothing (the derivative is 1)",
     .min_inputs = 2,
     .max_inputs = 2,
-    .flags = TG__OP_BROADCAST,
+    .flags = TG__OP_BROADCAST | TG__OP_WRITES_GRAD,
     .shape = add_shape,
     .forward = add_forward,
     .backward = add_backward,

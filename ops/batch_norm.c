@@ -111,13 +111,15 @@ static void bn_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *co
     const bn_params *p = y->params;
     const bn_saved *sv = y->saved;
     void *dx = din[0] ? din[0]->data : NULL;
+    for (int k = 1; k < y->n_inputs; k++)
+        tg__dx_zero_if_fresh(din[k]); /* dgamma and dbeta are sums that add */
     void *dgamma =
         p->slot[BN_WEIGHT] >= 0 && din[p->slot[BN_WEIGHT]] ? din[p->slot[BN_WEIGHT]]->data : NULL;
     void *dbeta =
         p->slot[BN_BIAS] >= 0 && din[p->slot[BN_BIAS]] ? din[p->slot[BN_BIAS]]->data : NULL;
     /* running statistics get no gradient (the shape check refused any that wanted one) */
     tg__bn_backward(&p->g, y->dtype, p->training, y->inputs[0]->data, bn_data(y, BN_WEIGHT),
-                    sv->mean, sv->rstd, dout->data, dx, dgamma, dbeta);
+                    sv->mean, sv->rstd, dout->data, dx, dgamma, dbeta, tg__dx_fresh(din[0]));
 }
 
 static int bn_print(const tg_tensor *y, char *buf, size_t len) {
@@ -147,6 +149,7 @@ const tg__op_desc tg__op_batch_norm = {
     .name = "batch_norm",
     .saves = "each channel's mean mu and rstd = 1/sqrt(var + eps)",
     .min_inputs = 1,
+    .flags = TG__OP_WRITES_GRAD,
     .max_inputs = 5,
     .params_size = sizeof(bn_params),
     .shape = bn_shape,

@@ -59,11 +59,14 @@ static void conv2d_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor
     const conv2d_params *p = y->params;
     const conv2d_saved *sv = y->saved;
     void *dx = din[0] ? din[0]->data : NULL, *dw = din[1] ? din[1]->data : NULL;
+    tg__dx_zero_if_fresh(din[1]); /* dw and db are sums over the images that add */
+    if (y->n_inputs > 2)
+        tg__dx_zero_if_fresh(din[2]);
     void *db = y->n_inputs > 2 && din[2] ? din[2]->data : NULL;
     /* x is read only for dw, w only for dx */
     const tg_status st = tg__conv2d_backward(&p->g, y->dtype, dw ? y->inputs[0]->data : NULL,
                                              dx ? y->inputs[1]->data : NULL, dout->data, dx, dw, db,
-                                             sv->ws, sv->ws_bytes);
+                                             sv->ws, sv->ws_bytes, tg__dx_fresh(din[0]));
     TG_CHECK(st == TG_OK); /* the workspace was sized for this geometry */
 }
 
@@ -79,6 +82,7 @@ const tg__op_desc tg__op_conv2d = {
     .name = "conv2d",
     .saves = "nothing new: x and w by reference (and a workspace from the tape's arena)",
     .min_inputs = 2,
+    .flags = TG__OP_WRITES_GRAD,
     .max_inputs = 3,
     .params_size = sizeof(conv2d_params),
     .shape = conv2d_shape,

@@ -72,9 +72,15 @@ static void dropout_backward(const tg_tensor *y, const tg_tensor *dout, tg_tenso
     if (!din[0])
         return;
     TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *dx = din[0]->data;
-                 const T *m = y->saved; if (m) {
+                 const T *m = y->saved; if (m && tg__dx_fresh(din[0])) {
+                     for (int64_t i = 0; i < y->numel; i++)
+                         dx[i] = dy[i] * m[i];
+                 } else if (m) {
                      for (int64_t i = 0; i < y->numel; i++)
                          dx[i] += dy[i] * m[i];
+                 } else if (tg__dx_fresh(din[0])) {
+                     for (int64_t i = 0; i < y->numel; i++)
+                         dx[i] = dy[i];
                  } else {
                      for (int64_t i = 0; i < y->numel; i++)
                          dx[i] += dy[i];
@@ -99,6 +105,7 @@ const tg__op_desc tg__op_dropout = {
     .name = "dropout",
     .saves = "the mask s = m / (1 - p) (nothing in evaluation mode or with p = 0)",
     .min_inputs = 1,
+    .flags = TG__OP_WRITES_GRAD,
     .max_inputs = 1,
     .params_size = sizeof(dropout_params),
     .shape = dropout_shape,

@@ -91,40 +91,43 @@ static tg_status gelu_forward(tg_tape *tape, tg_tensor *y) {
 /* float32, erf form: dx += dy (Phi + x phi(x)), phi(x) = e^(-x^2/2) / sqrt(2 pi) with the
  * vector exp, a block at a time. */
 static void gelu_erf_backward_f32(const float *restrict x, const float *restrict phi,
-                                  const float *restrict dy, float *restrict dx, int64_t n) {
+                                  const float *restrict dy, float *restrict dx, int64_t n,
+                                  bool fresh) {
     float e[GELU_BLOCK];
     for (int64_t i = 0; i < n; i++)
         e[i] = -0.5f * x[i] * x[i];
     tg__exp_f32(e, e, n);
     for (int64_t i = 0; i < n; i++) {
         const float pdf = e[i] * (float)GELU_INV_SQRT_2PI;
-        dx[i] += dy[i] * (phi[i] + x[i] * pdf);
+        dx[i] = (fresh ? 0 : dx[i]) + dy[i] * (phi[i] + x[i] * pdf);
     }
 }
 
 /* float32, tanh form: the derivative from the saved t, in the order of the generic loop. */
 static void gelu_tanh_backward_f32(const float *restrict x, const float *restrict t,
-                                   const float *restrict dy, float *restrict dx, int64_t n) {
+                                   const float *restrict dy, float *restrict dx, int64_t n,
+                                   bool fresh) {
     for (int64_t i = 0; i < n; i++) {
         const float left = 0.5f * (1 + t[i]);
         const float right = 0.5f * x[i] * (1 - t[i] * t[i]) * (float)GELU_SQRT_2_PI *
                             (1 + 3 * (float)GELU_KAPPA * x[i] * x[i]);
-        dx[i] += dy[i] * (left + right);
+        dx[i] = (fresh ? 0 : dx[i]) + dy[i] * (left + right);
     }
 }
 
 static void gelu_backward_range(void *ctx, int64_t i0, int64_t i1) {
     const tg__backward_args *g = ctx;
     const tg_tensor *y = g->y;
+    const bool fresh = tg__dx_fresh(g->din[0]); /* store, not add (the same value either way) */
     if (y->dtype == TG_F32) {
         const float *x = y->inputs[0]->data, *sv = y->saved, *dy = g->dout->data;
         float *dx = g->din[0]->data;
         for (int64_t b = i0; b < i1; b += GELU_BLOCK) {
             const int64_t n = i1 - b < GELU_BLOCK ? i1 - b : GELU_BLOCK;
             if (approx_of(y) == 0)
-                gelu_erf_backward_f32(x + b, sv + b, dy + b, dx + b, n);
+                gelu_erf_backward_f32(x + b, sv + b, dy + b, dx + b, n, fresh);
             else
-                gelu_tanh_backward_f32(x + b, sv + b, dy + b, dx + b, n);
+                gelu_tanh_backward_f32(x + b, sv + b, dy + b, dx + b, n, fresh);
         }
         return;
     }
@@ -133,7 +136,7 @@ static void gelu_backward_range(void *ctx, int64_t i0, int64_t i1) {
     if (approx_of(y) == 0) {
         for (int64_t i = i0; i < i1; i++) {
             const double pdf = exp(-0.5 * px[i] * px[i]) * GELU_INV_SQRT_2PI;
-            dx[i] += dy[i] * (sv[i] + px[i] * pdf);
+            dx[i] = (fresh ? 0 : dx[i]) + dy[i] * (sv[i] + px[i] * pdf);
         }
         return;
     }
@@ -142,7 +145,7 @@ static void gelu_backward_range(void *ctx, int64_t i0, int64_t i1) {
         const double left = 0.5 * (1 + sv[i]);
         const double right =
             0.5 * x * (1 - sv[i] * sv[i]) * GELU_SQRT_2_PI * (1 + 3 * GELU_KAPPA * x * x);
-        dx[i] += dy[i] * (left + right);
+        dx[i] = (fresh ? 0 : dx[i]) + dy[i] * (left + right);
     }
 }
 
@@ -168,7 +171,7 @@ const tg__op_desc tg__op_gelu = {
     .saves = "its input x (by reference) and Phi(x) (erf form) or t = tanh(u) (tanh form)",
     .min_inputs = 1,
     .max_inputs = 1,
-    .flags = TG__OP_ELEMENTWISE,
+    .flags = TG__OP_ELEMENTWISE | TG__OP_WRITES_GRAD,
     .params_size = sizeof(gelu_params),
     .local = "Phi(x) + x phi(x)  (tanh form: (1 + t)/2 + x/2 (1 - t^2) u')",
     .shape = gelu_shape,

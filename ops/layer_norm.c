@@ -161,7 +161,8 @@ static void ln_forward_f32(const tg_tensor *y, const ln_saved *sv, int64_t n, in
  * The sums over the row go a block of LN_BLOCK at a time through small buffers. */
 static void ln_row_backward_f32(const float *restrict x, const float *restrict dy,
                                 const float *restrict w, float *restrict dx, float *restrict dw,
-                                float *restrict db, int64_t n, float mu, float mu_lo, float rstd) {
+                                float *restrict db, int64_t n, float mu, float mu_lo, float rstd,
+                                bool dx_fresh) {
     if (dx) {
         double sg = 0, sgx = 0;
         for (int64_t b = 0; b < n; b += LN_BLOCK) {
@@ -179,7 +180,11 @@ static void ln_row_backward_f32(const float *restrict x, const float *restrict d
             sgx += ln_block_sum(gx, m);
         }
         const float mg = (float)(sg / (double)n), mgx = (float)(sgx / (double)n);
-        if (w)
+        if (dx_fresh) /* the first gradient dx receives: stored, the same arithmetic */
+            for (int64_t i = 0; i < n; i++)
+                dx[i] =
+                    rstd * ((w ? dy[i] * w[i] : dy[i]) - mg - (((x[i] - mu) - mu_lo) * rstd) * mgx);
+        else if (w)
             for (int64_t i = 0; i < n; i++)
                 dx[i] += rstd * (dy[i] * w[i] - mg - (((x[i] - mu) - mu_lo) * rstd) * mgx);
         else
@@ -201,12 +206,18 @@ static void ln_backward_f32(const tg_tensor *y, const tg_tensor *dout, tg_tensor
     const float *px = y->inputs[0]->data, *dy = dout->data;
     const float *pw = p->has_w ? y->inputs[1]->data : NULL;
     float *dx = din[0] ? din[0]->data : NULL;
+    const bool dx_fresh = tg__dx_fresh(din[0]);
+    if (p->has_w)
+        tg__dx_zero_if_fresh(din[1]); /* the weight's and bias's sums over rows add */
+    if (p->has_b)
+        tg__dx_zero_if_fresh(din[1 + p->has_w]);
     float *dw = p->has_w && din[1] ? din[1]->data : NULL;
     float *db = p->has_b && din[1 + p->has_w] ? din[1 + p->has_w]->data : NULL;
     for (int64_t r = 0; r < rows; r++) {
         const double mu = sv->mean[r];
         ln_row_backward_f32(px + r * n, dy + r * n, pw, dx ? dx + r * n : NULL, dw, db, n,
-                            (float)mu, (float)(mu - (double)(float)mu), (float)sv->rstd[r]);
+                            (float)mu, (float)(mu - (double)(float)mu), (float)sv->rstd[r],
+                            dx_fresh);
     }
 }
 
@@ -267,6 +278,8 @@ static void ln_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *co
         ln_backward_f32(y, dout, din, n, rows);
         return;
     }
+    for (int k = 0; k < 1 + p->has_w + p->has_b; k++)
+        tg__dx_zero_if_fresh(din[k]); /* the loops below add */
     TG_FOR_DTYPE(y->dtype, T, const T *px = x->data; const T *dy = dout->data;
                  const T *pw = w ? w->data : NULL; T *pdx = dx ? dx->data : NULL;
                  T *pdw = dw ? dw->data : NULL; T *pdb = db ? db->data : NULL;
@@ -300,6 +313,7 @@ const tg__op_desc tg__op_layer_norm = {
     .name = "layer_norm",
     .saves = "each row's mean and 1/sqrt(var + eps)",
     .min_inputs = 1,
+    .flags = TG__OP_WRITES_GRAD,
     .max_inputs = 3,
     .params_size = sizeof(ln_params),
     .shape = ln_shape,

@@ -35,15 +35,18 @@ static void matmul_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor
     const tg_tensor *a = y->inputs[0], *b = y->inputs[1];
     const int64_t M = a->shape[0], K = a->shape[1], N = b->shape[1];
     if (din[0]) /* da[M,K] += dy[M,N] b^T */
-        tg__gemm(y->dtype, false, true, M, K, N, dout->data, N, b->data, N, 1, din[0]->data, K);
+        tg__gemm(y->dtype, false, true, M, K, N, dout->data, N, b->data, N, !tg__dx_fresh(din[0]),
+                 din[0]->data, K);
     if (din[1]) /* db[K,N] += a^T dy[M,N] */
-        tg__gemm(y->dtype, true, false, K, N, M, a->data, K, dout->data, N, 1, din[1]->data, N);
+        tg__gemm(y->dtype, true, false, K, N, M, a->data, K, dout->data, N, !tg__dx_fresh(din[1]),
+                 din[1]->data, N);
 }
 
 const tg__op_desc tg__op_matmul = {
     .name = "matmul",
     .saves = "its operands a and b (by reference)",
     .min_inputs = 2,
+    .flags = TG__OP_WRITES_GRAD,
     .max_inputs = 2,
     .shape = matmul_shape,
     .forward = matmul_forward,

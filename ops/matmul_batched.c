@@ -167,7 +167,8 @@ static void bmm_backward_a(void *ctx, int64_t i0, int64_t i1) {
     const bmm_dims d = j->d;
     char *da = j->din[0]->data;
     const char *dy = j->dy->data, *pb = b->data;
-    for (int64_t i = i0; i < i1; i++)
+    for (int64_t i = i0; i < i1; i++) {
+        int beta = !tg__dx_fresh(j->din[0]); /* a fresh da: the first product stores */
         for (int64_t o = 0; o < j->sv->n; o++) {
             if (j->sv->off_a[o] != i * d.M * d.K)
                 continue;
@@ -175,11 +176,14 @@ static void bmm_backward_a(void *ctx, int64_t i0, int64_t i1) {
             const char *bo = pb + (size_t)j->sv->off_b[o] * es;
             char *dst = da + (size_t)(i * d.M * d.K) * es;
             if (!p->trans_a) /* da[M,K] += dy[M,N] B'^T */
-                tg__gemm(y->dtype, false, !p->trans_b, d.M, d.K, d.N, g, d.N, bo, d.ldb, 1, dst,
+                tg__gemm(y->dtype, false, !p->trans_b, d.M, d.K, d.N, g, d.N, bo, d.ldb, beta, dst,
                          d.K);
             else /* da[K,M] += B'[K,N] dy^T */
-                tg__gemm(y->dtype, p->trans_b, true, d.K, d.M, d.N, bo, d.ldb, g, d.N, 1, dst, d.M);
+                tg__gemm(y->dtype, p->trans_b, true, d.K, d.M, d.N, bo, d.ldb, g, d.N, beta, dst,
+                         d.M);
+            beta = 1;
         }
+    }
 }
 
 static void bmm_backward_b(void *ctx, int64_t i0, int64_t i1) {
@@ -190,7 +194,8 @@ static void bmm_backward_b(void *ctx, int64_t i0, int64_t i1) {
     const bmm_dims d = j->d;
     char *db = j->din[1]->data;
     const char *dy = j->dy->data, *pa = a->data;
-    for (int64_t i = i0; i < i1; i++)
+    for (int64_t i = i0; i < i1; i++) {
+        int beta = !tg__dx_fresh(j->din[1]);
         for (int64_t o = 0; o < j->sv->n; o++) {
             if (j->sv->off_b[o] != i * d.K * d.N)
                 continue;
@@ -198,17 +203,23 @@ static void bmm_backward_b(void *ctx, int64_t i0, int64_t i1) {
             const char *ao = pa + (size_t)j->sv->off_a[o] * es;
             char *dst = db + (size_t)(i * d.K * d.N) * es;
             if (!p->trans_b) /* db[K,N] += A'^T dy[M,N] */
-                tg__gemm(y->dtype, !p->trans_a, false, d.K, d.N, d.M, ao, d.lda, g, d.N, 1, dst,
+                tg__gemm(y->dtype, !p->trans_a, false, d.K, d.N, d.M, ao, d.lda, g, d.N, beta, dst,
                          d.N);
             else /* db[N,K] += dy^T A'[M,K] */
-                tg__gemm(y->dtype, true, p->trans_a, d.N, d.K, d.M, g, d.N, ao, d.lda, 1, dst, d.K);
+                tg__gemm(y->dtype, true, p->trans_a, d.N, d.K, d.M, g, d.N, ao, d.lda, beta, dst,
+                         d.K);
+            beta = 1;
         }
+    }
 }
 
 static void bmm_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
     bmm_job j = {.y = y, .dy = dout, .din = din, .sv = y->saved, .d = dims_of(y)};
-    if (j.sv->n == 0 || j.d.M == 0 || j.d.N == 0 || j.d.K == 0)
-        return; /* nothing flows (an empty sum contributes 0) */
+    if (j.sv->n == 0 || j.d.M == 0 || j.d.N == 0 || j.d.K == 0) {
+        tg__dx_zero_if_fresh(din[0]); /* nothing flows (an empty sum contributes 0) */
+        tg__dx_zero_if_fresh(din[1]);
+        return;
+    }
     if (din[0]) {
         if (j.d.na == 1)
             bmm_backward_a(&j, 0, 1);
@@ -227,6 +238,7 @@ const tg__op_desc tg__op_matmul_batched = {
     .name = "matmul_batched",
     .saves = "the batch offsets of a and b (the operands by reference)",
     .min_inputs = 2,
+    .flags = TG__OP_WRITES_GRAD,
     .max_inputs = 2,
     .params_size = sizeof(bmm_params),
     .shape = bmm_shape,

@@ -36,15 +36,18 @@ static void matmul_bt_backward(const tg_tensor *y, const tg_tensor *dout, tg_ten
     const tg_tensor *a = y->inputs[0], *b = y->inputs[1];
     const int64_t M = a->shape[0], K = a->shape[1], N = b->shape[0];
     if (din[0]) /* da[M,K] += dy[M,N] b[N,K] */
-        tg__gemm(y->dtype, false, false, M, K, N, dout->data, N, b->data, K, 1, din[0]->data, K);
+        tg__gemm(y->dtype, false, false, M, K, N, dout->data, N, b->data, K, !tg__dx_fresh(din[0]),
+                 din[0]->data, K);
     if (din[1]) /* db[N,K] += dy^T[N,M] a[M,K] */
-        tg__gemm(y->dtype, true, false, N, K, M, dout->data, N, a->data, K, 1, din[1]->data, K);
+        tg__gemm(y->dtype, true, false, N, K, M, dout->data, N, a->data, K, !tg__dx_fresh(din[1]),
+                 din[1]->data, K);
 }
 
 const tg__op_desc tg__op_matmul_bt = {
     .name = "matmul_bt",
     .saves = "its operands a and b (by reference)",
     .min_inputs = 2,
+    .flags = TG__OP_WRITES_GRAD,
     .max_inputs = 2,
     .shape = matmul_bt_shape,
     .forward = matmul_bt_forward,

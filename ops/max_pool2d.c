@@ -24,7 +24,8 @@ static void max_pool2d_backward(const tg_tensor *y, const tg_tensor *dout, tg_te
     if (!din[0])
         return;
     const tg__pool2d_params *p = y->params;
-    tg__max_pool2d_backward(&p->g, y->dtype, y->saved, dout->data, din[0]->data);
+    tg__max_pool2d_backward(&p->g, y->dtype, y->saved, dout->data, din[0]->data,
+                            tg__dx_fresh(din[0]));
 }
 
 static int max_pool2d_print(const tg_tensor *y, char *buf, size_t len) {
@@ -44,6 +45,7 @@ const tg__op_desc tg__op_max_pool2d = {
     .name = "max_pool2d",
     .saves = "the argmax a of each window",
     .min_inputs = 1,
+    .flags = TG__OP_WRITES_GRAD,
     .max_inputs = 1,
     .params_size = sizeof(tg__pool2d_params),
     .shape = max_pool2d_shape,

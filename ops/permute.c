@@ -98,6 +98,11 @@ static void permute_backward(const tg_tensor *y, const tg_tensor *dout, tg_tenso
     if (!din[0])
         return; /* the engine decided x needs no gradient */
     const permute_params *p = y->params;
+    if (tg__dx_fresh(din[0])) { /* every element of x is one of y's: stored once */
+        TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *dx = din[0]->data;
+                     PERMUTE_FOR(y, p, o, xo, dx[xo] = dy[o];););
+        return;
+    }
     TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *dx = din[0]->data;
                  PERMUTE_FOR(y, p, o, xo, dx[xo] += dy[o];););
 }
@@ -106,6 +111,7 @@ const tg__op_desc tg__op_permute = {
     .name = "permute",
     .saves = "nothing (it only moves elements)",
     .min_inputs = 1,
+    .flags = TG__OP_WRITES_GRAD,
     .max_inputs = 1,
     .params_size = sizeof(permute_params),
     .shape = permute_shape,

@@ -40,7 +40,14 @@ static int64_t relu_stream(const float *x, float *y, int64_t n) {
             y[i] = x[i] < 0 ? 0 : x[i];                                                            \
     }                                                                                              \
     attr static void relu_bwd_f32_##sfx(const float *restrict y, const float *restrict dy,         \
-                                        float *restrict dx, int64_t n) {                           \
+                                        float *restrict dx, int64_t n, bool fresh) {               \
+        if (fresh) {                                                                               \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                const float up = dy[i];                                                            \
+                dx[i] = y[i] > 0 ? up : 0;                                                         \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
         for (int64_t i = 0; i < n; i++) {                                                          \
             const float up = dy[i];                                                                \
             dx[i] += y[i] > 0 ? up : 0;                                                            \
@@ -101,19 +108,26 @@ static void relu_backward_range(void *ctx, int64_t i0, int64_t i1) {
         float *dx = (float *)g->din[0]->data + i0;
 #if defined(__x86_64__)
         if (relu_wide()) {
-            relu_bwd_f32_wide(py, dy, dx, i1 - i0);
+            relu_bwd_f32_wide(py, dy, dx, i1 - i0, tg__dx_fresh(g->din[0]));
             return;
         }
 #endif
-        relu_bwd_f32_base(py, dy, dx, i1 - i0);
+        relu_bwd_f32_base(py, dy, dx, i1 - i0, tg__dx_fresh(g->din[0]));
         return;
     }
     TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = g->dout->data;
                  T *dx = g->din[0]->data;
                  /* dy read unconditionally so the compiler can vectorize the select */
-                 for (int64_t i = i0; i < i1; i++) {
-                     const T up = dy[i];
-                     dx[i] += py[i] > 0 ? up : 0;
+                 if (tg__dx_fresh(g->din[0])) {
+                     for (int64_t i = i0; i < i1; i++) {
+                         const T up = dy[i];
+                         dx[i] = py[i] > 0 ? up : 0;
+                     }
+                 } else {
+                     for (int64_t i = i0; i < i1; i++) {
+                         const T up = dy[i];
+                         dx[i] += py[i] > 0 ? up : 0;
+                     }
                  });
 }
 
@@ -129,7 +143,7 @@ const tg__op_desc tg__op_relu = {
     .saves = "its output y, whose sign is the mask [x > 0]",
     .min_inputs = 1,
     .max_inputs = 1,
-    .flags = TG__OP_ELEMENTWISE,
+    .flags = TG__OP_ELEMENTWISE | TG__OP_WRITES_GRAD,
     .local = "[y > 0]",
     .shape = tg__shape_same,
     .forward = relu_forward,

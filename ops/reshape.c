@@ -70,6 +70,10 @@ static tg_status reshape_forward(tg_tape *tape, tg_tensor *y) {
 static void reshape_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
     if (!din[0])
         return;
+    if (tg__dx_fresh(din[0])) { /* the first gradient x receives: a copy */
+        memcpy(din[0]->data, dout->data, (size_t)y->numel * tg__dtype_size(y->dtype));
+        return;
+    }
     TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *dx = din[0]->data;
                  for (int64_t i = 0; i < y->numel; i++) dx[i] += dy[i];);
 }
@@ -78,6 +82,7 @@ const tg__op_desc tg__op_reshape = {
     .name = "reshape",
     .saves = "nothing (it only relabels elements)",
     .min_inputs = 1,
+    .flags = TG__OP_WRITES_GRAD,
     .max_inputs = 1,
     .params_size = sizeof(reshape_params),
     .shape = reshape_shape,

@@ -18,8 +18,11 @@ static void scale_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor 
     if (!din[0])
         return; /* the engine decided x needs no gradient */
     TG_FOR_DTYPE(y->dtype, T, const T s = (T)((const tg__scalar_params *)y->params)->s; const T *dy = dout->data;
-                 T *dx = din[0]->data;
-                 for (int64_t i = 0; i < y->numel; i++) dx[i] += s * dy[i];);
+                 T *dx = din[0]->data; if (tg__dx_fresh(din[0])) {
+                     for (int64_t i = 0; i < y->numel; i++) dx[i] = s * dy[i];
+                 } else {
+                     for (int64_t i = 0; i < y->numel; i++) dx[i] += s * dy[i];
+                 });
 }
 
 const tg__op_desc tg__op_scale = {
@@ -27,7 +30,7 @@ const tg__op_desc tg__op_scale = {
     .saves = "the scalar s",
     .min_inputs = 1,
     .max_inputs = 1,
-    .flags = TG__OP_ELEMENTWISE,
+    .flags = TG__OP_ELEMENTWISE | TG__OP_WRITES_GRAD,
     .local = "s",
     .params_size = sizeof(tg__scalar_params),
     .shape = tg__shape_same,

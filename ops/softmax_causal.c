@@ -98,13 +98,18 @@ static void causal_backward_rows(void *ctx, int64_t r0, int64_t r1) {
     const tg_tensor *y = g->y;
     const int64_t S = y->shape[y->rank - 1], T_ = y->shape[y->rank - 2];
     TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = g->dout->data;
-                 T *dx = g->din[0]->data;
+                 T *dx = g->din[0]->data; const bool fresh = tg__dx_fresh(g->din[0]);
                  for (int64_t r = r0; r < r1; r++) {
                      const T *yr = py + r * S, *dyr = dy + r * S;
                      const int64_t i = r % T_, keep = i + 1 < S ? i + 1 : S;
                      T dot = 0;
                      for (int64_t c = 0; c < keep; c++) dot += dyr[c] * yr[c];
-                     for (int64_t c = 0; c < keep; c++) dx[r * S + c] += yr[c] * (dyr[c] - dot);
+                     if (fresh) { /* stored, and 0 above the diagonal */
+                         for (int64_t c = 0; c < keep; c++) dx[r * S + c] = yr[c] * (dyr[c] - dot);
+                         for (int64_t c = keep; c < S; c++) dx[r * S + c] = 0;
+                     } else {
+                         for (int64_t c = 0; c < keep; c++) dx[r * S + c] += yr[c] * (dyr[c] - dot);
+                     }
                  });
 }
 
@@ -121,6 +126,7 @@ const tg__op_desc tg__op_softmax_causal = {
     .name = "softmax_causal",
     .saves = "its output y (the probabilities, 0 above the diagonal)",
     .min_inputs = 1,
+    .flags = TG__OP_WRITES_GRAD,
     .max_inputs = 1,
     .shape = causal_shape,
     .forward = causal_forward,

@@ -183,12 +183,19 @@ static void sce_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *c
         const float g = *(const float *)dout->data / (float)N;
         const float *restrict p = sv->prob;
         float *restrict dz = din[0]->data;
-        for (int64_t i = 0; i < N * C; i++)
-            dz[i] += g * p[i];
+        if (tg__dx_fresh(din[0])) {
+            for (int64_t i = 0; i < N * C; i++)
+                dz[i] = g * p[i];
+        } else {
+            for (int64_t i = 0; i < N * C; i++)
+                dz[i] += g * p[i];
+        }
         for (int64_t n = 0; n < N; n++)
             dz[n * C + idx[n]] -= g;
         return;
     }
+    tg__dx_zero_if_fresh(din[0]); /* the row loops below add */
+    tg__dx_zero_if_fresh(din[1]);
     TG_FOR_DTYPE(y->dtype, T, const T g = *(const T *)dout->data / (T)N;
                  const T *p = sv->prob; const T *pt = idx ? NULL : t->data;
                  T *dz = din[0] ? din[0]->data : NULL;
@@ -230,6 +237,7 @@ const tg__op_desc tg__op_softmax_cross_entropy = {
     .name = "softmax_cross_entropy",
     .saves = "the probabilities p = softmax(z) and each row's log-sum-exp",
     .min_inputs = 2,
+    .flags = TG__OP_WRITES_GRAD,
     .max_inputs = 2,
     .index_inputs = 1u << 1, /* the targets may be class indices */
     .shape = sce_shape,

@@ -27,8 +27,11 @@ static void tanh_backward_range(void *ctx, int64_t i0, int64_t i1) {
     const tg__backward_args *g = ctx;
     const tg_tensor *y = g->y;
     TG_FOR_DTYPE(y->dtype, T, const T *py = y->data; const T *dy = g->dout->data;
-                 T *dx = g->din[0]->data;
-                 for (int64_t i = i0; i < i1; i++) dx[i] += dy[i] * (1 - py[i] * py[i]););
+                 T *dx = g->din[0]->data; if (tg__dx_fresh(g->din[0])) {
+                     for (int64_t i = i0; i < i1; i++) dx[i] = dy[i] * (1 - py[i] * py[i]);
+                 } else {
+                     for (int64_t i = i0; i < i1; i++) dx[i] += dy[i] * (1 - py[i] * py[i]);
+                 });
 }
 
 static void tanh_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
@@ -43,7 +46,7 @@ const tg__op_desc tg__op_tanh = {
     .saves = "its output y = tanh(x)",
     .min_inputs = 1,
     .max_inputs = 1,
-    .flags = TG__OP_ELEMENTWISE,
+    .flags = TG__OP_ELEMENTWISE | TG__OP_WRITES_GRAD,
     .local = "1 - y^2",
     .shape = tg__shape_same,
     .forward = tanh_forward,

@@ -45,13 +45,13 @@ static void transpose_backward(const tg_tensor *y, const tg_tensor *dout, tg_ten
     const tg_tensor *x = y->inputs[0];
     const int64_t M = x->shape[0], N = x->shape[1];
     TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *dx = din[0]->data;
-                 for (int64_t i0 = 0; i0 < M; i0 += TILE) {
+                 const bool fresh = tg__dx_fresh(din[0]); for (int64_t i0 = 0; i0 < M; i0 += TILE) {
                      const int64_t i1 = i0 + TILE < M ? i0 + TILE : M;
                      for (int64_t j0 = 0; j0 < N; j0 += TILE) {
                          const int64_t j1 = j0 + TILE < N ? j0 + TILE : N;
                          for (int64_t i = i0; i < i1; i++)
                              for (int64_t j = j0; j < j1; j++)
-                                 dx[i * N + j] += dy[j * M + i];
+                                 dx[i * N + j] = (fresh ? 0 : dx[i * N + j]) + dy[j * M + i];
                      }
                  });
 }
@@ -60,6 +60,7 @@ const tg__op_desc tg__op_transpose = {
     .name = "transpose",
     .saves = "nothing (it only moves elements)",
     .min_inputs = 1,
+    .flags = TG__OP_WRITES_GRAD,
     .max_inputs = 1,
     .shape = transpose_shape,
     .forward = transpose_forward,

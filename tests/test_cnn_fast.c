@@ -87,7 +87,7 @@ Test(cnn_fast, bn_f32_matches_a_float64_reference_about_a_large_mean) {
             const float *db0 = memcpy(xmalloc(4 * (size_t)C), db, 4 * (size_t)C);
 
             tg__bn_forward_train(&g, TG_F32, x, gamma, beta, eps, mom, y, sm, sr, rm, rv);
-            tg__bn_backward(&g, TG_F32, 1, x, gamma, sm, sr, dy, dx, dg, db);
+            tg__bn_backward(&g, TG_F32, 1, x, gamma, sm, sr, dy, dx, dg, db, false);
 
             int bad = 0;
             for (int64_t c = 0; c < C && bad < 5; c++) {
@@ -200,7 +200,7 @@ Test(cnn_fast, bn_f32_eval_about_a_large_running_mean) {
     float dy[2 * 99 * 3];
     for (int64_t i = 0; i < nx; i++)
         dy[i] = (float)rnd(&rng);
-    tg__bn_backward(&g, TG_F32, 0, x, gamma, sm, sr, dy, dx, NULL, NULL);
+    tg__bn_backward(&g, TG_F32, 0, x, gamma, sm, sr, dy, dx, NULL, NULL, false);
     for (int64_t i = 0; i < nx; i++) {
         const int64_t c = (i / g.HW) % 2;
         const double want = (double)dy[i] * gamma[c] * sr[c];
@@ -235,7 +235,7 @@ Test(cnn_fast, bn_f32_thread_count_bit_identity) {
         float *s = st[t];
         tg__bn_forward_train(&g, TG_F32, x, gamma, beta, 1e-5, 0.1, y[t], s, s + C, s + 2 * C,
                              s + 3 * C);
-        tg__bn_backward(&g, TG_F32, 1, x, gamma, s, s + C, dy, dx[t], s + 4 * C, s + 5 * C);
+        tg__bn_backward(&g, TG_F32, 1, x, gamma, s, s + C, dy, dx[t], s + 4 * C, s + 5 * C, false);
     }
     cr_expect_eq(memcmp(y[0], y[1], 4 * (size_t)nx), 0);
     cr_expect_eq(memcmp(dx[0], dx[1], 4 * (size_t)nx), 0);
@@ -349,7 +349,7 @@ Test(cnn_fast, maxpool2x2_fast_path_matches_a_naive_scan) {
                     else
                         ((double *)wdx)[at] += ((double *)bdy)[i];
                 }
-                tg__max_pool2d_backward(&g, dt, am, bdy, bdx);
+                tg__max_pool2d_backward(&g, dt, am, bdy, bdx, false);
                 cr_expect_eq(memcmp(bdx, wdx, es * (size_t)nx), 0,
                              "shape %zu kind %d f32 %d: dx differs from the scatter", si, kind,
                              f32);
@@ -381,7 +381,7 @@ Test(cnn_fast, maxpool2x2_f32_thread_count_bit_identity) {
         dx[t] = calloc((size_t)nx, 4);
         cr_assert(dx[t]);
         tg__max_pool2d_forward(&g, TG_F32, x, y[t], am[t]);
-        tg__max_pool2d_backward(&g, TG_F32, am[t], dy, dx[t]);
+        tg__max_pool2d_backward(&g, TG_F32, am[t], dy, dx[t], false);
     }
     cr_expect_eq(memcmp(y[0], y[1], 4 * (size_t)ny), 0);
     cr_expect_eq(memcmp(am[0], am[1], 4 * (size_t)ny), 0);
@@ -544,13 +544,14 @@ Test(cnn_fast, wide_and_baseline_simd_builds_agree_bit_for_bit) {
         float *py = st + 8 * C, *pdx = py + ny;
         tg__bn_forward_train(&bg, TG_F32, x, gamma, beta, 1e-5, 0.1, y, st, st + C, st + 2 * C,
                              st + 3 * C);
-        tg__bn_backward(&bg, TG_F32, 1, x, gamma, st, st + C, dy, dx, st + 4 * C, st + 5 * C);
+        tg__bn_backward(&bg, TG_F32, 1, x, gamma, st, st + C, dy, dx, st + 4 * C, st + 5 * C,
+                        false);
         for (int64_t c = 0; c < C; c++)
             st[3 * C + c] += 1; /* a positive running variance */
         tg__bn_forward_eval(&bg, TG_F32, x, gamma, beta, st + 2 * C, st + 3 * C, 1e-5, ye,
                             st + 6 * C, st + 7 * C);
         tg__max_pool2d_forward(&pg, TG_F32, y, py, am[w]);
-        tg__max_pool2d_backward(&pg, TG_F32, am[w], dy, pdx);
+        tg__max_pool2d_backward(&pg, TG_F32, am[w], dy, pdx, false);
     }
     tg__conv_wide_simd(was);
     cr_expect_eq(memcmp(out[0], out[1], 4 * (size_t)(nout + nx)), 0);
@@ -736,8 +737,9 @@ Test(cnn_fast, conv2d_short_inner_dimension_f32) {
             db[t] = calloc((size_t)g.K, 4);
             cr_assert(ws && dx[t] && dw[t] && db[t]);
             cr_assert_eq(tg__conv2d_forward(&g, TG_F32, x, w, b, y[t], ws, wsb), TG_OK);
-            cr_assert_eq(tg__conv2d_backward(&g, TG_F32, x, w, dy, dx[t], dw[t], db[t], ws, wsb),
-                         TG_OK);
+            cr_assert_eq(
+                tg__conv2d_backward(&g, TG_F32, x, w, dy, dx[t], dw[t], db[t], ws, wsb, false),
+                TG_OK);
             free(ws);
         }
         tg_set_num_threads(1);

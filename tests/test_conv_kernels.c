@@ -282,7 +282,7 @@ Test(conv2d, backward_matches_naive_and_finite_differences) {
         double *dx = copy_buf(dx0, nx), *dw = copy_buf(dw0, nw), *db = copy_buf(db0, K);
         double *rx = copy_buf(dx0, nx), *rw = copy_buf(dw0, nw), *rb = copy_buf(db0, K);
         cr_assert_eq(tg__conv2d_backward(&g, TG_F64, B.x, B.w, B.dy, dx, dw, B.b ? db : NULL, B.ws,
-                                         B.ws_bytes),
+                                         B.ws_bytes, false),
                      TG_OK);
         naive_conv_backward(&g, B.x, B.w, B.dy, rx, rw, rb);
         char what[64];
@@ -327,9 +327,9 @@ Test(conv2d, backward_matches_naive_and_finite_differences) {
         float *dx32 = calloc((size_t)nx, sizeof(float)), *dw32 = calloc((size_t)nw, sizeof(float));
         float *db32 = calloc((size_t)K, sizeof(float));
         cr_assert(dx32 && dw32 && db32);
-        cr_assert_eq(
-            tg__conv2d_backward(&g, TG_F32, x32, w32, dy32, dx32, dw32, db32, B.ws, B.ws_bytes),
-            TG_OK);
+        cr_assert_eq(tg__conv2d_backward(&g, TG_F32, x32, w32, dy32, dx32, dw32, db32, B.ws,
+                                         B.ws_bytes, false),
+                     TG_OK);
         double *zx = calloc((size_t)nx, 8), *zw = calloc((size_t)nw, 8), *zb = calloc(K, 8);
         cr_assert(zx && zw && zb);
         naive_conv_backward(&g, B.x, B.w, B.dy, zx, zw, zb);
@@ -366,14 +366,17 @@ Test(conv2d, backward_null_destinations) {
     double *rw = calloc((size_t)numel_w(&g), sizeof(double)), *rb = calloc(g.K, sizeof(double));
     cr_assert(dx && dw && rx && rw && rb);
     naive_conv_backward(&g, B.x, B.w, B.dy, rx, rw, rb);
-    cr_assert_eq(tg__conv2d_backward(&g, TG_F64, NULL, B.w, B.dy, dx, NULL, NULL, B.ws, B.ws_bytes),
-                 TG_OK);
+    cr_assert_eq(
+        tg__conv2d_backward(&g, TG_F64, NULL, B.w, B.dy, dx, NULL, NULL, B.ws, B.ws_bytes, false),
+        TG_OK);
     cr_expect_eq(compare("dx alone", dx, rx, numel_x(&g), 1e-12, 1e-12), 0);
-    cr_assert_eq(tg__conv2d_backward(&g, TG_F64, B.x, NULL, B.dy, NULL, dw, NULL, B.ws, B.ws_bytes),
-                 TG_OK);
+    cr_assert_eq(
+        tg__conv2d_backward(&g, TG_F64, B.x, NULL, B.dy, NULL, dw, NULL, B.ws, B.ws_bytes, false),
+        TG_OK);
     cr_expect_eq(compare("dw alone", dw, rw, numel_w(&g), 1e-12, 1e-12), 0);
-    cr_expect_eq(tg__conv2d_backward(&g, TG_F64, NULL, B.w, B.dy, NULL, dw, NULL, B.ws, B.ws_bytes),
-                 TG_ERR_NULL);
+    cr_expect_eq(
+        tg__conv2d_backward(&g, TG_F64, NULL, B.w, B.dy, NULL, dw, NULL, B.ws, B.ws_bytes, false),
+        TG_ERR_NULL);
     cr_expect_str_eq(tg_last_errmsg(), "tg__conv2d_backward: x (needed for dw) is NULL");
     free(dx), free(dw), free(rx), free(rw), free(rb);
     conv_bufs_free(&B);
@@ -481,7 +484,7 @@ Test(conv2d, thread_count_bit_identity) {
                     tg__conv2d_forward(&g, dt, in[0], in[1], in[2], out[t][0], B.ws, B.ws_bytes),
                     TG_OK);
                 cr_assert_eq(tg__conv2d_backward(&g, dt, in[0], in[1], in[3], out[t][1], out[t][2],
-                                                 out[t][3], B.ws, B.ws_bytes),
+                                                 out[t][3], B.ws, B.ws_bytes, false),
                              TG_OK);
             }
             const int64_t cnt[4] = {n[3], n[0], n[1], n[2]};
@@ -587,7 +590,7 @@ static void pool_forward(const tg__pool2d_geom *g, int kind, tg_dtype dt, const 
 static void pool_backward(const tg__pool2d_geom *g, int kind, tg_dtype dt, const int32_t *am,
                           const void *dy, void *dx) {
     if (kind == 0)
-        tg__max_pool2d_backward(g, dt, am, dy, dx);
+        tg__max_pool2d_backward(g, dt, am, dy, dx, false);
     else
         tg__avg_pool2d_backward(g, dt, kind == 1, dy, dx);
 }
@@ -922,7 +925,8 @@ Test(batch_norm, backward_matches_finite_differences) {
                 double *dx0 = rand_buf(&rng, nx), *dg0 = rand_buf(&rng, C);
                 double *db0 = rand_buf(&rng, C);
                 double *dx = copy_buf(dx0, nx), *dg = copy_buf(dg0, C), *db = copy_buf(db0, C);
-                tg__bn_backward(&g, TG_F64, training, c.x, c.gamma, c.sm, c.sr, c.dy, dx, dg, db);
+                tg__bn_backward(&g, TG_F64, training, c.x, c.gamma, c.sm, c.sr, c.dy, dx, dg, db,
+                                false);
                 double *fd = malloc(8 * (size_t)nx), *gr = malloc(8 * (size_t)nx);
                 cr_assert(fd && gr);
                 char what[80];
@@ -948,7 +952,7 @@ Test(batch_norm, backward_matches_finite_differences) {
                 /* NULL destinations: dx alone gives the same dx */
                 double *dx2 = copy_buf(dx0, nx);
                 tg__bn_backward(&g, TG_F64, training, c.x, c.gamma, c.sm, c.sr, c.dy, dx2, NULL,
-                                NULL);
+                                NULL, false);
                 cr_expect_eq(memcmp(dx, dx2, 8 * (size_t)nx), 0, "dx alone");
                 free(dx2), free(fd), free(gr), free(dx0), free(dg0), free(db0), free(dx);
                 free(dg), free(db), free(c.x), free(c.gamma), free(c.beta), free(c.rm);
@@ -986,7 +990,7 @@ Test(batch_norm, thread_count_bit_identity) {
         rm[t] = calloc((size_t)C, 8), rv[t] = calloc((size_t)C, 8);
         tg__bn_forward_train(&g, TG_F64, x, gamma, beta, 1e-5, 0.1, y[t], sm[t], sr[t], rm[t],
                              rv[t]);
-        tg__bn_backward(&g, TG_F64, 1, x, gamma, sm[t], sr[t], dy, dx[t], dg[t], db[t]);
+        tg__bn_backward(&g, TG_F64, 1, x, gamma, sm[t], sr[t], dy, dx[t], dg[t], db[t], false);
     }
     cr_expect_eq(memcmp(y[0], y[1], 8 * (size_t)nx), 0);
     cr_expect_eq(memcmp(dx[0], dx[1], 8 * (size_t)nx), 0);

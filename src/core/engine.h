@@ -47,7 +47,10 @@ struct tg_tensor {
     struct tg_tensor *grad;
     bool requires_grad; /* leaves: set by the caller; nodes: any input's, at recording time */
     bool on_tape;       /* owned by a tape: data, grad and this struct live in its arena */
-    uint8_t owner;      /* tg__owner */
+    /* A node's gradient during one backward call: its memory holds no value of this pass yet,
+     * and the op (one with TG__OP_WRITES_GRAD) writes it instead of adding (tg__dx_fresh). */
+    bool fresh;
+    uint8_t owner; /* tg__owner */
     char name[TG_NAME_MAX];
 
     /* Engine scratch for one backward pass, valid while pass == the tape's pass counter. */
@@ -77,7 +80,18 @@ struct tg_tensor {
  * where y is the node (inputs, params, saved, output values), dy is dL/dy (y's shape and dtype)
  * and dx[k] is the gradient tensor of input k to accumulate into (+=), or NULL when input k needs
  * none. An op never looks at an input's ->grad. tg_backward is the only caller of a backward
- * besides the teaching tools, which call it on scratch tensors to read a local derivative. */
+ * besides the teaching tools, which call it on scratch tensors to read a local derivative.
+ *
+ * First writer writes. A node's gradient would have to be zeroed before the first backward adds
+ * into it: a pass over memory that the add then reads and writes again. An op whose descriptor
+ * has TG__OP_WRITES_GRAD may instead be handed a dx that is *fresh* (tg__dx_fresh): it holds
+ * older bytes, and the backward must store every element (=) instead of adding (+=), as
+ * if dx had been zeroed (a broadcast sum starts from 0, a GEMM takes beta = 0). The engine
+ * decides: dx is fresh only when this node is the first (in reverse) to reach it, the input
+ * appears once among the node's inputs, and no observer watches the pass (the tools read dx
+ * before a backward runs). A backward that cannot store every element on some path (a scatter)
+ * calls tg__dx_zero_if_fresh first and adds as usual. Leaves' gradients are never fresh: they
+ * accumulate across passes. */
 typedef void (*tg__backward_fn)(const tg_tensor *y, const tg_tensor *dy, tg_tensor *const *dx);
 
 /* The arguments of a backward, bundled for a kernel split over threads (tg__parallel_range). */
@@ -109,7 +123,15 @@ enum {
     TG__OP_ZERO_OUTPUT = 1u << 2,
     /* the output's dtype is not inputs[0]'s: shape() sets it */
     TG__OP_SETS_DTYPE = 1u << 3,
+    /* backward honours a fresh dx (see "First writer writes" above) */
+    TG__OP_WRITES_GRAD = 1u << 4,
 };
+
+/* Whether a backward stores into dx (true: dx holds no value yet) or adds into it (false). */
+static inline bool tg__dx_fresh(const tg_tensor *dx) { return dx && dx->fresh; }
+
+/* For a backward path that only adds: a fresh dx is zeroed first (and is then an ordinary one). */
+void tg__dx_zero_if_fresh(tg_tensor *dx);
 
 struct tg__op_desc {
     const char *name; /* "matmul": the builder is tg_<name> */
@@ -186,6 +208,9 @@ tg_status tg__tape_observe_owned(tg_tape *tape, tg_observer_fn fn, void *user,
 void *tg__tape_tool_state(const tg_tape *tape, tg_observer_fn fn);
 /* 1 if the observer (fn, user) is on the tape. */
 bool tg__tape_has_observer(const tg_tape *tape, tg_observer_fn fn, const void *user);
+/* Tests: fill each fresh gradient with NaN before the backward that writes it, so that a
+ * backward which leaves an element unwritten shows (off by default). */
+void tg__tape_poison_fresh(tg_tape *tape, bool on);
 /* The tape's training flag (tg_tape_set_training). */
 int tg__tape_training(const tg_tape *tape);
 

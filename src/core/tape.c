@@ -38,6 +38,7 @@ struct tg_tape {
     uint64_t generation; /* bumped by every reset: tensors of an older one are stale */
     uint32_t pass;       /* bumped by every backward pass: stamps the tensors' scratch fields */
     bool training;       /* tg_tape_set_training */
+    bool poison_fresh;   /* tests: fresh gradients are filled with NaN (tg__tape_poison_fresh) */
     observer observers[TG_MAX_OBSERVERS];
     int n_observers;
     tg_tensor **grads_scratch; /* destination gradients of a node with many inputs */
@@ -619,6 +620,27 @@ static void zero_node_grad(tg_tensor *x) {
     x->ready_after = ZEROED;
 }
 
+void tg__dx_zero_if_fresh(tg_tensor *dx) {
+    if (dx && dx->fresh) {
+        memset(dx->data, 0, (size_t)dx->numel * tg__dtype_size(dx->dtype));
+        dx->fresh = false;
+    }
+}
+
+void tg__tape_poison_fresh(tg_tape *t, bool on) {
+    if (t)
+        t->poison_fresh = on;
+}
+
+/* Input k of node n is not also another of its inputs (a fresh dx is written by one input's
+ * rule only; mul(x, x) adds two contributions into one gradient). */
+static bool input_once(const tg_tensor *n, int k) {
+    for (int j = 0; j < n->n_inputs; j++)
+        if (j != k && n->inputs[j] == n->inputs[k])
+            return false;
+    return true;
+}
+
 /* A pass that stops early (an observer, no memory) leaves every gradient on the path zeroed or
  * accumulated, never the arena's older bytes. */
 static tg_status stop_pass(tg_tape *t, int64_t top) {
@@ -706,6 +728,7 @@ tg_status tg_backward_seed(tg_tape *t, tg_tensor *output, const tg_tensor *seed)
         if (!n->ready_after || !n->needs)
             continue; /* not on a path from the output, or no parameter upstream */
         tg_tensor **dx = n->n_inputs <= TG_STACK_GRADS ? stack_grads : t->grads_scratch;
+        const bool may_write = (n->op->flags & TG__OP_WRITES_GRAD) && t->n_observers == 0;
         for (int k = 0; k < n->n_inputs; k++) {
             tg_tensor *x = n->inputs[k];
             dx[k] = NULL;
@@ -713,13 +736,24 @@ tg_status tg_backward_seed(tg_tape *t, tg_tensor *output, const tg_tensor *seed)
                 continue;
             if (ensure_grad(t, x) != TG_OK)
                 return stop_pass(t, top);
-            if (x->on_tape && x->ready_after == ON_PATH)
-                zero_node_grad(x); /* n is the first (in reverse) to add into it */
+            if (x->on_tape && x->ready_after == ON_PATH) { /* n is the first (in reverse) */
+                if (may_write && input_once(n, k)) {
+                    x->grad->fresh = true; /* n's backward writes it: no zeroing */
+                    x->ready_after = ZEROED;
+                    if (t->poison_fresh)
+                        memset(x->grad->data, 0xff, (size_t)x->numel * tg__dtype_size(x->dtype));
+                } else {
+                    zero_node_grad(x);
+                }
+            }
             dx[k] = x->grad;
         }
         if (notify(t, TG_EVENT_BEFORE_BACKWARD, n, output, dx, n->n_inputs) != TG_OK)
             return stop_pass(t, top);
         n->op->backward(n, n->grad, dx);
+        for (int k = 0; k < n->n_inputs; k++)
+            if (dx[k])
+                dx[k]->fresh = false; /* written: from here on the next backward adds */
         if (notify(t, TG_EVENT_AFTER_BACKWARD, n, output, dx, n->n_inputs) != TG_OK)
             return stop_pass(t, top);
         for (int k = 0; k < n->n_inputs; k++) {

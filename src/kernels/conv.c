@@ -566,7 +566,8 @@ typedef struct conv_job {
     bool pointwise; /* 1x1, stride 1, no padding: col is x itself */
     const void *x, *w, *b, *dy;
     void *y, *dx, *dw, *db;
-    void *ws; /* the partitions' sums (backward), then one col slot per thread */
+    bool dx_fresh; /* backward: dx holds no value yet (each image's is zeroed before its col2im) */
+    void *ws;      /* the partitions' sums (backward), then one col slot per thread */
 } conv_job;
 
 /* Thread tid's col slot. */
@@ -791,11 +792,13 @@ static void backward_partition(const conv_job *j, int64_t part, void *col) {
                 const void *wg = CAT(j->w, gi * p->Kg * p->crs_g);
                 if (j->pointwise) {
                     tg__gemm(j->dtype, true, false, p->Cg, p->ohow, p->Kg, wg, p->crs_g, dyg,
-                             p->ohow, 1, dxg, p->ohow);
+                             p->ohow, !j->dx_fresh, dxg, p->ohow);
                     continue;
                 }
                 tg__gemm(j->dtype, true, false, p->crs_g, p->ohow, p->Kg, wg, p->crs_g, dyg,
                          p->ohow, 0, col, p->ohow);
+                if (j->dx_fresh) /* zeroed here, by this thread, in cache for the col2im */
+                    memset(dxg, 0, j->esz * (size_t)(p->Cg * g->H * g->W));
                 col2im(j->dtype, g, col, 0, p->Cg * g->R, dxg);
             }
         }
@@ -842,7 +845,7 @@ static void backward_reduce(const conv_job *j) {
 
 tg_status tg__conv2d_backward(const tg__conv2d_geom *g, tg_dtype dtype, const void *x,
                               const void *w, const void *dy, void *dx, void *dw, void *db, void *ws,
-                              size_t ws_bytes) {
+                              size_t ws_bytes, bool dx_fresh) {
     conv_job j;
     tg_status st = conv_job_init(&j, "tg__conv2d_backward", g, dtype, ws, ws_bytes);
     if (st != TG_OK)
@@ -858,6 +861,7 @@ tg_status tg__conv2d_backward(const tg__conv2d_geom *g, tg_dtype dtype, const vo
     j.w = w;
     j.dy = dy;
     j.dx = dx;
+    j.dx_fresh = dx && dx_fresh;
     j.dw = dw;
     j.db = db;
     tg__parallel_run(image_threads(&j, ws_bytes, j.p.parts), backward_run, &j);
@@ -923,6 +927,7 @@ typedef struct pool_job {
     const void *x, *dy;
     const int32_t *argmax_in;
     void *y, *dx;
+    bool dx_fresh; /* max_pool2d backward: dx holds no value yet (stored, not added) */
     int32_t *argmax;
 } pool_job;
 
@@ -984,11 +989,12 @@ TG_BODY int64_t maxpool2x2_row_sse(const float *r0, const float *r1, float *yr, 
 
 /* The backward of one output row: dx[argmax] += dy for 4 windows at a time, written as adds to
  * all 4 pixels of each window, -0 to the 3 that are not its argmax (x + -0 is x, for x = -0
- * too, so nothing else changes). The argmax must be in its window, as forward leaves it.
+ * too, so nothing else changes). With `store` the 4 pixels are stored instead: dy at the
+ * argmax, 0 at the others. The argmax must be in its window, as forward leaves it.
  * Returns the first column not done. */
 TG_BODY int64_t maxpool2x2_bwd_row_sse(float *d0, float *d1, const float *dyr, const int32_t *ar,
-                                       int64_t OW, int32_t base, int32_t w32) {
-    const __m128 nz = _mm_set1_ps(-0.0f);
+                                       int64_t OW, int32_t base, int32_t w32, bool store) {
+    const __m128 nz = store ? _mm_setzero_ps() : _mm_set1_ps(-0.0f);
     const __m128i one = _mm_set1_epi32(1), vw = _mm_set1_epi32(w32), vw1 = _mm_set1_epi32(w32 + 1);
     const __m128i step = _mm_setr_epi32(0, 2, 4, 6);
     int64_t ow = 0;
@@ -1004,6 +1010,13 @@ TG_BODY int64_t maxpool2x2_bwd_row_sse(float *d0, float *d1, const float *dyr, c
         const __m128 gc = POOL_PART(vw), gd = POOL_PART(vw1);
 #undef POOL_PART
         float *p = d0 + 2 * ow, *q = d1 + 2 * ow;
+        if (store) {
+            _mm_storeu_ps(p, _mm_unpacklo_ps(ga, gb));
+            _mm_storeu_ps(p + 4, _mm_unpackhi_ps(ga, gb));
+            _mm_storeu_ps(q, _mm_unpacklo_ps(gc, gd));
+            _mm_storeu_ps(q + 4, _mm_unpackhi_ps(gc, gd));
+            continue;
+        }
         _mm_storeu_ps(p, _mm_add_ps(_mm_loadu_ps(p), _mm_unpacklo_ps(ga, gb)));
         _mm_storeu_ps(p + 4, _mm_add_ps(_mm_loadu_ps(p + 4), _mm_unpackhi_ps(ga, gb)));
         _mm_storeu_ps(q, _mm_add_ps(_mm_loadu_ps(q), _mm_unpacklo_ps(gc, gd)));
@@ -1050,22 +1063,33 @@ TG_BODY void maxpool2x2_fwd_f32(const pool_job *j, int64_t p0, int64_t p1) {
     }
 }
 
-/* Its backward: the SSE rows, then dx[a] += dy for the rest of a row. */
+/* Its backward: the SSE rows, then dx[a] += dy for the rest of a row. A fresh dx whose planes
+ * the windows tile exactly (H and W even) is stored window by window; any other is zeroed a
+ * plane at a time, right before that plane's adds. */
 TG_BODY void maxpool2x2_bwd_f32(const pool_job *j, int64_t p0, int64_t p1) {
     const tg__pool2d_geom *g = j->g;
     const int64_t W = g->W, OW = g->OW, hw = g->H * g->W, ohow = g->OH * g->OW;
+    const bool store = j->dx_fresh && g->H % 2 == 0 && W % 2 == 0;
     for (int64_t pl = p0; pl < p1; pl++) {
         const float *dy = (const float *)j->dy + pl * ohow;
         const int32_t *am = j->argmax_in + pl * ohow;
         float *dx = (float *)j->dx + pl * hw;
+        if (j->dx_fresh && !store)
+            memset(dx, 0, sizeof(float) * (size_t)hw);
         for (int64_t oh = 0; oh < g->OH; oh++) {
             float *d0 = dx + 2 * oh * W;
             const float *dyr = dy + oh * OW;
             const int32_t *ar = am + oh * OW;
-            int64_t ow =
-                maxpool2x2_bwd_row_sse(d0, d0 + W, dyr, ar, OW, (int32_t)(2 * oh * W), (int32_t)W);
-            for (; ow < OW; ow++)
-                dx[ar[ow]] += dyr[ow];
+            int64_t ow = maxpool2x2_bwd_row_sse(d0, d0 + W, dyr, ar, OW, (int32_t)(2 * oh * W),
+                                                (int32_t)W, store);
+            for (; ow < OW; ow++) {
+                if (store) { /* the window's 4 pixels, then its argmax */
+                    d0[2 * ow] = d0[2 * ow + 1] = d0[W + 2 * ow] = d0[W + 2 * ow + 1] = 0;
+                    dx[ar[ow]] = dyr[ow];
+                } else {
+                    dx[ar[ow]] += dyr[ow];
+                }
+            }
         }
     }
 }
@@ -1173,6 +1197,8 @@ static void maxpool_bwd_planes(void *ctx, int64_t p0, int64_t p1) {
             const T *dy = (const T *)j->dy + pl * ohow;
             const int32_t *am = j->argmax_in + pl * ohow;
             T *dx = (T *)j->dx + pl * hw;
+            if (j->dx_fresh) /* zeroed here, in cache for the adds */
+                memset(dx, 0, sizeof(T) * (size_t)hw);
             for (int64_t q = 0; q < ohow; q++)
                 dx[am[q]] += dy[q];
         }
@@ -1241,10 +1267,11 @@ void tg__max_pool2d_forward(const tg__pool2d_geom *g, tg_dtype dtype, const void
 }
 
 void tg__max_pool2d_backward(const tg__pool2d_geom *g, tg_dtype dtype, const int32_t *argmax,
-                             const void *dy, void *dx) {
+                             const void *dy, void *dx, bool dx_fresh) {
     if (!dx)
         return;
-    pool_job j = {.g = g, .dtype = dtype, .argmax_in = argmax, .dy = dy, .dx = dx};
+    pool_job j = {
+        .g = g, .dtype = dtype, .argmax_in = argmax, .dy = dy, .dx = dx, .dx_fresh = dx_fresh};
     parallel_items(g->N * g->C, g->N * g->C * (g->H * g->W + g->OH * g->OW), maxpool_bwd_planes,
                    &j);
 }
@@ -1298,6 +1325,7 @@ typedef struct bn_job {
     double eps, momentum;
     const void *x, *gamma, *beta, *mean, *rstd, *dy, *rm_in, *rv_in;
     void *y, *save_mean, *save_rstd, *rm, *rv, *dx, *dgamma, *dbeta;
+    bool dx_fresh; /* backward: dx holds no value yet (stored, not added) */
 } bn_job;
 
 /* Channel c's values are x[(n*C + c)*HW + q] for n < N, q < HW. BN_SUM adds expr(i) over them
@@ -1400,9 +1428,14 @@ TG_BODY void bn_eval_f32(const bn_job *j, int64_t c0, int64_t c1) {
     }
 }
 
-/* dx += A dy + B (x - mu) + C over one run of n values. */
+/* dx += A dy + B (x - mu) + C over one run of n values (stored instead with `store`). */
 TG_BODY void bn_dx_f32(const float *restrict x, const float *restrict dy, float *restrict dx,
-                       int64_t n, float mu, float A, float B, float C) {
+                       int64_t n, float mu, float A, float B, float C, bool store) {
+    if (store) {
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = (A * dy[i] + B * (x[i] - mu)) + C;
+        return;
+    }
     for (int64_t i = 0; i < n; i++)
         dx[i] += (A * dy[i] + B * (x[i] - mu)) + C;
 }
@@ -1434,7 +1467,7 @@ TG_BODY void bn_backward_f32(const bn_job *j, int64_t c0, int64_t c1) {
         }
         for (int64_t n = 0; n < g->N; n++)
             bn_dx_f32(x + c * HW + n * CHW, dy + c * HW + n * CHW, dx + c * HW + n * CHW, HW, mu, A,
-                      B, C);
+                      B, C, j->dx_fresh);
     }
 }
 
@@ -1559,9 +1592,11 @@ static void bn_backward_channels(void *ctx, int64_t c0, int64_t c1) {
             const double k = (gamma ? gamma[c] : 1.0) * rs;
             if (j->training) {
                 const double mdy = sdy / m, mdyx = sdyx / m;
-                BN_FOR(g, c, i, dx[i] += (T)(k * (dy[i] - mdy - (x[i] - mu) * rs * mdyx));)
+                BN_FOR(g, c, i,
+                       dx[i] = (j->dx_fresh ? 0 : dx[i]) +
+                               (T)(k * (dy[i] - mdy - (x[i] - mu) * rs * mdyx));)
             } else {
-                BN_FOR(g, c, i, dx[i] += (T)(k * dy[i]);)
+                BN_FOR(g, c, i, dx[i] = (j->dx_fresh ? 0 : dx[i]) + (T)(k * dy[i]);)
             }
         }
     });
@@ -1608,8 +1643,9 @@ void tg__bn_forward_eval(const tg__bn_geom *g, tg_dtype dtype, const void *x, co
 
 void tg__bn_backward(const tg__bn_geom *g, tg_dtype dtype, int training, const void *x,
                      const void *gamma, const void *mean, const void *rstd, const void *dy,
-                     void *dx, void *dgamma, void *dbeta) {
+                     void *dx, void *dgamma, void *dbeta, bool dx_fresh) {
     bn_job j = {.g = g,
+                .dx_fresh = dx_fresh,
                 .dtype = dtype,
                 .training = training,
                 .x = x,

@@ -56,10 +56,11 @@ tg_status tg__conv2d_forward(const tg__conv2d_geom *g, tg_dtype dtype, const voi
  *   dx [N,C,H,W] += sum over the windows containing each pixel of w dy   (w and dy needed)
  *   dw [K,Cg,R,S] += sum_{n,oh,ow} dy[n,k,oh,ow] x[n, ..window..]        (x and dy needed)
  *   db [K]       += sum_{n,oh,ow} dy[n,k,oh,ow]
- * x may be NULL when dw is, w when dx is. Same workspace rule and status as the forward. */
+ * x may be NULL when dw is, w when dx is. dx_fresh: dx holds no value yet, and is stored as if
+ * it had been zeroed first. Same workspace rule and status as the forward. */
 tg_status tg__conv2d_backward(const tg__conv2d_geom *g, tg_dtype dtype, const void *x,
                               const void *w, const void *dy, void *dx, void *dw, void *db, void *ws,
-                              size_t ws_bytes);
+                              size_t ws_bytes, bool dx_fresh);
 
 /* ---- max_pool2d and avg_pool2d (ceil_mode false, dilation 1) ----
  *   x [N,C,H,W] -> y [N,C,OH,OW], OH = floor((H + 2 ph - kh) / sh) + 1, likewise OW.
@@ -84,9 +85,10 @@ tg_status tg__pool2d_geom_init(tg__pool2d_geom *g, const char *op, int x_rank,
  * scan order wins (PyTorch's CPU kernel: `if (v > max || isnan(v))`). */
 void tg__max_pool2d_forward(const tg__pool2d_geom *g, tg_dtype dtype, const void *x, void *y,
                             int32_t *argmax);
-/* dx[n,c, argmax[n,c,oh,ow]] += dy[n,c,oh,ow]: the gradient of each window goes to its argmax. */
+/* dx[n,c, argmax[n,c,oh,ow]] += dy[n,c,oh,ow]: the gradient of each window goes to its argmax.
+ * dx_fresh: dx holds no value yet, and is stored as if it had been zeroed first. */
 void tg__max_pool2d_backward(const tg__pool2d_geom *g, tg_dtype dtype, const int32_t *argmax,
-                             const void *dy, void *dx);
+                             const void *dy, void *dx, bool dx_fresh);
 
 /* y = the mean of each window. count_include_pad != 0: divided by kh*kw (padding counts as
  * zeros); 0: divided by the number of image pixels in the window. */
@@ -129,12 +131,12 @@ void tg__bn_forward_eval(const tg__bn_geom *g, tg_dtype dtype, const void *x, co
                          double eps, void *y, void *save_mean, void *save_rstd);
 
 /* Gradients, accumulated and optional (NULL: not needed), from the mean and rstd that forward
- * saved. training != 0: the statistics were the batch's, so dx includes their dependence on x;
+ * saved; dx is stored instead (as if zeroed first) when dx_fresh. training != 0: the statistics were the batch's, so dx includes their dependence on x;
  * 0: they were constants (eval), dx = dy * gamma * rstd.
  *   dgamma [C] += sum dy * xhat, dbeta [C] += sum dy, xhat = (x - mean) * rstd. */
 void tg__bn_backward(const tg__bn_geom *g, tg_dtype dtype, int training, const void *x,
                      const void *gamma, const void *mean, const void *rstd, const void *dy,
-                     void *dx, void *dgamma, void *dbeta);
+                     void *dx, void *dgamma, void *dbeta, bool dx_fresh);
 
 /* ---- SIMD width (tests) ----
  * The float32 batch-norm and 2x2 max-pool kernels run an AVX-512 build where the CPU has it and
