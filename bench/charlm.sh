@@ -27,6 +27,9 @@ have_torch=1
 }
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
+cores="auto"
+[ -n "${OPENBLAS_CORETYPE:-}" ] && cores="env auto"
+
 for optim in adamw sgd; do
 for threads in 1 2; do
   lines=""
@@ -38,11 +41,16 @@ for threads in 1 2; do
 "
     if [ "$have_torch" = 1 ]; then
       for policy in passive active; do
-        line=$(/usr/bin/python3 "$here/torch_charlm.py" --threads "$threads" --steps "$steps" \
+      for core in $cores; do
+        # OpenBLAS's kernel as the environment sets it, and (when it is set) OpenBLAS's own choice
+        if [ "$core" = auto ]; then unset_core="-u OPENBLAS_CORETYPE"; else unset_core=""; fi
+        # shellcheck disable=SC2086
+        line=$(env $unset_core /usr/bin/python3 "$here/torch_charlm.py" --threads "$threads" --steps "$steps" \
                  --optim "$optim" --wait-policy "$policy" 2>/dev/null)
         echo "$line"
         lines="$lines$line
 "
+      done
       done
     fi
     r=$((r + 1))

@@ -5,9 +5,10 @@
 #
 # Fair settings for PyTorch (set by torch_cnn.py in a fresh process before torch is imported):
 # OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = MKL_NUM_THREADS = torch.set_num_threads = T, with
-# OMP_WAIT_POLICY=PASSIVE and ACTIVE, each with and without
 #   GLIBC_TUNABLES=glibc.malloc.trim_threshold=4294967296:glibc.malloc.mmap_threshold=33554432
-# (which makes Debian's PyTorch CNN faster); tapegrad is compared with the BEST of the four.
+# (which makes Debian's PyTorch CNN 2-3x faster), OMP_WAIT_POLICY=PASSIVE and ACTIVE, each with
+# OpenBLAS's kernel as OPENBLAS_CORETYPE sets it and (when it is set) with it unset, OpenBLAS's
+# own choice; tapegrad is compared with the BEST of these.
 # The machine is shared and noisy: ROUNDS rounds, each running tapegrad and PyTorch back to back at
 # each thread count (alternating sides), and the best figure of each side counts.
 #

@@ -28,6 +28,9 @@ have_torch=1
   echo "mnist.sh: /usr/bin/python3 cannot import torch (apt-get install python3-torch); no PyTorch figures" >&2
 }
 
+cores="auto"
+[ -n "${OPENBLAS_CORETYPE:-}" ] && cores="env auto"
+
 for optim in adam sgd; do
 for threads in 1 2; do
   lines=""
@@ -39,11 +42,16 @@ for threads in 1 2; do
 "
     if [ "$have_torch" = 1 ]; then
       for policy in passive active; do
-        line=$(/usr/bin/python3 "$here/torch_mnist.py" --data "$data" --threads "$threads" \
+      for core in $cores; do
+        # OpenBLAS's kernel as the environment sets it, and (when it is set) OpenBLAS's own choice
+        if [ "$core" = auto ]; then unset_core="-u OPENBLAS_CORETYPE"; else unset_core=""; fi
+        # shellcheck disable=SC2086
+        line=$(env $unset_core /usr/bin/python3 "$here/torch_mnist.py" --data "$data" --threads "$threads" \
                  --optim "$optim" --wait-policy "$policy" --steps "$steps")
         echo "$line"
         lines="$lines$line
 "
+      done
       done
     fi
     r=$((r + 1))
@@ -53,7 +61,8 @@ import json, sys
 runs = [json.loads(l) for l in sys.stdin if l.strip()]
 best = {}
 for r in runs:
-    key = r["bench"] + ("/" + r["omp_wait_policy"].lower() if "omp_wait_policy" in r else "")
+    key = r["bench"] + ("/" + r["omp_wait_policy"].lower() + "/" + str(r.get("openblas_core"))
+                        if "omp_wait_policy" in r else "")
     if key not in best or r["samples_per_s"] > best[key]["samples_per_s"]:
         best[key] = r
 tg = best["mnist_mlp"]
@@ -61,8 +70,9 @@ out = {"bench": "mnist_vs_torch", "optim": sys.argv[3], "threads": int(sys.argv[
        "rounds": int(sys.argv[2]), "tapegrad_samples_per_s": tg["samples_per_s"],
        "tapegrad_peak_rss_mib": tg["peak_rss_mib"]}
 torch_runs = [v for k, v in best.items() if k.startswith("torch_mnist")]
-for v in torch_runs:
-    out["torch_" + v["omp_wait_policy"].lower() + "_samples_per_s"] = v["samples_per_s"]
+for v in torch_runs:  # each wait policy at its better OpenBLAS kernel
+    k = "torch_" + v["omp_wait_policy"].lower() + "_samples_per_s"
+    out[k] = max(out.get(k, 0), v["samples_per_s"])
 if torch_runs:
     th = max(torch_runs, key=lambda v: v["samples_per_s"])  # the better wait policy
     out.update({"torch_samples_per_s": th["samples_per_s"],

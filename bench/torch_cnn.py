@@ -10,15 +10,16 @@ float32 and standardized ((pixel / 255 - mean) / std) at each step, as bench/tor
 Fair settings. Each measurement runs in a fresh child process whose environment is set before
 torch is imported: OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS = T (and
 torch.set_num_threads(T), torch.set_num_interop_threads(1)), OMP_WAIT_POLICY = PASSIVE or ACTIVE,
-and GLIBC_TUNABLES either unset or
-    glibc.malloc.trim_threshold=4294967296:glibc.malloc.mmap_threshold=33554432
+GLIBC_TUNABLES=glibc.malloc.trim_threshold=4294967296:glibc.malloc.mmap_threshold=33554432
 (glibc otherwise returns the large activation buffers to the kernel after every step and faults
-them back in at the next: Debian's PyTorch CNN runs 2-3x faster with it). Each child warms up,
-then times --rounds rounds of --steps steps and keeps the best round.
+them back in at the next: Debian's PyTorch CNN runs 2-3x faster with it), and OpenBLAS's kernel
+as OPENBLAS_CORETYPE sets it and, when that is set, also with it unset (OpenBLAS's own choice,
+its AVX-512 kernel on AVX-512 CPUs). Each child warms up, then times --rounds rounds of --steps
+steps and keeps the best round.
 
 Prints one JSON line:
   {"bench":"torch_cnn", "optim":..., "torch":..., "cpu":..., "batch":128, "steps":..., "rounds":...,
-   "samples_per_s": {"<policy>/<tunables on|off>": {"1": ..., "2": ...}, ...},
+   "samples_per_s": {"<policy>/openblas_<core>": {"1": ..., "2": ...}, ...},
    "blas": <what the last child loaded: torch_env.describe>}
 Usage: /usr/bin/python3 bench/torch_cnn.py [--threads 1,2] [--steps 30] [--rounds 3]
        [--optim adam|sgd] [--synthetic]   (random images instead of /usr/share/datasets/fashion-mnist)
@@ -148,24 +149,27 @@ def main():
     results, version, described = {}, None, None
     # Alternate the configurations inside each thread count so that load from other processes
     # on the shared machine falls on all of them alike.
+    # OpenBLAS's kernel: as the environment sets it (OPENBLAS_CORETYPE) and, when it is set,
+    # also OpenBLAS's own choice for this CPU (unset: its AVX-512 kernel where the CPU has it).
+    cores = ["env", "auto"] if os.environ.get("OPENBLAS_CORETYPE") else ["auto"]
     for t in threads:
         for policy in ("PASSIVE", "ACTIVE"):
-            for tun in ("on", "off"):
+            for core in cores:
                 env = dict(os.environ)
                 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
                     env[var] = str(t)
                 env["OMP_WAIT_POLICY"] = policy
-                if tun == "on":
-                    env["GLIBC_TUNABLES"] = TUNABLES
-                else:
-                    env.pop("GLIBC_TUNABLES", None)
+                env["GLIBC_TUNABLES"] = TUNABLES
+                if core == "auto":
+                    env.pop("OPENBLAS_CORETYPE", None)
                 cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--data", args.data,
                        "--steps", str(args.steps), "--rounds", str(args.rounds),
                        "--batch", str(args.batch), "--optim", args.optim] + (["--synthetic"] if args.synthetic else [])
                 out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 version, described = r["torch"], r["describe"]
-                results.setdefault(f"{policy}/tunables_{tun}", {})[str(t)] = r["samples_per_s"]
+                name = described.get("openblas_core") or core
+                results.setdefault(f"{policy}/openblas_{name}", {})[str(t)] = r["samples_per_s"]
     blas = {k: described[k] for k in ("blas_info", "blas_libs", "openblas_core")}
     print(json.dumps({"bench": "torch_cnn", "optim": args.optim, "torch": version, "cpu": cpu_name(),
                       "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
