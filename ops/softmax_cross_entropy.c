@@ -37,7 +37,11 @@ static tg_status sce_shape(tg_tensor *y, char *msg, size_t len) {
             return TG_ERR_SHAPE;
         }
         const int32_t *idx = t->data;
+        /* One branch-free pass (it vectorizes), then the first bad index for the message. */
+        bool any_bad = false;
         for (int64_t n = 0; n < N; n++)
+            any_bad |= (idx[n] < 0) | ((int64_t)idx[n] >= C);
+        for (int64_t n = 0; any_bad && n < N; n++)
             if (idx[n] < 0 || idx[n] >= C) {
                 snprintf(msg, len, "class index %d in row %lld is out of range 0..%lld",
                          (int)idx[n], (long long)n, (long long)C - 1);

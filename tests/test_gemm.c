@@ -184,6 +184,60 @@ Test(gemm, small_avx2) { check_small(TG_KERNEL_AVX2); }
 Test(gemm, small_avx512) { check_small(TG_KERNEL_AVX512); }
 Test(gemm, small_openblas) { check_small(TG_KERNEL_OPENBLAS); }
 
+/* Narrow contiguous products (N 1, 2, 4, 8, K up to 2N: the 2-4-2 network's layers), which the
+ * AVX-512 kernel computes as one flat array (tg__gemm_narrow_avx512_f32): the bits of the blocked
+ * path. A [M,K] x [K,N] product of at least 2^21 multiply-adds is blocked (and split on 2 threads); runs of its
+ * rows, from 1 to 37 (the masked tails), through tg__gemm at 1 thread go direct. Both with B
+ * as is and transposed (tg__gemm transposes it first), beta 0 and 1. */
+Test(gemm, narrow_products_give_the_blocked_bits) {
+    if (!tg__kernel_available(TG_KERNEL_AVX512))
+        cr_skip_test("AVX-512 not available on this CPU or build");
+    const tg__kernel_id saved = tg__kernel_get();
+    cr_assert_eq(tg__kernel_set(TG_KERNEL_AVX512), TG_OK);
+    static const int64_t ns[] = {1, 2, 4, 8};
+    tg_rng rng;
+    tg_rng_seed(&rng, 77);
+    int bad = 0, ran = 0;
+    for (int ni = 0; ni < 4; ni++)
+        for (int64_t K = 1; K <= 2 * ns[ni]; K++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int beta = 0; beta < 2; beta++) {
+                    const int64_t N = ns[ni];
+                    const int64_t M = ((int64_t)1 << 21) / (N * K) + 40; /* blocked at 2 threads */
+                    float *A = malloc(sizeof(float) * (size_t)(M * K));
+                    float *B = malloc(sizeof(float) * (size_t)(K * N));
+                    float *C0 = malloc(sizeof(float) * (size_t)(M * N));
+                    float *C1 = malloc(sizeof(float) * (size_t)(M * N));
+                    cr_assert(A && B && C0 && C1);
+                    for (int64_t i = 0; i < M * K; i++)
+                        A[i] = (float)rnd(&rng);
+                    for (int64_t i = 0; i < K * N; i++)
+                        B[i] = (float)rnd(&rng);
+                    for (int64_t i = 0; i < M * N; i++)
+                        C0[i] = C1[i] = (float)rnd(&rng);
+                    const int64_t ldb = tb ? K : N; /* B is [N,K] when transposed */
+                    cr_assert_eq(tg_set_num_threads(2), TG_OK);
+                    cr_assert(M * N * K >= ((int64_t)1 << 21));
+                    tg__gemm(TG_F32, false, tb, M, N, K, A, K, B, ldb, beta, C0, N);
+                    tg_set_num_threads(1);
+                    for (int64_t i0 = 0, m = 1; i0 + m <= M && m <= 37; i0 += m, m++) {
+                        tg__gemm(TG_F32, false, tb, m, N, K, A + i0 * K, K, B, ldb, beta,
+                                 C1 + i0 * N, N);
+                        ran++;
+                        if (memcmp(C0 + i0 * N, C1 + i0 * N, sizeof(float) * (size_t)(m * N)) &&
+                            bad++ < 3)
+                            cr_log_error("N=%lld K=%lld tb=%d beta=%d: rows %lld..%lld differ "
+                                         "from the blocked product",
+                                         (long long)N, (long long)K, tb, beta, (long long)i0,
+                                         (long long)(i0 + m - 1));
+                    }
+                    free(A), free(B), free(C0), free(C1);
+                }
+    tg__kernel_set(saved);
+    cr_expect_gt(ran, 0);
+    cr_expect_eq(bad, 0, "%d narrow products differ from the blocked path (see the log)", bad);
+}
+
 /* The direct path gives the blocked path's bits: a [160,150] x [150,140] product (above the
  * direct threshold, so blocked and, on 2 threads, split) and the same elements from products
  * of a corner of it (below the threshold: direct), with the full K so that each element is the

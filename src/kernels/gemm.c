@@ -772,6 +772,11 @@ static void gemm_direct(const tg__ukernel *uk, tg_dtype dtype, bool ta, bool tb,
             transpose_b(dtype, B, ldb, K, N, bt);
         B = bt, ldb = N;
     }
+    /* A few columns and a short K, contiguous (the 2-4-2 network's layers): the whole of C as
+     * one flat array in AVX-512 vectors, several rows at a time (the same bits). */
+    if (uk == &tg__uk_avx512_f32 && !ta &&
+        tg__gemm_narrow_avx512_f32(M, N, K, A, lda, B, ldb, beta, C, ldc))
+        return;
     /* A product at most 256 bits wide: AVX2's direct kernel, whose fused multiply-adds round as
      * AVX-512's do (the same bits), without 512-bit instructions (which can lower the clock). */
     if (uk == &tg__uk_avx512_f32 || uk == &tg__uk_avx512_f64) {

@@ -221,6 +221,47 @@ DIRECT_FUNCS(f64, double, __m512d, __mmask8, 8, _mm512_loadu_pd, _mm512_storeu_p
              _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd, SET1_PD, _mm512_fmadd_pd,
              _mm512_setzero_pd)
 
+/* ---- Narrow products (tg__gemm_narrow_avx512_f32 in parallel.h) ----
+ * Lane l of the vector at flat index o of C is element (o + l) / N, (o + l) % N. For each k it
+ * takes A[row][k] from the 32 floats of A that the 16/N rows occupy (one two-vector permute) and
+ * B[k][col] from a vector built once. */
+TG_AVX512 bool tg__gemm_narrow_avx512_f32(int64_t M, int64_t N, int64_t K, const float *A,
+                                          int64_t lda, const float *B, int64_t ldb, int beta,
+                                          float *C, int64_t ldc) {
+    if ((N != 1 && N != 2 && N != 4 && N != 8) || K < 1 || K > 2 * N || lda != K || ldc != N)
+        return false;
+    const int rows = 16 / (int)N; /* rows of C per vector */
+    __m512 bk[16];
+    __m512i ak[16];
+    for (int k = 0; k < K; k++) {
+        float bl[16];
+        int32_t al[16];
+        for (int l = 0; l < 16; l++) {
+            bl[l] = B[k * ldb + l % N];
+            al[l] = (int32_t)((l / N) * K + k); /* A's float for lane l, of the 32 loaded */
+        }
+        bk[k] = _mm512_loadu_ps(bl);
+        ak[k] = _mm512_loadu_si512(al);
+    }
+    const int64_t total = M * N;
+    for (int64_t o = 0, i = 0; o < total; o += 16, i += rows) {
+        const int64_t left = total - o < 16 ? total - o : 16;
+        const __mmask16 mc = (__mmask16)(left == 16 ? 0xffff : (1u << left) - 1);
+        const int64_t a_left = (left / N) * K; /* floats of A the rows hold, at most 32 */
+        const float *a = A + i * K;
+        const __mmask16 m0 = (__mmask16)(a_left >= 16 ? 0xffff : (1u << a_left) - 1);
+        const __mmask16 m1 = (__mmask16)(a_left >= 32  ? 0xffff
+                                         : a_left > 16 ? (1u << (a_left - 16)) - 1
+                                                       : 0);
+        const __m512 a0 = _mm512_maskz_loadu_ps(m0, a), a1 = _mm512_maskz_loadu_ps(m1, a + 16);
+        __m512 acc = beta ? _mm512_maskz_loadu_ps(mc, C + o) : _mm512_setzero_ps();
+        for (int k = 0; k < K; k++)
+            acc = _mm512_fmadd_ps(_mm512_permutex2var_ps(a0, ak[k], a1), bk[k], acc);
+        _mm512_mask_storeu_ps(C + o, mc, acc);
+    }
+    return true;
+}
+
 /* Transposing B for the direct kernel: each row k of op(B) gathered 16 (8) columns at a time
  * (column j of op(B) is row j of B). The offsets j*ldb must fit an int32, else a plain loop. */
 #define TRANSPOSE_FUNC(sfx, T, L, MT, GATHER, IDX, STOREM)                                         \

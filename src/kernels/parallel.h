@@ -115,6 +115,14 @@ void tg__gemm_blocks(const tg__ukernel *uk, size_t esz, int64_t *mc, int64_t *kc
 extern const tg__ukernel tg__uk_avx2_f32, tg__uk_avx2_f64;
 extern const tg__ukernel tg__uk_avx512_f32, tg__uk_avx512_f64;
 
+/* A narrow float32 product for AVX-512 (the 2-4-2 network's [200,2] x [2,4] and [200,4] x [4,2]):
+ * C = beta C + A B with A [M,K] and C [M,N] contiguous (lda = K, ldc = N), N in {1, 2, 4, 8}
+ * and 16/N rows of A in two vectors (K <= 2N). C is computed as one flat array, 16 elements at a
+ * time (16/N rows), each element summed in increasing k by fused multiply-adds from C or +0:
+ * the bits of the direct and blocked paths. Returns false (nothing done) for another shape. */
+bool tg__gemm_narrow_avx512_f32(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                                const float *B, int64_t ldb, int beta, float *C, int64_t ldc);
+
 /* ---- Vector math (vmath.c) ----
  * y[i] = f(x[i]) for i in [0, n), float32, y may be x. Within a few ulp of the exact values
  * (tests/test_vmath.c): exp and log <= 1 ulp, erf <= 2, tanh <= 2 (libm's on the portable
