@@ -459,11 +459,6 @@ typedef struct gemm_job {
     int64_t lda, ldb, ldc;
     int beta;
     int64_t kc, mc, nc; /* blocks for this product: K and M cut into near-equal blocks */
-    /* Sharing the packed operand between threads (NULL shared: each thread packs its own). */
-    unsigned char *buf0;   /* the calling thread's pack buffer: one private block per part... */
-    unsigned char *shared; /* ...then two slots of slot_bytes for the shared operand's block */
-    size_t priv_bytes, slot_bytes;
-    int64_t own_cap; /* split_n: the most columns the private B block holds */
 } gemm_job;
 
 static void pack_a(const gemm_job *j, int64_t i0, int64_t mb, int64_t k0, int64_t kb, void *dst) {
@@ -584,110 +579,16 @@ static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, in
     }
 }
 
-/* ---- Threads sharing a packed operand ----
- * Split over columns of C, every thread needs all of op(A); split over rows, all of op(B).
- * Packing that shared operand on each thread costs as much as the product's own part for the
- * MLP's shapes, so the threads pack it once, together, into a buffer of the calling thread.
- * The product is a sequence of stages, one per block of the shared operand, and one pool job per
- * stage: job s computes every part's tiles of stage s - 1 from the block packed in job s - 1, and
- * packs each part's share of block s into the other of two slots. The job boundary is the only
- * synchronization: no part waits for another inside a job, so if a worker is late (preempted on
- * a busy machine) the caller runs its part too (tg__parallel_run) instead of waiting at a
- * barrier. Each part's private block (its B columns or its A rows) lives in the caller's buffer
- * as well, indexed by part, so whichever thread runs a part finds it. Packing is copying: the
- * result is that of gemm_block bit for bit. */
-
-/* Stage s's blocks: split_n (shared A) walks (pc, ic), the other split walks (jc, pc). */
-typedef struct stage {
-    int64_t pc, kb, ic, mb, jc, nb;
-} stage;
-
-static stage stage_at(const gemm_job *j, int64_t s) {
-    stage st;
-    if (j->split_n) {
-        const int64_t n_ic = (j->M + j->mc - 1) / j->mc;
-        st.pc = s / n_ic * j->kc, st.ic = s % n_ic * j->mc;
-        st.jc = 0, st.nb = j->N;
-    } else {
-        const int64_t n_pc = (j->K + j->kc - 1) / j->kc;
-        st.jc = s / n_pc * j->nc, st.pc = s % n_pc * j->kc;
-        st.ic = 0, st.mb = j->M;
-        st.nb = j->N - st.jc < j->nc ? j->N - st.jc : j->nc;
-    }
-    st.kb = j->K - st.pc < j->kc ? j->K - st.pc : j->kc;
-    if (j->split_n)
-        st.mb = j->M - st.ic < j->mc ? j->M - st.ic : j->mc;
-    return st;
-}
-
-static int64_t stage_count(const gemm_job *j) {
-    const int64_t n_pc = (j->K + j->kc - 1) / j->kc;
-    return j->split_n ? n_pc * ((j->M + j->mc - 1) / j->mc) : n_pc * ((j->N + j->nc - 1) / j->nc);
-}
-
-static void stage_pack(const gemm_job *j, int part, int nth, int64_t s) {
-    const stage st = stage_at(j, s);
-    unsigned char *slot = j->shared + (size_t)(s & 1) * j->slot_bytes;
-    unsigned char *priv = j->buf0 + (size_t)part * j->priv_bytes;
-    int64_t a0, a1;
-    if (j->split_n) {
-        tg__split(st.mb, j->uk->mr, part, nth, &a0, &a1);
-        if (a0 < a1)
-            pack_a(j, st.ic + a0, a1 - a0, st.pc, st.kb, slot + (size_t)(a0 * st.kb) * j->esz);
-        int64_t n0, n1;
-        tg__split(j->N, j->uk->nr, part, nth, &n0, &n1);
-        if (st.ic == 0 && n0 < n1) /* a new k block: this part's columns of op(B) */
-            pack_b(j, st.pc, st.kb, n0, n1 - n0, priv);
-    } else {
-        tg__split(st.nb, j->uk->nr, part, nth, &a0, &a1);
-        if (a0 < a1)
-            pack_b(j, st.pc, st.kb, st.jc + a0, a1 - a0, slot + (size_t)(a0 * st.kb) * j->esz);
-    }
-}
-
-static void stage_compute(const gemm_job *j, int part, int nth, int64_t s) {
-    const stage st = stage_at(j, s);
-    const unsigned char *slot = j->shared + (size_t)(s & 1) * j->slot_bytes;
-    unsigned char *priv = j->buf0 + (size_t)part * j->priv_bytes;
-    const int acc = j->beta || st.pc > 0;
-    if (j->split_n) {
-        int64_t n0, n1;
-        tg__split(j->N, j->uk->nr, part, nth, &n0, &n1);
-        if (n0 < n1)
-            compute_block(j, slot, priv, st.ic, st.mb, n0, n1 - n0, st.kb, acc);
-        return;
-    }
-    int64_t m0, m1;
-    tg__split(j->M, j->uk->mr, part, nth, &m0, &m1);
-    for (int64_t ic = m0; ic < m1; ic += j->mc) {
-        const int64_t mb = m1 - ic < j->mc ? m1 - ic : j->mc;
-        pack_a(j, ic, mb, st.pc, st.kb, priv);
-        compute_block(j, priv, slot, ic, mb, st.jc, st.nb, st.kb, acc);
-    }
-}
-
-typedef struct stage_job {
-    const gemm_job *j;
-    int64_t s, n_stages; /* this job computes stage s - 1 (if s > 0) and packs stage s */
-    int nth;             /* the split: fixed for the whole product */
-} stage_job;
-
-static void stage_run(void *p, int part, int nth) {
-    const stage_job *sj = p;
-    (void)nth; /* the pool may run the job on fewer threads; the split stays sj->nth parts */
-    for (int q = part; q < sj->nth; q += nth) {
-        if (sj->s > 0)
-            stage_compute(sj->j, q, sj->nth, sj->s - 1);
-        if (sj->s < sj->n_stages)
-            stage_pack(sj->j, q, sj->nth, sj->s);
-    }
-}
-
-static void gemm_shared(const gemm_job *j, int nth) {
-    stage_job sj = {.j = j, .n_stages = stage_count(j), .nth = nth};
-    for (sj.s = 0; sj.s <= sj.n_stages; sj.s++)
-        tg__parallel_run(nth, stage_run, &sj);
-}
+/* ---- Threads: each packs what its part reads ----
+ * Split over columns of C, every thread needs all of op(A); split over rows, all of op(B). Each
+ * thread packs its own copy of that operand's blocks, in its own buffer, rather than the threads
+ * packing it once together and reading each other's halves. Sharing was the design until the
+ * AMD EPYC virtual machine of issue 13, whose two vCPUs sit where a cache line takes about
+ * 250 ns to cross from one to the other (a ping-pong round trip of 480-550 ns): there the shared
+ * packing made the 2-thread [128,784] x [784,256] product no faster than 1 thread (313 against
+ * 304 us) while private packing took 200 us; 256^3 145 -> 108 us, 512^3 983 -> 843 us. The copy
+ * that is packed twice is the smaller operand, a few percent of the product. Packing is copying:
+ * the result is the same bits either way, and for any thread count. */
 
 #ifdef TG_HAVE_OPENBLAS
 /* The whole product through OpenBLAS, threaded by OpenBLAS with our thread count. OpenBLAS's
@@ -851,24 +752,5 @@ void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, 
     const int avail = tg_get_num_threads();
     if (nth > avail)
         nth = avail;
-    if (nth > 1) { /* the other operand's blocks are packed once, shared (gemm_shared) */
-        if (j.split_n) {
-            const int64_t units = (N + uk->nr - 1) / uk->nr;
-            j.own_cap = (units + nth - 1) / nth * uk->nr;
-            j.priv_bytes = block_bytes(j.kc * j.own_cap, esz);
-            j.slot_bytes = block_bytes(j.mc * j.kc, esz);
-        } else {
-            j.priv_bytes = block_bytes(j.mc * j.kc, esz);
-            j.slot_bytes = block_bytes(j.kc * j.nc, esz);
-        }
-        if (!j.split_n || j.own_cap <= uk_nc) {
-            j.buf0 = pack_buffer((size_t)nth * j.priv_bytes + 2 * j.slot_bytes);
-            j.shared = j.buf0 ? j.buf0 + (size_t)nth * j.priv_bytes : NULL;
-        }
-        if (j.shared) {
-            gemm_shared(&j, nth);
-            return;
-        }
-    }
     tg__parallel_run(nth, gemm_job_run, &j);
 }
