@@ -5,7 +5,8 @@ Runs tg_bench (circles and MLP steps) and times the same training steps in PyTor
 threads each, then prints one JSON line per PyTorch result and a side-by-side table with the
 ratios. Each PyTorch measurement runs in its own process, where torch's pools, OpenMP, OpenBLAS
 and MKL are all set to the thread count before torch is imported (torch_env.py), once with
-OMP_WAIT_POLICY=PASSIVE and once ACTIVE; the table takes PyTorch's better policy. Every timing
+OMP_WAIT_POLICY=PASSIVE and once ACTIVE, each (when the environment sets OPENBLAS_CORETYPE) with
+it and with it unset (OpenBLAS's own kernel choice); the table takes PyTorch's best. Every timing
 starts with a warm-up run that is not counted.
 
   circles  the 2-4-2 tanh network on 200 points, float32: forward, cross-entropy, backward and a
@@ -124,10 +125,15 @@ def main():
     rows = []
     for threads in (1, 2):
         best = {}
-        for policy in ("passive", "active"):
+        # OpenBLAS's kernel as the environment sets it and, when it is set, OpenBLAS's own choice
+        cores = ["env", "auto"] if os.environ.get("OPENBLAS_CORETYPE") else ["auto"]
+        for policy, core in [(p, c) for p in ("passive", "active") for c in cores]:
             cmd = [sys.executable, os.path.abspath(__file__), "--torch-side", str(threads), policy]
             cmd += ["--quick"] if args.quick else []
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            env = dict(os.environ)
+            if core == "auto":
+                env.pop("OPENBLAS_CORETYPE", None)
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
             for line in out.splitlines():
                 print(line)
                 rec = json.loads(line)
