@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The inputs in dtype (indices stay i32), requires_grad as in `in`. */
 static void convert_inputs(tg_tensor *const *in, int n, tg_dtype dtype, tg_tensor **out) {
@@ -120,9 +121,11 @@ Test(fresh_grads, every_op_stores_what_it_would_add_f64) {
                          "%s: no case ran", cat_entries[i].op);
 }
 
+/* The custom op's catalog entry is the test's own square op, written for float64 only
+ * (test_square_forward reads doubles): it is left out of the float32 run. */
 Test(fresh_grads, every_op_stores_what_it_would_add_f32) {
     for (int i = 0; i < cat_n_entries; i++)
-        if (!cat_entries[i].no_grad)
+        if (!cat_entries[i].no_grad && strcmp(cat_entries[i].op, "custom") != 0)
             (void)check_entry(&cat_entries[i], TG_F32, 900 + (uint64_t)i);
 }
 
