@@ -278,54 +278,6 @@ void tg__gemm_blocks(const tg__ukernel *uk, size_t esz, int64_t *mc, int64_t *kc
     *mc = m, *kc = k, *nc = n;
 }
 
-/* ---- Pack buffers: one per OS thread, grown once, kept (no allocation in steady state) ---- */
-
-typedef struct pack_buf {
-    void *mem;
-    size_t bytes;
-} pack_buf;
-
-static pthread_key_t buf_key;
-static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
-static _Thread_local pack_buf *tls_buf;
-
-static void buf_free(void *p) {
-    pack_buf *b = p;
-    if (b) {
-        free(b->mem);
-        free(b);
-    }
-}
-static void buf_key_make(void) { (void)pthread_key_create(&buf_key, buf_free); }
-
-/* A 64-byte aligned scratch of at least `bytes` for this thread, or NULL if out of memory. */
-static void *pack_buffer(size_t bytes) {
-    pack_buf *b = tls_buf;
-    if (!b) {
-        pthread_once(&buf_once, buf_key_make);
-        b = calloc(1, sizeof *b);
-        if (!b)
-            return NULL;
-        tls_buf = b;
-        (void)pthread_setspecific(buf_key, b); /* freed when the thread exits */
-    }
-    if (b->bytes < bytes) {
-        free(b->mem);
-        b->mem = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
-        b->bytes = b->mem ? bytes : 0;
-    }
-    return b->mem;
-}
-
-/* The exiting (main) thread's buffer: thread-exit destructors do not run for it. */
-__attribute__((destructor)) static void pack_buffer_release(void) {
-    if (tls_buf) {
-        (void)pthread_setspecific(buf_key, NULL);
-        buf_free(tls_buf);
-        tls_buf = NULL;
-    }
-}
-
 /* ---- Packing ----
  * A: rows i0.. i0+mb of op(A), columns k0.. k0+kb, into panels of mr rows: panel p holds
  *    dst[p*mr*kb + k*mr + r] = op(A)[i0 + p*mr + r][k0 + k], zero past the last row.
@@ -554,7 +506,7 @@ static void gemm_block(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, in
     /* B's block first, rounded up to 64 bytes so A's block starts aligned too. */
     const size_t b_bytes = block_bytes(kc * nc, esz);
     const size_t a_bytes = block_bytes(kc * mc, esz);
-    unsigned char *buf = pack_buffer(b_bytes + a_bytes);
+    unsigned char *buf = tg__thread_scratch(b_bytes + a_bytes); /* kept: no allocation */
     if (!buf) { /* out of memory: still correct, just slow */
         const unsigned char *A = j->A, *B = j->B;
         gemm_unpacked(j->dtype, j->ta, j->tb, m1 - m0, n1 - n0, j->K,
@@ -662,7 +614,7 @@ static void gemm_direct(const tg__ukernel *uk, tg_dtype dtype, bool ta, bool tb,
                         int64_t N, int64_t K, const void *A, int64_t lda, const void *B,
                         int64_t ldb, int beta, void *C, int64_t ldc) {
     if (tb) {
-        void *bt = pack_buffer((size_t)(K * N) * tg__dtype_size(dtype));
+        void *bt = tg__thread_scratch((size_t)(K * N) * tg__dtype_size(dtype));
         if (!bt) {
             gemm_unpacked(dtype, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
             return;

@@ -21,6 +21,15 @@ void tg__parallel_run(int nth, tg__job_fn fn, void *ctx);
 /* Whether this thread is running a part of a job (a tg__parallel_run inside runs on it alone). */
 bool tg__parallel_in_job(void);
 
+/* This thread's 64-byte aligned scratch of at least `bytes` (the matmul's pack buffers), kept
+ * until the thread or the pool ends; NULL if out of memory. Parts of a job are claimed, not
+ * assigned, so which thread meets which size changes from step to step: each scratch therefore
+ * grows to the largest size any thread has asked for, and tg__parallel_run brings every
+ * worker's (and the caller's) up to that mark before it posts a job. After one step has asked
+ * for every size, no thread allocates, whatever parts it claims and however late it wakes. The
+ * contents do not outlive the call that asked for them: callers pack, use and forget. */
+void *tg__thread_scratch(size_t bytes);
+
 /* The part [begin, end) of n items, in units of `align` items, that thread tid of nth gets.
  * Contiguous and in order, so the split is the same for a given nth. */
 void tg__split(int64_t n, int64_t align, int tid, int nth, int64_t *begin, int64_t *end);

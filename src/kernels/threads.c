@@ -75,6 +75,88 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* ---- Each thread's scratch (see tg__thread_scratch in parallel.h) ----
+ * A worker's lives in worker_scratch[tid], owned by the pool: the worker grows it while it runs a
+ * part (the caller touches none while parts run), the caller grows it between jobs under run_mu
+ * (no worker touches it then: all parts of the last job are done, and a worker that wakes late
+ * for an old job claims nothing). The pool's job_word and job_pending order these writes. Any
+ * other thread (a program's own threads, the caller) has one of its own, freed when the thread
+ * exits (the main thread's at unload). */
+typedef struct scratch {
+    void *mem;
+    size_t bytes;
+} scratch;
+static scratch worker_scratch[TG_MAX_THREADS + 1];
+static _Thread_local scratch *tls_scratch;
+static atomic_size_t scratch_high_water; /* the largest size any thread has asked for */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_release(void *p) {
+    scratch *sc = p;
+    if (sc) {
+        free(sc->mem);
+        free(sc);
+    }
+}
+static void scratch_key_make(void) { (void)pthread_key_create(&scratch_key, scratch_release); }
+
+/* Grows sc to at least `bytes`, and then to the high-water mark: a thread that must grow at all
+ * grows once to the largest size yet. */
+static void scratch_grow(scratch *sc, size_t bytes) {
+    size_t mark = atomic_load_explicit(&scratch_high_water, memory_order_relaxed);
+    while (mark < bytes &&
+           !atomic_compare_exchange_weak_explicit(&scratch_high_water, &mark, bytes,
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
+    const size_t want = ((mark > bytes ? mark : bytes) + 63) & ~(size_t)63;
+    free(sc->mem);
+    sc->mem = aligned_alloc(64, want);
+    sc->bytes = sc->mem ? want : 0;
+}
+
+static scratch *own_scratch(void) {
+    if (!tls_scratch) {
+        pthread_once(&scratch_once, scratch_key_make);
+        scratch *sc = calloc(1, sizeof *sc);
+        if (!sc)
+            return NULL;
+        tls_scratch = sc;
+        (void)pthread_setspecific(scratch_key, sc); /* freed when the thread exits */
+    }
+    return tls_scratch;
+}
+
+void *tg__thread_scratch(size_t bytes) {
+    scratch *sc = own_scratch();
+    if (!sc)
+        return NULL;
+    if (sc->bytes < bytes)
+        scratch_grow(sc, bytes);
+    return sc->mem;
+}
+
+/* Before a job is posted (caller holds run_mu, no part runs): every worker's scratch and the
+ * caller's up to the high-water mark. */
+static void scratch_reserve(int workers) {
+    const size_t mark = atomic_load_explicit(&scratch_high_water, memory_order_relaxed);
+    if (!mark)
+        return;
+    for (int tid = 1; tid <= workers; tid++)
+        if (worker_scratch[tid].bytes < mark)
+            scratch_grow(&worker_scratch[tid], mark);
+    (void)tg__thread_scratch(mark);
+}
+
+/* The main thread's: thread-exit destructors do not run for it. */
+__attribute__((destructor)) static void scratch_release_main(void) {
+    if (tls_scratch) { /* the main thread is never a worker: this one is its own */
+        (void)pthread_setspecific(scratch_key, NULL);
+        scratch_release(tls_scratch);
+        tls_scratch = NULL;
+    }
+}
+
 /* ---- Waiting for a word to change: poll briefly, then sleep in the kernel (futex) ----
  * Polling alone is fast on a quiet machine but, when the thread we wait for has been preempted
  * by another job, burns our own time slice for nothing: a 2-thread training step was then
@@ -183,6 +265,7 @@ static void run_parts(unsigned long w) {
 
 static void *worker_main(void *arg) {
     const int tid = (int)(intptr_t)arg;
+    tls_scratch = &worker_scratch[tid];
     /* Not job_word: a job may have been posted between pthread_create and this line. */
     unsigned long seen = start_word[tid];
     for (;;) {
@@ -204,6 +287,10 @@ static void stop_workers(void) {
     for (int i = 0; i < n_workers; i++)
         pthread_join(workers[i], NULL);
     atomic_store(&stopping, false);
+    for (int tid = 1; tid <= n_workers; tid++) {
+        free(worker_scratch[tid].mem);
+        worker_scratch[tid] = (scratch){0};
+    }
     n_workers = 0;
 }
 
@@ -290,6 +377,7 @@ void tg__parallel_run(int nth, tg__job_fn fn, void *ctx) {
         fn(ctx, 0, 1);
         return;
     }
+    scratch_reserve(have);
     job_fn = fn;
     job_ctx = ctx;
     atomic_store_explicit(&job_pending, (unsigned)(nth - 1), memory_order_relaxed);
