@@ -186,8 +186,8 @@ Test(gemm, small_openblas) { check_small(TG_KERNEL_OPENBLAS); }
 
 /* Narrow contiguous products (N 1, 2, 4, 8, K up to 2N: the 2-4-2 network's layers), which the
  * AVX-512 kernel computes as one flat array (tg__gemm_narrow_avx512_f32): the bits of the blocked
- * path. A [M,K] x [K,N] product of at least 2^21 multiply-adds is blocked (and split on 2 threads); runs of its
- * rows, from 1 to 37 (the masked tails), through tg__gemm at 1 thread go direct. Both with B
+ * path. A [M,K] x [K,N] product of at least 2^21 multiply-adds, forced onto the blocked path
+ * (tg__gemm_force_blocked) and split on 2 threads; runs of its rows, from 1 to 37 (the masked tails), through tg__gemm at 1 thread go direct. Both with B
  * as is and transposed (tg__gemm transposes it first), beta 0 and 1. */
 Test(gemm, narrow_products_give_the_blocked_bits) {
     if (!tg__kernel_available(TG_KERNEL_AVX512))
@@ -218,7 +218,9 @@ Test(gemm, narrow_products_give_the_blocked_bits) {
                     const int64_t ldb = tb ? K : N; /* B is [N,K] when transposed */
                     cr_assert_eq(tg_set_num_threads(2), TG_OK);
                     cr_assert(M * N * K >= ((int64_t)1 << 21));
+                    const bool was = tg__gemm_force_blocked(true);
                     tg__gemm(TG_F32, false, tb, M, N, K, A, K, B, ldb, beta, C0, N);
+                    tg__gemm_force_blocked(was);
                     tg_set_num_threads(1);
                     for (int64_t i0 = 0, m = 1; i0 + m <= M && m <= 37; i0 += m, m++) {
                         tg__gemm(TG_F32, false, tb, m, N, K, A + i0 * K, K, B, ldb, beta,
@@ -238,8 +240,8 @@ Test(gemm, narrow_products_give_the_blocked_bits) {
     cr_expect_eq(bad, 0, "%d narrow products differ from the blocked path (see the log)", bad);
 }
 
-/* The direct path gives the blocked path's bits: a [160,150] x [150,140] product (above the
- * direct threshold, so blocked and, on 2 threads, split) and the same elements from products
+/* The direct path gives the blocked path's bits: a [160,150] x [150,140] product (forced onto
+ * the blocked path, on 2 threads: split) and the same elements from products
  * of a corner of it (below the threshold: direct), with the full K so that each element is the
  * same sum. For each own kernel, form, beta and dtype. */
 static int check_direct_equals_blocked(tg_dtype dtype, bool ta, bool tb, int beta) {
@@ -265,7 +267,9 @@ static int check_direct_equals_blocked(tg_dtype dtype, bool ta, bool tb, int bet
     memcpy(C1, C0, esz * (size_t)(M * ldc));
     memcpy(C2, C0, esz * (size_t)(M * ldc));
     cr_assert_eq(tg_set_num_threads(2), TG_OK);
+    const bool was = tg__gemm_force_blocked(true);
     tg__gemm(dtype, ta, tb, M, N, K, A, lda, B, ldb, beta, C1, ldc);
+    tg__gemm_force_blocked(was);
     tg_set_num_threads(1);
     /* Corners [i0:i0+m, j0:j0+n] with m n K below 2^21, through the same A, B, C strides. */
     /* Disjoint (beta 1 adds to C). n 8 and 4: with AVX-512, AVX2's direct kernel runs them. */
@@ -312,9 +316,10 @@ Test(gemm, direct_path_gives_the_blocked_bits) {
                  bad);
 }
 
-/* A product between 2^21 and 2^24 multiply-adds runs in the direct kernel on one thread and
- * blocked, packed and split on two (K = 784: several K blocks): the same bits either way. */
-Test(gemm, one_thread_direct_equals_two_thread_blocked) {
+/* A product between 2^21 and 2^24 multiply-adds runs in the direct kernel on one thread, in the
+ * direct kernel on each thread's rows on two (M >= N), and, forced, blocked, packed and split
+ * on two (K = 784: several K blocks): the same bits each way. */
+Test(gemm, one_thread_direct_equals_two_thread_split_and_blocked) {
     int bad = 0;
     for (int d = 0; d < 2; d++)
         for (int form = 0; form < 4; form++)
@@ -340,22 +345,34 @@ Test(gemm, one_thread_direct_equals_two_thread_blocked) {
                     d ? (void)(((double *)C1)[i] = rnd(&rng))
                       : (void)(((float *)C1)[i] = (float)rnd(&rng));
                 memcpy(C2, C1, esz * (size_t)nc);
+                unsigned char *C3 = malloc(esz * (size_t)nc);
+                cr_assert(C3);
+                memcpy(C3, C1, esz * (size_t)nc);
                 tg_set_num_threads(1);
                 tg__gemm(dtype, ta, tb, M, N, K, A, lda, B, ldb, beta, C1, ldc);
                 cr_assert_eq(tg_set_num_threads(2), TG_OK);
                 tg__gemm(dtype, ta, tb, M, N, K, A, lda, B, ldb, beta, C2, ldc);
+                const bool was = tg__gemm_force_blocked(true);
+                tg__gemm(dtype, ta, tb, M, N, K, A, lda, B, ldb, beta, C3, ldc);
+                tg__gemm_force_blocked(was);
                 tg_set_num_threads(1);
                 if (memcmp(C1, C2, esz * (size_t)nc) != 0) {
                     bad++;
-                    cr_log_error("%s ta %d tb %d beta %d: 1 and 2 threads differ",
+                    cr_log_error("%s ta %d tb %d beta %d: 1 and 2 threads (direct) differ",
+                                 tg__dtype_name(dtype), ta, tb, beta);
+                }
+                if (memcmp(C1, C3, esz * (size_t)nc) != 0) {
+                    bad++;
+                    cr_log_error("%s ta %d tb %d beta %d: direct and blocked differ",
                                  tg__dtype_name(dtype), ta, tb, beta);
                 }
                 free(A);
                 free(B);
                 free(C1);
                 free(C2);
+                free(C3);
             }
-    cr_expect_eq(bad, 0, "%d of 16 products differ between 1 and 2 threads", bad);
+    cr_expect_eq(bad, 0, "%d of 32 comparisons differ (see the log)", bad);
 }
 
 Test(gemm, empty_inner_dimension_gives_beta_c) {

@@ -44,7 +44,8 @@
  * blocked path's threads only start at 2^21. The result is the same either way. */
 #define TG_GEMM_DIRECT_MAX TG_GEMM_PAR_MIN
 /* A product that runs on one thread anyway (one thread set, or called from inside a job, as the
- * convolutions' per-image products are) takes the direct kernel up to this size: packing costs
+ * convolutions' per-image products are) takes the direct kernel up to this size (and on more
+ * threads, with M >= N, the direct kernel on each thread's rows: gemm_direct_job_run): packing costs
  * more than it saves below it (measured on AVX-512 at 1 thread: the Fashion-MNIST MLP step 3-4%
  * faster, the CNN's 5-7%, the char-level transformer's 5-9%; at 2^25 the MLP's 128 x 784 x 256
  * went direct too and its step got slower). Same result, so the thread count still changes
@@ -640,6 +641,27 @@ static void gemm_direct(const tg__ukernel *uk, tg_dtype dtype, bool ta, bool tb,
     uk->direct(ta, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
+static atomic_bool force_blocked; /* tests only: see tg__gemm_force_blocked */
+
+bool tg__gemm_force_blocked(bool on) { return atomic_exchange(&force_blocked, on); }
+
+/* A mid-sized product on several threads: the direct kernel on each thread's rows of C (M is
+ * the longer side of these products: the char-level transformer's 512 tokens), each thread
+ * reading all of op(B) (transposing it itself when tb) and only its rows of op(A). Packing a
+ * product of this size costs more than it saves, and the direct kernel's result does not
+ * depend on where the rows are cut. */
+static void gemm_direct_job_run(void *p, int tid, int nth) {
+    const gemm_job *j = p;
+    int64_t m0, m1;
+    tg__split(j->M, 16, tid, nth, &m0, &m1);
+    if (m0 >= m1)
+        return;
+    const unsigned char *A = j->A;
+    gemm_direct(j->uk, j->dtype, j->ta, j->tb, m1 - m0, j->N, j->K,
+                A + (size_t)(j->ta ? m0 : m0 * j->lda) * j->esz, j->lda, j->B, j->ldb, j->beta,
+                (unsigned char *)j->C + (size_t)(m0 * j->ldc) * j->esz, j->ldc);
+}
+
 void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
               const void *A, int64_t lda, const void *B, int64_t ldb, int beta, void *C,
               int64_t ldc) {
@@ -654,10 +676,34 @@ void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, 
     }
     const tg__kernel_id id = tg__kernel_get();
     const int64_t macs = M * N * K;
-    if (macs < TG_GEMM_DIRECT_MAX ||
-        (macs < TG_GEMM_DIRECT_1T_MAX && (tg_get_num_threads() == 1 || tg__parallel_in_job()))) {
+    /* (not when a test compares the blocked path's bits) */
+    const bool direct = !atomic_load_explicit(&force_blocked, memory_order_relaxed);
+    if (direct &&
+        (macs < TG_GEMM_DIRECT_MAX ||
+         (macs < TG_GEMM_DIRECT_1T_MAX && (tg_get_num_threads() == 1 || tg__parallel_in_job())))) {
         gemm_direct(direct_kernel_for(id, dtype), dtype, trans_a, trans_b, M, N, K, A, lda, B, ldb,
                     beta, C, ldc);
+        return;
+    }
+    if (direct && macs < TG_GEMM_DIRECT_1T_MAX && M >= N && id != TG_KERNEL_OPENBLAS) {
+        gemm_job dj = {.uk = direct_kernel_for(id, dtype),
+                       .dtype = dtype,
+                       .esz = esz,
+                       .ta = trans_a,
+                       .tb = trans_b,
+                       .M = M,
+                       .N = N,
+                       .K = K,
+                       .A = A,
+                       .B = B,
+                       .C = C,
+                       .lda = lda,
+                       .ldb = ldb,
+                       .ldc = ldc,
+                       .beta = beta};
+        const int64_t parts = (M + 15) / 16;
+        const int avail = tg_get_num_threads();
+        tg__parallel_run(parts < avail ? (int)parts : avail, gemm_direct_job_run, &dj);
         return;
     }
     gemm_job j = {.uk = ukernel_for(id, dtype),

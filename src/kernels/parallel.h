@@ -52,6 +52,11 @@ void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, 
               const void *A, int64_t lda, const void *B, int64_t ldb, int beta, void *C,
               int64_t ldc);
 
+/* For tests: with `on`, every product takes the blocked, packed path (split over threads above
+ * its threshold), so that its bits can be compared with the direct kernel's. Returns the
+ * previous setting. */
+bool tg__gemm_force_blocked(bool on);
+
 /* ---- Matrix-multiply micro-kernels (gemm.c, gemm_avx2.c, gemm_avx512.c) ---- */
 
 /* A micro-kernel computes one MR x NR tile of C from packed panels:
