@@ -685,27 +685,6 @@ void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, 
                     beta, C, ldc);
         return;
     }
-    if (direct && macs < TG_GEMM_DIRECT_1T_MAX && M >= N && id != TG_KERNEL_OPENBLAS) {
-        gemm_job dj = {.uk = direct_kernel_for(id, dtype),
-                       .dtype = dtype,
-                       .esz = esz,
-                       .ta = trans_a,
-                       .tb = trans_b,
-                       .M = M,
-                       .N = N,
-                       .K = K,
-                       .A = A,
-                       .B = B,
-                       .C = C,
-                       .lda = lda,
-                       .ldb = ldb,
-                       .ldc = ldc,
-                       .beta = beta};
-        const int64_t parts = (M + 15) / 16;
-        const int avail = tg_get_num_threads();
-        tg__parallel_run(parts < avail ? (int)parts : avail, gemm_direct_job_run, &dj);
-        return;
-    }
     gemm_job j = {.uk = ukernel_for(id, dtype),
                   .dtype = dtype,
                   .esz = esz,
@@ -721,6 +700,13 @@ void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, 
                   .ldb = ldb,
                   .ldc = ldc,
                   .beta = beta};
+    const int avail = tg_get_num_threads();
+    if (direct && macs < TG_GEMM_DIRECT_1T_MAX && M >= N && id != TG_KERNEL_OPENBLAS) {
+        j.uk = direct_kernel_for(id, dtype);
+        const int64_t parts = (M + 15) / 16;
+        tg__parallel_run(parts < avail ? (int)parts : avail, gemm_direct_job_run, &j);
+        return;
+    }
 #ifdef TG_HAVE_OPENBLAS
     if (id == TG_KERNEL_OPENBLAS && M <= INT_MAX && N <= INT_MAX && K <= INT_MAX &&
         lda <= INT_MAX && ldb <= INT_MAX && ldc <= INT_MAX) { /* cblas takes int sizes */
@@ -747,7 +733,6 @@ void tg__gemm(tg_dtype dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, 
         const int64_t units = j.split_n ? (N + uk->nr - 1) / uk->nr : (M + uk->mr - 1) / uk->mr;
         nth = units < INT_MAX ? (int)units : INT_MAX;
     }
-    const int avail = tg_get_num_threads();
     if (nth > avail)
         nth = avail;
     tg__parallel_run(nth, gemm_job_run, &j);
