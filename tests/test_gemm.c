@@ -187,7 +187,8 @@ Test(gemm, small_openblas) { check_small(TG_KERNEL_OPENBLAS); }
 /* Narrow contiguous products (N 1, 2, 4, 8, K up to 2N: the 2-4-2 network's layers), which the
  * AVX-512 kernel computes as one flat array (tg__gemm_narrow_avx512_f32): the bits of the blocked
  * path. A [M,K] x [K,N] product of at least 2^21 multiply-adds, forced onto the blocked path
- * (tg__gemm_force_blocked) and split on 2 threads; runs of its rows, from 1 to 37 (the masked tails), through tg__gemm at 1 thread go direct. Both with B
+ * (tg__gemm_force_blocked) and split on 2 threads; runs of its rows, from 1 to 37 (the masked
+ * tails), through tg__gemm at 1 thread go direct. Both with B
  * as is and transposed (tg__gemm transposes it first), beta 0 and 1. */
 Test(gemm, narrow_products_give_the_blocked_bits) {
     if (!tg__kernel_available(TG_KERNEL_AVX512))
