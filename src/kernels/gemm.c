@@ -45,8 +45,8 @@
 #define TG_GEMM_DIRECT_MAX TG_GEMM_PAR_MIN
 /* A product that runs on one thread anyway (one thread set, or called from inside a job, as the
  * convolutions' per-image products are) takes the direct kernel up to this size (and on more
- * threads, with M >= N, the direct kernel on each thread's rows: gemm_direct_job_run): packing costs
- * more than it saves below it (measured on AVX-512 at 1 thread: the Fashion-MNIST MLP step 3-4%
+ * threads, with M >= N, the direct kernel on each thread's rows: gemm_direct_job_run): packing
+ * costs more than it saves below it (measured on AVX-512 at 1 thread: the Fashion-MNIST MLP step 3-4%
  * faster, the CNN's 5-7%, the char-level transformer's 5-9%; at 2^25 the MLP's 128 x 784 x 256
  * went direct too and its step got slower). Same result, so the thread count still changes
  * nothing. */
