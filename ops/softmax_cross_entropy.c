@@ -9,6 +9,7 @@
  * exponential. */
 #include "kernels/parallel.h"
 
+#include <stdatomic.h>
 #include <tgmath.h>
 
 typedef struct sce_saved {
@@ -37,10 +38,16 @@ static tg_status sce_shape(tg_tensor *y, char *msg, size_t len) {
             return TG_ERR_SHAPE;
         }
         const int32_t *idx = t->data;
-        /* One branch-free pass (it vectorizes), then the first bad index for the message. */
-        bool any_bad = false;
-        for (int64_t n = 0; n < N; n++)
-            any_bad |= (idx[n] < 0) | ((int64_t)idx[n] >= C);
+        /* One branch-free pass, then the first bad index for the message. The pass compares
+         * 32-bit integers (the baseline's vector instructions have no 64-bit compare), with C
+         * capped at INT32_MAX: no index is larger. */
+        const int32_t last = C > INT32_MAX ? INT32_MAX : (int32_t)(C - 1);
+        int32_t lo = 0, hi = 0;
+        for (int64_t n = 0; n < N; n++) {
+            lo = idx[n] < lo ? idx[n] : lo;
+            hi = idx[n] > hi ? idx[n] : hi;
+        }
+        const bool any_bad = lo < 0 || hi > last;
         for (int64_t n = 0; any_bad && n < N; n++)
             if (idx[n] < 0 || idx[n] >= C) {
                 snprintf(msg, len, "class index %d in row %lld is out of range 0..%lld",
@@ -115,8 +122,71 @@ sce_forward_f32_c(const float *pz, const float *pt, const int32_t *idx, float *p
     return loss;
 }
 
+/* Two classes with class-index targets (the course's circles): the same operations in the same
+ * order as sce_forward_f32_c, written as loops over the rows of a block with nothing left to do
+ * within a row, so that the compiler vectorizes them across rows; compiled twice, for the
+ * baseline and for AVX-512. The loss terms are summed in row order afterwards, as above. */
+#define SCE2_F32(sfx, attr)                                                                        \
+    attr static double sce2_forward_f32_##sfx(                                                     \
+        const float *restrict pz, const int32_t *restrict idx, float *restrict p,                  \
+        double *restrict rmax, double *restrict rlogsum, int64_t N) {                              \
+        float s[SCE_ROWS], ls[SCE_ROWS];                                                           \
+        double term[SCE_ROWS], loss = 0;                                                           \
+        for (int64_t b = 0; b < N; b += SCE_ROWS) {                                                \
+            const int64_t e = N - b < SCE_ROWS ? N : b + SCE_ROWS;                                 \
+            for (int64_t n = b; n < e; n++) {                                                      \
+                const float z0 = pz[2 * n], z1 = pz[2 * n + 1], m = z1 > z0 ? z1 : z0;             \
+                p[2 * n] = z0 - m;                                                                 \
+                p[2 * n + 1] = z1 - m;                                                             \
+                rmax[n] = (double)m;                                                               \
+            }                                                                                      \
+            tg__exp_f32(p + 2 * b, p + 2 * b, 2 * (e - b));                                        \
+            for (int64_t n = b; n < e; n++) /* (0 + e0) + e1 above: 0 + e0 is e0 */                \
+                s[n - b] = p[2 * n] + p[2 * n + 1];                                                \
+            tg__log_f32(s, ls, e - b);                                                             \
+            for (int64_t n = b; n < e; n++) {                                                      \
+                const float z0 = pz[2 * n], z1 = pz[2 * n + 1], inv_s = 1 / s[n - b];              \
+                const float zt = idx[n] ? z1 : z0; /* both loaded: a blend, not a branch */        \
+                const double l = (double)ls[n - b];                                                \
+                rlogsum[n] = l;                                                                    \
+                p[2 * n] *= inv_s;                                                                 \
+                p[2 * n + 1] *= inv_s;                                                             \
+                term[n - b] = (rmax[n] - (double)zt) + l;                                          \
+            }                                                                                      \
+            /* eight partial sums, then those in order: a fixed order (the float loss it rounds \
+             * to is, but for ties, the row-order sum's), without a chain of dependent adds */  \
+            double part[8] = {0};                                                                  \
+            int64_t n = b;                                                                         \
+            for (; n + 8 <= e; n += 8)                                                             \
+                for (int k = 0; k < 8; k++)                                                        \
+                    part[k] += term[n - b + k];                                                    \
+            for (; n < e; n++)                                                                     \
+                part[0] += term[n - b];                                                            \
+            for (int k = 0; k < 8; k++)                                                            \
+                loss += part[k];                                                                   \
+        }                                                                                          \
+        return loss;                                                                               \
+    }
+SCE2_F32(base, )
+#if defined(__x86_64__)
+SCE2_F32(wide, __attribute__((target("avx512f"))))
+#endif
+
 static double sce_forward_f32(const float *pz, const float *pt, const int32_t *idx, float *p,
                               sce_saved *sv, int64_t N, int64_t C) {
+    if (C == 2 && idx) {
+#if defined(__x86_64__)
+        static atomic_int have = -1; /* every thread computes the same value */
+        int wide = atomic_load_explicit(&have, memory_order_relaxed);
+        if (wide < 0) {
+            wide = tg__kernel_available(TG_KERNEL_AVX512);
+            atomic_store_explicit(&have, wide, memory_order_relaxed);
+        }
+        if (wide)
+            return sce2_forward_f32_wide(pz, idx, p, sv->max, sv->logsum, N);
+#endif
+        return sce2_forward_f32_base(pz, idx, p, sv->max, sv->logsum, N);
+    }
     if (C == 2)
         return sce_forward_f32_c(pz, pt, idx, p, sv, N, 2);
     return sce_forward_f32_c(pz, pt, idx, p, sv, N, C);
