@@ -2,7 +2,8 @@
  *                                        x [d0, .., dk], y [d0, .., d_start * .. * d_end, .., dk]
  * A named reshape: element i of y is element i of x (row-major), so  dx_i += dy_i. Saves
  * nothing. As torch.flatten: negative axes count from the end, start may equal end (y has x's
- * shape), and a rank-0 x (axes 0 or -1) gives a [1]. */
+ * shape), and a rank-0 x (axes 0 or -1) gives a [1]. A view of x when x is a node of the same
+ * tape (TG__OP_VIEW). */
 #include "core/engine.h"
 
 typedef struct flatten_params {
@@ -50,7 +51,8 @@ static int flatten_print(const tg_tensor *y, char *buf, size_t len) {
 
 static tg_status flatten_forward(tg_tape *tape, tg_tensor *y) {
     (void)tape;
-    memcpy(y->data, y->inputs[0]->data, (size_t)y->numel * tg__dtype_size(y->dtype));
+    if (y->data != y->inputs[0]->data) /* else the engine made y a view (TG__OP_VIEW) */
+        memcpy(y->data, y->inputs[0]->data, (size_t)y->numel * tg__dtype_size(y->dtype));
     return TG_OK;
 }
 
@@ -69,7 +71,7 @@ const tg__op_desc tg__op_flatten = {
     .name = "flatten",
     .saves = "nothing (it only relabels elements)",
     .min_inputs = 1,
-    .flags = TG__OP_WRITES_GRAD,
+    .flags = TG__OP_WRITES_GRAD | TG__OP_VIEW,
     .max_inputs = 1,
     .params_size = sizeof(flatten_params),
     .shape = flatten_shape,

@@ -1,5 +1,6 @@
 /* reshape: y = x with a new shape        x [..] with n elements, y [..] with n elements
- * Element i of y is element i of x (row-major), so  dx_i += dy_i.  Saves nothing. */
+ * Element i of y is element i of x (row-major), so  dx_i += dy_i.  Saves nothing. When x is a
+ * node of the same tape, y shares its data (TG__OP_VIEW): no copy. */
 #include "core/engine.h"
 
 typedef struct reshape_params {
@@ -63,7 +64,8 @@ static tg_status reshape_shape(tg_tensor *y, char *msg, size_t len) {
 
 static tg_status reshape_forward(tg_tape *tape, tg_tensor *y) {
     (void)tape;
-    memcpy(y->data, y->inputs[0]->data, (size_t)y->numel * tg__dtype_size(y->dtype));
+    if (y->data != y->inputs[0]->data) /* else the engine made y a view (TG__OP_VIEW) */
+        memcpy(y->data, y->inputs[0]->data, (size_t)y->numel * tg__dtype_size(y->dtype));
     return TG_OK;
 }
 
@@ -82,7 +84,7 @@ const tg__op_desc tg__op_reshape = {
     .name = "reshape",
     .saves = "nothing (it only relabels elements)",
     .min_inputs = 1,
-    .flags = TG__OP_WRITES_GRAD,
+    .flags = TG__OP_WRITES_GRAD | TG__OP_VIEW,
     .max_inputs = 1,
     .params_size = sizeof(reshape_params),
     .shape = reshape_shape,

@@ -517,3 +517,30 @@ Test(seq, float32_paths_same_bits_for_any_threads) {
     }
     tg_tensor_free(x);
 }
+
+/* reshape and flatten of a node share its data (TG__OP_VIEW); of a leaf they copy, so a leaf
+ * changed after recording leaves the recorded value alone. Values and gradients are the same
+ * either way. */
+Test(seq, reshape_of_a_node_is_a_view_of_a_leaf_a_copy) {
+    tg_tensor *a = tg_tensor_from(TG_F64, TG_SHAPE(2, 3), (double[]){1, 2, 3, 4, 5, 6});
+    tg_tensor_set_requires_grad(a, 1);
+    tg_tensor *e = tg_exp(tape, a);
+    tg_tensor *r = tg_reshape(tape, e, TG_SHAPE(3, 2));
+    tg_tensor *f = tg_flatten(tape, r, 0, 1);
+    cr_assert_not_null(f);
+    cr_expect_eq(tg_tensor_cdata(r), tg_tensor_cdata(e));
+    cr_expect_eq(tg_tensor_cdata(f), tg_tensor_cdata(e));
+    tg_tensor *c = tg_reshape(tape, a, TG_SHAPE(6)); /* a leaf: copied */
+    cr_expect_neq(tg_tensor_cdata(c), tg_tensor_cdata(a));
+    ((double *)tg_tensor_data(a))[0] = 100;
+    cr_expect_eq(((const double *)tg_tensor_cdata(c))[0], 1.0);
+    /* L = sum(f * c) with the recorded values: dL/da = f + e c = exp(a0) + exp(a0) a0, a0 = 1 */
+    tg_tensor *l = tg_sum(tape, tg_mul(tape, f, c));
+    cr_assert_eq(tg_backward(tape, l), TG_OK);
+    const double *g = tg_tensor_cdata(tg_tensor_grad(a));
+    for (int i = 0; i < 6; i++) {
+        const double ai = i + 1, want = exp(ai) + exp(ai) * ai;
+        cr_expect(fabs(g[i] - want) <= 1e-12 * want, "grad[%d] = %.17g, want %.17g", i, g[i], want);
+    }
+    tg_tensor_free(a);
+}

@@ -125,6 +125,12 @@ enum {
     TG__OP_SETS_DTYPE = 1u << 3,
     /* backward honours a fresh dx (see "First writer writes" above) */
     TG__OP_WRITES_GRAD = 1u << 4,
+    /* the output holds inputs[0]'s elements in the same order (reshape, flatten): when that
+     * input lives in the same tape's arena, the engine gives the output its data instead of a
+     * copy, and forward finds y->data == x->data. Nodes are never written after their forward,
+     * so the two stay equal; a leaf input is copied, since its owner may change it before
+     * backward. */
+    TG__OP_VIEW = 1u << 5,
 };
 
 /* Whether a backward stores into dx (true: dx holds no value yet) or adds into it (false). */

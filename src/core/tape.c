@@ -487,8 +487,13 @@ tg_tensor *tg__record(tg_tape *t, const tg__op_desc *d, tg_tensor *const *inputs
     if (out->dtype == TG_I32)
         out->requires_grad = false; /* integer outputs (argmax) carry no gradient */
     const size_t bytes = (size_t)out->numel * tg__dtype_size(out->dtype);
-    out->data =
-        (d->flags & TG__OP_ZERO_OUTPUT) ? tg__tape_alloc(t, bytes) : tg__tape_alloc_raw(t, bytes);
+    const tg_tensor *viewed = (d->flags & TG__OP_VIEW) ? out->inputs[0] : NULL;
+    if (viewed && viewed->on_tape && viewed->tape == t && viewed->generation == t->generation &&
+        viewed->dtype == out->dtype && viewed->numel == out->numel && out->numel > 0)
+        out->data = viewed->data; /* a view: see TG__OP_VIEW */
+    else
+        out->data = (d->flags & TG__OP_ZERO_OUTPUT) ? tg__tape_alloc(t, bytes)
+                                                    : tg__tape_alloc_raw(t, bytes);
     if (!out->data)
         return NULL;
     st = d->forward(t, out);
