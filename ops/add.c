@@ -137,6 +137,9 @@ static void add_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *c
                  if (db) TG_BCAST_FOR(bc, o, ia, ib, (void)ia; db[ib] += dy[o];););
 }
 
+/* da = dy exactly when a has the output's shape (no axis of a was broadcast). */
+static bool add_grad_is_dy(const tg_tensor *y, int k) { return y->inputs[k]->numel == y->numel; }
+
 const tg__op_desc tg__op_add = {
     .name = "add",
     .saves = "nothing (the derivative is 1)",
@@ -147,6 +150,7 @@ const tg__op_desc tg__op_add = {
     .forward = add_forward,
     .backward = add_backward,
     .rule = "da += dy, db += dy",
+    .grad_is_dy = add_grad_is_dy,
 };
 
 tg_tensor *tg_add_at(tg_tape *t, tg_tensor *a, tg_tensor *b, const char *file, int line) {

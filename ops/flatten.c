@@ -67,6 +67,12 @@ static void flatten_backward(const tg_tensor *y, const tg_tensor *dout, tg_tenso
                  for (int64_t i = 0; i < y->numel; i++) dx[i] += dy[i];);
 }
 
+/* dx = dy, element for element (only the shape differs). */
+static bool flatten_grad_is_dy(const tg_tensor *y, int k) {
+    (void)y;
+    return k == 0;
+}
+
 const tg__op_desc tg__op_flatten = {
     .name = "flatten",
     .saves = "nothing (it only relabels elements)",
@@ -79,6 +85,7 @@ const tg__op_desc tg__op_flatten = {
     .forward = flatten_forward,
     .backward = flatten_backward,
     .rule = "dx += dy, element by element",
+    .grad_is_dy = flatten_grad_is_dy,
 };
 
 tg_tensor *tg_flatten_at(tg_tape *t, tg_tensor *x, int start_dim, int end_dim, const char *file,

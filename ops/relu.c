@@ -4,7 +4,6 @@
 #include "kernels/conv.h" /* tg__stream_min_bytes */
 #include "kernels/parallel.h"
 
-#include <stdatomic.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -60,13 +59,7 @@ RELU_F32_LOOPS(wide, __attribute__((target("avx512f"))))
 
 static bool relu_wide(void) {
 #if defined(__x86_64__)
-    static atomic_int have = -1; /* every thread computes the same value */
-    int w = atomic_load_explicit(&have, memory_order_relaxed);
-    if (w < 0) {
-        w = tg__kernel_available(TG_KERNEL_AVX512);
-        atomic_store_explicit(&have, w, memory_order_relaxed);
-    }
-    return w;
+    return tg__have_avx512();
 #else
     return false;
 #endif

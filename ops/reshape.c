@@ -80,6 +80,12 @@ static void reshape_backward(const tg_tensor *y, const tg_tensor *dout, tg_tenso
                  for (int64_t i = 0; i < y->numel; i++) dx[i] += dy[i];);
 }
 
+/* dx = dy, element for element (only the shape differs). */
+static bool reshape_grad_is_dy(const tg_tensor *y, int k) {
+    (void)y;
+    return k == 0;
+}
+
 const tg__op_desc tg__op_reshape = {
     .name = "reshape",
     .saves = "nothing (it only relabels elements)",
@@ -91,6 +97,7 @@ const tg__op_desc tg__op_reshape = {
     .forward = reshape_forward,
     .backward = reshape_backward,
     .rule = "dx += dy, element by element",
+    .grad_is_dy = reshape_grad_is_dy,
 };
 
 tg_tensor *tg_reshape_at(tg_tape *t, tg_tensor *x, int rank, const int64_t *shape, const char *file,

@@ -9,7 +9,6 @@
  * exponential. */
 #include "kernels/parallel.h"
 
-#include <stdatomic.h>
 #include <tgmath.h>
 
 typedef struct sce_saved {
@@ -176,13 +175,7 @@ static double sce_forward_f32(const float *pz, const float *pt, const int32_t *i
                               sce_saved *sv, int64_t N, int64_t C) {
     if (C == 2 && idx) {
 #if defined(__x86_64__)
-        static atomic_int have = -1; /* every thread computes the same value */
-        int wide = atomic_load_explicit(&have, memory_order_relaxed);
-        if (wide < 0) {
-            wide = tg__kernel_available(TG_KERNEL_AVX512);
-            atomic_store_explicit(&have, wide, memory_order_relaxed);
-        }
-        if (wide)
+        if (tg__have_avx512())
             return sce2_forward_f32_wide(pz, idx, p, sv->max, sv->logsum, N);
 #endif
         return sce2_forward_f32_base(pz, idx, p, sv->max, sv->logsum, N);

@@ -160,3 +160,72 @@ Test(fresh_grads, repeated_input_and_observers_accumulate) {
     }
     tg_tensor_free(x);
 }
+
+/* ---- Shared gradients (src/core/engine.h) ----
+ * x = exp(a) feeds only y = x + w (w a leaf of y's shape): x's gradient is dy, and the engine
+ * points it at y's memory instead of copying. Both must read dL/dy; a second pass that reaches y
+ * but not x (a frozen) must leave x showing the first pass's values; with an observer nothing is
+ * shared, and the numbers are the same. */
+Test(fresh_grads, shared_gradient_reads_dy_and_survives_a_later_pass) {
+    tg_tensor *a = tg_tensor_from(TG_F64, TG_SHAPE(2, 2), (double[]){0.5, -1, 2, 0});
+    tg_tensor *w = tg_tensor_from(TG_F64, TG_SHAPE(2, 2), (double[]){1, 2, 3, 4});
+    tg_tensor *c1 = tg_tensor_from(TG_F64, TG_SHAPE(2, 2), (double[]){3, -1, 0.25, 7});
+    tg_tensor *c2 = tg_tensor_from(TG_F64, TG_SHAPE(2, 2), (double[]){-2, 5, 1, 0.5});
+    tg_tensor_set_requires_grad(a, 1);
+    tg_tensor_set_requires_grad(w, 1);
+    for (int observed = 0; observed < 2; observed++) {
+        tg_tape *t = tg_tape_new();
+        int events = 0;
+        if (observed)
+            cr_assert_eq(tg_tape_observe(t, count_events, &events), TG_OK);
+        tg_tensor_set_requires_grad(a, 1);
+        tg_tensor_zero_grad(a);
+        tg_tensor *x = tg_exp(t, a);
+        tg_tensor *y = tg_add(t, x, w);
+        tg_tensor *l1 = tg_sum(t, tg_mul(t, y, c1));
+        cr_assert_eq(tg_backward(t, l1), TG_OK);
+        const double *gx = tg_tensor_cdata(tg_tensor_grad(x));
+        const double *gy = tg_tensor_cdata(tg_tensor_grad(y));
+        cr_expect_eq(gx == gy, !observed, "shared only without an observer");
+        for (int i = 0; i < 4; i++) {
+            const double want = ((const double *)tg_tensor_cdata(c1))[i];
+            cr_expect_eq(gx[i], want, "dL1/dx[%d] = %g, want %g", i, gx[i], want);
+            cr_expect_eq(gy[i], want);
+            const double ga = ((const double *)tg_tensor_cdata(tg_tensor_grad(a)))[i];
+            const double ai = ((const double *)tg_tensor_cdata(a))[i];
+            cr_expect_eq(ga, want * exp(ai), "dL1/da[%d]", i);
+        }
+        /* pass 2: a frozen, so x needs no gradient; y still does (w) and gets dL2/dy = c2 */
+        tg_tensor_set_requires_grad(a, 0);
+        tg_tensor *l2 = tg_sum(t, tg_mul(t, y, c2));
+        cr_assert_eq(tg_backward(t, l2), TG_OK);
+        gx = tg_tensor_cdata(tg_tensor_grad(x));
+        gy = tg_tensor_cdata(tg_tensor_grad(y));
+        cr_expect_neq(gx, gy, "the second pass gave x its own memory back");
+        for (int i = 0; i < 4; i++) {
+            cr_expect_eq(gy[i], ((const double *)tg_tensor_cdata(c2))[i]);
+            cr_expect_eq(gx[i], ((const double *)tg_tensor_cdata(c1))[i],
+                         "x keeps pass 1's gradient at %d: %g", i, gx[i]);
+        }
+        cr_expect_eq(events > 0, observed == 1);
+        tg_tape_free(t);
+    }
+    tg_tensor_free(a), tg_tensor_free(w), tg_tensor_free(c1), tg_tensor_free(c2);
+}
+
+/* x feeds two nodes: no sharing, and dx is the sum of both contributions. */
+Test(fresh_grads, two_senders_are_not_shared) {
+    tg_tensor *a = tg_tensor_from(TG_F64, TG_SHAPE(3), (double[]){1, 2, 3});
+    tg_tensor_set_requires_grad(a, 1);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_scale(t, a, 2.0);
+    tg_tensor *y = tg_reshape(t, x, TG_SHAPE(3, 1));
+    tg_tensor *l = tg_add(t, tg_sum(t, y), tg_sum(t, tg_mul(t, x, x))); /* d/dx = 1 + 2x */
+    cr_assert_eq(tg_backward(t, l), TG_OK);
+    const double *gx = tg_tensor_cdata(tg_tensor_grad(x));
+    cr_expect_neq(gx, tg_tensor_cdata(tg_tensor_grad(y)));
+    for (int i = 0; i < 3; i++)
+        cr_expect_eq(gx[i], 1 + 2 * 2.0 * (i + 1), "dl/dx[%d] = %g", i, gx[i]);
+    tg_tape_free(t);
+    tg_tensor_free(a);
+}

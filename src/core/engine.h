@@ -56,6 +56,7 @@ struct tg_tensor {
     /* Engine scratch for one backward pass, valid while pass == the tape's pass counter. */
     uint32_t pass;
     bool needs;          /* needs a gradient in this pass */
+    int32_t senders;     /* nodes: how many inputs of nodes on the path are this node */
     int64_t ready_after; /* leaves: the tape index of the last node (in reverse) that uses it */
 
     /* Nodes only. */
@@ -91,7 +92,15 @@ struct tg_tensor {
  * appears once among the node's inputs, and no observer watches the pass (the tools read dx
  * before a backward runs). A backward that cannot store every element on some path (a scatter)
  * calls tg__dx_zero_if_fresh first and adds as usual. Leaves' gradients are never fresh: they
- * accumulate across passes. */
+ * accumulate across passes.
+ *
+ * Shared gradients. When an op's rule for input k is dx = dy element for element (add of an
+ * input of the output's shape, reshape, flatten: the descriptor's grad_is_dy says so), and y is
+ * the only node of the pass that sends x a gradient, a fresh dx would be a copy of dy that
+ * nothing changes afterwards. The engine then points x's gradient at dy's memory and passes
+ * dx[k] = NULL, under the same conditions as a fresh dx (no observer, the input appears once)
+ * and for nodes only. Both read the same numbers, as after a copy; a later pass gives x its
+ * own memory back (with the shared values) before it starts. */
 typedef void (*tg__backward_fn)(const tg_tensor *y, const tg_tensor *dy, tg_tensor *const *dx);
 
 /* The arguments of a backward, bundled for a kernel split over threads (tg__parallel_range). */
@@ -166,6 +175,10 @@ struct tg__op_desc {
     const char *(*instance_name)(const void *params);
     /* Optional. Fills up to max views of what forward saved; returns how many. */
     int (*saved_views)(const tg_tensor *y, tg__saved_view *views, int max);
+    /* Optional. Whether backward's rule for input k is dx = dy, element i for element i (same
+     * element count and order): the engine may then share dy's memory (see "Shared
+     * gradients"). */
+    bool (*grad_is_dy)(const tg_tensor *y, int k);
 };
 
 /* The op table: every descriptor, from the list CMake generates out of the files in ops/. */

@@ -625,6 +625,29 @@ static void zero_node_grad(tg_tensor *x) {
     x->ready_after = ZEROED;
 }
 
+/* A node's gradient memory, right after its header in the same arena piece (ensure_grad). */
+static void *own_grad_data(tg_tensor *g) { return (unsigned char *)g + round_up(sizeof *g); }
+
+/* x's gradient is n's, element for element, and x has no other sender: x reads n's memory
+ * (see "Shared gradients" in engine.h). Nothing writes either afterwards in this pass. */
+static void share_grad(tg_tensor *x, const tg_tensor *n) {
+    x->grad->data = n->grad->data;
+    x->grad->fresh = false;
+    x->ready_after = ZEROED;
+}
+
+/* Before a pass: a shared gradient gets its own memory back with the values it showed (the
+ * sharer's gradient may be rewritten by this pass while x is not reached). */
+static void unshare_grad(tg_tensor *x) {
+    if (!x->grad || !x->on_tape)
+        return;
+    void *own = own_grad_data(x->grad);
+    if (x->grad->data != own) {
+        memcpy(own, x->grad->data, (size_t)x->numel * tg__dtype_size(x->dtype));
+        x->grad->data = own;
+    }
+}
+
 void tg__dx_zero_if_fresh(tg_tensor *dx) {
     if (dx && dx->fresh) {
         memset(dx->data, 0, (size_t)dx->numel * tg__dtype_size(dx->dtype));
@@ -677,6 +700,7 @@ tg_status tg_backward_seed(tg_tape *t, tg_tensor *output, const tg_tensor *seed)
         n->pass = pass;
         n->needs = any && is_float(n);
         n->ready_after = 0; /* on nodes: 1 when on the path from the output */
+        n->senders = 0;
         max_inputs = n->n_inputs > max_inputs ? n->n_inputs : max_inputs;
     }
     /* 2. Which of those the output depends on (reverse order), and for each leaf the last node
@@ -692,6 +716,7 @@ tg_status tg_backward_seed(tg_tape *t, tg_tensor *output, const tg_tensor *seed)
                 continue;
             if (x->on_tape) {
                 x->ready_after = ON_PATH;
+                x->senders++;
             } else {
                 x->pass = pass; /* leaves: stamped, ready after the lowest index that uses them */
                 x->ready_after = i;
@@ -708,7 +733,11 @@ tg_status tg_backward_seed(tg_tape *t, tg_tensor *output, const tg_tensor *seed)
         fill_one(output->grad);
     output->ready_after = ZEROED; /* holds the seed: nothing zeroes it */
     /* 3. Every node on the path gets a gradient (an earlier pass's is reused); the walk zeroes
-     *    each before its first use. Leaves keep accumulating. */
+     *    each before its first use. Leaves keep accumulating. A gradient an earlier pass shared
+     *    (see share_grad) gets its own memory back first, holding the shared values, for the
+     *    nodes this pass does not reach. */
+    for (int64_t i = 0; i < t->n_nodes; i++)
+        unshare_grad(t->nodes[i]);
     for (int64_t i = 0; i < top; i++) {
         tg_tensor *n = t->nodes[i];
         if (n->ready_after && n->needs && ensure_grad(t, n) != TG_OK)
@@ -742,6 +771,11 @@ tg_status tg_backward_seed(tg_tape *t, tg_tensor *output, const tg_tensor *seed)
             if (ensure_grad(t, x) != TG_OK)
                 return stop_pass(t, top);
             if (x->on_tape && x->ready_after == ON_PATH) { /* n is the first (in reverse) */
+                if (may_write && input_once(n, k) && x->senders == 1 && n->op->grad_is_dy &&
+                    x->dtype == n->dtype && x->numel == n->numel && n->op->grad_is_dy(n, k)) {
+                    share_grad(x, n); /* dx = dy, and nothing else adds into dx */
+                    continue;
+                }
                 if (may_write && input_once(n, k)) {
                     x->grad->fresh = true; /* n's backward writes it: no zeroing */
                     x->ready_after = ZEROED;

@@ -152,6 +152,16 @@ int tg__kernel_available(tg__kernel_id id) {
     }
 }
 
+bool tg__have_avx512(void) {
+    static atomic_int have = -1; /* every thread computes the same value */
+    int w = atomic_load_explicit(&have, memory_order_relaxed);
+    if (w < 0) {
+        w = tg__kernel_available(TG_KERNEL_AVX512);
+        atomic_store_explicit(&have, w, memory_order_relaxed);
+    }
+    return w;
+}
+
 static atomic_int current_kernel = -1;
 
 static tg__kernel_id kernel_default(void) {

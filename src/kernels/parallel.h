@@ -113,6 +113,9 @@ typedef enum tg__kernel_id {
 
 /* 1 if kernel `id` is compiled in and the CPU can run it. */
 int tg__kernel_available(tg__kernel_id id);
+/* tg__kernel_available(TG_KERNEL_AVX512), asked of the CPU once: for the ops whose loops have an
+ * AVX-512 clone and ask on every call. */
+bool tg__have_avx512(void);
 /* Selects the kernel used by tg_gemm from now on (tests). TG_ERR_VALUE if not available. Not
  * safe while another thread is inside tg_gemm. */
 tg_status tg__kernel_set(tg__kernel_id id);
