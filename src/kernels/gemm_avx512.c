@@ -262,36 +262,6 @@ TG_AVX512 bool tg__gemm_narrow_avx512_f32(int64_t M, int64_t N, int64_t K, const
     return true;
 }
 
-/* Transposing B for the direct kernel: each row k of op(B) gathered 16 (8) columns at a time
- * (column j of op(B) is row j of B). The offsets j*ldb must fit an int32, else a plain loop. */
-#define TRANSPOSE_FUNC(sfx, T, L, MT, GATHER, IDX, STOREM)                                         \
-    TG_AVX512 static void transpose_##sfx(const void *B_, int64_t ldb, int64_t K, int64_t N,       \
-                                          void *dst_) {                                            \
-        const T *B = B_;                                                                           \
-        T *dst = dst_;                                                                             \
-        if (ldb > INT32_MAX / (L)) {                                                               \
-            for (int64_t j = 0; j < N; j++)                                                        \
-                for (int64_t k = 0; k < K; k++)                                                    \
-                    dst[k * N + j] = B[j * ldb + k];                                               \
-            return;                                                                                \
-        }                                                                                          \
-        const IDX idx = _mm512_mullo_epi32(                                                        \
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),               \
-            _mm512_set1_epi32((int)ldb));                                                          \
-        for (int64_t j0 = 0; j0 < N; j0 += (L)) {                                                  \
-            const int64_t nj = N - j0 < (L) ? N - j0 : (L);                                        \
-            const MT m = (MT)((1u << nj) - 1);                                                     \
-            const T *src = B + j0 * ldb;                                                           \
-            for (int64_t k = 0; k < K; k++)                                                        \
-                STOREM(dst + k * N + j0, m, GATHER(src + k, m, idx));                              \
-        }                                                                                          \
-    }
-#define GATHER_PS(p, m, idx) _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, p, 4)
-#define GATHER_PD(p, m, idx)                                                                       \
-    _mm512_mask_i32gather_pd(_mm512_setzero_pd(), m, _mm512_castsi512_si256(idx), p, 8)
-TRANSPOSE_FUNC(f32, float, 16, __mmask16, GATHER_PS, __m512i, _mm512_mask_storeu_ps)
-TRANSPOSE_FUNC(f64, double, 8, __mmask8, GATHER_PD, __m512i, _mm512_mask_storeu_pd)
-
 /* ---- Transposing packs (tg__pack_t_fn): op(A) = A and op(B) = B^T ----
  * The block is read as L x L squares (16 x 16 floats, 8 x 8 doubles): L rows of src, L values of
  * k each (masked loads past kb, zeros for rows past the block), transposed in registers, and
@@ -342,6 +312,35 @@ TG_AVX512 static inline __attribute__((always_inline)) void transpose8_pd(__m512
         r[6 + c] = _mm512_shuffle_f64x2(v1, v3, 0xDD);
     }
 }
+
+/* Transposing B for the direct kernel, dst[k*N + j] = B[j*ldb + k]: L x L squares of B (L rows j,
+ * L columns k; masked loads at the edges, zeros for rows past N, which no store writes),
+ * transposed in registers as the packs below do: 4 shuffles a row where gathering each row of
+ * op(B) costs about L loads (the attention's 16 x 16 products transpose one operand each). */
+#define TRANSPOSE_B_FUNC(sfx, T, VT, L, MT, LOADZ, ZERO, STOREM, TRANSPOSE)                        \
+    TG_AVX512 static void transpose_##sfx(const void *B_, int64_t ldb, int64_t K, int64_t N,       \
+                                          void *dst_) {                                            \
+        const T *B = B_;                                                                           \
+        T *dst = dst_;                                                                             \
+        for (int64_t j0 = 0; j0 < N; j0 += (L)) {                                                  \
+            const int nj = N - j0 < (L) ? (int)(N - j0) : (L);                                     \
+            const MT mj = (MT)((1u << nj) - 1);                                                    \
+            for (int64_t k0 = 0; k0 < K; k0 += (L)) {                                              \
+                const int nk = K - k0 < (L) ? (int)(K - k0) : (L);                                 \
+                const MT mk = (MT)((1u << nk) - 1);                                                \
+                VT r[L];                                                                           \
+                for (int i = 0; i < (L); i++)                                                      \
+                    r[i] = i < nj ? LOADZ(mk, B + (j0 + i) * ldb + k0) : ZERO();                   \
+                TRANSPOSE(r);                                                                      \
+                for (int c = 0; c < nk; c++)                                                       \
+                    STOREM(dst + (k0 + c) * N + j0, mj, r[c]);                                     \
+            }                                                                                      \
+        }                                                                                          \
+    }
+TRANSPOSE_B_FUNC(f32, float, __m512, 16, __mmask16, _mm512_maskz_loadu_ps, _mm512_setzero_ps,
+                 _mm512_mask_storeu_ps, transpose16_ps)
+TRANSPOSE_B_FUNC(f64, double, __m512d, 8, __mmask8, _mm512_maskz_loadu_pd, _mm512_setzero_pd,
+                 _mm512_mask_storeu_pd, transpose8_pd)
 
 #define PACK_T_FUNC(sfx, T, VT, MT, L, LOADZ, STOREM, ZERO, TRANSPOSE)                             \
     TG_AVX512 static void pack_t_##sfx(const void *src_, int64_t ld, int64_t rows, int64_t kb,     \
