@@ -146,7 +146,7 @@ static void bench_bn_pool(const char *name, int64_t N, int64_t C, int64_t H, int
         double t0 = now();
         tg__bn_forward_train(&bg, TG_F32, x, gamma, beta, 1e-5, 0.1, y, sm, sr, rm, rv);
         double t1 = now();
-        tg__bn_backward(&bg, TG_F32, 1, x, gamma, sm, sr, dy, dx, dg, dbt, false);
+        tg__bn_backward(&bg, TG_F32, 1, x, gamma, sm, sr, dy, dx, dg, dbt, true);
         double t2 = now();
         tg__max_pool2d_forward(&pg, TG_F32, x, py, am);
         double t3 = now();

@@ -1378,7 +1378,8 @@ typedef struct bn_job {
     const tg__bn_geom *g;
     tg_dtype dtype;
     int training;
-    bool stream; /* f32 forward: y stored around the caches (see tg__stream_min_bytes) */
+    bool stream; /* f32: y (forward) or a fresh dx (backward) stored around the caches (see
+                  * tg__stream_min_bytes) */
     double eps, momentum;
     const void *x, *gamma, *beta, *mean, *rstd, *dy, *rm_in, *rv_in;
     void *y, *save_mean, *save_rstd, *rm, *rv, *dx, *dgamma, *dbeta;
@@ -1485,11 +1486,29 @@ TG_BODY void bn_eval_f32(const bn_job *j, int64_t c0, int64_t c1) {
     }
 }
 
-/* dx += A dy + B (x - mu) + C over one run of n values (stored instead with `store`). */
+/* dx += A dy + B (x - mu) + C over one run of n values (stored instead with `store`; stream:
+ * stored around the caches, which keeps the channel's x and dy in L2 for the next run and
+ * spares reading dx's lines before writing them). */
 TG_BODY void bn_dx_f32(const float *restrict x, const float *restrict dy, float *restrict dx,
-                       int64_t n, float mu, float A, float B, float C, bool store) {
+                       int64_t n, float mu, float A, float B, float C, bool store, bool stream) {
     if (store) {
-        for (int64_t i = 0; i < n; i++)
+        int64_t i = 0;
+#if defined(__SSE2__)
+        if (stream) { /* the same arithmetic, in the same order */
+            for (; i < n && ((uintptr_t)(dx + i) & 15) != 0; i++)
+                dx[i] = (A * dy[i] + B * (x[i] - mu)) + C;
+            const __m128 va = _mm_set1_ps(A), vb = _mm_set1_ps(B), vc = _mm_set1_ps(C),
+                         vm = _mm_set1_ps(mu);
+            for (; i + 4 <= n; i += 4) {
+                const __m128 t = _mm_add_ps(_mm_mul_ps(va, _mm_loadu_ps(dy + i)),
+                                            _mm_mul_ps(vb, _mm_sub_ps(_mm_loadu_ps(x + i), vm)));
+                _mm_stream_ps(dx + i, _mm_add_ps(t, vc));
+            }
+        }
+#else
+        (void)stream;
+#endif
+        for (; i < n; i++)
             dx[i] = (A * dy[i] + B * (x[i] - mu)) + C;
         return;
     }
@@ -1524,7 +1543,7 @@ TG_BODY void bn_backward_f32(const bn_job *j, int64_t c0, int64_t c1) {
         }
         for (int64_t n = 0; n < g->N; n++)
             bn_dx_f32(x + c * HW + n * CHW, dy + c * HW + n * CHW, dx + c * HW + n * CHW, HW, mu, A,
-                      B, C, j->dx_fresh);
+                      B, C, j->dx_fresh, j->stream);
     }
 }
 
@@ -1619,12 +1638,12 @@ static void bn_backward_channels(void *ctx, int64_t c0, int64_t c1) {
     const bn_job *j = ctx;
     if (j->dtype == TG_F32) {
 #if TG_WIDE_SIMD
-        if (use_wide()) {
+        if (use_wide())
             bn_backward_f32_wide(j, c0, c1);
-            return;
-        }
+        else
 #endif
-        bn_backward_f32(j, c0, c1);
+            bn_backward_f32(j, c0, c1);
+        stream_fence(j->stream);
         return;
     }
     const tg__bn_geom *g = j->g;
@@ -1703,6 +1722,8 @@ void tg__bn_backward(const tg__bn_geom *g, tg_dtype dtype, int training, const v
                      void *dx, void *dgamma, void *dbeta, bool dx_fresh) {
     bn_job j = {.g = g,
                 .dx_fresh = dx_fresh,
+                .stream =
+                    dx_fresh && dtype == TG_F32 && (size_t)bn_work(g) * 4 >= tg__stream_min_bytes(),
                 .dtype = dtype,
                 .training = training,
                 .x = x,
