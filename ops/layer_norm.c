@@ -9,7 +9,9 @@
  * Fused: saves each row's mu and rstd (double) and rebuilds xhat from x, with no second pass
  * over the statistics. */
 #include "core/engine.h"
+#include "kernels/parallel.h"
 
+#include <limits.h>
 #include <math.h>
 
 typedef struct ln_params {
@@ -70,8 +72,11 @@ static int64_t row_len(const tg_tensor *y) {
  * (x_0 + x_8 + ..., x_1 + x_9 + ...) of 8 terms each, added in double: a fixed order the
  * compiler can put in vector registers. The elementwise parts are float: xhat = ((x - mu_hi) -
  * mu_lo) rstd with mu = mu_hi + mu_lo in two floats (x - mu_hi is exact for x near mu, so rows
- * of a large mean keep their precision), y = xhat w + b, and dx. The rows are not split over
- * threads. */
+ * of a large mean keep their precision), y = xhat w + b, and dx. On several threads each takes
+ * a contiguous part of the rows (the same halves as the matmul and the elementwise ops take of a
+ * [tokens, features] activation, so a row stays in the cache of the core that made it), and, for
+ * dw and db, a part of the columns, each column summed over all rows in order as on one thread:
+ * the bits do not depend on the thread count. */
 enum { LN_LANES = 8 };
 
 static double ln_lanes_total(const double *acc) {
@@ -140,12 +145,13 @@ static void ln_row_forward_f32(const float *restrict x, const float *restrict w,
             y[i] = ((x[i] - mu) - mu_lo) * rstd;
 }
 
-static void ln_forward_f32(const tg_tensor *y, const ln_saved *sv, int64_t n, int64_t rows) {
+static void ln_forward_rows_f32(const tg_tensor *y, const ln_saved *sv, int64_t n, int64_t r0,
+                                int64_t r1) {
     const ln_params *p = y->params;
     const float *px = y->inputs[0]->data, *pw = p->has_w ? y->inputs[1]->data : NULL;
     const float *pb = p->has_b ? y->inputs[1 + p->has_w]->data : NULL;
     float *py = y->data;
-    for (int64_t r = 0; r < rows; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         double mu, var;
         ln_stats_f32(px + r * n, n, &mu, &var);
         const double rstd = 1.0 / sqrt(var + p->eps);
@@ -156,69 +162,119 @@ static void ln_forward_f32(const tg_tensor *y, const ln_saved *sv, int64_t n, in
     }
 }
 
-/* One row of backward: g = dy w (dy without a weight), xhat = (x - mu) rstd;
- * dx += rstd (g - mean(g) - xhat mean(g xhat)), dw += dy xhat, db += dy.
+/* A job over the rows (forward) or the rows and columns (backward) of a float32 layer norm. */
+typedef struct ln_job {
+    const tg_tensor *y, *dout;
+    tg_tensor *const *din;
+    const ln_saved *sv;
+    int64_t n, rows;
+} ln_job;
+
+/* Rows on several threads only when there are enough elements to pay for the hand-off. */
+static int ln_threads(int64_t n, int64_t rows) {
+    if (rows < 2 || n * rows < TG_PAR_MIN_ELEMS || tg_get_num_threads() <= 1)
+        return 1;
+    const int64_t by_size = n * rows / (TG_PAR_MIN_ELEMS / 2);
+    const int64_t most = by_size < rows ? by_size : rows;
+    return most < INT_MAX ? (int)most : INT_MAX;
+}
+
+static void ln_forward_job(void *ctx, int tid, int nth) {
+    const ln_job *j = ctx;
+    int64_t r0, r1;
+    tg__split(j->rows, 1, tid, nth, &r0, &r1);
+    ln_forward_rows_f32(j->y, j->sv, j->n, r0, r1);
+}
+
+static void ln_forward_f32(const tg_tensor *y, const ln_saved *sv, int64_t n, int64_t rows) {
+    ln_job j = {.y = y, .sv = sv, .n = n, .rows = rows};
+    tg__parallel_run(ln_threads(n, rows), ln_forward_job, &j);
+}
+
+/* One row of dx: g = dy w (dy without a weight), xhat = (x - mu) rstd;
+ * dx += rstd (g - mean(g) - xhat mean(g xhat)).
  * The sums over the row go a block of LN_BLOCK at a time through small buffers. */
-static void ln_row_backward_f32(const float *restrict x, const float *restrict dy,
-                                const float *restrict w, float *restrict dx, float *restrict dw,
-                                float *restrict db, int64_t n, float mu, float mu_lo, float rstd,
-                                bool dx_fresh) {
-    if (dx) {
-        double sg = 0, sgx = 0;
-        for (int64_t b = 0; b < n; b += LN_BLOCK) {
-            const int64_t m = n - b < LN_BLOCK ? n - b : LN_BLOCK;
-            float g[LN_BLOCK], gx[LN_BLOCK];
-            if (w)
-                for (int64_t i = 0; i < m; i++)
-                    g[i] = dy[b + i] * w[b + i];
-            else
-                for (int64_t i = 0; i < m; i++)
-                    g[i] = dy[b + i];
+static void ln_row_dx_f32(const float *restrict x, const float *restrict dy,
+                          const float *restrict w, float *restrict dx, int64_t n, float mu,
+                          float mu_lo, float rstd, bool dx_fresh) {
+    double sg = 0, sgx = 0;
+    for (int64_t b = 0; b < n; b += LN_BLOCK) {
+        const int64_t m = n - b < LN_BLOCK ? n - b : LN_BLOCK;
+        float g[LN_BLOCK], gx[LN_BLOCK];
+        if (w)
             for (int64_t i = 0; i < m; i++)
-                gx[i] = g[i] * (((x[b + i] - mu) - mu_lo) * rstd);
-            sg += ln_block_sum(g, m);
-            sgx += ln_block_sum(gx, m);
-        }
-        const float mg = (float)(sg / (double)n), mgx = (float)(sgx / (double)n);
-        if (dx_fresh) /* the first gradient dx receives: stored, the same arithmetic */
-            for (int64_t i = 0; i < n; i++)
-                dx[i] =
-                    rstd * ((w ? dy[i] * w[i] : dy[i]) - mg - (((x[i] - mu) - mu_lo) * rstd) * mgx);
-        else if (w)
-            for (int64_t i = 0; i < n; i++)
-                dx[i] += rstd * (dy[i] * w[i] - mg - (((x[i] - mu) - mu_lo) * rstd) * mgx);
+                g[i] = dy[b + i] * w[b + i];
         else
-            for (int64_t i = 0; i < n; i++)
-                dx[i] += rstd * (dy[i] - mg - (((x[i] - mu) - mu_lo) * rstd) * mgx);
+            for (int64_t i = 0; i < m; i++)
+                g[i] = dy[b + i];
+        for (int64_t i = 0; i < m; i++)
+            gx[i] = g[i] * (((x[b + i] - mu) - mu_lo) * rstd);
+        sg += ln_block_sum(g, m);
+        sgx += ln_block_sum(gx, m);
     }
-    if (dw)
+    const float mg = (float)(sg / (double)n), mgx = (float)(sgx / (double)n);
+    if (dx_fresh) /* the first gradient dx receives: stored, the same arithmetic */
         for (int64_t i = 0; i < n; i++)
-            dw[i] += dy[i] * (((x[i] - mu) - mu_lo) * rstd);
-    if (db)
+            dx[i] = rstd * ((w ? dy[i] * w[i] : dy[i]) - mg - (((x[i] - mu) - mu_lo) * rstd) * mgx);
+    else if (w)
         for (int64_t i = 0; i < n; i++)
-            db[i] += dy[i];
+            dx[i] += rstd * (dy[i] * w[i] - mg - (((x[i] - mu) - mu_lo) * rstd) * mgx);
+    else
+        for (int64_t i = 0; i < n; i++)
+            dx[i] += rstd * (dy[i] - mg - (((x[i] - mu) - mu_lo) * rstd) * mgx);
+}
+
+/* Thread tid's part of the backward: dx of its rows, then dw += dy xhat and db += dy over all
+ * rows, in order, for its columns. */
+static void ln_backward_job(void *ctx, int tid, int nth) {
+    const ln_job *j = ctx;
+    const tg_tensor *y = j->y;
+    const ln_params *p = y->params;
+    const ln_saved *sv = j->sv;
+    const int64_t n = j->n;
+    const float *px = y->inputs[0]->data, *dy = j->dout->data;
+    const float *pw = p->has_w ? y->inputs[1]->data : NULL;
+    tg_tensor *const *din = j->din;
+    float *dx = din[0] ? din[0]->data : NULL;
+    float *dw = p->has_w && din[1] ? din[1]->data : NULL;
+    float *db = p->has_b && din[1 + p->has_w] ? din[1 + p->has_w]->data : NULL;
+    if (dx) {
+        const bool dx_fresh = tg__dx_fresh(din[0]);
+        int64_t r0, r1;
+        tg__split(j->rows, 1, tid, nth, &r0, &r1);
+        for (int64_t r = r0; r < r1; r++) {
+            const double mu = sv->mean[r];
+            ln_row_dx_f32(px + r * n, dy + r * n, pw, dx + r * n, n, (float)mu,
+                          (float)(mu - (double)(float)mu), (float)sv->rstd[r], dx_fresh);
+        }
+    }
+    if (!dw && !db)
+        return;
+    int64_t c0, c1; /* whole cache lines of a row where the row has them */
+    tg__split(n, 16, tid, nth, &c0, &c1);
+    for (int64_t r = 0; r < j->rows; r++) {
+        const float *x = px + r * n, *g = dy + r * n;
+        const double mu = sv->mean[r];
+        const float mu_hi = (float)mu, mu_lo = (float)(mu - (double)mu_hi),
+                    rstd = (float)sv->rstd[r];
+        if (dw)
+            for (int64_t i = c0; i < c1; i++)
+                dw[i] += g[i] * (((x[i] - mu_hi) - mu_lo) * rstd);
+        if (db)
+            for (int64_t i = c0; i < c1; i++)
+                db[i] += g[i];
+    }
 }
 
 static void ln_backward_f32(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din,
                             int64_t n, int64_t rows) {
     const ln_params *p = y->params;
-    const ln_saved *sv = y->saved;
-    const float *px = y->inputs[0]->data, *dy = dout->data;
-    const float *pw = p->has_w ? y->inputs[1]->data : NULL;
-    float *dx = din[0] ? din[0]->data : NULL;
-    const bool dx_fresh = tg__dx_fresh(din[0]);
     if (p->has_w)
         tg__dx_zero_if_fresh(din[1]); /* the weight's and bias's sums over rows add */
     if (p->has_b)
         tg__dx_zero_if_fresh(din[1 + p->has_w]);
-    float *dw = p->has_w && din[1] ? din[1]->data : NULL;
-    float *db = p->has_b && din[1 + p->has_w] ? din[1 + p->has_w]->data : NULL;
-    for (int64_t r = 0; r < rows; r++) {
-        const double mu = sv->mean[r];
-        ln_row_backward_f32(px + r * n, dy + r * n, pw, dx ? dx + r * n : NULL, dw, db, n,
-                            (float)mu, (float)(mu - (double)(float)mu), (float)sv->rstd[r],
-                            dx_fresh);
-    }
+    ln_job j = {.y = y, .dout = dout, .din = din, .sv = y->saved, .n = n, .rows = rows};
+    tg__parallel_run(ln_threads(n, rows), ln_backward_job, &j);
 }
 
 static tg_status ln_forward(tg_tape *tape, tg_tensor *y) {

@@ -3,6 +3,9 @@
  * so dx[j] += dy[i] at the same pairs (the inverse permutation). Saves nothing.
  * tg_transpose_axes(x, a, b) records a permute that swaps two axes (torch.transpose). */
 #include "core/engine.h"
+#include "kernels/parallel.h"
+
+#include <limits.h>
 
 typedef struct permute_params {
     int n;                 /* number of axes given */
@@ -49,9 +52,10 @@ static int permute_print(const tg_tensor *y, char *buf, size_t len) {
     return (int)n;
 }
 
-/* Walks y in row-major order; `xo` is the matching offset in x. body sees o (y's offset) and xo.
- * Odometer over y's axes with x's strides permuted; the last axis is the inner loop. */
-#define PERMUTE_FOR(y, p, o, xo, ...)                                                              \
+/* Walks y's rows q0..q1-1 (a row: the last axis) in row-major order; `xo` is the matching offset
+ * in x. body sees o (y's offset) and xo. Odometer over y's axes with x's strides permuted,
+ * started at row q0; the last axis is the inner loop. */
+#define PERMUTE_FOR(y, p, q0, q1, o, xo, ...)                                                      \
     do {                                                                                           \
         const tg_tensor *x_ = (y)->inputs[0];                                                      \
         const int r_ = (y)->rank;                                                                  \
@@ -64,9 +68,13 @@ static int permute_print(const tg_tensor *y, char *buf, size_t len) {
         for (int k_ = 0; k_ < r_; k_++)                                                            \
             st_[k_] = xs_[(p)->axes[k_]];                                                          \
         const int64_t inner_ = r_ ? (y)->shape[r_ - 1] : 1, istr_ = r_ ? st_[r_ - 1] : 0;          \
-        const int64_t outer_ = inner_ ? (y)->numel / inner_ : 0;                                   \
-        int64_t base_ = 0, o = 0;                                                                  \
-        for (int64_t q_ = 0; q_ < outer_; q_++) {                                                  \
+        int64_t base_ = 0, o = (q0)*inner_;                                                        \
+        for (int64_t k_ = r_ - 2, rest_ = (q0); k_ >= 0; k_--) { /* row q0's index and offset */   \
+            idx_[k_] = rest_ % (y)->shape[k_];                                                     \
+            rest_ /= (y)->shape[k_];                                                               \
+            base_ += idx_[k_] * st_[k_];                                                           \
+        }                                                                                          \
+        for (int64_t q_ = (q0); q_ < (q1); q_++) {                                                 \
             int64_t xo = base_;                                                                    \
             if (istr_ == 1) /* the last axis stays last: a contiguous run, vectorizable */         \
                 for (int64_t c_ = 0; c_ < inner_; c_++, o++, xo++) {                               \
@@ -86,25 +94,63 @@ static int permute_print(const tg_tensor *y, char *buf, size_t len) {
         }                                                                                          \
     } while (0)
 
+/* A forward or backward over y's rows. Each element moves once, so any split gives the same
+ * result; contiguous halves of y's rows are, when the permutation keeps axis 0 (the heads of an
+ * attention block: [B, T, H, D] <-> [B, H, T, D]), the same halves of x that the matmuls and the
+ * elementwise ops give each thread, so the elements stay in the cache of the core that wrote
+ * them. */
+typedef struct permute_job {
+    const tg_tensor *y;
+    const void *src; /* x (forward) or dy (backward) */
+    void *dst;       /* y or dx */
+    int mode;        /* 0: y = x, 1: dx = dy, 2: dx += dy */
+} permute_job;
+
+static void permute_rows(const permute_job *j, int64_t q0, int64_t q1) {
+    const tg_tensor *y = j->y;
+    const permute_params *p = y->params;
+    if (j->mode == 0)
+        TG_FOR_DTYPE(y->dtype, T, const T *px = j->src; T *py = j->dst;
+                     PERMUTE_FOR(y, p, q0, q1, o, xo, py[o] = px[xo];););
+    else if (j->mode == 1)
+        TG_FOR_DTYPE(y->dtype, T, const T *dy = j->src; T *dx = j->dst;
+                     PERMUTE_FOR(y, p, q0, q1, o, xo, dx[xo] = dy[o];););
+    else
+        TG_FOR_DTYPE(y->dtype, T, const T *dy = j->src; T *dx = j->dst;
+                     PERMUTE_FOR(y, p, q0, q1, o, xo, dx[xo] += dy[o];););
+}
+
+static void permute_job_run(void *ctx, int tid, int nth) {
+    const permute_job *j = ctx;
+    const int64_t inner = j->y->rank ? j->y->shape[j->y->rank - 1] : 1;
+    int64_t q0, q1;
+    tg__split(inner ? j->y->numel / inner : 0, 1, tid, nth, &q0, &q1);
+    if (q0 < q1)
+        permute_rows(j, q0, q1);
+}
+
+static void permute_run(const tg_tensor *y, const void *src, void *dst, int mode) {
+    const permute_job j = {y, src, dst, mode};
+    const int64_t inner = y->rank ? y->shape[y->rank - 1] : 1, rows = inner ? y->numel / inner : 0;
+    int nth = 1;
+    if (y->numel >= TG_PAR_MIN_ELEMS && rows >= 2) {
+        const int64_t by_size = y->numel / (TG_PAR_MIN_ELEMS / 2);
+        nth = (int)(by_size < rows ? (by_size < INT_MAX ? by_size : INT_MAX) : rows);
+    }
+    tg__parallel_run(nth, permute_job_run, (void *)&j);
+}
+
 static tg_status permute_forward(tg_tape *tape, tg_tensor *y) {
     (void)tape;
-    const permute_params *p = y->params;
-    TG_FOR_DTYPE(y->dtype, T, const T *px = y->inputs[0]->data; T *py = y->data;
-                 PERMUTE_FOR(y, p, o, xo, py[o] = px[xo];););
+    permute_run(y, y->inputs[0]->data, y->data, 0);
     return TG_OK;
 }
 
 static void permute_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
     if (!din[0])
         return; /* the engine decided x needs no gradient */
-    const permute_params *p = y->params;
-    if (tg__dx_fresh(din[0])) { /* every element of x is one of y's: stored once */
-        TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *dx = din[0]->data;
-                     PERMUTE_FOR(y, p, o, xo, dx[xo] = dy[o];););
-        return;
-    }
-    TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *dx = din[0]->data;
-                 PERMUTE_FOR(y, p, o, xo, dx[xo] += dy[o];););
+    /* a fresh dx: every element of x is one of y's, stored once */
+    permute_run(y, dout->data, din[0]->data, tg__dx_fresh(din[0]) ? 1 : 2);
 }
 
 const tg__op_desc tg__op_permute = {

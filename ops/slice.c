@@ -3,6 +3,9 @@
  * y[.., j, ..] = x[.., start + j*step, ..], distinct elements of x, so
  * dx[.., start + j*step, ..] += dy[.., j, ..] and the rest of dx gets nothing. Saves nothing. */
 #include "core/engine.h"
+#include "kernels/parallel.h"
+
+#include <limits.h>
 
 typedef struct slice_params {
     int axis;                    /* normalised to 0..rank-1 by the shape check */
@@ -47,22 +50,20 @@ static int slice_print(const tg_tensor *y, char *buf, size_t len) {
                     (long long)p->start, (long long)p->length, (long long)p->step);
 }
 
-/* For each outer index o and j in 0..length: y[(o*length + j)*inner + k] pairs with
+/* For each outer index o in o0..o1-1 and j in 0..length: y[(o*length + j)*inner + k] pairs with
  * x[(o*d + start + j*step)*inner + k]. With step 1 the pairs of one o are one contiguous run of
  * length*inner elements on both sides (a plain loop the compiler vectorizes). */
-#define SLICE_FOR(y, yo, xo, ...)                                                                  \
+#define SLICE_FOR(y, o0, o1, yo, xo, ...)                                                          \
     do {                                                                                           \
         const slice_params *p_ = (y)->params;                                                      \
         const tg_tensor *x_ = (y)->inputs[0];                                                      \
-        int64_t outer_ = 1, inner_ = 1;                                                            \
-        for (int k_ = 0; k_ < p_->axis; k_++)                                                      \
-            outer_ *= x_->shape[k_];                                                               \
+        int64_t inner_ = 1;                                                                        \
         for (int k_ = p_->axis + 1; k_ < x_->rank; k_++)                                           \
             inner_ *= x_->shape[k_];                                                               \
         const int64_t d_ = x_->shape[p_->axis];                                                    \
         const int64_t runs_ = p_->step == 1 ? 1 : p_->length;                                      \
         const int64_t run_ = p_->step == 1 ? p_->length * inner_ : inner_;                         \
-        for (int64_t o_ = 0; o_ < outer_; o_++)                                                    \
+        for (int64_t o_ = (o0); o_ < (o1); o_++)                                                   \
             for (int64_t j_ = 0; j_ < runs_; j_++) {                                               \
                 const int64_t ybase_ = (o_ * p_->length + j_) * inner_;                            \
                 const int64_t xbase_ = (o_ * d_ + p_->start + j_ * p_->step) * inner_;             \
@@ -73,18 +74,58 @@ static int slice_print(const tg_tensor *y, char *buf, size_t len) {
             }                                                                                      \
     } while (0)
 
+/* The outer indices (the axes before the sliced one) split over threads: each element moves
+ * once, so the split changes nothing; a [tokens, features] activation sliced along its features
+ * (an attention block's q, k and v) keeps each thread's half of the rows on that thread. */
+typedef struct slice_job {
+    const tg_tensor *y;
+    const void *src; /* x (forward) or dy (backward) */
+    void *dst;       /* y or dx */
+    bool backward;   /* dx += dy instead of y = x */
+} slice_job;
+
+static int64_t slice_outer(const tg_tensor *y) {
+    const slice_params *p = y->params;
+    int64_t outer = 1;
+    for (int k = 0; k < p->axis; k++)
+        outer *= y->shape[k];
+    return outer;
+}
+
+static void slice_job_run(void *ctx, int tid, int nth) {
+    const slice_job *j = ctx;
+    const tg_tensor *y = j->y;
+    int64_t o0, o1;
+    tg__split(slice_outer(y), 1, tid, nth, &o0, &o1);
+    if (!j->backward)
+        TG_FOR_DTYPE(y->dtype, T, const T *px = j->src; T *py = j->dst;
+                     SLICE_FOR(y, o0, o1, yo, xo, py[yo] = px[xo];););
+    else
+        TG_FOR_DTYPE(y->dtype, T, const T *dy = j->src; T *dx = j->dst;
+                     SLICE_FOR(y, o0, o1, yo, xo, dx[xo] += dy[yo];););
+}
+
+static void slice_run(const tg_tensor *y, const void *src, void *dst, bool backward) {
+    const slice_job j = {y, src, dst, backward};
+    const int64_t outer = slice_outer(y);
+    int nth = 1;
+    if (y->numel >= TG_PAR_MIN_ELEMS && outer >= 2) {
+        const int64_t by_size = y->numel / (TG_PAR_MIN_ELEMS / 2);
+        nth = (int)(by_size < outer ? (by_size < INT_MAX ? by_size : INT_MAX) : outer);
+    }
+    tg__parallel_run(nth, slice_job_run, (void *)&j);
+}
+
 static tg_status slice_forward(tg_tape *tape, tg_tensor *y) {
     (void)tape;
-    TG_FOR_DTYPE(y->dtype, T, const T *px = y->inputs[0]->data; T *py = y->data;
-                 SLICE_FOR(y, yo, xo, py[yo] = px[xo];););
+    slice_run(y, y->inputs[0]->data, y->data, false);
     return TG_OK;
 }
 
 static void slice_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
     if (!din[0])
         return; /* the engine decided x needs no gradient */
-    TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *dx = din[0]->data;
-                 SLICE_FOR(y, yo, xo, dx[xo] += dy[yo];););
+    slice_run(y, dout->data, din[0]->data, true);
 }
 
 const tg__op_desc tg__op_slice = {

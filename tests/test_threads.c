@@ -1,4 +1,5 @@
-/* Threaded elementwise ops (add, relu, tanh, softmax, above TG_PAR_MIN_ELEMS elements) give the
+/* Threaded elementwise ops (add, relu, tanh, softmax, above TG_PAR_MIN_ELEMS elements), the
+ * optimizers and layer_norm give the
  * same bits on 1 and 2 threads, forward and backward, and agree with a small-size run of the
  * same values (the code path under the threshold). */
 #include "kernels/parallel.h"
@@ -185,4 +186,113 @@ static void optim_check(tg_optim_kind kind, const char *name) {
 Test(threads, optimizer_bit_identical) {
     optim_check(TG_OPTIM_ADAM, "adam");
     optim_check(TG_OPTIM_MOMENTUM, "momentum");
+}
+
+/* layer_norm splits rows (y, dx) and columns (dw, db) over threads: y and every gradient are the
+ * same bits on 1, 2 and 3 threads, with dx fresh (x used once) and accumulated (x used twice),
+ * on a row length that is not a multiple of a cache line. */
+static void ln_run(int threads, int64_t rows, int64_t cols, bool x_twice, tg_tensor *out[4]) {
+    tg_tensor *x = leaf(TG_F32, TG_SHAPE(rows, cols), a_v);
+    tg_tensor *wt = leaf(TG_F32, TG_SHAPE(cols), bias_v);
+    tg_tensor *b = leaf(TG_F32, TG_SHAPE(cols), bias_v + 1);
+    tg_tensor *w = leaf(TG_F32, TG_SHAPE(rows, cols), w_v);
+    tg_tensor_set_requires_grad(x, 1);
+    tg_tensor_set_requires_grad(wt, 1);
+    tg_tensor_set_requires_grad(b, 1);
+    cr_assert_eq(tg_set_num_threads(threads), TG_OK);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *y = tg_layer_norm(t, x, wt, b, 1, 1e-5);
+    tg_tensor *loss = tg_sum(t, tg_mul(t, y, w));
+    if (x_twice)
+        loss = tg_add(t, loss, tg_sum(t, tg_mul(t, x, w)));
+    cr_assert_eq(tg_backward(t, loss), TG_OK, "%s", tg_tape_errmsg(t));
+    out[0] = tg_tensor_clone(y, TG_F32);
+    out[1] = tg_tensor_clone(tg_tensor_grad(x), TG_F32);
+    out[2] = tg_tensor_clone(tg_tensor_grad(wt), TG_F32);
+    out[3] = tg_tensor_clone(tg_tensor_grad(b), TG_F32);
+    tg_set_num_threads(1);
+    tg_tape_free(t);
+    tg_tensor_free(x), tg_tensor_free(wt), tg_tensor_free(b), tg_tensor_free(w);
+}
+
+Test(threads, layer_norm_bit_identical) {
+    tg_rng rng;
+    tg_rng_seed(&rng, 7);
+    for (int64_t i = 0; i < ROWS * COLS; i++) {
+        a_v[i] = 6 * tg_rng_uniform(&rng) - 3 + 40 * (double)(i % 3); /* rows of large means too */
+        w_v[i] = 2 * tg_rng_uniform(&rng) - 1;
+    }
+    for (int64_t i = 0; i < COLS; i++)
+        bias_v[i] = 2 * tg_rng_uniform(&rng) - 1;
+    static const int64_t shapes[][2] = {{512, 64}, {300, 67}, {129, 401}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int twice = 0; twice < 2; twice++) {
+            const int64_t rows = shapes[s][0], cols = shapes[s][1];
+            tg_tensor *one[4], *more[4];
+            ln_run(1, rows, cols, twice, one);
+            for (int th = 2; th <= 3; th++) {
+                ln_run(th, rows, cols, twice, more);
+                const char *what[4] = {"y", "dx", "dweight", "dbias"};
+                for (int k = 0; k < 4; k++) {
+                    cr_expect(memcmp(tg_tensor_cdata(one[k]), tg_tensor_cdata(more[k]),
+                                     sizeof(float) * (size_t)tg_tensor_numel(one[k])) == 0,
+                              "layer_norm [%lld, %lld]%s: %s differs between 1 and %d threads",
+                              (long long)rows, (long long)cols, twice ? " (x used twice)" : "",
+                              what[k], th);
+                    tg_tensor_free(more[k]);
+                }
+            }
+            for (int k = 0; k < 4; k++)
+                tg_tensor_free(one[k]);
+        }
+}
+
+/* permute and slice split rows over threads: every element moves once, so y and dx are the same
+ * on 1, 2 and 3 threads, through the stored (fresh) and the accumulated dx of permute. Shapes of
+ * an attention block's heads: x [B*T, 3E] sliced to [B*T, E], reshaped to [B, T, H, D] and
+ * permuted to [B, H, T, D], with odd sizes. */
+static void shape_run(int threads, bool x_twice, tg_tensor *out[2]) {
+    enum { B = 47, T = 9, H = 4, D = 13 }; /* y: 21,996 elements, threaded */
+    tg_tensor *x = leaf(TG_F32, TG_SHAPE(B * T, 3 * H * D), a_v);
+    tg_tensor *w = leaf(TG_F32, TG_SHAPE(B, H, T, D), w_v);
+    tg_tensor_set_requires_grad(x, 1);
+    cr_assert_eq(tg_set_num_threads(threads), TG_OK);
+    tg_tape *t = tg_tape_new();
+    static const int to_heads[4] = {0, 2, 1, 3};
+    tg_tensor *y = tg_permute(
+        t, tg_reshape(t, tg_slice(t, x, 1, H * D, H * D, 1), TG_SHAPE(B, T, H, D)), 4, to_heads);
+    tg_tensor *loss = tg_sum(t, tg_mul(t, y, w));
+    if (x_twice) /* a second slice (step 2) and a transposed permute of the same x */
+        loss =
+            tg_add(t, loss, tg_sum(t, tg_transpose_axes(t, tg_slice(t, x, 1, 1, H * D, 2), 0, 1)));
+    cr_assert_eq(tg_backward(t, loss), TG_OK, "%s", tg_tape_errmsg(t));
+    out[0] = tg_tensor_clone(y, TG_F32);
+    out[1] = tg_tensor_clone(tg_tensor_grad(x), TG_F32);
+    tg_set_num_threads(1);
+    tg_tape_free(t);
+    tg_tensor_free(x), tg_tensor_free(w);
+}
+
+Test(threads, permute_and_slice_bit_identical) {
+    tg_rng rng;
+    tg_rng_seed(&rng, 11);
+    for (int64_t i = 0; i < ROWS * COLS; i++) {
+        a_v[i] = 2 * tg_rng_uniform(&rng) - 1;
+        w_v[i] = 2 * tg_rng_uniform(&rng) - 1;
+    }
+    for (int twice = 0; twice < 2; twice++) {
+        tg_tensor *one[2], *more[2];
+        shape_run(1, twice, one);
+        for (int th = 2; th <= 3; th++) {
+            shape_run(th, twice, more);
+            for (int k = 0; k < 2; k++) {
+                cr_expect(memcmp(tg_tensor_cdata(one[k]), tg_tensor_cdata(more[k]),
+                                 sizeof(float) * (size_t)tg_tensor_numel(one[k])) == 0,
+                          "%s%s differs between 1 and %d threads", k ? "dx" : "y",
+                          twice ? " (x used twice)" : "", th);
+                tg_tensor_free(more[k]);
+            }
+        }
+        tg_tensor_free(one[0]), tg_tensor_free(one[1]);
+    }
 }
