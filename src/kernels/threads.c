@@ -166,6 +166,12 @@ __attribute__((destructor)) static void scratch_release_main(void) {
  * only when someone sleeps (n_futex_sleepers, checked after the write; the sleeper counts itself
  * before its last look, and FUTEX_WAIT rechecks the word in the kernel, so no wake-up is lost). */
 #define TG_WAIT_SPIN_NS 50000
+/* Both waits poll without yielding for this long first. A sched_yield is a system call, 1.2 us
+ * on the AVX-512 virtual machine even with no other thread to run: a poller inside one misses the
+ * word's change for that long, and a worker that comes late to a job finds its part taken by the
+ * caller, which then works on rows that are in the other core's cache. Jobs of a training step
+ * follow each other within microseconds, so the first wait is almost always this short. */
+#define TG_YIELD_AFTER_NS 20000
 static atomic_int n_futex_sleepers;
 
 static void wait_change(atomic_uint *word, unsigned old) {
@@ -177,7 +183,8 @@ static void wait_change(atomic_uint *word, unsigned old) {
                 t0 = t;
             else if (t - t0 > TG_WAIT_SPIN_NS)
                 break;
-            sched_yield(); /* the thread we wait for may be waiting for this very CPU */
+            else if (t - t0 > TG_YIELD_AFTER_NS)
+                sched_yield(); /* the thread we wait for may be waiting for this very CPU */
         }
         cpu_relax();
     }
@@ -221,9 +228,9 @@ static unsigned long wait_for_job(unsigned long seen) {
             else if (t - t0 > TG_POOL_SPIN_NS)
                 break;
             /* On a busy machine the caller may share this CPU: polling must not take its turn
-             * (a 2-thread step was then slower than 1 thread). Alone on a CPU, this returns at
-             * once. */
-            sched_yield();
+             * for long (a 2-thread step was then slower than 1 thread). */
+            else if (t - t0 > TG_YIELD_AFTER_NS)
+                sched_yield();
         }
         cpu_relax();
     }
