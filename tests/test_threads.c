@@ -194,7 +194,7 @@ Test(threads, optimizer_bit_identical) {
 static void ln_run(int threads, int64_t rows, int64_t cols, bool x_twice, tg_tensor *out[4]) {
     tg_tensor *x = leaf(TG_F32, TG_SHAPE(rows, cols), a_v);
     tg_tensor *wt = leaf(TG_F32, TG_SHAPE(cols), bias_v);
-    tg_tensor *b = leaf(TG_F32, TG_SHAPE(cols), bias_v + 1);
+    tg_tensor *b = leaf(TG_F32, TG_SHAPE(cols), w_v + 7); /* w_v holds ROWS * COLS values */
     tg_tensor *w = leaf(TG_F32, TG_SHAPE(rows, cols), w_v);
     tg_tensor_set_requires_grad(x, 1);
     tg_tensor_set_requires_grad(wt, 1);
