@@ -187,6 +187,77 @@ static double pingpong_ns(void) {
     return best;
 }
 
+/* Reading what the other core wrote: a thread writes a 128 KiB buffer (a [128, 256] float32
+ * activation, which stays in its L2), then this one reads it; against reading a buffer it wrote
+ * itself. GB/s of the read, the median of 201 rounds each (not the best: a round in which the
+ * scheduler put both threads on one core would read from this core's own cache). A two-thread training step reads the other
+ * thread's half of an activation wherever two ops split it differently: this is what that costs,
+ * next to what reading its own half costs. */
+#define XFER_WORDS ((size_t)16384) /* 128 KiB of uint64_t */
+#define XFER_ROUNDS 201
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static atomic_int xfer_word;
+static uint64_t *xfer_buf;
+static void xfer_fill(uint64_t seed) {
+    for (size_t j = 0; j < XFER_WORDS; j++)
+        xfer_buf[j] = seed + j;
+}
+static uint64_t xfer_read(void) {
+    uint64_t acc[8] = {0};
+    for (size_t j = 0; j < XFER_WORDS; j += 8)
+        for (int l = 0; l < 8; l++)
+            acc[l] ^= xfer_buf[j + l];
+    return acc[0] ^ acc[1] ^ acc[2] ^ acc[3] ^ acc[4] ^ acc[5] ^ acc[6] ^ acc[7];
+}
+static void *xfer_peer(void *p) {
+    const int n = *(const int *)p;
+    for (int i = 0; i < n; i++) {
+        while (atomic_load_explicit(&xfer_word, memory_order_acquire) != 2 * i + 1)
+            ;
+        xfer_fill((uint64_t)i);
+        atomic_store_explicit(&xfer_word, 2 * i + 2, memory_order_release);
+    }
+    return NULL;
+}
+/* gbps[0]: reading its own writes; gbps[1]: the other thread's. -1 where not measured. */
+static void xfer_gbps(double gbps[2]) {
+    gbps[0] = gbps[1] = -1;
+    int n = XFER_ROUNDS;
+    xfer_buf = aligned_alloc(64, XFER_WORDS * sizeof(uint64_t));
+    if (!xfer_buf)
+        return;
+    volatile uint64_t sink = 0;
+    double local[XFER_ROUNDS], cross[XFER_ROUNDS];
+    for (int i = 0; i < n; i++) {
+        xfer_fill((uint64_t)i);
+        const double t0 = now();
+        sink ^= xfer_read();
+        local[i] = now() - t0;
+    }
+    atomic_store(&xfer_word, 0);
+    pthread_t th;
+    if (pthread_create(&th, NULL, xfer_peer, &n) == 0) {
+        for (int i = 0; i < n; i++) {
+            atomic_store_explicit(&xfer_word, 2 * i + 1, memory_order_release);
+            while (atomic_load_explicit(&xfer_word, memory_order_acquire) != 2 * i + 2)
+                ;
+            const double t0 = now();
+            sink ^= xfer_read();
+            cross[i] = now() - t0;
+        }
+        pthread_join(th, NULL);
+        qsort(cross, (size_t)n, sizeof cross[0], cmp_double);
+        gbps[1] = (double)(XFER_WORDS * sizeof(uint64_t)) / cross[n / 2] * 1e-9;
+    }
+    (void)sink;
+    qsort(local, (size_t)n, sizeof local[0], cmp_double);
+    gbps[0] = (double)(XFER_WORDS * sizeof(uint64_t)) / local[n / 2] * 1e-9;
+    free(xfer_buf);
+}
+
 /* GFLOP/s of the FMA loop on `threads` threads (each runs it), best of a few runs. */
 static double fma_peak(tg__kernel_id width, tg_dtype dt, int threads) {
     peak_job j = {.iters = quick ? 2000000 : 10000000};
@@ -362,10 +433,15 @@ static void bench_matmul(void) {
             load = -1;
         fclose(f);
     }
-    if (!openblas_child)
+    if (!openblas_child) {
+        double xfer[2];
+        xfer_gbps(xfer);
         printf("{\"bench\":\"cpu\",\"l1d_bytes\":%lld,\"l2_bytes\":%lld,\"l3_bytes\":%lld,"
-               "\"loadavg_1min\":%.2f,\"core_to_core_round_trip_ns\":%.0f}\n",
-               (long long)cs[0], (long long)cs[1], (long long)cs[2], load, pingpong_ns());
+               "\"loadavg_1min\":%.2f,\"core_to_core_round_trip_ns\":%.0f,"
+               "\"read_own_128k_gb_s\":%.1f,\"read_other_cores_128k_gb_s\":%.1f}\n",
+               (long long)cs[0], (long long)cs[1], (long long)cs[2], load, pingpong_ns(), xfer[0],
+               xfer[1]);
+    }
     double peak[2][3] = {{0}}; /* [dtype][threads] for the own kernel's width */
     const tg__kernel_id widths[2] = {TG_KERNEL_AVX512, TG_KERNEL_AVX2};
     for (int w = 0; w < 2; w++)
