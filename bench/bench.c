@@ -17,7 +17,8 @@
  *               it. Samples per second.
  * Each at 1 and 2 threads (tg_set_num_threads, and openblas_set_num_threads for OpenBLAS).
  *
- * Usage: tg_bench [--quick] [--only matmul|circles|mlp]   (--quick: n <= 512, fewer steps) */
+ * Usage: tg_bench [--quick] [--only matmul|circles|mlp|cpu]   (--quick: n <= 512, fewer steps;
+ *        --only cpu: the machine line alone) */
 #include "kernels/parallel.h"
 
 #include <dirent.h>
@@ -187,12 +188,17 @@ static double pingpong_ns(void) {
     return best;
 }
 
-/* Reading what the other core wrote: a thread writes a 128 KiB buffer (a [128, 256] float32
- * activation, which stays in its L2), then this one reads it; against reading a buffer it wrote
- * itself. GB/s of the read, the median of 201 rounds each (not the best: a round in which the
- * scheduler put both threads on one core would read from this core's own cache). A two-thread training step reads the other
- * thread's half of an activation wherever two ops split it differently: this is what that costs,
- * next to what reading its own half costs. */
+/* What a line the other core touched costs. A 128 KiB buffer (a [128, 256] float32 activation,
+ * which stays in one core's L2), GB/s of four passes, the median of 201 rounds each (not the
+ * best: in a round where the scheduler ran both threads on one core, this core would find the
+ * lines in its own cache):
+ *   read_own         reading a buffer this thread just wrote;
+ *   read_other       reading one the other thread just wrote (each line crosses);
+ *   write_own        writing a buffer only this thread touches;
+ *   write_after_read writing one the other thread just read (each store must first take the
+ *                    line from the other core's cache).
+ * A two-thread training step pays the second wherever an op reads rows another thread wrote,
+ * and the fourth wherever it writes memory the other thread read in the step before. */
 #define XFER_WORDS ((size_t)16384) /* 128 KiB of uint64_t */
 #define XFER_ROUNDS 201
 static int cmp_double(const void *a, const void *b) {
@@ -201,9 +207,11 @@ static int cmp_double(const void *a, const void *b) {
 }
 static atomic_int xfer_word;
 static uint64_t *xfer_buf;
-static void xfer_fill(uint64_t seed) {
-    for (size_t j = 0; j < XFER_WORDS; j++)
-        xfer_buf[j] = seed + j;
+static volatile uint64_t xfer_sink;
+static void xfer_fill(uint64_t seed) { /* plain stores, as an op's loop makes them */
+    for (size_t j = 0; j < XFER_WORDS; j += 8)
+        for (int l = 0; l < 8; l++)
+            xfer_buf[j + l] = seed + (uint64_t)l;
 }
 static uint64_t xfer_read(void) {
     uint64_t acc[8] = {0};
@@ -212,50 +220,93 @@ static uint64_t xfer_read(void) {
             acc[l] ^= xfer_buf[j + l];
     return acc[0] ^ acc[1] ^ acc[2] ^ acc[3] ^ acc[4] ^ acc[5] ^ acc[6] ^ acc[7];
 }
+typedef struct xfer_arg {
+    int rounds;
+    bool peer_writes; /* else the peer reads */
+} xfer_arg;
 static void *xfer_peer(void *p) {
-    const int n = *(const int *)p;
-    for (int i = 0; i < n; i++) {
+    const xfer_arg *a = p;
+    for (int i = 0; i < a->rounds; i++) {
         while (atomic_load_explicit(&xfer_word, memory_order_acquire) != 2 * i + 1)
             ;
-        xfer_fill((uint64_t)i);
+        if (a->peer_writes)
+            xfer_fill((uint64_t)i);
+        else
+            xfer_sink ^= xfer_read();
         atomic_store_explicit(&xfer_word, 2 * i + 2, memory_order_release);
     }
     return NULL;
 }
-/* gbps[0]: reading its own writes; gbps[1]: the other thread's. -1 where not measured. */
-static void xfer_gbps(double gbps[2]) {
-    gbps[0] = gbps[1] = -1;
-    int n = XFER_ROUNDS;
-    xfer_buf = aligned_alloc(64, XFER_WORDS * sizeof(uint64_t));
-    if (!xfer_buf)
-        return;
-    volatile uint64_t sink = 0;
-    double local[XFER_ROUNDS], cross[XFER_ROUNDS];
-    for (int i = 0; i < n; i++) {
-        xfer_fill((uint64_t)i);
-        const double t0 = now();
-        sink ^= xfer_read();
-        local[i] = now() - t0;
-    }
-    atomic_store(&xfer_word, 0);
+/* GB/s of the median of t[0..n) */
+static double xfer_rate(double *t, int n) {
+    qsort(t, (size_t)n, sizeof t[0], cmp_double);
+    return (double)(XFER_WORDS * sizeof(uint64_t)) / t[n / 2] * 1e-9;
+}
+/* One pass timed per round, this thread writing (else reading); with the peer's pass (a write
+ * when this one reads, a read when it writes) before each, or none. GB/s, -1 if no thread. */
+static double xfer_pass(bool write, bool with_peer) {
+    double t[XFER_ROUNDS];
+    const int n = XFER_ROUNDS;
+    xfer_arg arg = {n, !write};
     pthread_t th;
-    if (pthread_create(&th, NULL, xfer_peer, &n) == 0) {
-        for (int i = 0; i < n; i++) {
+    atomic_store(&xfer_word, 0);
+    if (with_peer && pthread_create(&th, NULL, xfer_peer, &arg) != 0)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        if (!with_peer || write)
+            xfer_fill((uint64_t)i); /* this thread's lines (which the peer then reads) */
+        if (with_peer) {
             atomic_store_explicit(&xfer_word, 2 * i + 1, memory_order_release);
             while (atomic_load_explicit(&xfer_word, memory_order_acquire) != 2 * i + 2)
                 ;
-            const double t0 = now();
-            sink ^= xfer_read();
-            cross[i] = now() - t0;
         }
-        pthread_join(th, NULL);
-        qsort(cross, (size_t)n, sizeof cross[0], cmp_double);
-        gbps[1] = (double)(XFER_WORDS * sizeof(uint64_t)) / cross[n / 2] * 1e-9;
+        const double t0 = now();
+        if (write)
+            xfer_fill((uint64_t)i + 1);
+        else
+            xfer_sink ^= xfer_read();
+        t[i] = now() - t0;
     }
-    (void)sink;
-    qsort(local, (size_t)n, sizeof local[0], cmp_double);
-    gbps[0] = (double)(XFER_WORDS * sizeof(uint64_t)) / local[n / 2] * 1e-9;
+    if (with_peer)
+        pthread_join(th, NULL);
+    return xfer_rate(t, n);
+}
+/* gbps: read_own, read_other, write_own, write_after_read; -1 where not measured. */
+static void xfer_gbps(double gbps[4]) {
+    gbps[0] = gbps[1] = gbps[2] = gbps[3] = -1;
+    xfer_buf = aligned_alloc(64, XFER_WORDS * sizeof(uint64_t));
+    if (!xfer_buf)
+        return;
+    gbps[0] = xfer_pass(false, false);
+    gbps[1] = xfer_pass(false, true);
+    gbps[2] = xfer_pass(true, false);
+    gbps[3] = xfer_pass(true, true);
     free(xfer_buf);
+}
+
+/* The "cpu" line: the cache sizes the blocks come from, the load average (other jobs on a shared
+ * machine), and how far apart two threads' cores are (pingpong_ns, xfer_gbps). On a virtual
+ * machine the last changes when the host moves the vCPUs: the comparison scripts print this line
+ * before and after their runs (tg_bench --only cpu). */
+static void print_cpu_line(void) {
+    int64_t cs[3];
+    tg__gemm_cache_sizes(cs);
+    double load = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &load) != 1)
+            load = -1;
+        fclose(f);
+    }
+    double xfer[4];
+    xfer_gbps(xfer);
+    printf("{\"bench\":\"cpu\",\"l1d_bytes\":%lld,\"l2_bytes\":%lld,\"l3_bytes\":%lld,"
+           "\"loadavg_1min\":%.2f,\"core_to_core_round_trip_ns\":%.0f,"
+           "\"read_own_128k_gb_s\":%.1f,\"read_other_cores_128k_gb_s\":%.1f,"
+           "\"write_own_128k_gb_s\":%.1f,\"write_after_other_core_read_128k_gb_s\":%.1f}\n",
+           (long long)cs[0], (long long)cs[1], (long long)cs[2], load, pingpong_ns(), xfer[0],
+           xfer[1], xfer[2], xfer[3]);
+    fflush(stdout);
 }
 
 /* GFLOP/s of the FMA loop on `threads` threads (each runs it), best of a few runs. */
@@ -423,25 +474,10 @@ static void bench_matmul(void) {
             own = (tg__kernel_id)id;
     tg__kernel_set(own);
 
-    /* The machine: cache sizes (which set the blocks) and the FMA peak per width and thread. */
-    int64_t cs[3];
-    tg__gemm_cache_sizes(cs);
-    double load = -1; /* the 1-minute load average: other jobs on a shared machine */
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &load) != 1)
-            load = -1;
-        fclose(f);
-    }
-    if (!openblas_child) {
-        double xfer[2];
-        xfer_gbps(xfer);
-        printf("{\"bench\":\"cpu\",\"l1d_bytes\":%lld,\"l2_bytes\":%lld,\"l3_bytes\":%lld,"
-               "\"loadavg_1min\":%.2f,\"core_to_core_round_trip_ns\":%.0f,"
-               "\"read_own_128k_gb_s\":%.1f,\"read_other_cores_128k_gb_s\":%.1f}\n",
-               (long long)cs[0], (long long)cs[1], (long long)cs[2], load, pingpong_ns(), xfer[0],
-               xfer[1]);
-    }
+    /* The machine: cache sizes (which set the blocks), how far apart its cores are, and the FMA
+     * peak per width and thread. */
+    if (!openblas_child)
+        print_cpu_line();
     double peak[2][3] = {{0}}; /* [dtype][threads] for the own kernel's width */
     const tg__kernel_id widths[2] = {TG_KERNEL_AVX512, TG_KERNEL_AVX2};
     for (int w = 0; w < 2; w++)
@@ -728,9 +764,18 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
             only = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--quick] [--only matmul|circles|mlp]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--only matmul|circles|mlp|cpu]\n", argv[0]);
             return 2;
         }
+    }
+    if (only && strcmp(only, "cpu") != 0 && strcmp(only, "circles") != 0 &&
+        strcmp(only, "mlp") != 0 && strcmp(only, "matmul") != 0) {
+        fprintf(stderr, "%s: --only %s: expected matmul, circles, mlp or cpu\n", argv[0], only);
+        return 2;
+    }
+    if (only && strcmp(only, "cpu") == 0) {
+        print_cpu_line();
+        return 0;
     }
     if (!only || strcmp(only, "circles") == 0)
         bench_circles();

@@ -30,6 +30,9 @@ echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(n
 cores="auto"
 [ -n "${OPENBLAS_CORETYPE:-}" ] && cores="env auto"
 
+# The machine's state: how far apart its two cores are right now (a VM's host moves its vCPUs,
+# and a 2-thread figure moves with them); again after the runs.
+if [ -x "$build/bench/tg_bench" ]; then "$build/bench/tg_bench" --only cpu; fi
 for optim in adamw sgd; do
 for threads in 1 2; do
   lines=""
@@ -75,3 +78,4 @@ print(json.dumps(out, separators=(",", ":")))
 ' "$threads" "$rounds" "$optim"
 done
 done
+if [ -x "$build/bench/tg_bench" ]; then "$build/bench/tg_bench" --only cpu; fi

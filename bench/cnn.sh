@@ -39,6 +39,9 @@ have_torch=1
   echo "cnn.sh: /usr/bin/python3 cannot import torch (apt-get install python3-torch); no PyTorch figures" >&2
 }
 
+# The machine's state: how far apart its two cores are right now (a VM's host moves its vCPUs,
+# and a 2-thread figure moves with them); again after the runs.
+if [ -x "$build/bench/tg_bench" ]; then "$build/bench/tg_bench" --only cpu; fi
 for optim in adam sgd; do
   load0=$(cut -d' ' -f1-3 /proc/loadavg)
   lines=""
@@ -94,6 +97,7 @@ out["loadavg_after"] = [float(x) for x in sys.argv[4].split()]
 print(json.dumps(out, separators=(",", ":")))
   ' "$rounds" "$steps" "$load0" "$load1" "$optim"
 done
+if [ -x "$build/bench/tg_bench" ]; then "$build/bench/tg_bench" --only cpu; fi
 
 if [ -x "$kern" ]; then
   "$kern" --rounds 5 | /usr/bin/python3 -c '
