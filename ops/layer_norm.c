@@ -11,7 +11,6 @@
 #include "core/engine.h"
 #include "kernels/parallel.h"
 
-#include <limits.h>
 #include <math.h>
 
 typedef struct ln_params {
@@ -170,15 +169,6 @@ typedef struct ln_job {
     int64_t n, rows;
 } ln_job;
 
-/* Rows on several threads only when there are enough elements to pay for the hand-off. */
-static int ln_threads(int64_t n, int64_t rows) {
-    if (rows < 2 || n * rows < TG_PAR_MIN_ELEMS || tg_get_num_threads() <= 1)
-        return 1;
-    const int64_t by_size = n * rows / (TG_PAR_MIN_ELEMS / 2);
-    const int64_t most = by_size < rows ? by_size : rows;
-    return most < INT_MAX ? (int)most : INT_MAX;
-}
-
 static void ln_forward_job(void *ctx, int tid, int nth) {
     const ln_job *j = ctx;
     int64_t r0, r1;
@@ -188,7 +178,7 @@ static void ln_forward_job(void *ctx, int tid, int nth) {
 
 static void ln_forward_f32(const tg_tensor *y, const ln_saved *sv, int64_t n, int64_t rows) {
     ln_job j = {.y = y, .sv = sv, .n = n, .rows = rows};
-    tg__parallel_run(ln_threads(n, rows), ln_forward_job, &j);
+    tg__parallel_run(tg__threads_for_rows(n * rows, rows), ln_forward_job, &j);
 }
 
 /* One row of dx: g = dy w (dy without a weight), xhat = (x - mu) rstd;
@@ -274,7 +264,7 @@ static void ln_backward_f32(const tg_tensor *y, const tg_tensor *dout, tg_tensor
     if (p->has_b)
         tg__dx_zero_if_fresh(din[1 + p->has_w]);
     ln_job j = {.y = y, .dout = dout, .din = din, .sv = y->saved, .n = n, .rows = rows};
-    tg__parallel_run(ln_threads(n, rows), ln_backward_job, &j);
+    tg__parallel_run(tg__threads_for_rows(n * rows, rows), ln_backward_job, &j);
 }
 
 static tg_status ln_forward(tg_tape *tape, tg_tensor *y) {

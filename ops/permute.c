@@ -5,8 +5,6 @@
 #include "core/engine.h"
 #include "kernels/parallel.h"
 
-#include <limits.h>
-
 typedef struct permute_params {
     int n;                 /* number of axes given */
     int axes[TG_MAX_RANK]; /* as given; normalised to 0..rank-1 by the shape check */
@@ -132,12 +130,7 @@ static void permute_job_run(void *ctx, int tid, int nth) {
 static void permute_run(const tg_tensor *y, const void *src, void *dst, int mode) {
     const permute_job j = {y, src, dst, mode};
     const int64_t inner = y->rank ? y->shape[y->rank - 1] : 1, rows = inner ? y->numel / inner : 0;
-    int nth = 1;
-    if (y->numel >= TG_PAR_MIN_ELEMS && rows >= 2) {
-        const int64_t by_size = y->numel / (TG_PAR_MIN_ELEMS / 2);
-        nth = (int)(by_size < rows ? (by_size < INT_MAX ? by_size : INT_MAX) : rows);
-    }
-    tg__parallel_run(nth, permute_job_run, (void *)&j);
+    tg__parallel_run(tg__threads_for_rows(y->numel, rows), permute_job_run, (void *)&j);
 }
 
 static tg_status permute_forward(tg_tape *tape, tg_tensor *y) {

@@ -5,8 +5,6 @@
 #include "core/engine.h"
 #include "kernels/parallel.h"
 
-#include <limits.h>
-
 typedef struct slice_params {
     int axis;                    /* normalised to 0..rank-1 by the shape check */
     int64_t start, length, step; /* start normalised to 0..d */
@@ -108,12 +106,7 @@ static void slice_job_run(void *ctx, int tid, int nth) {
 static void slice_run(const tg_tensor *y, const void *src, void *dst, bool backward) {
     const slice_job j = {y, src, dst, backward};
     const int64_t outer = slice_outer(y);
-    int nth = 1;
-    if (y->numel >= TG_PAR_MIN_ELEMS && outer >= 2) {
-        const int64_t by_size = y->numel / (TG_PAR_MIN_ELEMS / 2);
-        nth = (int)(by_size < outer ? (by_size < INT_MAX ? by_size : INT_MAX) : outer);
-    }
-    tg__parallel_run(nth, slice_job_run, (void *)&j);
+    tg__parallel_run(tg__threads_for_rows(y->numel, outer), slice_job_run, (void *)&j);
 }
 
 static tg_status slice_forward(tg_tape *tape, tg_tensor *y) {

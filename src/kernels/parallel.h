@@ -45,6 +45,12 @@ void tg__parallel_range(int64_t n, int64_t min_parallel, tg__range_fn body, void
  * float adds; the MLP's [128,256] activations (32768 elements) are split. */
 #define TG_PAR_MIN_ELEMS ((int64_t)1 << 14)
 
+/* Threads for a job over `rows` independent rows holding `elems` elements in all: 1 below
+ * TG_PAR_MIN_ELEMS elements or 2 rows, else one per TG_PAR_MIN_ELEMS / 2 elements, at most one
+ * per row (tg__parallel_run caps it at the pool's size). For the ops that split rows themselves
+ * (layer norm, permute, slice), so they take the same halves as tg__parallel_range's ops. */
+int tg__threads_for_rows(int64_t elems, int64_t rows);
+
 /* ---- Matrix multiply (gemm.c) ----
  * C[M,N] = beta * C + op(A) op(B), op(X) = X or X^T, row-major with leading dimensions.
  * beta is 0 (overwrite) or 1 (accumulate: backward's +=). */

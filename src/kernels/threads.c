@@ -435,6 +435,14 @@ static void range_run(void *p, int tid, int nth) {
         j->body(j->ctx, b, e);
 }
 
+int tg__threads_for_rows(int64_t elems, int64_t rows) {
+    if (rows < 2 || elems < TG_PAR_MIN_ELEMS || tg_get_num_threads() <= 1)
+        return 1;
+    const int64_t by_size = elems / (TG_PAR_MIN_ELEMS / 2);
+    const int64_t most = by_size < rows ? by_size : rows;
+    return most < INT_MAX ? (int)most : INT_MAX;
+}
+
 void tg__parallel_range(int64_t n, int64_t min_parallel, tg__range_fn body, void *ctx) {
     if (n <= 0)
         return;
