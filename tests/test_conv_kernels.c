@@ -110,6 +110,12 @@ static const conv_case conv_cases[] = {
     {1, 2, 3, 3, 2, 2, 2, {1, 1}, {3, 2}, {1, 1}, 1, true, true},  /* padding > kernel */
     {2, 1, 4, 9, 2, 3, 2, {3, 2}, {2, 1}, {1, 3}, 1, true, true},
     {1, 3, 8, 1, 2, 3, 1, {3, 1}, {0, 0}, {2, 1}, 1, true, true}, /* W = 1 */
+    /* stride 1 and OW = W: col2im's flat rows, with shifts of 2 columns, a dilated kernel, a
+     * kernel row alone, and a 1-wide image whose every column wraps */
+    {2, 3, 6, 7, 4, 5, 5, {1, 1}, {2, 2}, {1, 1}, 1, true, true},
+    {1, 2, 7, 6, 3, 3, 3, {1, 1}, {2, 2}, {2, 2}, 1, true, true},
+    {2, 2, 4, 5, 3, 1, 3, {1, 1}, {0, 1}, {1, 1}, 1, false, true},
+    {1, 1, 3, 1, 1, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1, true, true},
     {4, 8, 20, 20, 16, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1, true, false},
     {6, 2, 30, 30, 3, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1, true, false},
 };

@@ -509,19 +509,49 @@ static void zero_run(void *dst, size_t bytes) {
             }                                                                                       \
         }                                                                                           \
     }                                                                                               \
+    /* One row of col back into the image when im2col_flat made it: dc[q + ih0 W + o] += src[q]  \
+     * over the same flat run, after setting the |o| wrapped columns of src (which im2col had     \
+     * zeroed, and which belong to no pixel) to -0, the one value whose addition changes nothing  \
+     * (x + -0 = x, -0 and NaN included). One vector loop over OH*W values instead of OH loops of  \
+     * W - |o| (14 and 13 in the CNN's conv2): the same terms in the same order for each pixel. */  \
+    static void col2im_flat_##sfx(T *src, int64_t H, int64_t W, int64_t OH, int64_t ih0,            \
+                                  int64_t o, T *dc) {                                               \
+        const int64_t shift = ih0 * W + o;                                                          \
+        const int64_t oh_lo = min64(max64(-ih0, 0), OH);                                            \
+        const int64_t oh_hi = max64(min64(H - ih0, OH), oh_lo);                                     \
+        const int64_t qa = min64(max64(oh_lo * W, -shift), oh_hi * W);                              \
+        const int64_t qb = max64(min64(oh_hi * W, H * W - shift), qa);                              \
+        if (qa == qb)                                                                               \
+            return;                                                                                 \
+        if (o != 0) {                                                                               \
+            const int64_t c0 = o < 0 ? 0 : max64(W - o, 0), c1 = o < 0 ? min64(-o, W) : W;          \
+            for (int64_t oh = oh_lo; oh < oh_hi; oh++)                                              \
+                for (int64_t c = c0; c < c1; c++)                                                   \
+                    src[oh * W + c] = (T)-0.0;                                                      \
+        }                                                                                           \
+        T *restrict d = dc + (qa + shift); /* (qa + shift >= 0: the first pixel written) */         \
+        const T *restrict v = src + qa;                                                             \
+        for (int64_t q = 0; q < qb - qa; q++)                                                       \
+            d[q] += v[q];                                                                           \
+    }                                                                                               \
     /* dx[c, ih, iw] += col[row][oh*OW + ow] for every window position: the transpose of        \
-     * im2col. Each dx element receives its terms in the fixed order of this loop. */   \
-    static void col2im_##sfx(const tg__conv2d_geom *g, const T *col, int64_t cr0, int64_t cr1,      \
-                             T *dx) {                                                               \
+     * im2col. Each dx element receives its terms in the fixed order of this loop. col is the  \
+     * caller's scratch: the flat rows write -0 into it. */   \
+    static void col2im_##sfx(const tg__conv2d_geom *g, T *col, int64_t cr0, int64_t cr1, T *dx) {   \
         const int64_t H = g->H, W = g->W, R = g->R, S = g->S, OH = g->OH, OW = g->OW;               \
         const int64_t sh = g->stride[0], sw = g->stride[1];                                         \
+        const bool flat = sh == 1 && sw == 1 && OW == W;                                            \
         for (int64_t cr = cr0; cr < cr1; cr++) {                                                    \
             T *dc = dx + (cr / R) * H * W;                                                          \
             const int64_t ih0 = (cr % R) * g->dil[0] - g->pad[0];                                   \
             for (int64_t s = 0; s < S; s++) {                                                       \
-                const T *src = col + (cr * S + s) * OH * OW;                                        \
+                T *src = col + (cr * S + s) * OH * OW;                                              \
                 int64_t off, lo, hi;                                                                \
                 ow_range(g, s, &off, &lo, &hi);                                                     \
+                if (flat) {                                                                         \
+                    col2im_flat_##sfx(src, H, W, OH, ih0, off, dc);                                 \
+                    continue;                                                                       \
+                }                                                                                   \
                 for (int64_t oh = 0; oh < OH; oh++, src += OW) {                                    \
                     const int64_t ih = oh * sh + ih0;                                               \
                     if (ih < 0 || ih >= H)                                                          \
@@ -548,7 +578,7 @@ static void im2col(tg_dtype dt, const tg__conv2d_geom *g, const void *x, int64_t
         im2col_f64(g, x, cr0, cr1, col, ld);
 }
 
-static void col2im(tg_dtype dt, const tg__conv2d_geom *g, const void *col, int64_t cr0, int64_t cr1,
+static void col2im(tg_dtype dt, const tg__conv2d_geom *g, void *col, int64_t cr0, int64_t cr1,
                    void *dx) {
     if (dt == TG_F32)
         col2im_f32(g, col, cr0, cr1, dx);
