@@ -621,6 +621,15 @@ TG_API tg_tensor *tg_batch_norm_at(tg_tape *t, tg_tensor *x, tg_tensor *weight, 
                                    tg_tensor *running_mean, tg_tensor *running_var, double momentum,
                                    double eps, TG_LOC_PARAMS);
 
+/** y = relu(batch_norm(x, ...)) as one op, with tg_batch_norm_at's arguments and modes: the values
+ *  and gradients of tg_relu(t, tg_batch_norm(...)) bit for bit, with one pass less over memory
+ *  each way (relu's output is formed in batch norm's pass; its backward, a chunk at a time in
+ *  batch norm's). The conv - batch norm - relu of a CNN; the graph shows one node. */
+TG_API tg_tensor *tg_batch_norm_relu_at(tg_tape *t, tg_tensor *x, tg_tensor *weight,
+                                        tg_tensor *bias, tg_tensor *running_mean,
+                                        tg_tensor *running_var, double momentum, double eps,
+                                        TG_LOC_PARAMS);
+
 /** y = x * m / (1 - p), m_i ~ Bernoulli(1 - p) (inverted dropout): the mask is drawn from rng (the
  *  caller's, seeded) and is what backward saves; identity in evaluation mode; p in [0, 1). */
 TG_API tg_tensor *tg_dropout_at(tg_tape *t, tg_tensor *x, double p, tg_rng *rng, TG_LOC_PARAMS);
@@ -638,6 +647,10 @@ TG_API tg_tensor *tg_dropout_at(tg_tape *t, tg_tensor *x, double p, tg_rng *rng,
 #define tg_batch_norm(t, x, weight, bias, running_mean, running_var, momentum, eps)                \
     tg_batch_norm_at((t), (x), (weight), (bias), (running_mean), (running_var), (momentum), (eps), \
                      __FILE__, __LINE__)
+/** Batch normalization then relu, fused; tg_batch_norm_relu_at with the caller's file and line. */
+#define tg_batch_norm_relu(t, x, weight, bias, running_mean, running_var, momentum, eps)           \
+    tg_batch_norm_relu_at((t), (x), (weight), (bias), (running_mean), (running_var), (momentum),   \
+                          (eps), __FILE__, __LINE__)
 /** Inverted dropout; tg_dropout_at with the caller's file and line. */
 #define tg_dropout(t, x, p, rng) tg_dropout_at((t), (x), (p), (rng), __FILE__, __LINE__)
 /* ---- end of convolution, pooling, batch norm, dropout ---- */
@@ -1311,6 +1324,13 @@ TG_API tg_tensor *tg_batch_norm_layer_forward_at(tg_tape *t, const tg_batch_norm
 /** tg_batch_norm_layer_forward_at with the caller's file and line. */
 #define tg_batch_norm_layer_forward(t, layer, x)                                                   \
     tg_batch_norm_layer_forward_at((t), (layer), (x), __FILE__, __LINE__)
+/** Records exactly tg_batch_norm_relu(t, x, weight, bias, running_mean, running_var, momentum,
+ *  eps): the layer followed by relu, fused. */
+TG_API tg_tensor *tg_batch_norm_layer_forward_relu_at(tg_tape *t, const tg_batch_norm_layer *layer,
+                                                      tg_tensor *x, TG_LOC_PARAMS);
+/** tg_batch_norm_layer_forward_relu_at with the caller's file and line. */
+#define tg_batch_norm_layer_forward_relu(t, layer, x)                                              \
+    tg_batch_norm_layer_forward_relu_at((t), (layer), (x), __FILE__, __LINE__)
 /** Frees the four tensors and the layer. NULL is ignored. */
 TG_API void tg_batch_norm_layer_free(tg_batch_norm_layer *layer);
 /* -- end of the convolutional layers -- */

@@ -8,20 +8,12 @@
  * Evaluation: mu, v are the running statistics, constants:  dx = dy gamma rstd.
  * Both:  dgamma[c] += sum dy xhat,  dbeta[c] += sum dy.
  * Saves mu and rstd [C] (in x's dtype); the mode is read from the tape when recorded. */
-#include "kernels/conv.h"
+#include "batch_norm.h"
 
 #include <math.h>
 
-enum { BN_WEIGHT, BN_BIAS, BN_RMEAN, BN_RVAR, BN_N_OPTIONAL };
 static const char *const bn_names[BN_N_OPTIONAL] = {"weight", "bias", "running_mean",
                                                     "running_var"};
-
-typedef struct bn_params {
-    int slot[BN_N_OPTIONAL]; /* the input index of weight, bias, running_mean, running_var; -1 */
-    int training;            /* the tape's mode at recording time */
-    double momentum, eps;
-    tg__bn_geom g; /* filled by the shape check */
-} bn_params;
 
 typedef struct bn_saved {
     void *mean, *rstd; /* [C], x's dtype */
@@ -36,7 +28,7 @@ static const void *bn_data(const tg_tensor *y, int which) {
     return t ? t->data : NULL;
 }
 
-static tg_status bn_shape(tg_tensor *y, char *msg, size_t len) {
+tg_status tg__bn_op_shape(tg_tensor *y, char *msg, size_t len) {
     const tg_tensor *x = y->inputs[0];
     bn_params *p = y->params;
     char s1[TG_SHAPE_STR_LEN], s2[TG_SHAPE_STR_LEN];
@@ -86,7 +78,7 @@ static tg_status bn_shape(tg_tensor *y, char *msg, size_t len) {
     return TG_OK;
 }
 
-static tg_status bn_forward(tg_tape *tape, tg_tensor *y) {
+tg_status tg__bn_op_forward(tg_tape *tape, tg_tensor *y) {
     const bn_params *p = y->params;
     const size_t bytes = (size_t)p->g.C * tg__dtype_size(y->dtype);
     bn_saved *sv = tg__tape_alloc(tape, sizeof *sv);
@@ -98,16 +90,16 @@ static tg_status bn_forward(tg_tape *tape, tg_tensor *y) {
     y->saved = sv;
     const void *x = y->inputs[0]->data, *gamma = bn_data(y, BN_WEIGHT), *beta = bn_data(y, BN_BIAS);
     if (p->training) /* the running statistics are leaves: updated in place, now */
-        tg__bn_forward_train(&p->g, y->dtype, x, gamma, beta, p->eps, p->momentum, y->data,
-                             sv->mean, sv->rstd, (void *)bn_data(y, BN_RMEAN),
-                             (void *)bn_data(y, BN_RVAR));
+        tg__bn_relu_forward_train(&p->g, y->dtype, p->relu, x, gamma, beta, p->eps, p->momentum,
+                                  y->data, sv->mean, sv->rstd, (void *)bn_data(y, BN_RMEAN),
+                                  (void *)bn_data(y, BN_RVAR));
     else
-        tg__bn_forward_eval(&p->g, y->dtype, x, gamma, beta, bn_data(y, BN_RMEAN),
-                            bn_data(y, BN_RVAR), p->eps, y->data, sv->mean, sv->rstd);
+        tg__bn_relu_forward_eval(&p->g, y->dtype, p->relu, x, gamma, beta, bn_data(y, BN_RMEAN),
+                                 bn_data(y, BN_RVAR), p->eps, y->data, sv->mean, sv->rstd);
     return TG_OK;
 }
 
-static void bn_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
+void tg__bn_op_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
     const bn_params *p = y->params;
     const bn_saved *sv = y->saved;
     void *dx = din[0] ? din[0]->data : NULL;
@@ -118,11 +110,13 @@ static void bn_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *co
     void *dbeta =
         p->slot[BN_BIAS] >= 0 && din[p->slot[BN_BIAS]] ? din[p->slot[BN_BIAS]]->data : NULL;
     /* running statistics get no gradient (the shape check refused any that wanted one) */
-    tg__bn_backward(&p->g, y->dtype, p->training, y->inputs[0]->data, bn_data(y, BN_WEIGHT),
-                    sv->mean, sv->rstd, dout->data, dx, dgamma, dbeta, tg__dx_fresh(din[0]));
+    /* the fused relu's mask is its output: y > 0 exactly where bn(x) > 0 */
+    tg__bn_relu_backward(&p->g, y->dtype, p->training, y->inputs[0]->data, p->relu ? y->data : NULL,
+                         bn_data(y, BN_WEIGHT), sv->mean, sv->rstd, dout->data, dx, dgamma, dbeta,
+                         tg__dx_fresh(din[0]));
 }
 
-static int bn_print(const tg_tensor *y, char *buf, size_t len) {
+int tg__bn_op_print(const tg_tensor *y, char *buf, size_t len) {
     const bn_params *p = y->params;
     return snprintf(buf, len, "%s, eps=%g, momentum=%g",
                     p->training ? "training (batch statistics)" : "evaluation (running statistics)",
@@ -130,7 +124,7 @@ static int bn_print(const tg_tensor *y, char *buf, size_t len) {
 }
 
 /* mu and rstd, [C]: what backward reads. */
-static int bn_saved_views(const tg_tensor *y, tg__saved_view *views, int max) {
+int tg__bn_op_saved_views(const tg_tensor *y, tg__saved_view *views, int max) {
     const bn_saved *sv = y->saved;
     if (max < 2 || !sv)
         return 0;
@@ -152,20 +146,21 @@ const tg__op_desc tg__op_batch_norm = {
     .flags = TG__OP_WRITES_GRAD,
     .max_inputs = 5,
     .params_size = sizeof(bn_params),
-    .shape = bn_shape,
-    .forward = bn_forward,
-    .backward = bn_backward,
-    .print_params = bn_print,
-    .saved_views = bn_saved_views,
+    .shape = tg__bn_op_shape,
+    .forward = tg__bn_op_forward,
+    .backward = tg__bn_op_backward,
+    .print_params = tg__bn_op_print,
+    .saved_views = tg__bn_op_saved_views,
     .rule =
         "dx += gamma rstd (dy - mean(dy) - xhat mean(dy xhat)) (training; eval: dy gamma rstd), "
         "dgamma += sum dy xhat, dbeta += sum dy",
 };
 
-tg_tensor *tg_batch_norm_at(tg_tape *t, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
-                            tg_tensor *running_mean, tg_tensor *running_var, double momentum,
-                            double eps, const char *file, int line) {
-    bn_params p = {.training = tg_tape_training(t), .momentum = momentum, .eps = eps};
+tg_tensor *tg__bn_op_record(tg_tape *t, const tg__op_desc *op, bool relu, tg_tensor *x,
+                            tg_tensor *weight, tg_tensor *bias, tg_tensor *running_mean,
+                            tg_tensor *running_var, double momentum, double eps, const char *file,
+                            int line) {
+    bn_params p = {.training = tg_tape_training(t), .relu = relu, .momentum = momentum, .eps = eps};
     tg_tensor *opt[BN_N_OPTIONAL] = {weight, bias, running_mean, running_var};
     tg_tensor *in[1 + BN_N_OPTIONAL] = {x};
     int n = 1;
@@ -174,5 +169,12 @@ tg_tensor *tg_batch_norm_at(tg_tape *t, tg_tensor *x, tg_tensor *weight, tg_tens
         if (opt[k])
             in[n++] = opt[k];
     }
-    return tg__record(t, &tg__op_batch_norm, in, n, &p, file, line);
+    return tg__record(t, op, in, n, &p, file, line);
+}
+
+tg_tensor *tg_batch_norm_at(tg_tape *t, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                            tg_tensor *running_mean, tg_tensor *running_var, double momentum,
+                            double eps, const char *file, int line) {
+    return tg__bn_op_record(t, &tg__op_batch_norm, false, x, weight, bias, running_mean,
+                            running_var, momentum, eps, file, line);
 }

@@ -621,6 +621,21 @@ static tg_tensor *build_batch_norm(tg_tape *t, tg_tensor *const *in, const cat_c
     tg_tape_set_training(t, was);
     return y;
 }
+/* batch_norm_relu: batch_norm's cases through the fused op (bit-identity with the pair is tested
+ * in test_cnn). Finite differences cannot judge a value of batch norm's output at relu's kink; no
+ * case's output comes within the step of 0 (they would fail if one did). */
+static tg_tensor *build_batch_norm_relu(tg_tape *t, tg_tensor *const *in, const cat_case *c) {
+    int k = 1;
+    tg_tensor *w = c->iarg[0] & 1 ? in[k++] : NULL;
+    tg_tensor *b = c->iarg[0] & 2 ? in[k++] : NULL;
+    if (!c->iarg[1])
+        return tg_batch_norm_relu(t, in[0], w, b, NULL, NULL, 0.1, c->darg[0]);
+    const int was = tg_tape_training(t);
+    tg_tape_set_training(t, 0);
+    tg_tensor *y = tg_batch_norm_relu(t, in[0], w, b, in[k], in[k + 1], 0.1, c->darg[0]);
+    tg_tape_set_training(t, was);
+    return y;
+}
 /* The harness calls the function many times (forward for each finite difference, backward once)
  * and compares them: each call must be the same function, so each draws the same mask from an rng
  * reseeded here. (A model reseeds nothing: each step draws a new mask from the caller's rng.) */
@@ -701,6 +716,7 @@ const cat_entry cat_entries[] = {
     ENTRY_KINK(max_pool2d, cnn_max_pool2d_cases),
     ENTRY(avg_pool2d, cnn_avg_pool2d_cases),
     ENTRY(batch_norm, cnn_batch_norm_cases),
+    ENTRY_KINK(batch_norm_relu, cnn_batch_norm_cases),
     ENTRY(dropout, cnn_dropout_cases),
     /* ---- end of cnnops ---- */
     ENTRY(custom, unary_cases),

@@ -132,7 +132,7 @@ static tg_status cnn_step(tg_tape *t, cnn *m) {
     tg_tape_reset(t);
     const tg_pool2d_opts pool = {.kernel = {2, 2}};
     tg_tensor *h =
-        tg_relu(t, tg_batch_norm_layer_forward(t, m->bn, tg_conv2d_layer_forward(t, m->c1, m->x)));
+        tg_batch_norm_layer_forward_relu(t, m->bn, tg_conv2d_layer_forward(t, m->c1, m->x));
     h = tg_max_pool2d(t, h, &pool);
     h = tg_relu(t, tg_conv2d_layer_forward(t, m->c2, h));
     h = tg_dropout(t, tg_avg_pool2d(t, h, &pool), 0.25, &m->drop);

@@ -3,7 +3,8 @@
  * values against a naive loop, max-pool ties (the first maximum) and -inf padding, avg-pool with
  * and without count_include_pad, batch-norm statistics and the running-statistics update worked
  * out by hand, evaluation mode, dropout's mask statistics, scaling, identities, and the layers. */
-#include "core/engine.h" /* the saved views of a node */
+#include "core/engine.h"  /* the saved views of a node */
+#include "kernels/conv.h" /* tg__conv_wide_simd */
 #include "op_catalog.h"
 
 #include <criterion/criterion.h>
@@ -432,4 +433,112 @@ Test(cnn, batch_norm_layer_initial_values_and_one_node) {
     tg_tensor_free(x);
     tg_batch_norm_layer_free(l);
     tg_batch_norm_layer_free(NULL);
+}
+
+/* batch_norm_relu is relu after batch_norm, bit for bit: outputs, the gradients of x, weight and
+ * bias, and the running statistics, in float32 and float64, training and evaluation, on both
+ * SIMD builds, at 1 and 2 threads; with x a leaf (its gradient accumulates) and a node with one
+ * consumer (written fresh); over images with more than one sum chunk (41 x 41 values). */
+typedef struct bnr_run {
+    tg_tensor *y, *dx, *dw, *db, *rm, *rv; /* clones, freed by the caller */
+} bnr_run;
+
+static bnr_run bnr_once(bool fused, tg_dtype dt, int training, bool node_input, int rank,
+                        const int64_t *shape) {
+    tg_rng rng;
+    tg_rng_seed(&rng, 4242);
+    const int64_t C = shape[1];
+    tg_tensor *x = tg_tensor_rand(dt, rank, shape, -1.5, 1, &rng);
+    tg_tensor *r = tg_tensor_rand(dt, rank, shape, -1, 1, &rng);
+    tg_tensor *w = tg_tensor_rand(dt, 1, &C, 0.5, 2, &rng);
+    tg_tensor *b = tg_tensor_rand(dt, 1, &C, -0.5, 0.5, &rng);
+    tg_tensor *rm = tg_tensor_rand(dt, 1, &C, -0.2, 0.2, &rng);
+    tg_tensor *rv = tg_tensor_rand(dt, 1, &C, 0.5, 1.5, &rng);
+    tg_tensor_set_requires_grad(x, 1);
+    tg_tensor_set_requires_grad(w, 1);
+    tg_tensor_set_requires_grad(b, 1);
+    tg_tape_reset(tape);
+    tg_tape_set_training(tape, training);
+    tg_tensor *in = node_input ? tg_add_scalar(tape, x, 0.25) : x;
+    tg_tensor *y = fused ? tg_batch_norm_relu(tape, in, w, b, rm, rv, 0.1, 1e-5)
+                         : tg_relu(tape, tg_batch_norm(tape, in, w, b, rm, rv, 0.1, 1e-5));
+    cr_assert_not_null(y, "%s", tg_tape_errmsg(tape));
+    cr_assert_str_eq(tg_tensor_op_name(y), fused ? "batch_norm_relu" : "relu");
+    cr_assert_eq(tg_backward(tape, tg_sum(tape, tg_mul(tape, y, r))), TG_OK, "%s",
+                 tg_tape_errmsg(tape));
+    bnr_run o = {tg_tensor_clone(y, dt),
+                 tg_tensor_clone(tg_tensor_grad(x), dt),
+                 tg_tensor_clone(tg_tensor_grad(w), dt),
+                 tg_tensor_clone(tg_tensor_grad(b), dt),
+                 tg_tensor_clone(rm, dt),
+                 tg_tensor_clone(rv, dt)};
+    tg_tape_set_training(tape, 1);
+    tg_tape_reset(tape);
+    tg_tensor_free(x), tg_tensor_free(r), tg_tensor_free(w), tg_tensor_free(b);
+    tg_tensor_free(rm), tg_tensor_free(rv);
+    return o;
+}
+
+static void bnr_expect_same(const char *what, const char *cfg, tg_tensor *a, tg_tensor *b) {
+    cr_assert_not_null(a, "%s %s: no tensor", what, cfg);
+    cr_assert_not_null(b, "%s %s: no tensor", what, cfg);
+    const size_t bytes = (size_t)tg_tensor_numel(a) * (tg_tensor_dtype(a) == TG_F32 ? 4 : 8);
+    cr_expect_eq(tg_tensor_numel(a), tg_tensor_numel(b), "%s %s: sizes", what, cfg);
+    cr_expect(memcmp(tg_tensor_data(a), tg_tensor_data(b), bytes) == 0,
+              "%s %s: fused and unfused differ (first: %.17g against %.17g)", what, cfg,
+              tg_tensor_get(a, 0), tg_tensor_get(b, 0));
+    tg_tensor_free(a), tg_tensor_free(b);
+}
+
+Test(cnn, batch_norm_relu_is_relu_after_batch_norm_bit_for_bit) {
+    static const int64_t shapes[][4] = {{6, 3, 5, 7}, {3, 2, 41, 41}, {9, 5, 0, 0}, {1, 4, 1, 3}};
+    static const int ranks[] = {4, 4, 2, 4};
+    const int wide_was = tg__conv_wide_simd(1);
+    const int threads_was = tg_get_num_threads();
+    int runs = 0;
+    for (int s = 0; s < 4; s++)
+        for (int d = 0; d < 2; d++)
+            for (int training = 0; training < 2; training++)
+                for (int node = 0; node < 2; node++)
+                    for (int wide = 0; wide < 2; wide++)
+                        for (int th = 1; th <= 2; th++) {
+                            tg__conv_wide_simd(wide);
+                            tg_set_num_threads(th);
+                            const tg_dtype dt = d ? TG_F64 : TG_F32;
+                            char cfg[128];
+                            snprintf(cfg, sizeof cfg,
+                                     "(shape %d, %s, %s, %s input, wide %d, %d threads)", s,
+                                     d ? "f64" : "f32", training ? "training" : "eval",
+                                     node ? "node" : "leaf", wide, th);
+                            bnr_run f = bnr_once(true, dt, training, node, ranks[s], shapes[s]);
+                            bnr_run u = bnr_once(false, dt, training, node, ranks[s], shapes[s]);
+                            bnr_expect_same("y", cfg, f.y, u.y);
+                            bnr_expect_same("dx", cfg, f.dx, u.dx);
+                            bnr_expect_same("dweight", cfg, f.dw, u.dw);
+                            bnr_expect_same("dbias", cfg, f.db, u.db);
+                            bnr_expect_same("running_mean", cfg, f.rm, u.rm);
+                            bnr_expect_same("running_var", cfg, f.rv, u.rv);
+                            runs++;
+                        }
+    tg__conv_wide_simd(wide_was);
+    tg_set_num_threads(threads_was);
+    cr_expect_eq(runs, 4 * 2 * 2 * 2 * 2 * 2);
+}
+
+/* The fused op's mask is relu's: where batch norm's output is at or below 0, y = 0 and no
+ * gradient passes. One channel x = [-1, 0, 4]: mean 1, biased variance 14/3, rstd = sqrt(3/14) =: q,
+ * xhat = q [-2, -1, 3], y = [0, 0, 3q]. The loss sum(y * [1, 2, 3]) gives dz = [0, 0, 3], mean(dz)
+ * = 1, mean(dz xhat) = 3q, and dx = q (dz - 1 - xhat 3q) = q [4, -5, 1] / 14. */
+Test(cnn, batch_norm_relu_by_hand) {
+    const int64_t shape[] = {3, 1};
+    const double q = sqrt(3.0 / 14.0);
+    tg_tensor *x = leaf(2, shape, (const double[]){-1, 0, 4});
+    tg_tensor *r = tg_tensor_from(TG_F64, 2, shape, (const double[]){1, 2, 3});
+    tg_tensor *y = tg_batch_norm_relu(tape, x, NULL, NULL, NULL, NULL, 0.1, 1e-12);
+    cr_assert_not_null(y, "%s", tg_tape_errmsg(tape));
+    expect_values("y", y, (const double[]){0, 0, 3 * q}, 3, 1e-12);
+    backward_sum(tg_mul(tape, y, r));
+    expect_values("dx", tg_tensor_grad(x), (const double[]){4 * q / 14, -5 * q / 14, q / 14}, 3,
+                  1e-12);
+    tg_tensor_free(x), tg_tensor_free(r);
 }

@@ -92,6 +92,38 @@ Test(errors_cnn, pooling) {
     tg_tensor_free(x2);
 }
 
+/* The fused op shares batch_norm's checks; its messages name it. */
+Test(errors_cnn, batch_norm_relu) {
+    tg_tensor *x = tg_tensor_new(TG_F64, TG_SHAPE(4, 3));
+    tg_tensor *c2 = tg_tensor_new(TG_F64, TG_SHAPE(2));
+    tg_tensor *x5 = tg_tensor_new(TG_F64, TG_SHAPE(2, 3, 4));
+    int line = __LINE__ + 1;
+    cr_expect_null(tg_batch_norm_relu(tape, x, c2, NULL, NULL, NULL, 0.1, 1e-5));
+    expect_msg(TG_ERR_SHAPE, line, "tg_batch_norm_relu: weight [2] must be [3] for input [4,3]");
+    line = __LINE__ + 1;
+    cr_expect_null(tg_batch_norm_relu(tape, x5, NULL, NULL, NULL, NULL, 0.1, 1e-5));
+    expect_msg(TG_ERR_SHAPE, line,
+               "tg_batch_norm_relu: input [2,3,4] must be rank 2 [N,F] or rank 4 [N,C,H,W]");
+    tg_tape_set_training(tape, 0);
+    line = __LINE__ + 1;
+    cr_expect_null(tg_batch_norm_relu(tape, x, NULL, NULL, NULL, NULL, 0.1, 1e-5));
+    expect_msg(TG_ERR_NULL, line,
+               "tg_batch_norm_relu: evaluation mode normalizes with running_mean and running_var, "
+               "which are NULL");
+    tg_tape_set_training(tape, 1);
+    line = __LINE__ + 1;
+    cr_expect_null(tg_batch_norm_layer_forward_relu(tape, NULL, NULL));
+    expect_msg(TG_ERR_NULL, line, "tg_batch_norm_layer_forward_relu: layer is NULL");
+    tg_batch_norm_layer *bn = tg_batch_norm_layer_new(TG_F64, 2, "bn");
+    line = __LINE__ + 1;
+    cr_expect_null(tg_batch_norm_layer_forward_relu(tape, bn, x));
+    expect_msg(TG_ERR_SHAPE, line, "tg_batch_norm_relu: weight [2] must be [3] for input [4,3]");
+    tg_batch_norm_layer_free(bn);
+    tg_tensor_free(x);
+    tg_tensor_free(c2);
+    tg_tensor_free(x5);
+}
+
 Test(errors_cnn, batch_norm) {
     tg_tensor *x = tg_tensor_new(TG_F64, TG_SHAPE(4, 3));
     tg_tensor *c3 = tg_tensor_new(TG_F64, TG_SHAPE(3));

@@ -1413,7 +1413,9 @@ typedef struct bn_job {
     double eps, momentum;
     const void *x, *gamma, *beta, *mean, *rstd, *dy, *rm_in, *rv_in;
     void *y, *save_mean, *save_rstd, *rm, *rv, *dx, *dgamma, *dbeta;
-    bool dx_fresh; /* backward: dx holds no value yet (stored, not added) */
+    bool dx_fresh;      /* backward: dx holds no value yet (stored, not added) */
+    bool relu;          /* forward: y = max(bn(x), 0) */
+    const void *relu_y; /* backward: that relu's output y, the mask: dy counts where y > 0 */
 } bn_job;
 
 /* Channel c's values are x[(n*C + c)*HW + q] for n < N, q < HW. BN_SUM adds expr(i) over them
@@ -1444,22 +1446,37 @@ typedef struct bn_job {
  *   dx += A dy + B (x - mu) + C       A = gamma rstd, B = -A rstd mean(dy xhat), C = -A mean(dy)
  * with x - mu taken first for the same reason. The order of every sum is fixed by the shape. */
 
-/* y = (x - mu) a + b over one run of n values (stream: with streaming stores). */
+/* y = (x - mu) a + b over one run of n values (stream: with streaming stores); with relu,
+ * y = v < 0 ? 0 : v of that value v, relu's own select (a NaN passes), so the fused op gives the
+ * bits of tg_relu after tg_batch_norm. */
 TG_BODY void bn_affine_f32(const float *restrict x, float *restrict y, int64_t n, float mu, float a,
-                           float b, bool stream) {
+                           float b, bool stream, bool relu) {
     int64_t i = 0;
 #if defined(__SSE2__)
     if (stream) { /* the same arithmetic, stored around the caches */
-        for (; i < n && ((uintptr_t)(y + i) & 15) != 0; i++)
-            y[i] = (x[i] - mu) * a + b;
-        const __m128 vm = _mm_set1_ps(mu), va = _mm_set1_ps(a), vb = _mm_set1_ps(b);
-        for (; i + 4 <= n; i += 4)
-            _mm_stream_ps(y + i,
-                          _mm_add_ps(_mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(x + i), vm), va), vb));
+        for (; i < n && ((uintptr_t)(y + i) & 15) != 0; i++) {
+            const float v = (x[i] - mu) * a + b;
+            y[i] = relu && v < 0 ? 0 : v;
+        }
+        const __m128 vm = _mm_set1_ps(mu), va = _mm_set1_ps(a), vb = _mm_set1_ps(b),
+                     zero = _mm_setzero_ps();
+        for (; i + 4 <= n; i += 4) {
+            __m128 v = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(x + i), vm), va), vb);
+            if (relu)
+                v = _mm_andnot_ps(_mm_cmplt_ps(v, zero), v);
+            _mm_stream_ps(y + i, v);
+        }
     }
 #else
     (void)stream;
 #endif
+    if (relu) {
+        for (; i < n; i++) {
+            const float v = (x[i] - mu) * a + b;
+            y[i] = v < 0 ? 0 : v;
+        }
+        return;
+    }
     for (; i < n; i++)
         y[i] = (x[i] - mu) * a + b;
 }
@@ -1487,7 +1504,7 @@ TG_BODY void bn_train_f32(const bn_job *j, int64_t c0, int64_t c1) {
         const double a = (gamma ? (double)gamma[c] : 1.0) * rstd;
         const float fa = (float)a, fb = (float)((beta ? (double)beta[c] : 0.0) - dm * a);
         for (int64_t n = 0; n < g->N; n++)
-            bn_affine_f32(xc + n * CHW, y + c * HW + n * CHW, HW, muf, fa, fb, stream);
+            bn_affine_f32(xc + n * CHW, y + c * HW + n * CHW, HW, muf, fa, fb, stream, j->relu);
         ((float *)j->save_mean)[c] = (float)mean;
         ((float *)j->save_rstd)[c] = (float)rstd;
         if (rm)
@@ -1508,7 +1525,8 @@ TG_BODY void bn_eval_f32(const bn_job *j, int64_t c0, int64_t c1) {
         const float fa = (float)((gamma ? (double)gamma[c] : 1.0) * rstd);
         const float fb = beta ? beta[c] : 0.0f;
         for (int64_t n = 0; n < g->N; n++)
-            bn_affine_f32(x + c * HW + n * CHW, y + c * HW + n * CHW, HW, rm[c], fa, fb, stream);
+            bn_affine_f32(x + c * HW + n * CHW, y + c * HW + n * CHW, HW, rm[c], fa, fb, stream,
+                          j->relu);
         if (j->save_mean)
             ((float *)j->save_mean)[c] = rm[c];
         if (j->save_rstd)
@@ -1546,19 +1564,76 @@ TG_BODY void bn_dx_f32(const float *restrict x, const float *restrict dy, float 
         dx[i] += (A * dy[i] + B * (x[i] - mu)) + C;
 }
 
+/* md = y > 0 ? dy : 0 over n values: relu's backward (its select, so the same bits). */
+TG_BODY void relu_mask_f32(const float *restrict y, const float *restrict dy, float *restrict md,
+                           int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float up = dy[i];
+        md[i] = y[i] > 0 ? up : 0;
+    }
+}
+
+/* The fused relu's backward feeds batch norm's the masked dy, a chunk at a time through a buffer
+ * on the stack: chunks of SUM_CHUNK values, at the sums' own chunk boundaries, so every sum is
+ * the one the unfused pair forms (dsums_f32 adds its chunks in order). */
+TG_BODY void bn_dsums_masked_f32(const float *x, const float *y, const float *dy, int64_t n,
+                                 float mu, double *sdy, double *sdyd) {
+    float md[SUM_CHUNK];
+    for (int64_t c0 = 0; c0 < n; c0 += SUM_CHUNK) {
+        const int64_t len = min64(SUM_CHUNK, n - c0);
+        relu_mask_f32(y + c0, dy + c0, md, len);
+        dsums_f32(x + c0, md, len, mu, sdy, sdyd);
+    }
+}
+
+TG_BODY void bn_dx_masked_f32(const float *x, const float *y, const float *dy, float *dx, int64_t n,
+                              float mu, float A, float B, float C, bool store, bool stream) {
+    float md[SUM_CHUNK];
+    for (int64_t c0 = 0; c0 < n; c0 += SUM_CHUNK) {
+        const int64_t len = min64(SUM_CHUNK, n - c0);
+        relu_mask_f32(y + c0, dy + c0, md, len);
+        bn_dx_f32(x + c0, md, dx + c0, len, mu, A, B, C, store, stream);
+    }
+}
+
+/* d = (A d + B (x - mu)) + C in place over n values: bn_dx_f32's arithmetic on a dy that the
+ * fused relu's first pass left in dx (bn_backward_f32). */
+TG_BODY void bn_dx_inplace_f32(const float *restrict x, float *d, int64_t n, float mu, float A,
+                               float B, float C) {
+    for (int64_t i = 0; i < n; i++)
+        d[i] = (A * d[i] + B * (x[i] - mu)) + C;
+}
+
 TG_BODY void bn_backward_f32(const bn_job *j, int64_t c0, int64_t c1) {
     const tg__bn_geom *g = j->g;
     const int64_t HW = g->HW, CHW = g->C * g->HW;
     const double m = (double)(g->N * HW);
     const float *x = j->x, *dy = j->dy, *gamma = j->gamma, *mean = j->mean, *rstd = j->rstd;
+    const float *ry = j->relu_y;
     float *dx = j->dx, *dgamma = j->dgamma, *dbeta = j->dbeta;
     for (int64_t c = c0; c < c1; c++) {
         const float mu = mean[c];
         const double rs = rstd[c];
         double sdy = 0, sdyd = 0; /* sum dy, sum dy (x - mu) */
-        if (dgamma || dbeta || (dx && j->training))
-            for (int64_t n = 0; n < g->N; n++)
-                dsums_f32(x + c * HW + n * CHW, dy + c * HW + n * CHW, HW, mu, &sdy, &sdyd);
+        /* The fused relu with dx to write: its masked dy goes into dx on the first pass (the
+         * sums read it back from L1), and the second pass reads x and dx, which stay in L2,
+         * instead of x, y and dy again. */
+        const bool md_in_dx = ry && dx && j->dx_fresh;
+        if (md_in_dx)
+            for (int64_t n = 0; n < g->N; n++) {
+                const int64_t o = c * HW + n * CHW;
+                relu_mask_f32(ry + o, dy + o, dx + o, HW);
+                if (dgamma || dbeta || j->training)
+                    dsums_f32(x + o, dx + o, HW, mu, &sdy, &sdyd);
+            }
+        else if (dgamma || dbeta || (dx && j->training))
+            for (int64_t n = 0; n < g->N; n++) {
+                const int64_t o = c * HW + n * CHW;
+                if (ry)
+                    bn_dsums_masked_f32(x + o, ry + o, dy + o, HW, mu, &sdy, &sdyd);
+                else
+                    dsums_f32(x + o, dy + o, HW, mu, &sdy, &sdyd);
+            }
         if (dbeta)
             dbeta[c] += (float)sdy;
         if (dgamma)
@@ -1571,9 +1646,16 @@ TG_BODY void bn_backward_f32(const bn_job *j, int64_t c0, int64_t c1) {
             B = (float)(-k * rs * (sdyd * rs / m));
             C = (float)(-k * (sdy / m));
         }
-        for (int64_t n = 0; n < g->N; n++)
-            bn_dx_f32(x + c * HW + n * CHW, dy + c * HW + n * CHW, dx + c * HW + n * CHW, HW, mu, A,
-                      B, C, j->dx_fresh, j->stream);
+        for (int64_t n = 0; n < g->N; n++) {
+            const int64_t o = c * HW + n * CHW;
+            if (md_in_dx)
+                bn_dx_inplace_f32(x + o, dx + o, HW, mu, A, B, C);
+            else if (ry)
+                bn_dx_masked_f32(x + o, ry + o, dy + o, dx + o, HW, mu, A, B, C, j->dx_fresh,
+                                 j->stream);
+            else
+                bn_dx_f32(x + o, dy + o, dx + o, HW, mu, A, B, C, j->dx_fresh, j->stream);
+        }
     }
 }
 
@@ -1617,7 +1699,11 @@ static void bn_train_channels(void *ctx, int64_t c0, int64_t c1) {
             /* y = x * a + b with a = gamma rstd, b = beta - mean a */
             const double a = (gamma ? gamma[c] : 1.0) * rstd;
             const T ta = (T)a, tb = (T)((beta ? beta[c] : 0.0) - mean * a);
-            BN_FOR(g, c, i, y[i] = x[i] * ta + tb;)
+            if (j->relu) {
+                BN_FOR(g, c, i, const T v = x[i] * ta + tb; y[i] = v < 0 ? 0 : v;)
+            } else {
+                BN_FOR(g, c, i, y[i] = x[i] * ta + tb;)
+            }
             ((T *)j->save_mean)[c] = (T)mean;
             ((T *)j->save_rstd)[c] = (T)rstd;
             if (rm)
@@ -1648,7 +1734,11 @@ static void bn_eval_channels(void *ctx, int64_t c0, int64_t c1) {
             const double rstd = 1.0 / sqrt((double)rv[c] + j->eps);
             const double a = (gamma ? gamma[c] : 1.0) * rstd;
             const T ta = (T)a, tb = (T)((beta ? beta[c] : 0.0) - rm[c] * a);
-            BN_FOR(g, c, i, y[i] = x[i] * ta + tb;)
+            if (j->relu) {
+                BN_FOR(g, c, i, const T v = x[i] * ta + tb; y[i] = v < 0 ? 0 : v;)
+            } else {
+                BN_FOR(g, c, i, y[i] = x[i] * ta + tb;)
+            }
             if (j->save_mean)
                 ((T *)j->save_mean)[c] = rm[c];
             if (j->save_rstd)
@@ -1664,6 +1754,8 @@ static void bn_eval_channels(void *ctx, int64_t c0, int64_t c1) {
  *   dx = gamma rstd (dy - dbeta / M - xhat dgamma / M)
  * (the two sums are the projections of dy on 1 and on xhat that normalization removes). In
  * eval they are constants: dx = gamma rstd dy. */
+/* dy at e, through the fused relu's mask when there is one (relu's select: the same bits) */
+#define BN_DY(e) (ry ? (ry[e] > 0 ? dy[e] : (T)0) : dy[e])
 static void bn_backward_channels(void *ctx, int64_t c0, int64_t c1) {
     const bn_job *j = ctx;
     if (j->dtype == TG_F32) {
@@ -1680,14 +1772,15 @@ static void bn_backward_channels(void *ctx, int64_t c0, int64_t c1) {
     const double m = (double)(g->N * g->HW);
     TG_FOR_DTYPE(j->dtype, T, {
         const T *x = j->x, *dy = j->dy, *gamma = j->gamma, *mean = j->mean, *rstd = j->rstd;
+        const T *ry = j->relu_y;
         T *dx = j->dx, *dgamma = j->dgamma, *dbeta = j->dbeta;
         for (int64_t c = c0; c < c1; c++) {
             const double mu = mean[c], rs = rstd[c];
             double sdy = 0, sdyx = 0;
             if (dgamma || dbeta || (dx && j->training)) {
                 int64_t e;
-                BN_SUM(g, c, e, sdy, (double)dy[e]);
-                BN_SUM(g, c, e, sdyx, (double)dy[e] * (((double)x[e] - mu) * rs));
+                BN_SUM(g, c, e, sdy, (double)BN_DY(e));
+                BN_SUM(g, c, e, sdyx, (double)BN_DY(e) * (((double)x[e] - mu) * rs));
             }
             if (dbeta)
                 dbeta[c] += (T)sdy;
@@ -1700,12 +1793,13 @@ static void bn_backward_channels(void *ctx, int64_t c0, int64_t c1) {
                 const double mdy = sdy / m, mdyx = sdyx / m;
                 BN_FOR(g, c, i,
                        dx[i] = (j->dx_fresh ? 0 : dx[i]) +
-                               (T)(k * (dy[i] - mdy - (x[i] - mu) * rs * mdyx));)
+                               (T)(k * (BN_DY(i) - mdy - (x[i] - mu) * rs * mdyx));)
             } else {
-                BN_FOR(g, c, i, dx[i] = (j->dx_fresh ? 0 : dx[i]) + (T)(k * dy[i]);)
+                BN_FOR(g, c, i, dx[i] = (j->dx_fresh ? 0 : dx[i]) + (T)(k * BN_DY(i));)
             }
         }
     });
+#undef BN_DY
 }
 
 static int64_t bn_work(const tg__bn_geom *g) { return g->N * g->C * g->HW; }
@@ -1713,7 +1807,16 @@ static int64_t bn_work(const tg__bn_geom *g) { return g->N * g->C * g->HW; }
 void tg__bn_forward_train(const tg__bn_geom *g, tg_dtype dtype, const void *x, const void *gamma,
                           const void *beta, double eps, double momentum, void *y, void *save_mean,
                           void *save_rstd, void *running_mean, void *running_var) {
+    tg__bn_relu_forward_train(g, dtype, false, x, gamma, beta, eps, momentum, y, save_mean,
+                              save_rstd, running_mean, running_var);
+}
+
+void tg__bn_relu_forward_train(const tg__bn_geom *g, tg_dtype dtype, bool relu, const void *x,
+                               const void *gamma, const void *beta, double eps, double momentum,
+                               void *y, void *save_mean, void *save_rstd, void *running_mean,
+                               void *running_var) {
     bn_job j = {.g = g,
+                .relu = relu,
                 .dtype = dtype,
                 .eps = eps,
                 .momentum = momentum,
@@ -1732,7 +1835,16 @@ void tg__bn_forward_train(const tg__bn_geom *g, tg_dtype dtype, const void *x, c
 void tg__bn_forward_eval(const tg__bn_geom *g, tg_dtype dtype, const void *x, const void *gamma,
                          const void *beta, const void *running_mean, const void *running_var,
                          double eps, void *y, void *save_mean, void *save_rstd) {
+    tg__bn_relu_forward_eval(g, dtype, false, x, gamma, beta, running_mean, running_var, eps, y,
+                             save_mean, save_rstd);
+}
+
+void tg__bn_relu_forward_eval(const tg__bn_geom *g, tg_dtype dtype, bool relu, const void *x,
+                              const void *gamma, const void *beta, const void *running_mean,
+                              const void *running_var, double eps, void *y, void *save_mean,
+                              void *save_rstd) {
     bn_job j = {.g = g,
+                .relu = relu,
                 .dtype = dtype,
                 .eps = eps,
                 .x = x,
@@ -1750,7 +1862,15 @@ void tg__bn_forward_eval(const tg__bn_geom *g, tg_dtype dtype, const void *x, co
 void tg__bn_backward(const tg__bn_geom *g, tg_dtype dtype, int training, const void *x,
                      const void *gamma, const void *mean, const void *rstd, const void *dy,
                      void *dx, void *dgamma, void *dbeta, bool dx_fresh) {
+    tg__bn_relu_backward(g, dtype, training, x, NULL, gamma, mean, rstd, dy, dx, dgamma, dbeta,
+                         dx_fresh);
+}
+
+void tg__bn_relu_backward(const tg__bn_geom *g, tg_dtype dtype, int training, const void *x,
+                          const void *relu_y, const void *gamma, const void *mean, const void *rstd,
+                          const void *dy, void *dx, void *dgamma, void *dbeta, bool dx_fresh) {
     bn_job j = {.g = g,
+                .relu_y = relu_y,
                 .dx_fresh = dx_fresh,
                 .stream =
                     dx_fresh && dtype == TG_F32 && (size_t)bn_work(g) * 4 >= tg__stream_min_bytes(),

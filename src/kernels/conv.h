@@ -138,6 +138,22 @@ void tg__bn_backward(const tg__bn_geom *g, tg_dtype dtype, int training, const v
                      const void *gamma, const void *mean, const void *rstd, const void *dy,
                      void *dx, void *dgamma, void *dbeta, bool dx_fresh);
 
+/* The same three with relu fused after the normalization (the fused op batch_norm_relu):
+ * forward y = max(bn(x), 0) (relu's select, v < 0 ? 0 : v, so a NaN passes); backward from
+ * relu_y, that forward's y (NULL: plain batch norm): batch norm's backward of the masked
+ * gradient y > 0 ? dy : 0. Bit for bit the values and gradients of batch norm then relu. */
+void tg__bn_relu_forward_train(const tg__bn_geom *g, tg_dtype dtype, bool relu, const void *x,
+                               const void *gamma, const void *beta, double eps, double momentum,
+                               void *y, void *save_mean, void *save_rstd, void *running_mean,
+                               void *running_var);
+void tg__bn_relu_forward_eval(const tg__bn_geom *g, tg_dtype dtype, bool relu, const void *x,
+                              const void *gamma, const void *beta, const void *running_mean,
+                              const void *running_var, double eps, void *y, void *save_mean,
+                              void *save_rstd);
+void tg__bn_relu_backward(const tg__bn_geom *g, tg_dtype dtype, int training, const void *x,
+                          const void *relu_y, const void *gamma, const void *mean, const void *rstd,
+                          const void *dy, void *dx, void *dgamma, void *dbeta, bool dx_fresh);
+
 /* ---- SIMD width (tests) ----
  * The float32 batch-norm and 2x2 max-pool kernels run an AVX-512 build where the CPU has it and
  * the baseline build otherwise, with the same results bit for bit. on = 0 forces the baseline,

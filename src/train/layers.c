@@ -208,17 +208,28 @@ tg_batch_norm_layer *tg_batch_norm_layer_new(tg_dtype dtype, int64_t features, c
     return l;
 }
 
-tg_tensor *tg_batch_norm_layer_forward_at(tg_tape *t, const tg_batch_norm_layer *l, tg_tensor *x,
-                                          const char *file, int line) {
+/* Both layer forwards: NULL checks naming `fn`, then the op. */
+static tg_tensor *bn_layer_forward(tg_tape *t, const tg_batch_norm_layer *l, tg_tensor *x,
+                                   bool relu, const char *fn, const char *file, int line) {
     if (!t) {
-        tg__set_last_error(TG_ERR_NULL, "%s:%d: tg_batch_norm_layer_forward: tape is NULL%s",
-                           tg__base_name(file), line, l ? "" : " (and layer is NULL)");
+        tg__set_last_error(TG_ERR_NULL, "%s:%d: %s: tape is NULL%s", tg__base_name(file), line, fn,
+                           l ? "" : " (and layer is NULL)");
         return NULL;
     }
     if (!l) {
-        tg__tape_fail(t, TG_ERR_NULL, file, line, "tg_batch_norm_layer_forward", "layer is NULL");
+        tg__tape_fail(t, TG_ERR_NULL, file, line, fn, "layer is NULL");
         return NULL;
     }
-    return tg_batch_norm_at(t, x, l->weight, l->bias, l->running_mean, l->running_var, l->momentum,
-                            l->eps, file, line);
+    return (relu ? tg_batch_norm_relu_at : tg_batch_norm_at)(
+        t, x, l->weight, l->bias, l->running_mean, l->running_var, l->momentum, l->eps, file, line);
+}
+
+tg_tensor *tg_batch_norm_layer_forward_at(tg_tape *t, const tg_batch_norm_layer *l, tg_tensor *x,
+                                          const char *file, int line) {
+    return bn_layer_forward(t, l, x, false, "tg_batch_norm_layer_forward", file, line);
+}
+
+tg_tensor *tg_batch_norm_layer_forward_relu_at(tg_tape *t, const tg_batch_norm_layer *l,
+                                               tg_tensor *x, const char *file, int line) {
+    return bn_layer_forward(t, l, x, true, "tg_batch_norm_layer_forward_relu", file, line);
 }
