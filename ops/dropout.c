@@ -27,6 +27,35 @@ static inline uint64_t rng_step(uint64_t s[4]) {
     return result;
 }
 
+/* m = u >= thresh ? scale : +0 and y = x m over one block, without a branch (keep or drop is a
+ * coin the branch predictor loses a quarter of the time at p = 0.25) and without converting the
+ * comparison to a float (cvtsi2ss would chain every element to the one before): scale's bits
+ * under an all-ones or all-zeros mask. */
+static void keep_block_f32(const uint64_t *u, int len, uint64_t thresh, float scale, const float *x,
+                           float *y, float *m) {
+    uint32_t scale_bits;
+    memcpy(&scale_bits, &scale, sizeof scale_bits);
+    for (int k = 0; k < len; k++) {
+        const uint32_t bits = (0u - (uint32_t)(u[k] >= thresh)) & scale_bits;
+        float mk;
+        memcpy(&mk, &bits, sizeof mk);
+        m[k] = mk;
+        y[k] = x[k] * mk;
+    }
+}
+static void keep_block_f64(const uint64_t *u, int len, uint64_t thresh, double scale,
+                           const double *x, double *y, double *m) {
+    uint64_t scale_bits;
+    memcpy(&scale_bits, &scale, sizeof scale_bits);
+    for (int k = 0; k < len; k++) {
+        const uint64_t bits = (0u - (uint64_t)(u[k] >= thresh)) & scale_bits;
+        double mk;
+        memcpy(&mk, &bits, sizeof mk);
+        m[k] = mk;
+        y[k] = x[k] * mk;
+    }
+}
+
 static bool dropout_identity(const dropout_params *p) { return !p->training || p->p == 0; }
 
 static tg_status dropout_shape(tg_tensor *y, char *msg, size_t len) {
@@ -59,11 +88,22 @@ static tg_status dropout_forward(tg_tape *tape, tg_tensor *y) {
     const uint64_t thresh = (uint64_t)ceil(p->p * 0x1p53);
     uint64_t st[4];
     memcpy(st, p->rng->s, sizeof st);
-    TG_FOR_DTYPE(y->dtype, T, const T scale = (T)(1.0 / (1.0 - p->p)); const T *px = x->data;
-                 T *py = y->data; T *m = mask; for (int64_t i = 0; i < y->numel; i++) {
-                     m[i] = (rng_step(st) >> 11) >= thresh ? scale : 0;
-                     py[i] = px[i] * m[i];
-                 });
+    /* In blocks: first the block's draws alone (the generator's chain of dependent steps is
+     * then all that loop waits on), then the mask and y from them (keep_block). */
+    enum { DRAWS = 256 };
+    uint64_t u[DRAWS];
+    const double scale = 1.0 / (1.0 - p->p);
+    for (int64_t i0 = 0; i0 < y->numel; i0 += DRAWS) {
+        const int len = (int)(y->numel - i0 < DRAWS ? y->numel - i0 : DRAWS);
+        for (int k = 0; k < len; k++)
+            u[k] = rng_step(st) >> 11;
+        if (y->dtype == TG_F32)
+            keep_block_f32(u, len, thresh, (float)scale, (const float *)x->data + i0,
+                           (float *)y->data + i0, (float *)mask + i0);
+        else
+            keep_block_f64(u, len, thresh, scale, (const double *)x->data + i0,
+                           (double *)y->data + i0, (double *)mask + i0);
+    }
     memcpy(p->rng->s, st, sizeof st);
     return TG_OK;
 }
