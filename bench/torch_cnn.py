@@ -76,9 +76,12 @@ def worker(args):
     mean = float(images.mean() / 255.0)
     std = float((images / 255.0).std())
 
+    # The relus after batch norm run in place, as torchvision's models have them: PyTorch's own
+    # way to not keep batch norm's output (tapegrad fuses the pair into batch_norm_relu); in place
+    # they were 0-3% faster here (best of the four settings, two rounds each way).
     model = nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         nn.Dropout(0.25), nn.Flatten(),
         nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
     model.train()
