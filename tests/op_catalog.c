@@ -609,32 +609,30 @@ static tg_tensor *build_avg_pool2d(tg_tape *t, tg_tensor *const *in, const cat_c
         {c->iarg[0], c->iarg[1]}, {c->iarg[2], c->iarg[3]}, {c->iarg[4], c->iarg[5]}, c->iarg[6]};
     return tg_avg_pool2d(t, in[0], &o);
 }
-static tg_tensor *build_batch_norm(tg_tape *t, tg_tensor *const *in, const cat_case *c) {
+/* batch_norm and batch_norm_relu (relu != 0) on one case */
+static tg_tensor *build_bn_case(tg_tape *t, tg_tensor *const *in, const cat_case *c, int relu) {
+    tg_tensor *(*bn)(tg_tape *, tg_tensor *, tg_tensor *, tg_tensor *, tg_tensor *, tg_tensor *,
+                     double, double, const char *, int) =
+        relu ? tg_batch_norm_relu_at : tg_batch_norm_at;
     int k = 1;
     tg_tensor *w = c->iarg[0] & 1 ? in[k++] : NULL;
     tg_tensor *b = c->iarg[0] & 2 ? in[k++] : NULL;
     if (!c->iarg[1]) /* training: no running statistics, so nothing changes between calls */
-        return tg_batch_norm(t, in[0], w, b, NULL, NULL, 0.1, c->darg[0]);
+        return bn(t, in[0], w, b, NULL, NULL, 0.1, c->darg[0], __FILE__, __LINE__);
     const int was = tg_tape_training(t);
     tg_tape_set_training(t, 0);
-    tg_tensor *y = tg_batch_norm(t, in[0], w, b, in[k], in[k + 1], 0.1, c->darg[0]);
+    tg_tensor *y = bn(t, in[0], w, b, in[k], in[k + 1], 0.1, c->darg[0], __FILE__, __LINE__);
     tg_tape_set_training(t, was);
     return y;
+}
+static tg_tensor *build_batch_norm(tg_tape *t, tg_tensor *const *in, const cat_case *c) {
+    return build_bn_case(t, in, c, 0);
 }
 /* batch_norm_relu: batch_norm's cases through the fused op (bit-identity with the pair is tested
  * in test_cnn). Finite differences cannot judge a value of batch norm's output at relu's kink; no
  * case's output comes within the step of 0 (they would fail if one did). */
 static tg_tensor *build_batch_norm_relu(tg_tape *t, tg_tensor *const *in, const cat_case *c) {
-    int k = 1;
-    tg_tensor *w = c->iarg[0] & 1 ? in[k++] : NULL;
-    tg_tensor *b = c->iarg[0] & 2 ? in[k++] : NULL;
-    if (!c->iarg[1])
-        return tg_batch_norm_relu(t, in[0], w, b, NULL, NULL, 0.1, c->darg[0]);
-    const int was = tg_tape_training(t);
-    tg_tape_set_training(t, 0);
-    tg_tensor *y = tg_batch_norm_relu(t, in[0], w, b, in[k], in[k + 1], 0.1, c->darg[0]);
-    tg_tape_set_training(t, was);
-    return y;
+    return build_bn_case(t, in, c, 1);
 }
 /* The harness calls the function many times (forward for each finite difference, backward once)
  * and compares them: each call must be the same function, so each draws the same mask from an rng
