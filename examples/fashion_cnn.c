@@ -415,14 +415,15 @@ static void model_shift(model *m, tg_tensor *x) {
 }
 
 /* The logits [B,10] of x [B,1,28,28]. Batch norm and dropout follow the tape's mode. Each batch
- * norm and its relu are one op, batch_norm_relu: the same numbers as tg_relu after
- * tg_batch_norm_layer_forward, bit for bit, with a pass less over the conv's output each way. */
+ * norm, its relu and the pool after them are one op, batch_norm_relu_max_pool2d: the same numbers
+ * as tg_max_pool2d(tg_relu(tg_batch_norm_layer_forward(...))), bit for bit, without storing the
+ * relu's output (the size of the conv's) or reading it back either way. */
 static tg_tensor *model_logits(tg_tape *t, model *m, tg_tensor *x) {
     const tg_pool2d_opts pool2 = {.kernel = {2, 2}};
     tg_tensor *h = tg_conv2d_layer_forward(t, m->conv1, x);
-    h = tg_max_pool2d(t, tg_batch_norm_layer_forward_relu(t, m->bn1, h), &pool2);
+    h = tg_batch_norm_layer_forward_relu_max_pool2d(t, m->bn1, h, &pool2);
     h = tg_conv2d_layer_forward(t, m->conv2, h);
-    h = tg_max_pool2d(t, tg_batch_norm_layer_forward_relu(t, m->bn2, h), &pool2);
+    h = tg_batch_norm_layer_forward_relu_max_pool2d(t, m->bn2, h, &pool2);
     h = tg_flatten(t, tg_dropout(t, h, 0.25, &m->dropout_rng), 1, -1);
     h = tg_relu(t, tg_linear_forward(t, m->fc1, h));
     return tg_linear_forward(t, m->fc2, h);

@@ -630,6 +630,18 @@ TG_API tg_tensor *tg_batch_norm_relu_at(tg_tape *t, tg_tensor *x, tg_tensor *wei
                                         tg_tensor *running_var, double momentum, double eps,
                                         TG_LOC_PARAMS);
 
+/** y = max_pool2d(relu(batch_norm(x, ...)), pool) as one op: tg_batch_norm_at's arguments and
+ *  modes, then tg_max_pool2d_at's window (pool: kernel, stride, padding; NULL is an error). The
+ *  values and gradients of tg_max_pool2d(t, tg_batch_norm_relu(...), pool) bit for bit, without
+ *  storing the relu's output: each image's plane of it is formed in a small buffer and pooled
+ *  there, and its gradient likewise. The conv - batch norm - relu - pool block of a CNN; x
+ *  [N,C,H,W], y [N,C,OH,OW]; the graph shows one node. */
+TG_API tg_tensor *tg_batch_norm_relu_max_pool2d_at(tg_tape *t, tg_tensor *x, tg_tensor *weight,
+                                                   tg_tensor *bias, tg_tensor *running_mean,
+                                                   tg_tensor *running_var, double momentum,
+                                                   double eps, const tg_pool2d_opts *pool,
+                                                   TG_LOC_PARAMS);
+
 /** y = x * m / (1 - p), m_i ~ Bernoulli(1 - p) (inverted dropout): the mask is drawn from rng (the
  *  caller's, seeded) and is what backward saves; identity in evaluation mode; p in [0, 1). */
 TG_API tg_tensor *tg_dropout_at(tg_tape *t, tg_tensor *x, double p, tg_rng *rng, TG_LOC_PARAMS);
@@ -651,6 +663,12 @@ TG_API tg_tensor *tg_dropout_at(tg_tape *t, tg_tensor *x, double p, tg_rng *rng,
 #define tg_batch_norm_relu(t, x, weight, bias, running_mean, running_var, momentum, eps)           \
     tg_batch_norm_relu_at((t), (x), (weight), (bias), (running_mean), (running_var), (momentum),   \
                           (eps), __FILE__, __LINE__)
+/** Batch normalization, relu and max pooling, fused; tg_batch_norm_relu_max_pool2d_at with the
+ *  caller's file and line (pool may be a compound literal, as for tg_max_pool2d). */
+#define tg_batch_norm_relu_max_pool2d(t, x, weight, bias, running_mean, running_var, momentum,     \
+                                      eps, ...)                                                    \
+    tg_batch_norm_relu_max_pool2d_at((t), (x), (weight), (bias), (running_mean), (running_var),    \
+                                     (momentum), (eps), __VA_ARGS__, __FILE__, __LINE__)
 /** Inverted dropout; tg_dropout_at with the caller's file and line. */
 #define tg_dropout(t, x, p, rng) tg_dropout_at((t), (x), (p), (rng), __FILE__, __LINE__)
 /* ---- end of convolution, pooling, batch norm, dropout ---- */
@@ -1331,6 +1349,17 @@ TG_API tg_tensor *tg_batch_norm_layer_forward_relu_at(tg_tape *t, const tg_batch
 /** tg_batch_norm_layer_forward_relu_at with the caller's file and line. */
 #define tg_batch_norm_layer_forward_relu(t, layer, x)                                              \
     tg_batch_norm_layer_forward_relu_at((t), (layer), (x), __FILE__, __LINE__)
+/** Records exactly tg_batch_norm_relu_max_pool2d(t, x, weight, bias, running_mean, running_var,
+ *  momentum, eps, pool): the layer followed by relu and max pooling, fused. */
+TG_API tg_tensor *tg_batch_norm_layer_forward_relu_max_pool2d_at(tg_tape *t,
+                                                                 const tg_batch_norm_layer *layer,
+                                                                 tg_tensor *x,
+                                                                 const tg_pool2d_opts *pool,
+                                                                 TG_LOC_PARAMS);
+/** tg_batch_norm_layer_forward_relu_max_pool2d_at with the caller's file and line. */
+#define tg_batch_norm_layer_forward_relu_max_pool2d(t, layer, x, ...)                              \
+    tg_batch_norm_layer_forward_relu_max_pool2d_at((t), (layer), (x), __VA_ARGS__, __FILE__,       \
+                                                   __LINE__)
 /** Frees the four tensors and the layer. NULL is ignored. */
 TG_API void tg_batch_norm_layer_free(tg_batch_norm_layer *layer);
 /* -- end of the convolutional layers -- */

@@ -19,15 +19,6 @@ typedef struct bn_saved {
     void *mean, *rstd; /* [C], x's dtype */
 } bn_saved;
 
-static const tg_tensor *bn_input(const tg_tensor *y, int which) {
-    const bn_params *p = y->params;
-    return p->slot[which] >= 0 ? y->inputs[p->slot[which]] : NULL;
-}
-static const void *bn_data(const tg_tensor *y, int which) {
-    const tg_tensor *t = bn_input(y, which);
-    return t ? t->data : NULL;
-}
-
 tg_status tg__bn_op_shape(tg_tensor *y, char *msg, size_t len) {
     const tg_tensor *x = y->inputs[0];
     bn_params *p = y->params;
@@ -47,7 +38,7 @@ tg_status tg__bn_op_shape(tg_tensor *y, char *msg, size_t len) {
     }
     const tg__bn_geom g = p->g;
     for (int k = 0; k < BN_N_OPTIONAL; k++) {
-        const tg_tensor *t = bn_input(y, k);
+        const tg_tensor *t = tg__bn_input(y, k);
         if (t && (t->rank != 1 || t->shape[0] != g.C)) {
             snprintf(msg, len, "%s %s must be [%lld] for input %s", bn_names[k],
                      tg__shape_str(t, s1, sizeof s1), (long long)g.C,
@@ -88,14 +79,15 @@ tg_status tg__bn_op_forward(tg_tape *tape, tg_tensor *y) {
     sv->mean = mean;
     sv->rstd = (char *)mean + bytes;
     y->saved = sv;
-    const void *x = y->inputs[0]->data, *gamma = bn_data(y, BN_WEIGHT), *beta = bn_data(y, BN_BIAS);
+    const void *x = y->inputs[0]->data, *gamma = tg__bn_data(y, BN_WEIGHT),
+               *beta = tg__bn_data(y, BN_BIAS);
     if (p->training) /* the running statistics are leaves: updated in place, now */
         tg__bn_relu_forward_train(&p->g, y->dtype, p->relu, x, gamma, beta, p->eps, p->momentum,
-                                  y->data, sv->mean, sv->rstd, (void *)bn_data(y, BN_RMEAN),
-                                  (void *)bn_data(y, BN_RVAR));
+                                  y->data, sv->mean, sv->rstd, (void *)tg__bn_data(y, BN_RMEAN),
+                                  (void *)tg__bn_data(y, BN_RVAR));
     else
-        tg__bn_relu_forward_eval(&p->g, y->dtype, p->relu, x, gamma, beta, bn_data(y, BN_RMEAN),
-                                 bn_data(y, BN_RVAR), p->eps, y->data, sv->mean, sv->rstd);
+        tg__bn_relu_forward_eval(&p->g, y->dtype, p->relu, x, gamma, beta, tg__bn_data(y, BN_RMEAN),
+                                 tg__bn_data(y, BN_RVAR), p->eps, y->data, sv->mean, sv->rstd);
     return TG_OK;
 }
 
@@ -112,8 +104,8 @@ void tg__bn_op_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *co
     /* running statistics get no gradient (the shape check refused any that wanted one) */
     /* the fused relu's mask is its output: y > 0 exactly where bn(x) > 0 */
     tg__bn_relu_backward(&p->g, y->dtype, p->training, y->inputs[0]->data, p->relu ? y->data : NULL,
-                         bn_data(y, BN_WEIGHT), sv->mean, sv->rstd, dout->data, dx, dgamma, dbeta,
-                         tg__dx_fresh(din[0]));
+                         tg__bn_data(y, BN_WEIGHT), sv->mean, sv->rstd, dout->data, dx, dgamma,
+                         dbeta, tg__dx_fresh(din[0]));
 }
 
 int tg__bn_op_print(const tg_tensor *y, char *buf, size_t len) {
@@ -156,19 +148,27 @@ const tg__op_desc tg__op_batch_norm = {
         "dgamma += sum dy xhat, dbeta += sum dy",
 };
 
+int tg__bn_op_inputs(bn_params *p, tg_tensor *in[1 + BN_N_OPTIONAL], tg_tensor *x,
+                     tg_tensor *weight, tg_tensor *bias, tg_tensor *running_mean,
+                     tg_tensor *running_var) {
+    tg_tensor *opt[BN_N_OPTIONAL] = {weight, bias, running_mean, running_var};
+    in[0] = x;
+    int n = 1;
+    for (int k = 0; k < BN_N_OPTIONAL; k++) {
+        p->slot[k] = opt[k] ? n : -1;
+        if (opt[k])
+            in[n++] = opt[k];
+    }
+    return n;
+}
+
 tg_tensor *tg__bn_op_record(tg_tape *t, const tg__op_desc *op, bool relu, tg_tensor *x,
                             tg_tensor *weight, tg_tensor *bias, tg_tensor *running_mean,
                             tg_tensor *running_var, double momentum, double eps, const char *file,
                             int line) {
     bn_params p = {.training = tg_tape_training(t), .relu = relu, .momentum = momentum, .eps = eps};
-    tg_tensor *opt[BN_N_OPTIONAL] = {weight, bias, running_mean, running_var};
-    tg_tensor *in[1 + BN_N_OPTIONAL] = {x};
-    int n = 1;
-    for (int k = 0; k < BN_N_OPTIONAL; k++) {
-        p.slot[k] = opt[k] ? n : -1;
-        if (opt[k])
-            in[n++] = opt[k];
-    }
+    tg_tensor *in[1 + BN_N_OPTIONAL];
+    const int n = tg__bn_op_inputs(&p, in, x, weight, bias, running_mean, running_var);
     return tg__record(t, op, in, n, &p, file, line);
 }
 

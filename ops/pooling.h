@@ -1,6 +1,6 @@
-/* pooling.h -- private to ops/: what max_pool2d and avg_pool2d share (their parameters, the
- * builder's reading of tg_pool2d_opts, the shape check, the listing). Not an op (CMake compiles
- * only the .c files of ops/). */
+/* pooling.h -- private to ops/: what max_pool2d, avg_pool2d and batch_norm_relu_max_pool2d share
+ * (the pool's parameters, the builder's reading of tg_pool2d_opts, the shape check, the
+ * listing). Not an op (CMake compiles only the .c files of ops/). */
 #ifndef TG_OPS_POOLING_H
 #define TG_OPS_POOLING_H
 
@@ -26,10 +26,10 @@ static inline tg__pool2d_params tg__pool2d_params_of(const tg_pool2d_opts *opts)
     return p;
 }
 
-/* The shape check: the geometry into y's params, the message without the kernel's "op: " prefix
- * (the engine's prefix names the op). */
-static inline tg_status tg__pool2d_shape(tg_tensor *y, const char *op, char *msg, size_t len) {
-    tg__pool2d_params *p = y->params;
+/* The shape check: the geometry into *p (y's params, or a fused op's part of them), the message
+ * without the kernel's "op: " prefix (the engine's prefix names the op). */
+static inline tg_status tg__pool2d_shape_of(tg__pool2d_params *p, tg_tensor *y, const char *op,
+                                            char *msg, size_t len) {
     const tg_tensor *x = y->inputs[0];
     if (p->opts_missing) {
         snprintf(msg, len, "opts is NULL (the kernel size is required)");
@@ -51,13 +51,20 @@ static inline tg_status tg__pool2d_shape(tg_tensor *y, const char *op, char *msg
     return TG_OK;
 }
 
-static inline int tg__pool2d_print(const tg_tensor *y, bool avg, char *buf, size_t len) {
-    const tg__pool2d_params *p = y->params;
+static inline tg_status tg__pool2d_shape(tg_tensor *y, const char *op, char *msg, size_t len) {
+    return tg__pool2d_shape_of(y->params, y, op, msg, len);
+}
+
+static inline int tg__pool2d_print_of(const tg__pool2d_params *p, bool avg, char *buf, size_t len) {
     return snprintf(buf, len, "kernel=[%lld,%lld], stride=[%lld,%lld], padding=[%lld,%lld]%s",
                     (long long)p->kernel[0], (long long)p->kernel[1], (long long)p->stride[0],
                     (long long)p->stride[1], (long long)p->pad[0], (long long)p->pad[1],
                     avg ? (p->count_include_pad ? ", count_include_pad" : ", padding not counted")
                         : "");
+}
+
+static inline int tg__pool2d_print(const tg_tensor *y, bool avg, char *buf, size_t len) {
+    return tg__pool2d_print_of(y->params, avg, buf, len);
 }
 
 #endif /* TG_OPS_POOLING_H */

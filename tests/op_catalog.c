@@ -586,6 +586,41 @@ static const cat_case cnn_batch_norm_cases[] = {
      {0, 1},
      {1e-5}},
 };
+/* batch_norm_relu_max_pool2d. iarg[0], iarg[1], darg[0] as batch_norm's; iarg[2..7]: the pool's
+ * kernel, stride and padding (height, width each). */
+static const cat_case cnn_bn_relu_pool_cases[] = {
+    {"[2,3,4,4] weight bias, 2x2 pool",
+     3,
+     {R(-1, 1, 4, 2, 3, 4, 4), R(0.5, 2, 1, 3), R(-1, 1, 1, 3)},
+     {3, 0, 2, 2, 2, 2, 0, 0},
+     {1e-5}},
+    {"[1,2,5,5] weight bias, 3x3 stride 2 padding 1 (overlapping windows, N = 1)",
+     3,
+     {R(-1, 1, 4, 1, 2, 5, 5), R(0.5, 2, 1, 2), R(-1, 1, 1, 2)},
+     {3, 0, 3, 3, 2, 2, 1, 1},
+     {1e-5}},
+    {"[3,1,3,4] no affine, 2x3 stride [1,2] padding 1 (C = 1)",
+     1,
+     {R(-1, 1, 4, 3, 1, 3, 4)},
+     {0, 0, 2, 3, 1, 2, 1, 1},
+     {1e-5}},
+    {"[2,2,3,3] weight only, 2x2 (the last row and column in no window)",
+     2,
+     {R(-1, 1, 4, 2, 2, 3, 3), R(0.5, 2, 1, 2)},
+     {1, 0, 2, 2, 2, 2, 0, 0},
+     {1e-5}},
+    {"[4,2,1,2] bias only, 1x2 window",
+     2,
+     {R(-1, 1, 4, 4, 2, 1, 2), R(-1, 1, 1, 2)},
+     {2, 0, 1, 2, 1, 1, 0, 0},
+     {1e-3}},
+    {"eval [2,3,4,4] weight bias, 2x2 pool",
+     5,
+     {R(-1, 1, 4, 2, 3, 4, 4), R(0.5, 2, 1, 3), R(-1, 1, 1, 3), IN(CAT_CONST, -1, 1, 1, 3),
+      IN(CAT_CONST, 0.5, 2, 1, 3)},
+     {3, 1, 2, 2, 2, 2, 0, 0},
+     {1e-5}},
+};
 /* dropout. darg[0]: p. */
 static const cat_case cnn_dropout_cases[] = {
     SEQ_SHAPES(CAT_REAL, -2, 2, 0, 0.5, 0),
@@ -609,30 +644,43 @@ static tg_tensor *build_avg_pool2d(tg_tape *t, tg_tensor *const *in, const cat_c
         {c->iarg[0], c->iarg[1]}, {c->iarg[2], c->iarg[3]}, {c->iarg[4], c->iarg[5]}, c->iarg[6]};
     return tg_avg_pool2d(t, in[0], &o);
 }
-/* batch_norm and batch_norm_relu (relu != 0) on one case */
-static tg_tensor *build_bn_case(tg_tape *t, tg_tensor *const *in, const cat_case *c, int relu) {
-    tg_tensor *(*bn)(tg_tape *, tg_tensor *, tg_tensor *, tg_tensor *, tg_tensor *, tg_tensor *,
-                     double, double, const char *, int) =
-        relu ? tg_batch_norm_relu_at : tg_batch_norm_at;
+/* batch_norm, batch_norm_relu (relu != 0) and batch_norm_relu_max_pool2d (pool) on one case */
+static tg_tensor *bn_op(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, tg_tensor *rm,
+                        tg_tensor *rv, double eps, int relu, const tg_pool2d_opts *pool) {
+    if (pool)
+        return tg_batch_norm_relu_max_pool2d(t, x, w, b, rm, rv, 0.1, eps, pool);
+    return relu ? tg_batch_norm_relu(t, x, w, b, rm, rv, 0.1, eps)
+                : tg_batch_norm(t, x, w, b, rm, rv, 0.1, eps);
+}
+static tg_tensor *build_bn_case(tg_tape *t, tg_tensor *const *in, const cat_case *c, int relu,
+                                const tg_pool2d_opts *pool) {
     int k = 1;
     tg_tensor *w = c->iarg[0] & 1 ? in[k++] : NULL;
     tg_tensor *b = c->iarg[0] & 2 ? in[k++] : NULL;
     if (!c->iarg[1]) /* training: no running statistics, so nothing changes between calls */
-        return bn(t, in[0], w, b, NULL, NULL, 0.1, c->darg[0], __FILE__, __LINE__);
+        return bn_op(t, in[0], w, b, NULL, NULL, c->darg[0], relu, pool);
     const int was = tg_tape_training(t);
     tg_tape_set_training(t, 0);
-    tg_tensor *y = bn(t, in[0], w, b, in[k], in[k + 1], 0.1, c->darg[0], __FILE__, __LINE__);
+    tg_tensor *y = bn_op(t, in[0], w, b, in[k], in[k + 1], c->darg[0], relu, pool);
     tg_tape_set_training(t, was);
     return y;
 }
 static tg_tensor *build_batch_norm(tg_tape *t, tg_tensor *const *in, const cat_case *c) {
-    return build_bn_case(t, in, c, 0);
+    return build_bn_case(t, in, c, 0, NULL);
 }
 /* batch_norm_relu: batch_norm's cases through the fused op (bit-identity with the pair is tested
  * in test_cnn). Finite differences cannot judge a value of batch norm's output at relu's kink; no
  * case's output comes within the step of 0 (they would fail if one did). */
 static tg_tensor *build_batch_norm_relu(tg_tape *t, tg_tensor *const *in, const cat_case *c) {
-    return build_bn_case(t, in, c, 1);
+    return build_bn_case(t, in, c, 1, NULL);
+}
+/* batch_norm_relu_max_pool2d: finite differences cannot judge relu's kink or a tie in a window;
+ * no case comes within the step of either (they would fail if one did). */
+static tg_tensor *build_batch_norm_relu_max_pool2d(tg_tape *t, tg_tensor *const *in,
+                                                   const cat_case *c) {
+    const tg_pool2d_opts o = {
+        {c->iarg[2], c->iarg[3]}, {c->iarg[4], c->iarg[5]}, {c->iarg[6], c->iarg[7]}, 0};
+    return build_bn_case(t, in, c, 1, &o);
 }
 /* The harness calls the function many times (forward for each finite difference, backward once)
  * and compares them: each call must be the same function, so each draws the same mask from an rng
@@ -715,6 +763,7 @@ const cat_entry cat_entries[] = {
     ENTRY(avg_pool2d, cnn_avg_pool2d_cases),
     ENTRY(batch_norm, cnn_batch_norm_cases),
     ENTRY_KINK(batch_norm_relu, cnn_batch_norm_cases),
+    ENTRY_KINK(batch_norm_relu_max_pool2d, cnn_bn_relu_pool_cases),
     ENTRY(dropout, cnn_dropout_cases),
     /* ---- end of cnnops ---- */
     ENTRY(custom, unary_cases),

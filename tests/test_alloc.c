@@ -116,8 +116,9 @@ static void check_steady_state(tg_dtype dt, bool mlp, int threads) {
     tg_tensor_free(n.x), tg_tensor_free(n.y);
 }
 
-/* ---- cnnops: a CNN step (conv, batch norm, relu, max pool, grouped conv, avg pool, dropout,
- * linear), with the conv workspaces, saved argmax, batch statistics and mask in the arena ---- */
+/* ---- cnnops: a CNN step (conv, batch norm - relu - max pool as one op, grouped conv, avg pool,
+ * dropout, linear), with the conv workspaces, saved argmax, batch statistics and mask in the
+ * arena ---- */
 
 typedef struct cnn {
     tg_conv2d_layer *c1, *c2;
@@ -131,9 +132,8 @@ typedef struct cnn {
 static tg_status cnn_step(tg_tape *t, cnn *m) {
     tg_tape_reset(t);
     const tg_pool2d_opts pool = {.kernel = {2, 2}};
-    tg_tensor *h =
-        tg_batch_norm_layer_forward_relu(t, m->bn, tg_conv2d_layer_forward(t, m->c1, m->x));
-    h = tg_max_pool2d(t, h, &pool);
+    tg_tensor *h = tg_batch_norm_layer_forward_relu_max_pool2d(
+        t, m->bn, tg_conv2d_layer_forward(t, m->c1, m->x), &pool);
     h = tg_relu(t, tg_conv2d_layer_forward(t, m->c2, h));
     h = tg_dropout(t, tg_avg_pool2d(t, h, &pool), 0.25, &m->drop);
     tg_tensor *z = tg_linear_forward(t, m->fc, tg_flatten(t, h, 1, -1));

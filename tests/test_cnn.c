@@ -525,6 +525,142 @@ Test(cnn, batch_norm_relu_is_relu_after_batch_norm_bit_for_bit) {
     cr_expect_eq(runs, 4 * 2 * 2 * 2 * 2 * 2);
 }
 
+/* batch_norm_relu_max_pool2d is max_pool2d after relu after batch_norm, bit for bit: the pooled
+ * output, the gradients of x, weight and bias, and the running statistics, in float32 and
+ * float64, training and evaluation, on both SIMD builds, at 1 and 2 threads; with x a leaf (its
+ * gradient accumulates), a node with one consumer (written fresh), and a leaf with no gradient
+ * (only weight's and bias's); for the CNN's 2x2 pool, overlapping 3x3 windows with padding (a
+ * pixel the argmax of two windows), and an uneven window and stride; over images with more than
+ * one sum chunk and with a last row and column no window covers. */
+typedef enum bnp_input { BNP_LEAF, BNP_NODE, BNP_NO_GRAD } bnp_input;
+
+static bnr_run bnp_once(bool fused, tg_dtype dt, int training, bnp_input input,
+                        const int64_t shape[4], const tg_pool2d_opts *pool) {
+    tg_rng rng;
+    tg_rng_seed(&rng, 777);
+    const int64_t C = shape[1];
+    tg_tensor *x = tg_tensor_rand(dt, 4, shape, -1.5, 1, &rng);
+    tg_tensor *w = tg_tensor_rand(dt, 1, &C, 0.5, 2, &rng);
+    tg_tensor *b = tg_tensor_rand(dt, 1, &C, -0.5, 0.5, &rng);
+    tg_tensor *rm = tg_tensor_rand(dt, 1, &C, -0.2, 0.2, &rng);
+    tg_tensor *rv = tg_tensor_rand(dt, 1, &C, 0.5, 1.5, &rng);
+    tg_tensor_set_requires_grad(x, input != BNP_NO_GRAD);
+    tg_tensor_set_requires_grad(w, 1);
+    tg_tensor_set_requires_grad(b, 1);
+    tg_tape_reset(tape);
+    tg_tape_set_training(tape, training);
+    tg_tensor *in = input == BNP_NODE ? tg_add_scalar(tape, x, 0.25) : x;
+    tg_tensor *y =
+        fused ? tg_batch_norm_relu_max_pool2d(tape, in, w, b, rm, rv, 0.1, 1e-5, pool)
+              : tg_max_pool2d(tape, tg_relu(tape, tg_batch_norm(tape, in, w, b, rm, rv, 0.1, 1e-5)),
+                              pool);
+    cr_assert_not_null(y, "%s", tg_tape_errmsg(tape));
+    cr_assert_str_eq(tg_tensor_op_name(y), fused ? "batch_norm_relu_max_pool2d" : "max_pool2d");
+    tg_tensor *r = tg_tensor_rand(dt, 4, tg_tensor_shape(y), -1, 1, &rng);
+    cr_assert_eq(tg_backward(tape, tg_sum(tape, tg_mul(tape, y, r))), TG_OK, "%s",
+                 tg_tape_errmsg(tape));
+    bnr_run o = {tg_tensor_clone(y, dt),
+                 input == BNP_NO_GRAD ? NULL : tg_tensor_clone(tg_tensor_grad(x), dt),
+                 tg_tensor_clone(tg_tensor_grad(w), dt),
+                 tg_tensor_clone(tg_tensor_grad(b), dt),
+                 tg_tensor_clone(rm, dt),
+                 tg_tensor_clone(rv, dt)};
+    cr_expect(input != BNP_NO_GRAD || tg_tensor_grad(x) == NULL, "x without a gradient has one");
+    tg_tape_set_training(tape, 1);
+    tg_tape_reset(tape);
+    tg_tensor_free(x), tg_tensor_free(r), tg_tensor_free(w), tg_tensor_free(b);
+    tg_tensor_free(rm), tg_tensor_free(rv);
+    return o;
+}
+
+Test(cnn, batch_norm_relu_max_pool2d_is_the_three_ops_bit_for_bit) {
+    static const int64_t shapes[][4] = {{6, 3, 5, 7}, {3, 2, 41, 41}, {2, 4, 2, 3}, {1, 1, 8, 8}};
+    const tg_pool2d_opts pools[] = {
+        {.kernel = {2, 2}},
+        {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}},
+        {.kernel = {2, 3}, .stride = {1, 2}, .padding = {1, 1}},
+    };
+    const int wide_was = tg__conv_wide_simd(1);
+    const int threads_was = tg_get_num_threads();
+    int runs = 0;
+    for (int s = 0; s < 4; s++)
+        for (int pl = 0; pl < 3; pl++)
+            for (int d = 0; d < 2; d++)
+                for (int training = 0; training < 2; training++)
+                    for (int input = 0; input < 3; input++)
+                        for (int wide = 0; wide < 2; wide++)
+                            for (int th = 1; th <= 2; th++) {
+                                tg__conv_wide_simd(wide);
+                                tg_set_num_threads(th);
+                                const tg_dtype dt = d ? TG_F64 : TG_F32;
+                                char cfg[160];
+                                snprintf(cfg, sizeof cfg,
+                                         "(shape %d, pool %d, %s, %s, %s input, wide %d, "
+                                         "%d threads)",
+                                         s, pl, d ? "f64" : "f32", training ? "training" : "eval",
+                                         input == BNP_LEAF   ? "leaf"
+                                         : input == BNP_NODE ? "node"
+                                                             : "no-gradient",
+                                         wide, th);
+                                bnr_run f = bnp_once(true, dt, training, (bnp_input)input,
+                                                     shapes[s], &pools[pl]);
+                                bnr_run u = bnp_once(false, dt, training, (bnp_input)input,
+                                                     shapes[s], &pools[pl]);
+                                bnr_expect_same("y", cfg, f.y, u.y);
+                                if (input != BNP_NO_GRAD)
+                                    bnr_expect_same("dx", cfg, f.dx, u.dx);
+                                bnr_expect_same("dweight", cfg, f.dw, u.dw);
+                                bnr_expect_same("dbias", cfg, f.db, u.db);
+                                bnr_expect_same("running_mean", cfg, f.rm, u.rm);
+                                bnr_expect_same("running_var", cfg, f.rv, u.rv);
+                                runs++;
+                            }
+    tg__conv_wide_simd(wide_was);
+    tg_set_num_threads(threads_was);
+    cr_expect_eq(runs, 4 * 3 * 2 * 2 * 3 * 2 * 2);
+}
+
+/* The workspace is sized for the threads at recording time: recorded at 1 thread and run back at
+ * 2, the op runs on the one buffer it has and gives the same result. */
+Test(cnn, batch_norm_relu_max_pool2d_fewer_buffers_than_threads) {
+    const int threads_was = tg_get_num_threads();
+    const int64_t shape[4] = {8, 6, 16, 16};
+    const tg_pool2d_opts pool = {.kernel = {2, 2}};
+    tg_set_num_threads(2);
+    bnr_run ref = bnp_once(true, TG_F32, 1, BNP_LEAF, shape, &pool);
+    tg_rng rng;
+    tg_rng_seed(&rng, 777);
+    const int64_t C = shape[1];
+    tg_tensor *x = tg_tensor_rand(TG_F32, 4, shape, -1.5, 1, &rng);
+    tg_tensor *w = tg_tensor_rand(TG_F32, 1, &C, 0.5, 2, &rng);
+    tg_tensor *b = tg_tensor_rand(TG_F32, 1, &C, -0.5, 0.5, &rng);
+    tg_tensor *rm = tg_tensor_rand(TG_F32, 1, &C, -0.2, 0.2, &rng);
+    tg_tensor *rv = tg_tensor_rand(TG_F32, 1, &C, 0.5, 1.5, &rng);
+    tg_tensor_set_requires_grad(x, 1);
+    tg_tensor_set_requires_grad(w, 1);
+    tg_tensor_set_requires_grad(b, 1);
+    tg_tape_reset(tape);
+    tg_set_num_threads(1);
+    tg_tensor *y = tg_batch_norm_relu_max_pool2d(tape, x, w, b, rm, rv, 0.1, 1e-5, &pool);
+    cr_assert_not_null(y, "%s", tg_tape_errmsg(tape));
+    tg_tensor *r = tg_tensor_rand(TG_F32, 4, tg_tensor_shape(y), -1, 1, &rng);
+    tg_set_num_threads(2);
+    cr_assert_eq(tg_backward(tape, tg_sum(tape, tg_mul(tape, y, r))), TG_OK, "%s",
+                 tg_tape_errmsg(tape));
+    bnr_expect_same("y", "(recorded at 1 thread)", ref.y, tg_tensor_clone(y, TG_F32));
+    bnr_expect_same("dx", "(recorded at 1 thread)", ref.dx,
+                    tg_tensor_clone(tg_tensor_grad(x), TG_F32));
+    bnr_expect_same("dweight", "(recorded at 1 thread)", ref.dw,
+                    tg_tensor_clone(tg_tensor_grad(w), TG_F32));
+    bnr_expect_same("dbias", "(recorded at 1 thread)", ref.db,
+                    tg_tensor_clone(tg_tensor_grad(b), TG_F32));
+    tg_tensor_free(ref.rm), tg_tensor_free(ref.rv);
+    tg_tape_reset(tape);
+    tg_tensor_free(x), tg_tensor_free(r), tg_tensor_free(w), tg_tensor_free(b);
+    tg_tensor_free(rm), tg_tensor_free(rv);
+    tg_set_num_threads(threads_was);
+}
+
 /* The fused op's mask is relu's: where batch norm's output is at or below 0, y = 0 and no
  * gradient passes. One channel x = [-1, 0, 4]: mean 1, biased variance 14/3, rstd = sqrt(3/14) =: q,
  * xhat = q [-2, -1, 3], y = [0, 0, 3q]. The loss sum(y * [1, 2, 3]) gives dz = [0, 0, 3], mean(dz)

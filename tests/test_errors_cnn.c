@@ -124,6 +124,63 @@ Test(errors_cnn, batch_norm_relu) {
     tg_tensor_free(x5);
 }
 
+/* batch norm's checks, then the pool's, each naming the fused op; the layer helper's NULLs. */
+Test(errors_cnn, batch_norm_relu_max_pool2d) {
+    tg_tensor *x = tg_tensor_new(TG_F32, TG_SHAPE(2, 3, 4, 4));
+    tg_tensor *x2 = tg_tensor_new(TG_F32, TG_SHAPE(4, 3));
+    tg_tensor *c2 = tg_tensor_new(TG_F32, TG_SHAPE(2));
+    const tg_pool2d_opts p2 = {.kernel = {2, 2}}, big = {.kernel = {5, 2}};
+    const tg_pool2d_opts wide_pad = {.kernel = {2, 2}, .padding = {2, 0}};
+    int line = __LINE__ + 1;
+    cr_expect_null(tg_batch_norm_relu_max_pool2d(tape, x, c2, NULL, NULL, NULL, 0.1, 1e-5, &p2));
+    expect_msg(TG_ERR_SHAPE, line,
+               "tg_batch_norm_relu_max_pool2d: weight [2] must be [3] for input [2,3,4,4]");
+    line = __LINE__ + 1;
+    cr_expect_null(tg_batch_norm_relu_max_pool2d(tape, x, NULL, NULL, NULL, NULL, 0.1, 1e-5, NULL));
+    expect_msg(TG_ERR_NULL, line,
+               "tg_batch_norm_relu_max_pool2d: opts is NULL (the kernel size is required)");
+    line = __LINE__ + 1;
+    cr_expect_null(tg_batch_norm_relu_max_pool2d(tape, x2, NULL, NULL, NULL, NULL, 0.1, 1e-5, &p2));
+    expect_msg(TG_ERR_SHAPE, line,
+               "tg_batch_norm_relu_max_pool2d: input [4,3] must be rank 4 [N,C,H,W]");
+    line = __LINE__ + 1;
+    cr_expect_null(tg_batch_norm_relu_max_pool2d(tape, x, NULL, NULL, NULL, NULL, 0.1, 1e-5, &big));
+    expect_msg(TG_ERR_SHAPE, line,
+               "tg_batch_norm_relu_max_pool2d: input [2,3,4,4] with padding [0,0] is smaller "
+               "than the kernel [5,2]");
+    line = __LINE__ + 1;
+    cr_expect_null(tg_batch_norm_relu_max_pool2d(tape, x, NULL, NULL, NULL, NULL, 0, 1, &wide_pad));
+    expect_msg(TG_ERR_VALUE, line,
+               "tg_batch_norm_relu_max_pool2d: kernel [2,2] and stride [2,2] must be >= 1, "
+               "padding [2,0] between 0 and half the kernel");
+    tg_tape_set_training(tape, 0);
+    line = __LINE__ + 1;
+    cr_expect_null(tg_batch_norm_relu_max_pool2d(tape, x, NULL, NULL, NULL, NULL, 0.1, 1e-5, &p2));
+    expect_msg(TG_ERR_NULL, line,
+               "tg_batch_norm_relu_max_pool2d: evaluation mode normalizes with running_mean and "
+               "running_var, which are NULL");
+    tg_tape_set_training(tape, 1);
+    line = __LINE__ + 1;
+    cr_expect_null(tg_batch_norm_layer_forward_relu_max_pool2d(tape, NULL, x, &p2));
+    expect_msg(TG_ERR_NULL, line, "tg_batch_norm_layer_forward_relu_max_pool2d: layer is NULL");
+    tg_batch_norm_layer *bn = tg_batch_norm_layer_new(TG_F32, 3, "bn");
+    line = __LINE__ + 1;
+    cr_expect_null(tg_batch_norm_layer_forward_relu_max_pool2d(tape, bn, x, NULL));
+    expect_msg(TG_ERR_NULL, line,
+               "tg_batch_norm_relu_max_pool2d: opts is NULL (the kernel size is required)");
+    line = __LINE__ + 1;
+    cr_expect_null(tg_batch_norm_layer_forward_relu_max_pool2d(NULL, bn, x, &p2));
+    char want[128];
+    snprintf(want, sizeof want,
+             "test_errors_cnn.c:%d: tg_batch_norm_layer_forward_relu_max_pool2d: tape is NULL",
+             line);
+    cr_expect_str_eq(tg_last_errmsg(), want);
+    tg_batch_norm_layer_free(bn);
+    tg_tensor_free(x);
+    tg_tensor_free(x2);
+    tg_tensor_free(c2);
+}
+
 Test(errors_cnn, batch_norm) {
     tg_tensor *x = tg_tensor_new(TG_F64, TG_SHAPE(4, 3));
     tg_tensor *c3 = tg_tensor_new(TG_F64, TG_SHAPE(3));

@@ -1077,16 +1077,21 @@ TG_BODY int64_t maxpool2x2_row_sse(const float *r0, const float *r1, float *yr, 
 /* The backward of one output row: dx[argmax] += dy for 4 windows at a time, written as adds to
  * all 4 pixels of each window, -0 to the 3 that are not its argmax (x + -0 is x, for x = -0
  * too, so nothing else changes). With `store` the 4 pixels are stored instead: dy at the
- * argmax, 0 at the others. The argmax must be in its window, as forward leaves it.
- * Returns the first column not done. */
-TG_BODY int64_t maxpool2x2_bwd_row_sse(float *d0, float *d1, const float *dyr, const int32_t *ar,
-                                       int64_t OW, int32_t base, int32_t w32, bool store) {
+ * argmax, 0 at the others. The argmax must be in its window, as forward leaves it. mr (NULL:
+ * none) is the pool's output row when a relu precedes it (batch_norm_relu_max_pool2d): a window
+ * whose maximum is not > 0 passes 0, relu's backward at that argmax. Returns the first column
+ * not done. */
+TG_BODY int64_t maxpool2x2_bwd_row_sse(float *d0, float *d1, const float *dyr, const float *mr,
+                                       const int32_t *ar, int64_t OW, int32_t base, int32_t w32,
+                                       bool store) {
     const __m128 nz = store ? _mm_setzero_ps() : _mm_set1_ps(-0.0f);
     const __m128i one = _mm_set1_epi32(1), vw = _mm_set1_epi32(w32), vw1 = _mm_set1_epi32(w32 + 1);
     const __m128i step = _mm_setr_epi32(0, 2, 4, 6);
     int64_t ow = 0;
     for (; ow + 4 <= OW; ow += 4) {
-        const __m128 g = _mm_loadu_ps(dyr + ow);
+        __m128 g = _mm_loadu_ps(dyr + ow);
+        if (mr) /* a fused relu before the pool: relu's select, y > 0 ? dy : 0 */
+            g = _mm_and_ps(_mm_cmpgt_ps(_mm_loadu_ps(mr + ow), _mm_setzero_ps()), g);
         const __m128i at = _mm_add_epi32(_mm_set1_epi32(base + 2 * (int32_t)ow), step);
         const __m128i k =
             _mm_sub_epi32(_mm_loadu_si128((const __m128i *)(const void *)(ar + ow)), at);
@@ -1114,71 +1119,77 @@ TG_BODY int64_t maxpool2x2_bwd_row_sse(float *d0, float *d1, const float *dyr, c
 #endif
 
 #if defined(__SSE2__)
-/* The 2x2 pool in float32 over planes [p0, p1): rows of 4 windows at a time (the SSE rows), the
- * rest of a short row by the scalar scan. */
+/* The 2x2 pool in float32 over one plane: rows of 4 windows at a time (the SSE rows), the rest
+ * of a short row by the scalar scan. */
+TG_BODY void maxpool2x2_plane_f32(const tg__pool2d_geom *g, const float *x, float *y, int32_t *am) {
+    const int64_t W = g->W, OW = g->OW;
+    const int32_t w32 = (int32_t)W;
+    for (int64_t oh = 0; oh < g->OH; oh++) {
+        const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+        float *yr = y + oh * OW;
+        int32_t *ar = am + oh * OW;
+        const int32_t base = (int32_t)(2 * oh * W);
+        for (int64_t ow = maxpool2x2_row_sse(r0, r1, yr, ar, OW, base, w32); ow < OW; ow++) {
+            const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow];
+            const float d = r1[2 * ow + 1];
+            float m = a;
+            int32_t bi = 0;
+            bool t = (b > m) | (b != b);
+            m = t ? b : m;
+            bi = t ? 1 : bi;
+            t = (c > m) | (c != c);
+            m = t ? c : m;
+            bi = t ? w32 : bi;
+            t = (d > m) | (d != d);
+            m = t ? d : m;
+            bi = t ? w32 + 1 : bi;
+            yr[ow] = m;
+            ar[ow] = base + 2 * (int32_t)ow + bi;
+        }
+    }
+}
+
 TG_BODY void maxpool2x2_fwd_f32(const pool_job *j, int64_t p0, int64_t p1) {
     const tg__pool2d_geom *g = j->g;
-    const int64_t W = g->W, OW = g->OW, hw = g->H * g->W, ohow = g->OH * g->OW;
-    const int32_t w32 = (int32_t)W;
-    for (int64_t pl = p0; pl < p1; pl++) {
-        const float *x = (const float *)j->x + pl * hw;
-        float *y = (float *)j->y + pl * ohow;
-        int32_t *am = j->argmax + pl * ohow;
-        for (int64_t oh = 0; oh < g->OH; oh++) {
-            const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
-            float *yr = y + oh * OW;
-            int32_t *ar = am + oh * OW;
-            const int32_t base = (int32_t)(2 * oh * W);
-            for (int64_t ow = maxpool2x2_row_sse(r0, r1, yr, ar, OW, base, w32); ow < OW; ow++) {
-                const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow];
-                const float d = r1[2 * ow + 1];
-                float m = a;
-                int32_t bi = 0;
-                bool t = (b > m) | (b != b);
-                m = t ? b : m;
-                bi = t ? 1 : bi;
-                t = (c > m) | (c != c);
-                m = t ? c : m;
-                bi = t ? w32 : bi;
-                t = (d > m) | (d != d);
-                m = t ? d : m;
-                bi = t ? w32 + 1 : bi;
-                yr[ow] = m;
-                ar[ow] = base + 2 * (int32_t)ow + bi;
+    const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
+    for (int64_t pl = p0; pl < p1; pl++)
+        maxpool2x2_plane_f32(g, (const float *)j->x + pl * hw, (float *)j->y + pl * ohow,
+                             j->argmax + pl * ohow);
+}
+
+/* Its backward over one plane: the SSE rows, then dx[a] += dy for the rest of a row. A fresh dx
+ * whose plane the windows tile exactly (H and W even) is stored window by window; any other is
+ * zeroed first, right before the adds. mask: as maxpool2x2_bwd_row_sse's mr. */
+TG_BODY void maxpool2x2_bwd_plane_f32(const tg__pool2d_geom *g, const float *dy, const float *mask,
+                                      const int32_t *am, float *dx, bool dx_fresh) {
+    const int64_t W = g->W, OW = g->OW, hw = g->H * g->W;
+    const bool store = dx_fresh && g->H % 2 == 0 && W % 2 == 0;
+    if (dx_fresh && !store)
+        memset(dx, 0, sizeof(float) * (size_t)hw);
+    for (int64_t oh = 0; oh < g->OH; oh++) {
+        float *d0 = dx + 2 * oh * W;
+        const float *dyr = dy + oh * OW, *mr = mask ? mask + oh * OW : NULL;
+        const int32_t *ar = am + oh * OW;
+        int64_t ow = maxpool2x2_bwd_row_sse(d0, d0 + W, dyr, mr, ar, OW, (int32_t)(2 * oh * W),
+                                            (int32_t)W, store);
+        for (; ow < OW; ow++) {
+            const float up = dyr[ow], v = mr && !(mr[ow] > 0) ? 0 : up;
+            if (store) { /* the window's 4 pixels, then its argmax */
+                d0[2 * ow] = d0[2 * ow + 1] = d0[W + 2 * ow] = d0[W + 2 * ow + 1] = 0;
+                dx[ar[ow]] = v;
+            } else {
+                dx[ar[ow]] += v;
             }
         }
     }
 }
 
-/* Its backward: the SSE rows, then dx[a] += dy for the rest of a row. A fresh dx whose planes
- * the windows tile exactly (H and W even) is stored window by window; any other is zeroed a
- * plane at a time, right before that plane's adds. */
 TG_BODY void maxpool2x2_bwd_f32(const pool_job *j, int64_t p0, int64_t p1) {
     const tg__pool2d_geom *g = j->g;
-    const int64_t W = g->W, OW = g->OW, hw = g->H * g->W, ohow = g->OH * g->OW;
-    const bool store = j->dx_fresh && g->H % 2 == 0 && W % 2 == 0;
-    for (int64_t pl = p0; pl < p1; pl++) {
-        const float *dy = (const float *)j->dy + pl * ohow;
-        const int32_t *am = j->argmax_in + pl * ohow;
-        float *dx = (float *)j->dx + pl * hw;
-        if (j->dx_fresh && !store)
-            memset(dx, 0, sizeof(float) * (size_t)hw);
-        for (int64_t oh = 0; oh < g->OH; oh++) {
-            float *d0 = dx + 2 * oh * W;
-            const float *dyr = dy + oh * OW;
-            const int32_t *ar = am + oh * OW;
-            int64_t ow = maxpool2x2_bwd_row_sse(d0, d0 + W, dyr, ar, OW, (int32_t)(2 * oh * W),
-                                                (int32_t)W, store);
-            for (; ow < OW; ow++) {
-                if (store) { /* the window's 4 pixels, then its argmax */
-                    d0[2 * ow] = d0[2 * ow + 1] = d0[W + 2 * ow] = d0[W + 2 * ow + 1] = 0;
-                    dx[ar[ow]] = dyr[ow];
-                } else {
-                    dx[ar[ow]] += dyr[ow];
-                }
-            }
-        }
-    }
+    const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
+    for (int64_t pl = p0; pl < p1; pl++)
+        maxpool2x2_bwd_plane_f32(g, (const float *)j->dy + pl * ohow, NULL,
+                                 j->argmax_in + pl * ohow, (float *)j->dx + pl * hw, j->dx_fresh);
 }
 
 #if TG_WIDE_SIMD
@@ -1191,58 +1202,41 @@ TG_WIDE static void maxpool2x2_bwd_f32_wide(const pool_job *j, int64_t p0, int64
 #endif
 #endif
 
-static void maxpool_fwd_planes(void *ctx, int64_t p0, int64_t p1) {
-    const pool_job *j = ctx;
-    const tg__pool2d_geom *g = j->g;
-    const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
-    const bool pool2x2 = is_pool2x2(g);
-#if defined(__SSE2__)
-    if (pool2x2 && j->dtype == TG_F32) {
-#if TG_WIDE_SIMD
-        if (use_wide()) {
-            maxpool2x2_fwd_f32_wide(j, p0, p1);
-            return;
-        }
-#endif
-        maxpool2x2_fwd_f32(j, p0, p1);
-        return;
-    }
-#endif
-    TG_FOR_DTYPE(j->dtype, T, {
-        for (int64_t pl = p0; pl < p1; pl++) {
-            const T *x = (const T *)j->x + pl * hw;
-            T *y = (T *)j->y + pl * ohow;
-            int32_t *am = j->argmax + pl * ohow;
-            if (pool2x2) { /* the CNN's pool: whole windows, the same scan written as selects
-                              over a row of windows, which the compiler vectorizes */
-                const int64_t W = g->W, OW = g->OW;
-                const int32_t w32 = (int32_t)W;
-                for (int64_t oh = 0; oh < g->OH; oh++) {
-                    const T *r0 = x + 2 * oh * W, *r1 = r0 + W;
-                    T *yr = y + oh * OW;
-                    int32_t *ar = am + oh * OW;
-                    const int32_t base = (int32_t)(2 * oh * W);
-                    for (int64_t ow = 0; ow < OW; ow++) {
-                        const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow];
-                        const T d = r1[2 * ow + 1];
-                        /* starting from m = a is starting from -inf and taking a (or a = -inf) */
-                        T m = a;
-                        int32_t bi = 0;
-                        bool t = (b > m) | (b != b); /* b != b: NaN */
-                        m = t ? b : m;
-                        bi = t ? 1 : bi;
-                        t = (c > m) | (c != c);
-                        m = t ? c : m;
-                        bi = t ? w32 : bi;
-                        t = (d > m) | (d != d);
-                        m = t ? d : m;
-                        bi = t ? w32 + 1 : bi;
-                        yr[ow] = m;
-                        ar[ow] = base + 2 * (int32_t)ow + bi;
-                    }
+/* The pool of one plane in any dtype: the 2x2 windows (the CNN's) as selects over a row of
+ * windows, which the compiler vectorizes; any other geometry window by window. */
+static void maxpool_plane(const tg__pool2d_geom *g, tg_dtype dtype, const void *xp, void *yp,
+                          int32_t *am) {
+    TG_FOR_DTYPE(dtype, T, {
+        const T *x = xp;
+        T *y = yp;
+        if (is_pool2x2(g)) { /* whole windows */
+            const int64_t W = g->W, OW = g->OW;
+            const int32_t w32 = (int32_t)W;
+            for (int64_t oh = 0; oh < g->OH; oh++) {
+                const T *r0 = x + 2 * oh * W, *r1 = r0 + W;
+                T *yr = y + oh * OW;
+                int32_t *ar = am + oh * OW;
+                const int32_t base = (int32_t)(2 * oh * W);
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow];
+                    const T d = r1[2 * ow + 1];
+                    /* starting from m = a is starting from -inf and taking a (or a = -inf) */
+                    T m = a;
+                    int32_t bi = 0;
+                    bool t = (b > m) | (b != b); /* b != b: NaN */
+                    m = t ? b : m;
+                    bi = t ? 1 : bi;
+                    t = (c > m) | (c != c);
+                    m = t ? c : m;
+                    bi = t ? w32 : bi;
+                    t = (d > m) | (d != d);
+                    m = t ? d : m;
+                    bi = t ? w32 + 1 : bi;
+                    yr[ow] = m;
+                    ar[ow] = base + 2 * (int32_t)ow + bi;
                 }
-                continue;
             }
+        } else {
             for (int64_t oh = 0; oh < g->OH; oh++)
                 for (int64_t ow = 0; ow < g->OW; ow++) {
                     POOL_WINDOW(g, oh, ow);
@@ -1263,6 +1257,50 @@ static void maxpool_fwd_planes(void *ctx, int64_t p0, int64_t p1) {
     });
 }
 
+/* Its backward over one plane in any dtype: dx[a] += dy, dx zeroed first when fresh. mask (NULL:
+ * none): the pool's output when a relu precedes it; a window whose maximum is not > 0 passes 0
+ * (relu's select at its argmax, whose value the maximum is). */
+static void maxpool_bwd_plane(const tg__pool2d_geom *g, tg_dtype dtype, const int32_t *am,
+                              const void *dyp, const void *maskp, void *dxp, bool dx_fresh) {
+    const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
+    TG_FOR_DTYPE(dtype, T, {
+        const T *dy = dyp, *mask = maskp;
+        T *dx = dxp;
+        if (dx_fresh) /* zeroed here, in cache for the adds */
+            memset(dx, 0, sizeof(T) * (size_t)hw);
+        if (mask)
+            for (int64_t q = 0; q < ohow; q++) {
+                const T up = dy[q];
+                dx[am[q]] += mask[q] > 0 ? up : (T)0;
+            }
+        else
+            for (int64_t q = 0; q < ohow; q++)
+                dx[am[q]] += dy[q];
+    });
+}
+
+static void maxpool_fwd_planes(void *ctx, int64_t p0, int64_t p1) {
+    const pool_job *j = ctx;
+    const tg__pool2d_geom *g = j->g;
+    const int64_t hw = g->H * g->W, ohow = g->OH * g->OW;
+#if defined(__SSE2__)
+    if (is_pool2x2(g) && j->dtype == TG_F32) {
+#if TG_WIDE_SIMD
+        if (use_wide()) {
+            maxpool2x2_fwd_f32_wide(j, p0, p1);
+            return;
+        }
+#endif
+        maxpool2x2_fwd_f32(j, p0, p1);
+        return;
+    }
+#endif
+    const size_t esz = tg__dtype_size(j->dtype);
+    for (int64_t pl = p0; pl < p1; pl++)
+        maxpool_plane(g, j->dtype, cbyte_off(j->x, (size_t)(pl * hw) * esz),
+                      byte_off(j->y, (size_t)(pl * ohow) * esz), j->argmax + pl * ohow);
+}
+
 static void maxpool_bwd_planes(void *ctx, int64_t p0, int64_t p1) {
     const pool_job *j = ctx;
     const tg__pool2d_geom *g = j->g;
@@ -1279,17 +1317,11 @@ static void maxpool_bwd_planes(void *ctx, int64_t p0, int64_t p1) {
         return;
     }
 #endif
-    TG_FOR_DTYPE(j->dtype, T, {
-        for (int64_t pl = p0; pl < p1; pl++) {
-            const T *dy = (const T *)j->dy + pl * ohow;
-            const int32_t *am = j->argmax_in + pl * ohow;
-            T *dx = (T *)j->dx + pl * hw;
-            if (j->dx_fresh) /* zeroed here, in cache for the adds */
-                memset(dx, 0, sizeof(T) * (size_t)hw);
-            for (int64_t q = 0; q < ohow; q++)
-                dx[am[q]] += dy[q];
-        }
-    });
+    const size_t esz = tg__dtype_size(j->dtype);
+    for (int64_t pl = p0; pl < p1; pl++)
+        maxpool_bwd_plane(g, j->dtype, j->argmax_in + pl * ohow,
+                          cbyte_off(j->dy, (size_t)(pl * ohow) * esz), NULL,
+                          byte_off(j->dx, (size_t)(pl * hw) * esz), j->dx_fresh);
 }
 
 /* The divisor of window (oh, ow): PyTorch's pool_size (the window clipped to the padded image,
@@ -1416,6 +1448,13 @@ typedef struct bn_job {
     bool dx_fresh;      /* backward: dx holds no value yet (stored, not added) */
     bool relu;          /* forward: y = max(bn(x), 0) */
     const void *relu_y; /* backward: that relu's output y, the mask: dy counts where y > 0 */
+    /* batch_norm_relu_max_pool2d: the pool after the relu (NULL: none), its argmax (written
+     * forward, read backward) and the per-thread plane buffers */
+    const tg__pool2d_geom *pool;
+    int32_t *argmax;
+    const int32_t *argmax_in;
+    void *ws;
+    size_t plane_bytes; /* one thread's buffer in ws: a plane of HW values, rounded to 64 bytes */
 } bn_job;
 
 /* Channel c's values are x[(n*C + c)*HW + q] for n < N, q < HW. BN_SUM adds expr(i) over them
@@ -1501,60 +1540,74 @@ TG_BODY int64_t next_run(const tg__bn_geom *g, int64_t c, int64_t n) {
     return c + 1 < g->C ? (c + 1) * g->HW : -1;
 }
 
-TG_BODY void bn_train_f32(const bn_job *j, int64_t c0, int64_t c1) {
+/* Training: channel c's statistics (saved, and the running ones updated), and the affine
+ * y = (x - mu) a + b that normalizes with them. */
+TG_BODY void bn_train_coef_f32(const bn_job *j, int64_t c, float *mu, float *fa, float *fb) {
     const tg__bn_geom *g = j->g;
-    const bool stream = j->stream;
     const int64_t HW = g->HW, CHW = g->C * g->HW;
     const double m = (double)(g->N * HW);
     const float *x = j->x, *gamma = j->gamma, *beta = j->beta;
-    float *y = j->y, *rm = j->rm, *rv = j->rv;
-    for (int64_t c = c0; c < c1; c++) {
-        const float *xc = x + c * HW;
-        double s = 0;
-        for (int64_t n = 0; n < g->N; n++) {
-            const int64_t nx = next_run(g, c, n);
-            if (nx >= 0)
-                prefetch_run(x + nx, HW, false);
-            sums_f32(xc + n * CHW, HW, 0.0f, &s, NULL);
-        }
-        const float muf = (float)(s / m);
-        double s1 = 0, s2 = 0;
-        for (int64_t n = 0; n < g->N; n++)
-            sums_f32(xc + n * CHW, HW, muf, &s1, &s2);
-        const double dm = s1 / m, mean = (double)muf + dm;
-        double ss = s2 - s1 * dm; /* sum (x - mean)^2 */
-        ss = ss > 0 ? ss : 0;
-        const double var = ss / m, rstd = 1.0 / sqrt(var + j->eps);
-        const double a = (gamma ? (double)gamma[c] : 1.0) * rstd;
-        const float fa = (float)a, fb = (float)((beta ? (double)beta[c] : 0.0) - dm * a);
-        for (int64_t n = 0; n < g->N; n++)
-            bn_affine_f32(xc + n * CHW, y + c * HW + n * CHW, HW, muf, fa, fb, stream, j->relu);
-        ((float *)j->save_mean)[c] = (float)mean;
+    float *rm = j->rm, *rv = j->rv;
+    const float *xc = x + c * HW;
+    double s = 0;
+    for (int64_t n = 0; n < g->N; n++) {
+        const int64_t nx = next_run(g, c, n);
+        if (nx >= 0)
+            prefetch_run(x + nx, HW, false);
+        sums_f32(xc + n * CHW, HW, 0.0f, &s, NULL);
+    }
+    const float muf = (float)(s / m);
+    double s1 = 0, s2 = 0;
+    for (int64_t n = 0; n < g->N; n++)
+        sums_f32(xc + n * CHW, HW, muf, &s1, &s2);
+    const double dm = s1 / m, mean = (double)muf + dm;
+    double ss = s2 - s1 * dm; /* sum (x - mean)^2 */
+    ss = ss > 0 ? ss : 0;
+    const double var = ss / m, rstd = 1.0 / sqrt(var + j->eps);
+    const double a = (gamma ? (double)gamma[c] : 1.0) * rstd;
+    *mu = muf;
+    *fa = (float)a;
+    *fb = (float)((beta ? (double)beta[c] : 0.0) - dm * a);
+    ((float *)j->save_mean)[c] = (float)mean;
+    ((float *)j->save_rstd)[c] = (float)rstd;
+    if (rm)
+        rm[c] = (float)((1.0 - j->momentum) * rm[c] + j->momentum * mean);
+    if (rv)
+        rv[c] = (float)((1.0 - j->momentum) * rv[c] + j->momentum * (ss / (m - 1.0)));
+}
+
+/* Evaluation: the affine of channel c from the running statistics (mean and rstd saved). */
+TG_BODY void bn_eval_coef_f32(const bn_job *j, int64_t c, float *mu, float *fa, float *fb) {
+    const float *gamma = j->gamma, *beta = j->beta, *rm = j->rm_in, *rv = j->rv_in;
+    const double rstd = 1.0 / sqrt((double)rv[c] + j->eps);
+    *mu = rm[c];
+    *fa = (float)((gamma ? (double)gamma[c] : 1.0) * rstd);
+    *fb = beta ? beta[c] : 0.0f;
+    if (j->save_mean)
+        ((float *)j->save_mean)[c] = rm[c];
+    if (j->save_rstd)
         ((float *)j->save_rstd)[c] = (float)rstd;
-        if (rm)
-            rm[c] = (float)((1.0 - j->momentum) * rm[c] + j->momentum * mean);
-        if (rv)
-            rv[c] = (float)((1.0 - j->momentum) * rv[c] + j->momentum * (ss / (m - 1.0)));
+}
+
+TG_BODY void bn_train_f32(const bn_job *j, int64_t c0, int64_t c1) {
+    const int64_t HW = j->g->HW, CHW = j->g->C * HW;
+    for (int64_t c = c0; c < c1; c++) {
+        float mu, fa, fb;
+        bn_train_coef_f32(j, c, &mu, &fa, &fb);
+        for (int64_t n = 0; n < j->g->N; n++)
+            bn_affine_f32((const float *)j->x + c * HW + n * CHW, (float *)j->y + c * HW + n * CHW,
+                          HW, mu, fa, fb, j->stream, j->relu);
     }
 }
 
 TG_BODY void bn_eval_f32(const bn_job *j, int64_t c0, int64_t c1) {
-    const tg__bn_geom *g = j->g;
-    const bool stream = j->stream;
-    const int64_t HW = g->HW, CHW = g->C * g->HW;
-    const float *x = j->x, *gamma = j->gamma, *beta = j->beta, *rm = j->rm_in, *rv = j->rv_in;
-    float *y = j->y;
+    const int64_t HW = j->g->HW, CHW = j->g->C * HW;
     for (int64_t c = c0; c < c1; c++) {
-        const double rstd = 1.0 / sqrt((double)rv[c] + j->eps);
-        const float fa = (float)((gamma ? (double)gamma[c] : 1.0) * rstd);
-        const float fb = beta ? beta[c] : 0.0f;
-        for (int64_t n = 0; n < g->N; n++)
-            bn_affine_f32(x + c * HW + n * CHW, y + c * HW + n * CHW, HW, rm[c], fa, fb, stream,
-                          j->relu);
-        if (j->save_mean)
-            ((float *)j->save_mean)[c] = rm[c];
-        if (j->save_rstd)
-            ((float *)j->save_rstd)[c] = (float)rstd;
+        float mu, fa, fb;
+        bn_eval_coef_f32(j, c, &mu, &fa, &fb);
+        for (int64_t n = 0; n < j->g->N; n++)
+            bn_affine_f32((const float *)j->x + c * HW + n * CHW, (float *)j->y + c * HW + n * CHW,
+                          HW, mu, fa, fb, j->stream, j->relu);
     }
 }
 
@@ -1707,6 +1760,44 @@ TG_WIDE static void bn_backward_f32_wide(const bn_job *j, int64_t c0, int64_t c1
 }
 #endif
 
+/* The float64 (any dtype) forward's statistics of channel c, saved (and in training the running
+ * ones updated), and the affine y = x a + b that normalizes with them. Training: the batch mean,
+ * then the biased variance about it, two passes in double; evaluation: the running ones. */
+static void bn_coef(const bn_job *j, bool training, int64_t c, double *a, double *b) {
+    const tg__bn_geom *g = j->g;
+    const double m = (double)(g->N * g->HW);
+    TG_FOR_DTYPE(j->dtype, T, {
+        const T *x = j->x, *gamma = j->gamma, *beta = j->beta;
+        if (!training) {
+            const T *rm = j->rm_in, *rv = j->rv_in;
+            const double rstd = 1.0 / sqrt((double)rv[c] + j->eps);
+            *a = (gamma ? gamma[c] : 1.0) * rstd;
+            *b = (beta ? beta[c] : 0.0) - rm[c] * *a;
+            if (j->save_mean)
+                ((T *)j->save_mean)[c] = rm[c];
+            if (j->save_rstd)
+                ((T *)j->save_rstd)[c] = (T)rstd;
+            return;
+        }
+        T *rm = j->rm, *rv = j->rv;
+        double s = 0, ss = 0;
+        int64_t e;
+        BN_SUM(g, c, e, s, (double)x[e]);
+        const double mean = s / m;
+        BN_SUM(g, c, e, ss, ((double)x[e] - mean) * ((double)x[e] - mean));
+        const double var = ss / m, rstd = 1.0 / sqrt(var + j->eps);
+        /* a = gamma rstd, b = beta - mean a */
+        *a = (gamma ? gamma[c] : 1.0) * rstd;
+        *b = (beta ? beta[c] : 0.0) - mean * *a;
+        ((T *)j->save_mean)[c] = (T)mean;
+        ((T *)j->save_rstd)[c] = (T)rstd;
+        if (rm)
+            rm[c] = (T)((1.0 - j->momentum) * rm[c] + j->momentum * mean);
+        if (rv)
+            rv[c] = (T)((1.0 - j->momentum) * rv[c] + j->momentum * (ss / (m - 1.0)));
+    });
+}
+
 static void bn_train_channels(void *ctx, int64_t c0, int64_t c1) {
     const bn_job *j = ctx;
     if (j->dtype == TG_F32) {
@@ -1720,32 +1811,18 @@ static void bn_train_channels(void *ctx, int64_t c0, int64_t c1) {
         return;
     }
     const tg__bn_geom *g = j->g;
-    const double m = (double)(g->N * g->HW);
     TG_FOR_DTYPE(j->dtype, T, {
-        const T *x = j->x, *gamma = j->gamma, *beta = j->beta;
-        T *y = j->y, *rm = j->rm, *rv = j->rv;
+        const T *x = j->x;
+        T *y = j->y;
         for (int64_t c = c0; c < c1; c++) {
-            /* two passes: the mean, then the biased variance about it */
-            double s = 0, ss = 0;
-            int64_t e;
-            BN_SUM(g, c, e, s, (double)x[e]);
-            const double mean = s / m;
-            BN_SUM(g, c, e, ss, ((double)x[e] - mean) * ((double)x[e] - mean));
-            const double var = ss / m, rstd = 1.0 / sqrt(var + j->eps);
-            /* y = x * a + b with a = gamma rstd, b = beta - mean a */
-            const double a = (gamma ? gamma[c] : 1.0) * rstd;
-            const T ta = (T)a, tb = (T)((beta ? beta[c] : 0.0) - mean * a);
+            double a, b;
+            bn_coef(j, true, c, &a, &b);
+            const T ta = (T)a, tb = (T)b;
             if (j->relu) {
                 BN_FOR(g, c, i, const T v = x[i] * ta + tb; y[i] = v < 0 ? 0 : v;)
             } else {
                 BN_FOR(g, c, i, y[i] = x[i] * ta + tb;)
             }
-            ((T *)j->save_mean)[c] = (T)mean;
-            ((T *)j->save_rstd)[c] = (T)rstd;
-            if (rm)
-                rm[c] = (T)((1.0 - j->momentum) * rm[c] + j->momentum * mean);
-            if (rv)
-                rv[c] = (T)((1.0 - j->momentum) * rv[c] + j->momentum * (ss / (m - 1.0)));
         }
     });
 }
@@ -1764,21 +1841,17 @@ static void bn_eval_channels(void *ctx, int64_t c0, int64_t c1) {
     }
     const tg__bn_geom *g = j->g;
     TG_FOR_DTYPE(j->dtype, T, {
-        const T *x = j->x, *gamma = j->gamma, *beta = j->beta, *rm = j->rm_in, *rv = j->rv_in;
+        const T *x = j->x;
         T *y = j->y;
         for (int64_t c = c0; c < c1; c++) {
-            const double rstd = 1.0 / sqrt((double)rv[c] + j->eps);
-            const double a = (gamma ? gamma[c] : 1.0) * rstd;
-            const T ta = (T)a, tb = (T)((beta ? beta[c] : 0.0) - rm[c] * a);
+            double a, b;
+            bn_coef(j, false, c, &a, &b);
+            const T ta = (T)a, tb = (T)b;
             if (j->relu) {
                 BN_FOR(g, c, i, const T v = x[i] * ta + tb; y[i] = v < 0 ? 0 : v;)
             } else {
                 BN_FOR(g, c, i, y[i] = x[i] * ta + tb;)
             }
-            if (j->save_mean)
-                ((T *)j->save_mean)[c] = rm[c];
-            if (j->save_rstd)
-                ((T *)j->save_rstd)[c] = (T)rstd;
         }
     });
 }
@@ -1836,6 +1909,294 @@ static void bn_backward_channels(void *ctx, int64_t c0, int64_t c1) {
         }
     });
 #undef BN_DY
+}
+
+/* ---- Batch norm, relu and max pooling fused (batch_norm_relu_max_pool2d) ----
+ * y = max_pool2d(relu(bn(x))), bit for bit the three ops in turn, without storing relu's output.
+ * The work is split over channels as batch norm's; a channel's statistics are batch norm's, and
+ * then image by image its plane of relu(bn(x)) is formed in the thread's buffer (L1 for the
+ * CNN's 28 x 28) and pooled from there: the pool's own plane kernels, on the same values. The
+ * backward forms each plane's dz = relu's backward of the pool's backward: the pool's plane
+ * kernel with the mask of the pool's output (z at the argmax is the window's maximum, so z > 0
+ * there exactly where the maximum is > 0; elsewhere dz is 0 either way), into dx when it is
+ * fresh (batch_norm_relu's path: the sums read it back and the second pass finishes it in
+ * place) or into the buffer, formed again for the second pass. The sums see the same dz run by
+ * run, in the same order, as batch norm's. */
+
+/* dz of one plane (po: its offset in the pool's output) into d, which is stored (fresh). */
+TG_BODY void bnp_dz_plane_f32(const bn_job *j, int64_t po, float *d) {
+#if defined(__SSE2__)
+    if (is_pool2x2(j->pool)) {
+        maxpool2x2_bwd_plane_f32(j->pool, (const float *)j->dy + po, (const float *)j->relu_y + po,
+                                 j->argmax_in + po, d, true);
+        return;
+    }
+#endif
+    maxpool_bwd_plane(j->pool, TG_F32, j->argmax_in + po, (const float *)j->dy + po,
+                      (const float *)j->relu_y + po, d, true);
+}
+
+TG_BODY void bnp_forward_f32(const bn_job *j, int64_t c0, int64_t c1, float *buf) {
+    const tg__bn_geom *g = j->g;
+    const int64_t HW = g->HW, CHW = g->C * HW, ohow = j->pool->OH * j->pool->OW;
+    for (int64_t c = c0; c < c1; c++) {
+        float mu, fa, fb;
+        if (j->training)
+            bn_train_coef_f32(j, c, &mu, &fa, &fb);
+        else
+            bn_eval_coef_f32(j, c, &mu, &fa, &fb);
+        for (int64_t n = 0; n < g->N; n++) {
+            const int64_t po = (n * g->C + c) * ohow;
+            bn_affine_f32((const float *)j->x + c * HW + n * CHW, buf, HW, mu, fa, fb, false, true);
+#if defined(__SSE2__)
+            if (is_pool2x2(j->pool)) {
+                maxpool2x2_plane_f32(j->pool, buf, (float *)j->y + po, j->argmax + po);
+                continue;
+            }
+#endif
+            maxpool_plane(j->pool, TG_F32, buf, (float *)j->y + po, j->argmax + po);
+        }
+    }
+}
+
+TG_BODY void bnp_backward_f32(const bn_job *j, int64_t c0, int64_t c1, float *buf) {
+    const tg__bn_geom *g = j->g;
+    const int64_t HW = g->HW, CHW = g->C * HW, ohow = j->pool->OH * j->pool->OW;
+    const double m = (double)(g->N * HW);
+    const float *x = j->x, *gamma = j->gamma, *mean = j->mean, *rstd = j->rstd;
+    float *dx = j->dx, *dgamma = j->dgamma, *dbeta = j->dbeta;
+    const bool in_dx = dx && j->dx_fresh; /* dz formed in dx, finished there in place */
+    const bool sums = dgamma || dbeta || (dx && j->training);
+    for (int64_t c = c0; c < c1; c++) {
+        const float mu = mean[c];
+        const double rs = rstd[c];
+        double sdy = 0, sdyd = 0; /* sum dz, sum dz (x - mu) */
+        if (sums || in_dx)
+            for (int64_t n = 0; n < g->N; n++) {
+                const int64_t o = c * HW + n * CHW, nx = next_run(g, c, n);
+                if (nx >= 0 && sums)
+                    prefetch_run(x + nx, HW, false);
+                if (nx >= 0 && in_dx)
+                    prefetch_run(dx + nx, HW, true);
+                float *d = in_dx ? dx + o : buf;
+                bnp_dz_plane_f32(j, (n * g->C + c) * ohow, d);
+                if (sums)
+                    dsums_f32(x + o, d, HW, mu, &sdy, &sdyd);
+            }
+        if (dbeta)
+            dbeta[c] += (float)sdy;
+        if (dgamma)
+            dgamma[c] += (float)(sdyd * rs);
+        if (!dx)
+            continue;
+        const double k = (gamma ? (double)gamma[c] : 1.0) * rs;
+        float A = (float)k, B = 0, C = 0;
+        if (j->training) {
+            B = (float)(-k * rs * (sdyd * rs / m));
+            C = (float)(-k * (sdy / m));
+        }
+        for (int64_t n = 0; n < g->N; n++) {
+            const int64_t o = c * HW + n * CHW;
+            if (in_dx) {
+                bn_dx_inplace_f32(x + o, dx + o, HW, mu, A, B, C);
+                continue;
+            }
+            bnp_dz_plane_f32(j, (n * g->C + c) * ohow, buf);
+            bn_dx_f32(x + o, buf, dx + o, HW, mu, A, B, C, false, false);
+        }
+    }
+}
+
+#if TG_WIDE_SIMD
+TG_WIDE static void bnp_forward_f32_wide(const bn_job *j, int64_t c0, int64_t c1, float *buf) {
+    bnp_forward_f32(j, c0, c1, buf);
+}
+TG_WIDE static void bnp_backward_f32_wide(const bn_job *j, int64_t c0, int64_t c1, float *buf) {
+    bnp_backward_f32(j, c0, c1, buf);
+}
+#endif
+
+/* float64 (any dtype): batch norm's generic arithmetic (bn_train_channels, bn_backward_channels)
+ * a plane at a time through the buffer; the two sums of a channel are taken run by run, each
+ * in its own order, which is the order of batch norm's two passes. */
+static void bnp_forward_generic(const bn_job *j, int64_t c0, int64_t c1, void *buf) {
+    const tg__bn_geom *g = j->g;
+    const int64_t HW = g->HW, CHW = g->C * HW, ohow = j->pool->OH * j->pool->OW;
+    TG_FOR_DTYPE(j->dtype, T, {
+        const T *x = j->x;
+        T *z = buf, *y = j->y;
+        for (int64_t c = c0; c < c1; c++) {
+            double a, b;
+            bn_coef(j, j->training, c, &a, &b);
+            const T ta = (T)a, tb = (T)b;
+            for (int64_t n = 0; n < g->N; n++) {
+                const T *xr = x + c * HW + n * CHW;
+                for (int64_t q = 0; q < HW; q++) {
+                    const T v = xr[q] * ta + tb;
+                    z[q] = v < 0 ? 0 : v;
+                }
+                const int64_t po = (n * g->C + c) * ohow;
+                maxpool_plane(j->pool, j->dtype, z, y + po, j->argmax + po);
+            }
+        }
+    });
+}
+
+static void bnp_backward_generic(const bn_job *j, int64_t c0, int64_t c1, void *buf) {
+    const tg__bn_geom *g = j->g;
+    const int64_t HW = g->HW, CHW = g->C * HW, ohow = j->pool->OH * j->pool->OW;
+    const double m = (double)(g->N * HW);
+    TG_FOR_DTYPE(j->dtype, T, {
+        const T *x = j->x, *dy = j->dy, *py = j->relu_y, *gamma = j->gamma, *mean = j->mean;
+        const T *rstd = j->rstd;
+        T *dz = buf, *dx = j->dx, *dgamma = j->dgamma, *dbeta = j->dbeta;
+        for (int64_t c = c0; c < c1; c++) {
+            const double mu = mean[c], rs = rstd[c];
+            double sdy = 0, sdyx = 0;
+            if (dgamma || dbeta || (dx && j->training))
+                for (int64_t n = 0; n < g->N; n++) {
+                    const int64_t po = (n * g->C + c) * ohow;
+                    const T *xr = x + c * HW + n * CHW;
+                    maxpool_bwd_plane(j->pool, j->dtype, j->argmax_in + po, dy + po, py + po, dz,
+                                      true);
+                    LANE_SUM(HW, q, sdy, (double)dz[q]);
+                    LANE_SUM(HW, q, sdyx, (double)dz[q] * (((double)xr[q] - mu) * rs));
+                }
+            if (dbeta)
+                dbeta[c] += (T)sdy;
+            if (dgamma)
+                dgamma[c] += (T)sdyx;
+            if (!dx)
+                continue;
+            const double k = (gamma ? gamma[c] : 1.0) * rs;
+            const double mdy = sdy / m, mdyx = sdyx / m;
+            for (int64_t n = 0; n < g->N; n++) {
+                const int64_t po = (n * g->C + c) * ohow;
+                const T *xr = x + c * HW + n * CHW;
+                T *dxr = dx + c * HW + n * CHW;
+                maxpool_bwd_plane(j->pool, j->dtype, j->argmax_in + po, dy + po, py + po, dz, true);
+                for (int64_t q = 0; q < HW; q++) {
+                    const T t = j->training ? (T)(k * (dz[q] - mdy - (xr[q] - mu) * rs * mdyx))
+                                            : (T)(k * dz[q]);
+                    dxr[q] = (j->dx_fresh ? 0 : dxr[q]) + t;
+                }
+            }
+        }
+    });
+}
+
+typedef struct bnp_task {
+    const bn_job *j;
+    bool backward;
+} bnp_task;
+
+static void bnp_channels(const bnp_task *t, int64_t c0, int64_t c1, void *buf) {
+    const bn_job *j = t->j;
+    if (j->dtype == TG_F32) {
+#if TG_WIDE_SIMD
+        if (use_wide()) {
+            (t->backward ? bnp_backward_f32_wide : bnp_forward_f32_wide)(j, c0, c1, buf);
+            return;
+        }
+#endif
+        if (t->backward)
+            bnp_backward_f32(j, c0, c1, buf);
+        else
+            bnp_forward_f32(j, c0, c1, buf);
+        return;
+    }
+    (t->backward ? bnp_backward_generic : bnp_forward_generic)(j, c0, c1, buf);
+}
+
+static void bnp_run(void *p, int tid, int nth) {
+    const bnp_task *t = p;
+    int64_t b, e;
+    tg__split(t->j->g->C, 1, tid, nth, &b, &e);
+    if (b < e)
+        bnp_channels(t, b, e, byte_off(t->j->ws, (size_t)tid * t->j->plane_bytes));
+}
+
+/* Over the channels on as many threads as the work, the channels and the buffers allow. */
+static tg_status bnp_parallel(const bn_job *j, bool backward, size_t ws_bytes, int64_t work) {
+    if (!j->ws || ws_bytes < j->plane_bytes) {
+        tg__set_last_error(TG_ERR_VALUE,
+                           "batch_norm_relu_max_pool2d: workspace of %zu bytes, at least %zu "
+                           "needed (tg__bn_relu_pool_workspace_bytes)",
+                           j->ws ? ws_bytes : 0, j->plane_bytes);
+        return TG_ERR_VALUE;
+    }
+    const bnp_task t = {j, backward};
+    int64_t nth = tg_get_num_threads();
+    nth = min64(nth, min64(j->g->C, (int64_t)(ws_bytes / j->plane_bytes)));
+    if (nth <= 1 || work < TG_PAR_MIN_ELEMS)
+        bnp_channels(&t, 0, j->g->C, j->ws);
+    else
+        tg__parallel_run((int)nth, bnp_run, (void *)&t);
+    return TG_OK;
+}
+
+static size_t bnp_plane_bytes(const tg__bn_geom *g, tg_dtype dtype) {
+    return round64((size_t)g->HW * tg__dtype_size(dtype));
+}
+
+size_t tg__bn_relu_pool_workspace_bytes(const tg__bn_geom *g, tg_dtype dtype, int nthreads) {
+    return (size_t)(nthreads < 1 ? 1 : nthreads) * bnp_plane_bytes(g, dtype);
+}
+
+tg_status tg__bn_relu_pool_forward(const tg__bn_geom *g, const tg__pool2d_geom *pg, tg_dtype dtype,
+                                   int training, const void *x, const void *gamma, const void *beta,
+                                   double eps, double momentum, void *running_mean,
+                                   void *running_var, void *y, int32_t *argmax, void *save_mean,
+                                   void *save_rstd, void *ws, size_t ws_bytes) {
+    bn_job j = {.g = g,
+                .pool = pg,
+                .dtype = dtype,
+                .training = training,
+                .relu = true,
+                .eps = eps,
+                .momentum = momentum,
+                .x = x,
+                .gamma = gamma,
+                .beta = beta,
+                .y = y,
+                .argmax = argmax,
+                .save_mean = save_mean,
+                .save_rstd = save_rstd,
+                .ws = ws,
+                .plane_bytes = bnp_plane_bytes(g, dtype)};
+    if (training) {
+        j.rm = running_mean;
+        j.rv = running_var;
+    } else {
+        j.rm_in = running_mean;
+        j.rv_in = running_var;
+    }
+    return bnp_parallel(&j, false, ws_bytes, (training ? 3 : 1) * g->N * g->C * g->HW);
+}
+
+tg_status tg__bn_relu_pool_backward(const tg__bn_geom *g, const tg__pool2d_geom *pg, tg_dtype dtype,
+                                    int training, const void *x, const void *y,
+                                    const int32_t *argmax, const void *gamma, const void *mean,
+                                    const void *rstd, const void *dy, void *dx, void *dgamma,
+                                    void *dbeta, bool dx_fresh, void *ws, size_t ws_bytes) {
+    const bn_job j = {.g = g,
+                      .pool = pg,
+                      .dtype = dtype,
+                      .training = training,
+                      .x = x,
+                      .relu_y = y,
+                      .argmax_in = argmax,
+                      .gamma = gamma,
+                      .mean = mean,
+                      .rstd = rstd,
+                      .dy = dy,
+                      .dx = dx,
+                      .dgamma = dgamma,
+                      .dbeta = dbeta,
+                      .dx_fresh = dx_fresh,
+                      .ws = ws,
+                      .plane_bytes = bnp_plane_bytes(g, dtype)};
+    return bnp_parallel(&j, true, ws_bytes, 2 * g->N * g->C * g->HW);
 }
 
 static int64_t bn_work(const tg__bn_geom *g) { return g->N * g->C * g->HW; }

@@ -154,6 +154,29 @@ void tg__bn_relu_backward(const tg__bn_geom *g, tg_dtype dtype, int training, co
                           const void *relu_y, const void *gamma, const void *mean, const void *rstd,
                           const void *dy, void *dx, void *dgamma, void *dbeta, bool dx_fresh);
 
+/* ---- batch norm, relu and max pooling fused (the op batch_norm_relu_max_pool2d) ----
+ * y = max_pool2d(relu(batch_norm(x))) with batch norm's statistics and modes (training != 0: the
+ * batch's, the running statistics updated; 0: the running ones) and the pool of geometry pg
+ * (whose N, C, H, W are x's), bit for bit the three kernels above in turn, without storing
+ * relu's output: each (n, c) plane of it is formed in a buffer of the workspace and pooled from
+ * there. argmax [N,C,OH,OW] as tg__max_pool2d_forward's; save_mean, save_rstd [C] as batch
+ * norm's. The workspace is one buffer of H*W values per thread: with fewer than
+ * tg__bn_relu_pool_workspace_bytes(g, dtype, nthreads), fewer threads run (the same result);
+ * below one buffer, TG_ERR_VALUE (tg_last_errmsg says so). */
+size_t tg__bn_relu_pool_workspace_bytes(const tg__bn_geom *g, tg_dtype dtype, int nthreads);
+tg_status tg__bn_relu_pool_forward(const tg__bn_geom *g, const tg__pool2d_geom *pg, tg_dtype dtype,
+                                   int training, const void *x, const void *gamma, const void *beta,
+                                   double eps, double momentum, void *running_mean,
+                                   void *running_var, void *y, int32_t *argmax, void *save_mean,
+                                   void *save_rstd, void *ws, size_t ws_bytes);
+/* Its backward from forward's y, argmax, mean and rstd: dx (stored when dx_fresh), dgamma and
+ * dbeta accumulated and optional, as tg__bn_relu_backward's; the same workspace rule. */
+tg_status tg__bn_relu_pool_backward(const tg__bn_geom *g, const tg__pool2d_geom *pg, tg_dtype dtype,
+                                    int training, const void *x, const void *y,
+                                    const int32_t *argmax, const void *gamma, const void *mean,
+                                    const void *rstd, const void *dy, void *dx, void *dgamma,
+                                    void *dbeta, bool dx_fresh, void *ws, size_t ws_bytes);
+
 /* ---- SIMD width (tests) ----
  * The float32 batch-norm and 2x2 max-pool kernels run an AVX-512 build where the CPU has it and
  * the baseline build otherwise, with the same results bit for bit. on = 0 forces the baseline,

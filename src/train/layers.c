@@ -208,9 +208,14 @@ tg_batch_norm_layer *tg_batch_norm_layer_new(tg_dtype dtype, int64_t features, c
     return l;
 }
 
-/* Both layer forwards: NULL checks naming `fn`, then the op. */
+/* What a layer forward records after batch norm. */
+typedef enum bn_after { BN_ALONE, BN_RELU, BN_RELU_MAX_POOL } bn_after;
+
+/* The layer forwards: NULL checks naming `fn`, then the op (pool: BN_RELU_MAX_POOL's window,
+ * whose NULL the op reports). */
 static tg_tensor *bn_layer_forward(tg_tape *t, const tg_batch_norm_layer *l, tg_tensor *x,
-                                   bool relu, const char *fn, const char *file, int line) {
+                                   bn_after after, const tg_pool2d_opts *pool, const char *fn,
+                                   const char *file, int line) {
     if (!t) {
         tg__set_last_error(TG_ERR_NULL, "%s:%d: %s: tape is NULL%s", tg__base_name(file), line, fn,
                            l ? "" : " (and layer is NULL)");
@@ -220,16 +225,27 @@ static tg_tensor *bn_layer_forward(tg_tape *t, const tg_batch_norm_layer *l, tg_
         tg__tape_fail(t, TG_ERR_NULL, file, line, fn, "layer is NULL");
         return NULL;
     }
-    return (relu ? tg_batch_norm_relu_at : tg_batch_norm_at)(
+    if (after == BN_RELU_MAX_POOL)
+        return tg_batch_norm_relu_max_pool2d_at(t, x, l->weight, l->bias, l->running_mean,
+                                                l->running_var, l->momentum, l->eps, pool, file,
+                                                line);
+    return (after == BN_RELU ? tg_batch_norm_relu_at : tg_batch_norm_at)(
         t, x, l->weight, l->bias, l->running_mean, l->running_var, l->momentum, l->eps, file, line);
 }
 
 tg_tensor *tg_batch_norm_layer_forward_at(tg_tape *t, const tg_batch_norm_layer *l, tg_tensor *x,
                                           const char *file, int line) {
-    return bn_layer_forward(t, l, x, false, "tg_batch_norm_layer_forward", file, line);
+    return bn_layer_forward(t, l, x, BN_ALONE, NULL, "tg_batch_norm_layer_forward", file, line);
 }
 
 tg_tensor *tg_batch_norm_layer_forward_relu_at(tg_tape *t, const tg_batch_norm_layer *l,
                                                tg_tensor *x, const char *file, int line) {
-    return bn_layer_forward(t, l, x, true, "tg_batch_norm_layer_forward_relu", file, line);
+    return bn_layer_forward(t, l, x, BN_RELU, NULL, "tg_batch_norm_layer_forward_relu", file, line);
+}
+
+tg_tensor *tg_batch_norm_layer_forward_relu_max_pool2d_at(tg_tape *t, const tg_batch_norm_layer *l,
+                                                          tg_tensor *x, const tg_pool2d_opts *pool,
+                                                          const char *file, int line) {
+    return bn_layer_forward(t, l, x, BN_RELU_MAX_POOL, pool,
+                            "tg_batch_norm_layer_forward_relu_max_pool2d", file, line);
 }
