@@ -561,6 +561,81 @@ Test(cnn_fast, wide_and_baseline_simd_builds_agree_bit_for_bit) {
     free(x), free(dy), free(gamma), free(beta);
 }
 
+/* The 2x2 pool's AVX-512 planes (16 windows at a time, a row's last group under a mask) against
+ * the baseline SSE rows and scalar tails: forward, backward adding and storing, and the fused
+ * batch_norm_relu_max_pool2d kernels (whose backward masks by the pool's output), on rows of 7
+ * (no full group), 15, 16, 18 (a full group and a masked one) and 40 windows, an odd last row and
+ * column, with ties (values on a coarse grid) and NaNs in the input. */
+Test(cnn_fast, pool2x2_wide_and_baseline_agree_bit_for_bit) {
+    static const int64_t shapes[][4] = {
+        {2, 3, 14, 14}, {2, 2, 9, 31}, {1, 2, 32, 32}, {2, 1, 7, 37}, {1, 2, 6, 80}};
+    const int64_t k2[2] = {2, 2}, p0[2] = {0, 0};
+    const int was = tg__conv_wide_simd(1);
+    for (int s = 0; s < 5; s++) {
+        tg__pool2d_geom pg;
+        tg__bn_geom bg;
+        char msg[256];
+        cr_assert_eq(
+            tg__pool2d_geom_init(&pg, "max_pool2d", 4, shapes[s], k2, k2, p0, msg, sizeof msg),
+            TG_OK);
+        cr_assert_eq(tg__bn_geom_init(&bg, "batch_norm", 4, shapes[s], 1, msg, sizeof msg), TG_OK);
+        const int64_t nx = bg.N * bg.C * bg.HW, ny = pg.N * pg.C * pg.OH * pg.OW, C = bg.C;
+        tg_rng rng;
+        tg_rng_seed(&rng, 40 + (uint64_t)s);
+        float *x = xmalloc(4 * (size_t)nx), *dyp = xmalloc(4 * (size_t)ny);
+        float *gamma = xmalloc(4 * (size_t)C), *beta = xmalloc(4 * (size_t)C);
+        for (int64_t i = 0; i < nx; i++) /* a grid of 9 values: many ties */
+            x[i] = (float)floor(4 * rnd(&rng)) / 4;
+        for (int64_t i = 0; i < nx; i += 37)
+            x[i] = NAN;
+        for (int64_t i = 0; i < ny; i++)
+            dyp[i] = (float)rnd(&rng);
+        for (int64_t c = 0; c < C; c++)
+            gamma[c] = (float)(1 + rnd(&rng)), beta[c] = (float)rnd(&rng) / 2;
+        float *o[2], *fo[2];
+        int32_t *am[2], *fam[2];
+        for (int w = 0; w < 2; w++) {
+            tg__conv_wide_simd(w);
+            o[w] = calloc((size_t)(ny + 2 * nx), 4);
+            fo[w] = calloc((size_t)(ny + nx + 4 * C), 4);
+            am[w] = xmalloc(4 * (size_t)ny);
+            fam[w] = xmalloc(4 * (size_t)ny);
+            cr_assert(o[w] && fo[w]);
+            float *py = o[w], *dxa = py + ny, *dxs = dxa + nx;
+            tg__max_pool2d_forward(&pg, TG_F32, x, py, am[w]);
+            for (int64_t i = 0; i < nx; i++)
+                dxa[i] = (float)i / 64;
+            tg__max_pool2d_backward(&pg, TG_F32, am[w], dyp, dxa, false);
+            tg__max_pool2d_backward(&pg, TG_F32, am[w], dyp, dxs, true);
+            /* the fused kernels, on x without its NaNs (batch norm's statistics would be NaN) */
+            float *fy = fo[w], *fdx = fy + ny, *st = fdx + nx;
+            float *xc = xmalloc(4 * (size_t)nx);
+            for (int64_t i = 0; i < nx; i++)
+                xc[i] = x[i] == x[i] ? x[i] : 0.25f;
+            const size_t wsb = tg__bn_relu_pool_workspace_bytes(&bg, TG_F32, 2);
+            void *ws = aligned_alloc(64, wsb);
+            cr_assert(ws);
+            cr_assert_eq(tg__bn_relu_pool_forward(&bg, &pg, TG_F32, 1, xc, gamma, beta, 1e-5, 0.1,
+                                                  NULL, NULL, fy, fam[w], st, st + C, ws, wsb),
+                         TG_OK);
+            cr_assert_eq(tg__bn_relu_pool_backward(&bg, &pg, TG_F32, 1, xc, fy, fam[w], gamma, st,
+                                                   st + C, dyp, fdx, st + 2 * C, st + 3 * C, true,
+                                                   ws, wsb),
+                         TG_OK);
+            free(ws), free(xc);
+        }
+        cr_expect_eq(memcmp(o[0], o[1], 4 * (size_t)(ny + 2 * nx)), 0, "shape %d: max_pool2d", s);
+        cr_expect_eq(memcmp(am[0], am[1], 4 * (size_t)ny), 0, "shape %d: argmax", s);
+        cr_expect_eq(memcmp(fo[0], fo[1], 4 * (size_t)(ny + nx + 4 * C)), 0,
+                     "shape %d: batch_norm_relu_max_pool2d", s);
+        cr_expect_eq(memcmp(fam[0], fam[1], 4 * (size_t)ny), 0, "shape %d: fused argmax", s);
+        for (int w = 0; w < 2; w++)
+            free(o[w]), free(fo[w]), free(am[w]), free(fam[w]);
+        free(x), free(dyp), free(gamma), free(beta);
+    }
+    tg__conv_wide_simd(was);
+}
+
 /* ---- relu's float32 loops ---- */
 
 /* y = x < 0 ? 0 : x (NaN and -0 pass through, as in PyTorch), dx += dy [y > 0], over a length
