@@ -1681,11 +1681,22 @@ TG_BODY void bn_dx_inplace_f32(const float *restrict x, float *d, int64_t n, flo
         d[i] = (A * d[i] + B * (x[i] - mu)) + C;
 }
 
+/* The coefficients of dx = A dy + B (x - mu) + C for channel c, from its sums (sdy = sum dy,
+ * sdyd = sum dy (x - mu)) and rstd rs: A = gamma rstd; in training B = -A rstd mean(dy xhat),
+ * C = -A mean(dy); in evaluation B = C = 0. */
+TG_BODY void bn_dx_coef_f32(const bn_job *j, int64_t c, double rs, double sdy, double sdyd,
+                            float *A, float *B, float *C) {
+    const double m = (double)(j->g->N * j->g->HW);
+    const double k = (j->gamma ? (double)((const float *)j->gamma)[c] : 1.0) * rs;
+    *A = (float)k;
+    *B = j->training ? (float)(-k * rs * (sdyd * rs / m)) : 0;
+    *C = j->training ? (float)(-k * (sdy / m)) : 0;
+}
+
 TG_BODY void bn_backward_f32(const bn_job *j, int64_t c0, int64_t c1) {
     const tg__bn_geom *g = j->g;
     const int64_t HW = g->HW, CHW = g->C * g->HW;
-    const double m = (double)(g->N * HW);
-    const float *x = j->x, *dy = j->dy, *gamma = j->gamma, *mean = j->mean, *rstd = j->rstd;
+    const float *x = j->x, *dy = j->dy, *mean = j->mean, *rstd = j->rstd;
     const float *ry = j->relu_y;
     float *dx = j->dx, *dgamma = j->dgamma, *dbeta = j->dbeta;
     for (int64_t c = c0; c < c1; c++) {
@@ -1729,12 +1740,8 @@ TG_BODY void bn_backward_f32(const bn_job *j, int64_t c0, int64_t c1) {
             dgamma[c] += (float)(sdyd * rs);
         if (!dx)
             continue;
-        const double k = (gamma ? (double)gamma[c] : 1.0) * rs;
-        float A = (float)k, B = 0, C = 0;
-        if (j->training) {
-            B = (float)(-k * rs * (sdyd * rs / m));
-            C = (float)(-k * (sdy / m));
-        }
+        float A, B, C;
+        bn_dx_coef_f32(j, c, rs, sdy, sdyd, &A, &B, &C);
         for (int64_t n = 0; n < g->N; n++) {
             const int64_t o = c * HW + n * CHW;
             if (md_in_dx)
@@ -1962,8 +1969,7 @@ TG_BODY void bnp_forward_f32(const bn_job *j, int64_t c0, int64_t c1, float *buf
 TG_BODY void bnp_backward_f32(const bn_job *j, int64_t c0, int64_t c1, float *buf) {
     const tg__bn_geom *g = j->g;
     const int64_t HW = g->HW, CHW = g->C * HW, ohow = j->pool->OH * j->pool->OW;
-    const double m = (double)(g->N * HW);
-    const float *x = j->x, *gamma = j->gamma, *mean = j->mean, *rstd = j->rstd;
+    const float *x = j->x, *mean = j->mean, *rstd = j->rstd;
     float *dx = j->dx, *dgamma = j->dgamma, *dbeta = j->dbeta;
     const bool in_dx = dx && j->dx_fresh; /* dz formed in dx, finished there in place */
     const bool sums = dgamma || dbeta || (dx && j->training);
@@ -1989,12 +1995,8 @@ TG_BODY void bnp_backward_f32(const bn_job *j, int64_t c0, int64_t c1, float *bu
             dgamma[c] += (float)(sdyd * rs);
         if (!dx)
             continue;
-        const double k = (gamma ? (double)gamma[c] : 1.0) * rs;
-        float A = (float)k, B = 0, C = 0;
-        if (j->training) {
-            B = (float)(-k * rs * (sdyd * rs / m));
-            C = (float)(-k * (sdy / m));
-        }
+        float A, B, C;
+        bn_dx_coef_f32(j, c, rs, sdy, sdyd, &A, &B, &C);
         for (int64_t n = 0; n < g->N; n++) {
             const int64_t o = c * HW + n * CHW;
             if (in_dx) {
