@@ -353,8 +353,28 @@ Test(cnn_fast, maxpool2x2_fast_path_matches_a_naive_scan) {
                 cr_expect_eq(memcmp(bdx, wdx, es * (size_t)nx), 0,
                              "shape %zu kind %d f32 %d: dx differs from the scatter", si, kind,
                              f32);
+                /* a fresh dx (over garbage): the scatter into zeros, by value (where the windows
+                 * tile the image dy is stored, so a dy of -0 stays -0 where 0 + -0 is +0) */
+                double *fdx = xmalloc(8 * (size_t)nx);
+                for (int64_t i = 0; i < nx; i++) {
+                    fdx[i] = 0;
+                    if (f32)
+                        ((float *)bdx)[i] = NAN;
+                    else
+                        ((double *)bdx)[i] = NAN;
+                }
+                for (int64_t i = 0; i < ny; i++)
+                    fdx[(i / ohow) * hw + ram[i]] += dy[i];
+                tg__max_pool2d_backward(&g, dt, am, bdy, bdx, true);
+                bad = 0;
+                for (int64_t i = 0; i < nx && bad < 5; i++) {
+                    const double got = f32 ? ((float *)bdx)[i] : ((double *)bdx)[i];
+                    if (got != fdx[i] && bad++ < 5)
+                        cr_expect(0, "shape %zu kind %d f32 %d: fresh dx[%lld] %g, want %g", si,
+                                  kind, f32, (long long)i, got, fdx[i]);
+                }
                 free(x), free(ry), free(dy), free(dx0), free(ram), free(am), free(bx), free(by);
-                free(bdy), free(bdx), free(wdx);
+                free(bdy), free(bdx), free(wdx), free(fdx);
             }
 }
 
