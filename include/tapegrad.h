@@ -643,7 +643,10 @@ TG_API tg_tensor *tg_batch_norm_relu_max_pool2d_at(tg_tape *t, tg_tensor *x, tg_
                                                    TG_LOC_PARAMS);
 
 /** y = x * m / (1 - p), m_i ~ Bernoulli(1 - p) (inverted dropout): the mask is drawn from rng (the
- *  caller's, seeded) and is what backward saves; identity in evaluation mode; p in [0, 1). */
+ *  caller's, seeded) and is what backward saves; identity in evaluation mode; p in [0, 1).
+ *  Each call in training mode takes one tg_rng_next from rng as a key k; element i (row-major)
+ *  is kept when (z_i >> 11) 2^-53 >= p, z_i the i-th output of SplitMix64 seeded with k, so the
+ *  mask is the same for any thread count. */
 TG_API tg_tensor *tg_dropout_at(tg_tape *t, tg_tensor *x, double p, tg_rng *rng, TG_LOC_PARAMS);
 
 /* The opts argument of these macros may be a compound literal with commas in it:

@@ -1,12 +1,18 @@
 /* dropout (inverted): y_i = x_i m_i / (1 - p),  m_i ~ Bernoulli(1 - p)   x [..], y same shape
- *   In training mode the mask is drawn from the caller's rng when the op is recorded: one
- *   tg_rng_uniform u_i per element in row-major order, kept (m_i = 1) when u_i >= p. With p = 0,
- *   or in evaluation mode, y = x and nothing is drawn.
+ *   In training mode the mask is drawn when the op is recorded: one tg_rng_next from the caller's
+ *   rng is the key k, and element i (row-major) draws u_i = (splitmix64_i(k) >> 11) 2^-53, the
+ *   i-th output of the SplitMix64 generator seeded with k; it is kept (m_i = 1) when u_i >= p.
+ *   Counter-based: element i's draw depends on k and i alone, so the mask is split over threads
+ *   and vectorized and is the same for any thread count. With p = 0, or in evaluation mode,
+ *   y = x and nothing is drawn.
  * y is linear in x:  dx_i += dy_i m_i / (1 - p).
  * Saves the mask, scaled: s_i = m_i / (1 - p), in x's dtype (0 or 1/(1-p)); nothing when y = x. */
 #include "core/engine.h"
+#include "kernels/conv.h" /* tg__conv_wide_simd_in_use */
+#include "kernels/parallel.h"
 
 #include <math.h>
+#include <stdatomic.h>
 
 typedef struct dropout_params {
     double p;
@@ -14,46 +20,106 @@ typedef struct dropout_params {
     int training; /* the tape's mode at recording time */
 } dropout_params;
 
-/* tg_rng_next's step (xoshiro256**, src/core/rng.c) on a state s: its next output. */
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-static inline uint64_t rng_step(uint64_t s[4]) {
-    const uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
+/* SplitMix64 (Steele, Lea and Flood 2014; the generator Vigna recommends for seeding xoshiro):
+ * output i of the stream seeded with k is the finalizer of k + (i + 1) gamma. Only adds, shifts,
+ * xors and 64-bit multiplies, with no state carried from one element to the next. */
+#define SPLITMIX_GAMMA UINT64_C(0x9E3779B97F4A7C15)
+static inline uint64_t splitmix64_at(uint64_t key, uint64_t i) {
+    uint64_t z = key + (i + 1) * SPLITMIX_GAMMA;
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
 }
 
-/* m = u >= thresh ? scale : +0 and y = x m over one block, without a branch (keep or drop is a
- * coin the branch predictor loses a quarter of the time at p = 0.25) and without converting the
- * comparison to a float (cvtsi2ss would chain every element to the one before): scale's bits
- * under an all-ones or all-zeros mask. */
-static void keep_block_f32(const uint64_t *u, int len, uint64_t thresh, float scale, const float *x,
-                           float *y, float *m) {
-    uint32_t scale_bits;
-    memcpy(&scale_bits, &scale, sizeof scale_bits);
-    for (int k = 0; k < len; k++) {
-        const uint32_t bits = (0u - (uint32_t)(u[k] >= thresh)) & scale_bits;
-        float mk;
-        memcpy(&mk, &bits, sizeof mk);
-        m[k] = mk;
-        y[k] = x[k] * mk;
+/* Elements [i0, i1): s_i = u_i >= thresh ? scale : +0 and y_i = x_i s_i, without a branch (keep
+ * or drop is a coin the branch predictor loses a quarter of the time at p = 0.25) and without
+ * converting the comparison to a float: scale's bits under an all-ones or all-zeros mask. Written
+ * once per dtype and built twice, for the baseline ISA and for AVX-512 with its 64-bit multiply
+ * (AVX512DQ's vpmullq: eight draws a vector, where AVX512F alone takes three multiplies for one),
+ * chosen at run time; both builds give the same bits (integer arithmetic and one multiply by 0
+ * or scale). */
+#define DROPOUT_LOOPS(sfx, attr)                                                                   \
+    attr static void keep_f32_##sfx(uint64_t key, int64_t i0, int64_t i1, uint64_t thresh,         \
+                                    uint32_t scale_bits, const float *restrict x,                  \
+                                    float *restrict y, float *restrict s) {                        \
+        for (int64_t i = i0; i < i1; i++) {                                                        \
+            const uint64_t u = splitmix64_at(key, (uint64_t)i) >> 11;                              \
+            const uint32_t bits = (0u - (uint32_t)(u >= thresh)) & scale_bits;                     \
+            float si;                                                                              \
+            memcpy(&si, &bits, sizeof si);                                                         \
+            s[i] = si;                                                                             \
+            y[i] = x[i] * si;                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    attr static void keep_f64_##sfx(uint64_t key, int64_t i0, int64_t i1, uint64_t thresh,         \
+                                    uint64_t scale_bits, const double *restrict x,                 \
+                                    double *restrict y, double *restrict s) {                      \
+        for (int64_t i = i0; i < i1; i++) {                                                        \
+            const uint64_t u = splitmix64_at(key, (uint64_t)i) >> 11;                              \
+            const uint64_t bits = (0u - (uint64_t)(u >= thresh)) & scale_bits;                     \
+            double si;                                                                             \
+            memcpy(&si, &bits, sizeof si);                                                         \
+            s[i] = si;                                                                             \
+            y[i] = x[i] * si;                                                                      \
+        }                                                                                          \
     }
+DROPOUT_LOOPS(base, )
+#if defined(__x86_64__)
+DROPOUT_LOOPS(wide, __attribute__((target("avx512f,avx512dq"))))
+#endif
+
+static bool dropout_wide(void) {
+#if defined(__x86_64__)
+    static atomic_int have_dq = -1; /* every thread computes the same value */
+    int dq = atomic_load_explicit(&have_dq, memory_order_relaxed);
+    if (dq < 0) {
+        __builtin_cpu_init();
+        dq = __builtin_cpu_supports("avx512dq");
+        atomic_store_explicit(&have_dq, dq, memory_order_relaxed);
+    }
+    return dq && tg__conv_wide_simd_in_use();
+#else
+    return false;
+#endif
 }
-static void keep_block_f64(const uint64_t *u, int len, uint64_t thresh, double scale,
-                           const double *x, double *y, double *m) {
-    uint64_t scale_bits;
-    memcpy(&scale_bits, &scale, sizeof scale_bits);
-    for (int k = 0; k < len; k++) {
-        const uint64_t bits = (0u - (uint64_t)(u[k] >= thresh)) & scale_bits;
-        double mk;
-        memcpy(&mk, &bits, sizeof mk);
-        m[k] = mk;
-        y[k] = x[k] * mk;
+
+typedef struct dropout_job {
+    tg_tensor *y;
+    uint64_t key, thresh;
+    double scale;
+} dropout_job;
+
+static void dropout_forward_range(void *ctx, int64_t i0, int64_t i1) {
+    const dropout_job *job = ctx;
+    const tg_tensor *y = job->y, *x = y->inputs[0];
+    const bool wide = dropout_wide();
+    if (y->dtype == TG_F32) {
+        const float scale = (float)job->scale;
+        uint32_t bits;
+        memcpy(&bits, &scale, sizeof bits);
+        const float *px = x->data;
+        float *py = y->data, *ps = y->saved;
+#if defined(__x86_64__)
+        if (wide) {
+            keep_f32_wide(job->key, i0, i1, job->thresh, bits, px, py, ps);
+            return;
+        }
+#endif
+        keep_f32_base(job->key, i0, i1, job->thresh, bits, px, py, ps);
+    } else {
+        uint64_t bits;
+        memcpy(&bits, &job->scale, sizeof bits);
+        const double *px = x->data;
+        double *py = y->data, *ps = y->saved;
+#if defined(__x86_64__)
+        if (wide) {
+            keep_f64_wide(job->key, i0, i1, job->thresh, bits, px, py, ps);
+            return;
+        }
+#endif
+        keep_f64_base(job->key, i0, i1, job->thresh, bits, px, py, ps);
     }
+    (void)wide;
 }
 
 static bool dropout_identity(const dropout_params *p) { return !p->training || p->p == 0; }
@@ -82,49 +148,41 @@ static tg_status dropout_forward(tg_tape *tape, tg_tensor *y) {
     if (!mask)
         return TG_ERR_NOMEM;
     y->saved = mask;
-    /* u_i = tg_rng_uniform = (next >> 11) 2^-53 >= p  <=>  next >> 11 >= ceil(p 2^53), exactly
-     * (p 2^53 is exact, and next >> 11 an integer); the generator's step inline, on a copy of
-     * the state written back at the end: the same draws as numel calls of tg_rng_uniform. */
-    const uint64_t thresh = (uint64_t)ceil(p->p * 0x1p53);
-    uint64_t st[4];
-    memcpy(st, p->rng->s, sizeof st);
-    /* In blocks: first the block's draws alone (the generator's chain of dependent steps is
-     * then all that loop waits on), then the mask and y from them (keep_block). */
-    enum { DRAWS = 256 };
-    uint64_t u[DRAWS];
-    const double scale = 1.0 / (1.0 - p->p);
-    for (int64_t i0 = 0; i0 < y->numel; i0 += DRAWS) {
-        const int len = (int)(y->numel - i0 < DRAWS ? y->numel - i0 : DRAWS);
-        for (int k = 0; k < len; k++)
-            u[k] = rng_step(st) >> 11;
-        if (y->dtype == TG_F32)
-            keep_block_f32(u, len, thresh, (float)scale, (const float *)x->data + i0,
-                           (float *)y->data + i0, (float *)mask + i0);
-        else
-            keep_block_f64(u, len, thresh, scale, (const double *)x->data + i0,
-                           (double *)y->data + i0, (double *)mask + i0);
-    }
-    memcpy(p->rng->s, st, sizeof st);
+    /* u_i >= p  <=>  (z_i >> 11) >= ceil(p 2^53), exactly (p 2^53 is exact, z_i >> 11 an
+     * integer below 2^53, so the threshold is at most 2^53 and p = 0 keeps everything). */
+    dropout_job job = {.y = y,
+                       .key = tg_rng_next(p->rng),
+                       .thresh = (uint64_t)ceil(p->p * 0x1p53),
+                       .scale = 1.0 / (1.0 - p->p)};
+    tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, dropout_forward_range, &job);
     return TG_OK;
+}
+
+/* dx (+)= dy s, or dy where nothing was saved; elements independent, split over threads. */
+static void dropout_backward_range(void *ctx, int64_t i0, int64_t i1) {
+    const tg__backward_args *g = ctx;
+    const bool fresh = tg__dx_fresh(g->din[0]);
+    TG_FOR_DTYPE(g->y->dtype, T, const T *dy = g->dout->data; T *dx = g->din[0]->data;
+                 const T *s = g->y->saved; if (s && fresh) {
+                     for (int64_t i = i0; i < i1; i++)
+                         dx[i] = dy[i] * s[i];
+                 } else if (s) {
+                     for (int64_t i = i0; i < i1; i++)
+                         dx[i] += dy[i] * s[i];
+                 } else if (fresh) {
+                     for (int64_t i = i0; i < i1; i++)
+                         dx[i] = dy[i];
+                 } else {
+                     for (int64_t i = i0; i < i1; i++)
+                         dx[i] += dy[i];
+                 });
 }
 
 static void dropout_backward(const tg_tensor *y, const tg_tensor *dout, tg_tensor *const *din) {
     if (!din[0])
         return;
-    TG_FOR_DTYPE(y->dtype, T, const T *dy = dout->data; T *dx = din[0]->data;
-                 const T *m = y->saved; if (m && tg__dx_fresh(din[0])) {
-                     for (int64_t i = 0; i < y->numel; i++)
-                         dx[i] = dy[i] * m[i];
-                 } else if (m) {
-                     for (int64_t i = 0; i < y->numel; i++)
-                         dx[i] += dy[i] * m[i];
-                 } else if (tg__dx_fresh(din[0])) {
-                     for (int64_t i = 0; i < y->numel; i++)
-                         dx[i] = dy[i];
-                 } else {
-                     for (int64_t i = 0; i < y->numel; i++)
-                         dx[i] += dy[i];
-                 });
+    tg__backward_args g = {y, dout, din};
+    tg__parallel_range(y->numel, TG_PAR_MIN_ELEMS, dropout_backward_range, &g);
 }
 
 static int dropout_print(const tg_tensor *y, char *buf, size_t len) {

@@ -499,12 +499,32 @@ Test(cnn_fast, conv2d_flat_im2col_matches_a_naive_loop) {
         }
 }
 
-/* ---- dropout: the inline generator ---- */
+/* ---- dropout: the counter-based mask ---- */
 
-/* The mask is tg_rng_uniform(rng) >= p, one draw per element in order, and the rng is left as
- * after those draws: checked against the rng itself, in both dtypes, for p that are and are not
- * multiples of 2^-53 (the threshold's rounding). */
-Test(cnn_fast, dropout_mask_is_the_rng_sequence) {
+/* SplitMix64's output i for the seed key, written from its definition (Steele, Lea and Flood
+ * 2014), apart from the library's loop. */
+static uint64_t splitmix64_ref(uint64_t key, uint64_t i) {
+    uint64_t z = key;
+    for (uint64_t k = 0; k <= i; k++)
+        z += UINT64_C(0x9E3779B97F4A7C15);
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+Test(cnn_fast, splitmix64_reference_gives_the_published_sequence) {
+    /* the first outputs for seed 1234567 (Rosetta Code, "Pseudo-random numbers/Splitmix64") */
+    static const uint64_t want[5] = {UINT64_C(6457827717110365317), UINT64_C(3203168211198807973),
+                                     UINT64_C(9817491932198370423), UINT64_C(4593380528125082431),
+                                     UINT64_C(16408922859458223821)};
+    for (uint64_t i = 0; i < 5; i++)
+        cr_expect_eq(splitmix64_ref(1234567, i), want[i], "output %llu", (unsigned long long)i);
+}
+
+/* Element i is kept when (splitmix64_i(k) >> 11) 2^-53 >= p, k one tg_rng_next of the caller's
+ * rng, and the rng is left as after that one draw: checked against the reference in both dtypes,
+ * for p that are and are not multiples of 2^-53 (the threshold's rounding). */
+Test(cnn_fast, dropout_mask_is_splitmix64_keyed_by_one_draw) {
     static const double ps[] = {0.5, 0.25, 0.1, 1.0 / 3, 0x1p-53, 0.999999};
     for (size_t pi = 0; pi < sizeof ps / sizeof ps[0]; pi++)
         for (int f32 = 0; f32 < 2; f32++) {
@@ -518,18 +538,70 @@ Test(cnn_fast, dropout_mask_is_the_rng_sequence) {
             tg_rng_seed(&b, 77 + pi);
             tg_tensor *y = tg_dropout(tape, x, ps[pi], &a);
             cr_assert_not_null(y, "%s", tg_tape_errmsg(tape));
+            const uint64_t key = tg_rng_next(&b);
             const double scale = f32 ? (double)(float)(1.0 / (1.0 - ps[pi])) : 1.0 / (1.0 - ps[pi]);
-            int bad = 0;
+            int bad = 0, kept = 0;
             for (int64_t i = 0; i < n; i++) {
-                const double want = tg_rng_uniform(&b) >= ps[pi] ? scale : 0;
+                const double u = (double)(splitmix64_ref(key, (uint64_t)i) >> 11) * 0x1p-53;
+                const double want = u >= ps[pi] ? scale : 0;
+                kept += want != 0;
                 if (tg_tensor_get(y, i) != want && bad++ < 5)
                     cr_expect(0, "p %g f32 %d: y[%lld] = %g, want %g", ps[pi], f32, (long long)i,
                               tg_tensor_get(y, i), want);
             }
+            cr_expect(kept > 0 || ps[pi] > 0.99, "p %g: nothing kept", ps[pi]);
             cr_expect_eq(memcmp(a.s, b.s, sizeof a.s), 0, "p %g: the rng after the mask", ps[pi]);
             tg_tensor_free(x);
             tg_tape_free(tape);
         }
+}
+
+/* The mask and y of a tensor large enough to be split over threads (and not a multiple of a
+ * vector) are the same bits at 1 and 2 threads and in the AVX-512 and baseline builds; so is the
+ * backward's dx, fresh and accumulated. */
+Test(cnn_fast, dropout_same_bits_for_any_thread_count_and_simd_build) {
+    const int64_t n = 3 * TG_PAR_MIN_ELEMS + 13;
+    const int threads_was = tg_get_num_threads(), wide_was = tg__conv_wide_simd(1);
+    for (int f32 = 0; f32 < 2; f32++) {
+        const tg_dtype dt = f32 ? TG_F32 : TG_F64;
+        const size_t bytes = (size_t)n * tg__dtype_size(dt);
+        void *ref[3] = {NULL, NULL, NULL}; /* y, dx of a leaf (accumulated), dx of y * 1 (fresh) */
+        for (int run = 0; run < 4; run++) {
+            tg_set_num_threads(run & 1 ? 2 : 1);
+            tg__conv_wide_simd(run < 2);
+            tg_tape *tape = tg_tape_new();
+            tg_rng rng;
+            tg_rng_seed(&rng, 5);
+            tg_tensor *x = tg_tensor_rand(dt, TG_SHAPE(n), -1, 1, &rng);
+            tg_tensor *dyt = tg_tensor_rand(dt, TG_SHAPE(n), -1, 1, &rng);
+            cr_assert(tape && x && dyt);
+            tg_tensor_set_requires_grad(x, 1);
+            tg_tensor *h = tg_scale(tape, x, 1.0);
+            tg_tensor *y = tg_dropout(tape, x, 0.3, &rng), *y2 = tg_dropout(tape, h, 0.3, &rng);
+            tg_tensor *loss = tg_add(tape, tg_sum(tape, tg_mul(tape, y, dyt)),
+                                     tg_sum(tape, tg_mul(tape, y2, dyt)));
+            cr_assert_not_null(loss, "%s", tg_tape_errmsg(tape));
+            cr_assert_eq(tg_backward(tape, loss), TG_OK, "%s", tg_tape_errmsg(tape));
+            const void *got[3] = {tg_tensor_cdata(y), tg_tensor_cdata(tg_tensor_grad(x)),
+                                  tg_tensor_cdata(y2)};
+            for (int k = 0; k < 3; k++) {
+                if (run == 0) {
+                    ref[k] = xmalloc(bytes);
+                    memcpy(ref[k], got[k], bytes);
+                } else
+                    cr_expect_eq(memcmp(ref[k], got[k], bytes), 0,
+                                 "f32 %d, %d threads, wide %d: output %d differs", f32,
+                                 run & 1 ? 2 : 1, run < 2, k);
+            }
+            tg_tensor_free(x);
+            tg_tensor_free(dyt);
+            tg_tape_free(tape);
+        }
+        for (int k = 0; k < 3; k++)
+            free(ref[k]);
+    }
+    tg_set_num_threads(threads_was);
+    tg__conv_wide_simd(wide_was);
 }
 
 /* ---- The AVX-512 and baseline builds of the f32 kernels: the same bits ---- */

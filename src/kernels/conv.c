@@ -84,6 +84,8 @@ static void stream_fence(bool streamed) {
 #endif
 }
 
+bool tg__conv_wide_simd_in_use(void) { return use_wide(); }
+
 int tg__conv_wide_simd(int on) {
     const int was = use_wide();
     atomic_store_explicit(&wide_simd, on && TG_WIDE_SIMD && tg__kernel_available(TG_KERNEL_AVX512),

@@ -182,6 +182,9 @@ tg_status tg__bn_relu_pool_backward(const tg__bn_geom *g, const tg__pool2d_geom 
  * the baseline build otherwise, with the same results bit for bit. on = 0 forces the baseline,
  * 1 restores the choice; returns the previous state (1: the AVX-512 build was in use). */
 int tg__conv_wide_simd(int on);
+/* Whether the AVX-512 builds are in use (the CPU has AVX-512 and tests have not forced the
+ * baseline): dropout's mask follows the same switch. */
+bool tg__conv_wide_simd_in_use(void);
 
 /* Outputs of at least this many bytes (twice the L2 cache; 4 MiB if unknown) are written by the
  * float32 batch-norm forward and relu with streaming (non-temporal) stores: they cannot stay in
