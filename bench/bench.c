@@ -2,7 +2,9 @@
  *
  *   matmul      the CPU's cache sizes and measured FMA peak (a register-only loop, per vector
  *               width, 1 and 2 threads); then f32 and f64 C = op(A) op(B) for n x n, n = 256..2048,
- *               the Fashion-MNIST step's first-layer shapes (128x784x256 and its transposes), and
+ *               the Fashion-MNIST step's first-layer shapes (128x784x256 and its transposes),
+ *               the CNN's first linear layer (128x3136 times 3136x128, and its backward's two
+ *               products), and
  *               small products (attention's 16^3 per head, the 2-4-2 network's [200,2]x[2,4]):
  *               tapegrad's own kernel (TG_KERNEL's if set, else the best SIMD one), OpenBLAS
  *               (when found at build time; same process, same data, runs alternating), a naive
@@ -505,6 +507,11 @@ static void bench_matmul(void) {
         {false, false, 128, 256, 784},
         {false, true, 128, 784, 256},
         {true, false, 784, 256, 128},
+        /* the Fashion-MNIST CNN's first linear layer (3136 -> 128, batch 128): forward X W^T,
+         * dX = dY W and dW = dY^T X */
+        {false, true, 128, 128, 3136},
+        {false, false, 128, 3136, 128},
+        {true, false, 128, 3136, 128},
         /* small products (tg__gemm's direct kernels): the char-level transformer's per-head
          * attention, [16,16] x [16,16] as S = Q K^T, Y = P V and dK = dS^T Q; the 2-4-2
          * network's [200,2] x [2,4], its backward dH = dY W^T and dW = X^T dH; and 64^3 */
@@ -543,7 +550,8 @@ static void bench_matmul(void) {
         }
         for (int s = 0; s < n_shapes; s++) {
             const gemm_shape *g = &shapes[s];
-            if (g->M > nmax || g->N > nmax || g->K > nmax)
+            if (g->M * g->K > nmax * nmax || g->K * g->N > nmax * nmax ||
+                g->M * g->N > nmax * nmax) /* the buffers hold nmax^2 elements */
                 continue;
             int64_t mc, kc, nc;
             tg__gemm_blocks(d ? (own == TG_KERNEL_AVX512 ? &tg__uk_avx512_f64 : &tg__uk_avx2_f64)
