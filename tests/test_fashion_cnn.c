@@ -297,9 +297,17 @@ Test(fashion_cnn, learns_without_allocating) {
     cr_assert_arr_eq(logits_a, logits_b, sizeof logits_a, "evaluation mode is not deterministic");
     const float *rm = tg_tensor_cdata(tr.bn1->running_mean);
     const float *rv = tg_tensor_cdata(tr.bn1->running_var);
+    /* A channel is left at its initial values when both its mean and its variance are: either
+     * one may end near its start (channel 1's running mean came out at 6e-4, its variance at
+     * 0.24, in the baseline SIMD build under valgrind). */
     int moved = 0;
-    for (int c = 0; c < C1; c++)
-        moved += fabsf(rm[c]) > 1e-3f && fabsf(rv[c] - 1) > 1e-3f;
+    for (int c = 0; c < C1; c++) {
+        const bool m = fabsf(rm[c]) > 1e-3f || fabsf(rv[c] - 1) > 1e-3f;
+        moved += m;
+        if (!m)
+            cr_log_error("bn1 channel %d: running mean %g, running var %g", c, (double)rm[c],
+                         (double)rv[c]);
+    }
     cr_assert_eq(moved, C1, "training left bn1's running statistics at their initial values");
 
     const char *why = alloc_counter_unavailable();
