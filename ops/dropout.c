@@ -38,31 +38,21 @@ static inline uint64_t splitmix64_at(uint64_t key, uint64_t i) {
  * (AVX512DQ's vpmullq: eight draws a vector, where AVX512F alone takes three multiplies for one),
  * chosen at run time; both builds give the same bits (integer arithmetic and one multiply by 0
  * or scale). */
-#define DROPOUT_LOOPS(sfx, attr)                                                                   \
-    attr static void keep_f32_##sfx(uint64_t key, int64_t i0, int64_t i1, uint64_t thresh,         \
-                                    uint32_t scale_bits, const float *restrict x,                  \
-                                    float *restrict y, float *restrict s) {                        \
+#define KEEP_LOOP(name, T, U, attr)                                                                \
+    attr static void name(uint64_t key, int64_t i0, int64_t i1, uint64_t thresh, U scale_bits,     \
+                          const T *restrict x, T *restrict y, T *restrict s) {                     \
         for (int64_t i = i0; i < i1; i++) {                                                        \
             const uint64_t u = splitmix64_at(key, (uint64_t)i) >> 11;                              \
-            const uint32_t bits = (0u - (uint32_t)(u >= thresh)) & scale_bits;                     \
-            float si;                                                                              \
-            memcpy(&si, &bits, sizeof si);                                                         \
-            s[i] = si;                                                                             \
-            y[i] = x[i] * si;                                                                      \
-        }                                                                                          \
-    }                                                                                              \
-    attr static void keep_f64_##sfx(uint64_t key, int64_t i0, int64_t i1, uint64_t thresh,         \
-                                    uint64_t scale_bits, const double *restrict x,                 \
-                                    double *restrict y, double *restrict s) {                      \
-        for (int64_t i = i0; i < i1; i++) {                                                        \
-            const uint64_t u = splitmix64_at(key, (uint64_t)i) >> 11;                              \
-            const uint64_t bits = (0u - (uint64_t)(u >= thresh)) & scale_bits;                     \
-            double si;                                                                             \
+            const U bits = ((U)0 - (U)(u >= thresh)) & scale_bits;                                 \
+            T si;                                                                                  \
             memcpy(&si, &bits, sizeof si);                                                         \
             s[i] = si;                                                                             \
             y[i] = x[i] * si;                                                                      \
         }                                                                                          \
     }
+#define DROPOUT_LOOPS(sfx, attr)                                                                   \
+    KEEP_LOOP(keep_f32_##sfx, float, uint32_t, attr)                                               \
+    KEEP_LOOP(keep_f64_##sfx, double, uint64_t, attr)
 DROPOUT_LOOPS(base, )
 #if defined(__x86_64__)
 DROPOUT_LOOPS(wide, __attribute__((target("avx512f,avx512dq"))))
