@@ -79,6 +79,13 @@ typedef struct dropout_job {
     double scale;
 } dropout_job;
 
+/* keep_<dt> of the build in use: the AVX-512 one where dropout_wide() says so */
+#if defined(__x86_64__)
+#define KEEP(dt, ...) (wide ? keep_##dt##_wide(__VA_ARGS__) : keep_##dt##_base(__VA_ARGS__))
+#else
+#define KEEP(dt, ...) keep_##dt##_base(__VA_ARGS__)
+#endif
+
 static void dropout_forward_range(void *ctx, int64_t i0, int64_t i1) {
     const dropout_job *job = ctx;
     const tg_tensor *y = job->y, *x = y->inputs[0];
@@ -87,27 +94,11 @@ static void dropout_forward_range(void *ctx, int64_t i0, int64_t i1) {
         const float scale = (float)job->scale;
         uint32_t bits;
         memcpy(&bits, &scale, sizeof bits);
-        const float *px = x->data;
-        float *py = y->data, *ps = y->saved;
-#if defined(__x86_64__)
-        if (wide) {
-            keep_f32_wide(job->key, i0, i1, job->thresh, bits, px, py, ps);
-            return;
-        }
-#endif
-        keep_f32_base(job->key, i0, i1, job->thresh, bits, px, py, ps);
+        KEEP(f32, job->key, i0, i1, job->thresh, bits, x->data, y->data, y->saved);
     } else {
         uint64_t bits;
         memcpy(&bits, &job->scale, sizeof bits);
-        const double *px = x->data;
-        double *py = y->data, *ps = y->saved;
-#if defined(__x86_64__)
-        if (wide) {
-            keep_f64_wide(job->key, i0, i1, job->thresh, bits, px, py, ps);
-            return;
-        }
-#endif
-        keep_f64_base(job->key, i0, i1, job->thresh, bits, px, py, ps);
+        KEEP(f64, job->key, i0, i1, job->thresh, bits, x->data, y->data, y->saved);
     }
     (void)wide;
 }
